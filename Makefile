@@ -1,0 +1,78 @@
+# shoplake — the only entry a newcomer needs. `make run` and `make test` set everything up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# The install stamp depends on the pins: editing pyproject.toml reinstalls, a second `make test` does not.
+STAMP := $(VENV)/.installed
+SCALE ?= small
+PYTEST_ARGS ?=
+
+.PHONY: help install check-java run test test-fast lint bench lab stack-up stack-down stack-status dashboard browser clean
+
+help:
+	@echo "make run         run the whole workbook on the local target (SCALE=tiny|small|full), HTML reports in reports/"
+	@echo "make test        install what is missing, lint, run every test"
+	@echo "make test-fast   unit tests only (no notebooks, Spark or browser)"
+	@echo "make lab         start the local stack and JupyterLab on notebooks/"
+	@echo "make bench       benchmarks, printed as ratios against baselines measured in the same run"
+	@echo "make stack-up | stack-down | stack-status | dashboard | clean"
+
+$(STAMP): pyproject.toml
+	@$(MAKE) --no-print-directory check-java
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip check
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+check-java:
+	@java -version >/dev/null 2>&1 || { echo "Java 17+ is needed for Spark: install it with 'apt-get install openjdk-17-jre-headless' (Debian/Ubuntu), 'brew install openjdk@17' (macOS), or use environment.yml with conda."; exit 1; }
+	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	  if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "Java $$v found; Spark needs Java 17+ (apt-get install openjdk-17-jre-headless)"; exit 1; fi
+
+# Debian's chromium for the dashboard's browser test (playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian chromium for the browser test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "could not install chromium: the browser test will be skipped with a reason"; }
+
+run: $(STAMP)
+	$(BIN)/shoplake run --scale $(SCALE) $(if $(ONLY),--only $(ONLY)) $(if $(KEEP_STACK),--keep-stack)
+
+test: $(STAMP) browser
+	$(BIN)/ruff check lib tests bench
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check lib tests bench
+	$(BIN)/ruff format --check lib tests bench
+
+bench: $(STAMP)
+	$(PY) -m bench $(if $(ONLY),--only $(ONLY))
+
+lab: $(STAMP)
+	$(BIN)/shoplake stack up
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+stack-up: $(STAMP)
+	$(BIN)/shoplake stack up
+
+stack-down: $(STAMP)
+	$(BIN)/shoplake stack down
+
+stack-status: $(STAMP)
+	$(BIN)/shoplake stack status
+
+dashboard: $(STAMP)
+	$(BIN)/shoplake dashboard
+
+clean:
+	-@test -x $(BIN)/shoplake && $(BIN)/shoplake stack down
+	rm -rf build reports data/generated .shoplake .pytest_cache .ruff_cache spark-warehouse metastore_db derby.log

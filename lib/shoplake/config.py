@@ -1,0 +1,250 @@
+"""Settings (target, prefix, region, scale) and the one place that builds AWS clients for the chosen target.
+
+Target ``local`` (default) talks only to the embedded emulator on a loopback address with fake credentials;
+target ``aws`` uses the standard credential chain (``AWS_PROFILE``, ``AWS_REGION``...). Every boto3 client,
+boto3 resource and awswrangler call in shoplake gets its endpoint and session from here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from shoplake.errors import ConfigError
+
+TARGETS = ("local", "aws")
+SCALES = ("tiny", "small", "full")
+LOCAL_REGION = "us-east-1"
+# Fake credentials for the emulator. They are not secrets and cannot sign a request AWS would accept.
+LOCAL_ACCESS_KEY = "testing"
+LOCAL_SECRET_KEY = "testing"
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that selects where shoplake runs and how big the data is."""
+
+    target: str = "local"
+    prefix: str = "dev"
+    region: str = LOCAL_REGION
+    scale: str = "small"
+    seed: int = 42
+    home: Path = field(default_factory=lambda: REPO_ROOT / ".shoplake")
+    data_dir: Path = field(default_factory=lambda: REPO_ROOT / "data" / "generated")
+    profile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ConfigError(f"target must be one of {TARGETS}, got {self.target!r}: set SHOPLAKE_TARGET=local or aws")
+        if self.scale not in SCALES:
+            raise ConfigError(f"scale must be one of {SCALES}, got {self.scale!r}")
+        if not self.prefix or not all(c.isalnum() or c == "-" for c in self.prefix) or len(self.prefix) > 20:
+            raise ConfigError(
+                f"prefix {self.prefix!r} must be 1-20 letters, digits or '-' (it becomes part of every resource name)"
+            )
+
+    @property
+    def is_local(self) -> bool:
+        return self.target == "local"
+
+    def name(self, short: str) -> str:
+        """The full resource name of ``short`` (e.g. ``orders`` → ``shoplake-dev-orders``)."""
+        return resource_name(short, self.prefix)
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (notebook parameters override the environment this way)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, **changes)
+
+
+def resource_name(short: str, prefix: str | None = None) -> str:
+    """``shoplake-<prefix>-<short>``: the one place resource names are built."""
+    prefix = prefix if prefix is not None else settings().prefix
+    return f"shoplake-{prefix}-{short}"
+
+
+def settings(**overrides: Any) -> Settings:
+    """Settings from the environment (``SHOPLAKE_TARGET``, ``SHOPLAKE_PREFIX``, ``AWS_REGION``, ...), then overrides."""
+    env = os.environ
+    target = env.get("SHOPLAKE_TARGET", "local").strip().lower() or "local"
+    if target == "aws":
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+    else:
+        region = LOCAL_REGION
+    base = Settings(
+        target=target,
+        prefix=env.get("SHOPLAKE_PREFIX", "dev"),
+        region=region or LOCAL_REGION,
+        scale=env.get("SHOPLAKE_SCALE", "small"),
+        seed=int(env.get("SHOPLAKE_SEED", "42")),
+        home=Path(env["SHOPLAKE_HOME"]) if env.get("SHOPLAKE_HOME") else REPO_ROOT / ".shoplake",
+        data_dir=Path(env["SHOPLAKE_DATA_DIR"]) if env.get("SHOPLAKE_DATA_DIR") else REPO_ROOT / "data" / "generated",
+        profile=env.get("AWS_PROFILE") if target == "aws" else None,
+    )
+    return base.with_(**overrides)
+
+
+def apply_parameters(target: str | None = None, **overrides: Any) -> Settings:
+    """Make notebook parameters the process-wide settings (exported to the environment) and return them."""
+    if target is not None:
+        os.environ["SHOPLAKE_TARGET"] = target
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"SHOPLAKE_{key.upper()}"] = str(value)
+    clear_caches()
+    return settings()
+
+
+# --------------------------------------------------------------------------- local-target safety
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def assert_loopback(url: str, what: str = "endpoint") -> str:
+    if not is_loopback_url(url):
+        raise ConfigError(
+            f"the local target may only talk to loopback addresses, but the {what} is {url!r}. "
+            "Unset AWS_ENDPOINT_URL*, or set SHOPLAKE_TARGET=aws to use a real account on purpose."
+        )
+    return url
+
+
+def _check_no_real_endpoint_env() -> None:
+    for key, value in os.environ.items():
+        if key.startswith("AWS_ENDPOINT_URL") and value and not is_loopback_url(value):
+            raise ConfigError(
+                f"{key}={value} points at a non-loopback endpoint while SHOPLAKE_TARGET=local. "
+                "Unset it, or set SHOPLAKE_TARGET=aws."
+            )
+
+
+def _refuse_non_loopback(request: Any, **_: Any) -> None:
+    """botocore ``before-send`` hook: the last line of defence of the local target."""
+    assert_loopback(request.url, "request URL")
+
+
+# --------------------------------------------------------------------------- sessions and clients
+
+
+def endpoint_url() -> str | None:
+    """The emulator URL on the local target (raises if the stack is down), None on aws."""
+    if not settings().is_local:
+        return None
+    from shoplake import stack  # local import: stack imports config
+
+    url = stack.moto_url()
+    return assert_loopback(url, "emulator URL")
+
+
+@lru_cache(maxsize=4)
+def _session(target: str, region: str, profile: str | None, url: str | None) -> Any:
+    import boto3
+
+    if target == "local":
+        _check_no_real_endpoint_env()
+        session = boto3.Session(
+            aws_access_key_id=LOCAL_ACCESS_KEY,
+            aws_secret_access_key=LOCAL_SECRET_KEY,
+            region_name=region,
+        )
+        session.events.register("before-send", _refuse_non_loopback)
+        return session
+    if not region:
+        raise ConfigError("target aws needs a region: set AWS_REGION (e.g. eu-west-1)")
+    return boto3.Session(profile_name=profile, region_name=region)
+
+
+def session() -> Any:
+    """The boto3 Session for the current target (local: fake credentials + a loopback-only guard)."""
+    s = settings()
+    url = endpoint_url()
+    return _session(s.target, s.region, s.profile, url)
+
+
+@lru_cache(maxsize=64)
+def _client(service: str, target: str, region: str, url: str | None) -> Any:
+    from botocore.config import Config
+
+    s = settings()
+    cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
+    return _session(target, region, s.profile, url).client(service, endpoint_url=url, config=cfg)
+
+
+def client(service: str) -> Any:
+    """A boto3 client for ``service`` on the current target (cached per target/endpoint)."""
+    s = settings()
+    return _client(service, s.target, s.region, endpoint_url())
+
+
+def resource(service: str) -> Any:
+    """A boto3 resource for ``service`` on the current target."""
+    return session().resource(service, endpoint_url=endpoint_url())
+
+
+WRANGLER_ENDPOINTS = (
+    "s3",
+    "glue",
+    "dynamodb",
+    "athena",
+    "sts",
+    "kms",
+    "emr",
+    "lakeformation",
+    "secretsmanager",
+    "redshift",
+    "redshift_data",
+    "timestream_query",
+    "timestream_write",
+    "cloudwatch_logs",
+    "dynamodb",
+)
+
+
+def configure_wrangler() -> Any:
+    """Point awswrangler at the current target and return the boto3 session to pass as ``boto3_session``."""
+    import awswrangler as wr
+
+    url = endpoint_url()
+    for service in WRANGLER_ENDPOINTS:
+        attr = f"{service}_endpoint_url"
+        if hasattr(wr.config, attr):
+            setattr(wr.config, attr, url)
+    return session()
+
+
+def storage_options() -> dict[str, Any]:
+    """fsspec/s3fs options for the current target (DuckDB and pandas read the lake through these)."""
+    url = endpoint_url()
+    if url is None:
+        opts: dict[str, Any] = {}
+        if settings().profile:
+            opts["profile"] = settings().profile
+        return opts
+    return {"key": LOCAL_ACCESS_KEY, "secret": LOCAL_SECRET_KEY, "client_kwargs": {"endpoint_url": url, "region_name": LOCAL_REGION}}
+
+
+def clear_caches() -> None:
+    """Forget cached sessions and clients (after the stack restarts or settings change)."""
+    _session.cache_clear()
+    _client.cache_clear()
+
+
+def glue_database(prefix: str | None = None) -> str:
+    """The Glue database name (Glue and Athena want underscores): ``shoplake_<prefix>``."""
+    prefix = prefix if prefix is not None else settings().prefix
+    return f"shoplake_{prefix}".replace("-", "_").lower()

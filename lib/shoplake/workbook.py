@@ -1,0 +1,211 @@
+"""Run the numbered notebooks in order with papermill, collect their recorded metrics, export HTML reports.
+
+Notebooks call :func:`start` in their first cell (parameters → settings, local stack up) and
+:func:`record_metrics` once at the end; tests and ``shoplake run`` read ``<out_dir>/<notebook>.metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shoplake import config
+from shoplake.errors import ShoplakeError
+
+log = logging.getLogger(__name__)
+
+NOTEBOOK_DIR = config.REPO_ROOT / "notebooks"
+REPORT_DIR = config.REPO_ROOT / "reports"
+
+
+class NotebookFailed(ShoplakeError):
+    """A notebook of the workbook raised; the message names the notebook and the failing cell."""
+
+
+# --------------------------------------------------------------------------- inside a notebook
+
+
+def start(target: str = "local", scale: str = "small", seed: int = 42, **_: Any) -> config.Settings:
+    """First call of every notebook: make the parameters the settings, bring the local stack up, set up plotly."""
+    settings = config.apply_parameters(target=target, scale=scale, seed=seed)
+    if settings.is_local:
+        from shoplake import stack
+
+        stack.ensure()
+    setup_plotly()
+    return settings
+
+
+def setup_plotly() -> None:
+    """Figures render in JupyterLab and are embedded (with plotly.js, offline) in the exported HTML."""
+    import plotly.io as pio
+
+    pio.renderers.default = "plotly_mimetype+notebook"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Decimal):
+        return float(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def record_metrics(out_dir: str | os.PathLike[str], notebook: str, metrics: dict[str, Any]) -> Path:
+    """Write ``<out_dir>/<notebook>.metrics.json`` — the checkable results of one notebook run."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{notebook}.metrics.json"
+    payload = {"notebook": notebook, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "settings": {"target": config.settings().target, "scale": config.settings().scale,
+                            "seed": config.settings().seed, "prefix": config.settings().prefix},
+               "metrics": _plain(metrics)}
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    return path
+
+
+def read_metrics(out_dir: str | os.PathLike[str], notebook: str) -> dict[str, Any]:
+    path = Path(out_dir) / f"{notebook}.metrics.json"
+    if not path.exists():
+        raise ShoplakeError(f"{path} does not exist: run notebook {notebook} first (shoplake run --only {notebook[:2]})")
+    return json.loads(path.read_text())["metrics"]
+
+
+# --------------------------------------------------------------------------- running the workbook
+
+
+@dataclass
+class NotebookResult:
+    name: str
+    seconds: float
+    ok: bool
+    error: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def notebooks(only: list[str] | None = None, notebook_dir: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The workbook's notebooks ``NN_name.ipynb`` in order, optionally only those whose number or name is given."""
+    found = sorted(p for p in notebook_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not only:
+        return found
+    wanted = {w.strip() for w in only if w.strip()}
+    picked = [p for p in found if p.stem[:2] in wanted or p.stem in wanted]
+    unknown = wanted - {p.stem[:2] for p in picked} - {p.stem for p in picked}
+    if unknown:
+        raise ShoplakeError(f"no notebook matches {sorted(unknown)}; available: {[p.stem for p in found]}")
+    return picked
+
+
+def _failing_cell(exc: Exception) -> str:
+    name = getattr(exc, "ename", type(exc).__name__)
+    value = getattr(exc, "evalue", str(exc))
+    cell = getattr(exc, "cell_index", None)
+    where = f"cell {cell}" if cell is not None else "a cell"
+    return f"{where}: {name}: {value}"
+
+
+def export_html(executed: Path, report_dir: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.read(executed, as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    path = report_dir / f"{executed.stem}.html"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def run_notebooks(
+    scale: str = "small",
+    seed: int = 42,
+    target: str | None = None,
+    only: list[str] | None = None,
+    out_dir: Path | None = None,
+    report_dir: Path | None = None,
+    keep_going: bool = False,
+    extra_parameters: dict[str, dict[str, Any]] | None = None,
+    progress: bool = True,
+) -> list[NotebookResult]:
+    """Execute the notebooks in order; stop at the first failure unless ``keep_going``."""
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    target = target or config.settings().target
+    out_dir = Path(out_dir or config.REPO_ROOT / "build")
+    report_dir = Path(report_dir or REPORT_DIR)
+    executed_dir = out_dir / "executed"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    results: list[NotebookResult] = []
+    paths = notebooks(only)
+    bar = tqdm(paths, desc="workbook", unit="notebook", disable=not progress)
+    for path in bar:
+        bar.set_postfix_str(path.stem)
+        params = {"target": target, "scale": scale, "seed": seed, "out_dir": str(out_dir.resolve())}
+        params.update((extra_parameters or {}).get(path.stem, {}))
+        executed = executed_dir / path.name
+        began = time.perf_counter()
+        try:
+            pm.execute_notebook(str(path), str(executed), parameters=params, cwd=str(path.parent),
+                                kernel_name="python3", progress_bar=False, log_output=False)
+        except Exception as exc:  # papermill raises PapermillExecutionError with the cell and traceback
+            results.append(NotebookResult(path.stem, time.perf_counter() - began, False, _failing_cell(exc)))
+            if executed.exists():
+                export_html(executed, report_dir)
+            if not keep_going:
+                break
+            continue
+        finally:
+            pass
+        metrics_path = out_dir / f"{path.stem}.metrics.json"
+        metrics = json.loads(metrics_path.read_text())["metrics"] if metrics_path.exists() else {}
+        export_html(executed, report_dir)
+        results.append(NotebookResult(path.stem, time.perf_counter() - began, True, metrics=metrics))
+    (out_dir / "run.json").write_text(json.dumps([r.__dict__ for r in results], indent=2, default=str))
+    return results
+
+
+@click.command("run")
+@click.option("--scale", type=click.Choice(config.SCALES), default="small", show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--only", default=None, help="comma-separated notebook numbers or names, e.g. 00,01,02")
+@click.option("--out-dir", type=click.Path(path_type=Path), default=None, help="executed notebooks + metrics (build/)")
+@click.option("--keep-stack", is_flag=True, help="leave the local stack running afterwards")
+@click.option("--keep-going", is_flag=True, help="run the remaining notebooks after a failure")
+def cli(scale: str, seed: int, only: str | None, out_dir: Path | None, keep_stack: bool, keep_going: bool) -> None:
+    """Run the notebooks in order (papermill) and write HTML reports to reports/."""
+    settings = config.settings()
+    results = []
+    try:
+        results = run_notebooks(scale=scale, seed=seed, only=only.split(",") if only else None,
+                                out_dir=out_dir, keep_going=keep_going)
+    finally:
+        if settings.is_local and not keep_stack:
+            from shoplake import stack
+
+            stack.down()
+    for r in results:
+        mark = "ok " if r.ok else "FAIL"
+        click.echo(f"{mark} {r.name:<28} {r.seconds:7.1f} s" + (f"  {r.error}" if r.error else ""))
+    click.echo(f"reports in {REPORT_DIR}")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise NotebookFailed(f"notebook {failed[0].name} failed at {failed[0].error}; open "
+                             f"reports/{failed[0].name}.html to see the traceback")
