@@ -74,5 +74,5 @@ dashboard: $(STAMP)
 	$(BIN)/shoplake dashboard
 
 clean:
-	-@test -x $(BIN)/shoplake && $(BIN)/shoplake stack down
+	-@test -x $(BIN)/shoplake && $(BIN)/shoplake stack down --purge
 	rm -rf build reports data/generated .shoplake .pytest_cache .ruff_cache spark-warehouse metastore_db derby.log

@@ -71,3 +71,7 @@ def main() -> None:
     except ShoplakeError as exc:
         click.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -54,11 +54,11 @@ class Status:
 
     def lines(self) -> list[str]:
         pg = self.postgres or {}
+        pg_url = f"postgresql://{pg.get('user')}@{pg.get('host')}:{pg.get('port')}/{pg.get('database')}" if pg.get("port") else "-"
         return [
             f"state folder : {self.home}",
             f"AWS emulator : {self.moto_url or '-'}  [{'up' if self.moto_healthy else 'down'}]",
-            f"PostgreSQL   : {('postgresql://%s@%s:%s/%s' % (pg.get('user'), pg.get('host'), pg.get('port'), pg.get('database'))) if pg else '-'}"
-            f"  [{'up' if self.postgres_healthy else 'down'}]",
+            f"PostgreSQL   : {pg_url}  [{'up' if self.postgres_healthy else 'down'}]",
         ]
 
 
@@ -374,8 +374,8 @@ def ensure() -> Status:
 up = ensure
 
 
-def down() -> None:
-    """Stop every process of the local stack; leaves the PostgreSQL data folder for the next start."""
+def down(purge: bool = False) -> None:
+    """Stop every process of the local stack; ``purge`` also deletes the PostgreSQL data and the state."""
     with _lock():
         state = read_state()
         moto = state.get("moto")
@@ -388,6 +388,9 @@ def down() -> None:
         if pg:
             state["postgres"] = {k: pg[k] for k in ("password", "pgdata", "bin", "os_user") if k in pg}
         _write_state(state)
+        if purge:
+            shutil.rmtree(_pg_layout()[0], ignore_errors=True)
+            _state_path().unlink(missing_ok=True)
     config.clear_caches()
 
 

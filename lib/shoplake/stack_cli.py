@@ -25,10 +25,11 @@ def up() -> None:
 
 
 @stack.command()
-def down() -> None:
+@click.option("--purge", is_flag=True, help="also delete the PostgreSQL data and the stack state")
+def down(purge: bool) -> None:
     """Stop every process of the local stack."""
-    _stack.down()
-    click.echo("local stack stopped")
+    _stack.down(purge=purge)
+    click.echo("local stack stopped" + (" and purged" if purge else ""))
 
 
 @stack.command()

@@ -116,8 +116,11 @@ def notebooks(only: list[str] | None = None, notebook_dir: Path = NOTEBOOK_DIR) 
 def _failing_cell(exc: Exception) -> str:
     name = getattr(exc, "ename", type(exc).__name__)
     value = getattr(exc, "evalue", str(exc))
-    cell = getattr(exc, "cell_index", None)
-    where = f"cell {cell}" if cell is not None else "a cell"
+    cell = getattr(exc, "exec_count", None)
+    source = (getattr(exc, "source", "") or "").strip().splitlines()
+    where = f"cell [{cell}]" if cell is not None else "a cell"
+    if source:
+        where += f" `{source[0][:80]}`"
     return f"{where}: {name}: {value}"
 
 
@@ -172,8 +175,6 @@ def run_notebooks(
             if not keep_going:
                 break
             continue
-        finally:
-            pass
         metrics_path = out_dir / f"{path.stem}.metrics.json"
         metrics = json.loads(metrics_path.read_text())["metrics"] if metrics_path.exists() else {}
         export_html(executed, report_dir)

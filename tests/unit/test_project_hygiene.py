@@ -1,0 +1,67 @@
+"""Project rules that are easy to break: one set of pins, notebooks without outputs, parameters cells."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _pins_from_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return sorted(project["dependencies"] + project["optional-dependencies"]["dev"])
+
+
+def test_environment_yml_repeats_the_pyproject_pins():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    pins = sorted(p for p in pip_block if not p.startswith("-e"))
+    assert pins == _pins_from_pyproject()
+    assert "-e ." in pip_block
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    assert any(d.startswith("python=3.11") for d in conda) and any(d.startswith("openjdk=17") for d in conda)
+
+
+def test_every_dependency_is_pinned_exactly():
+    for pin in _pins_from_pyproject():
+        assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][0-9A-Za-z.]*", pin), f"{pin} is not pinned with =="
+
+
+def _notebooks():
+    return sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_notebooks_are_numbered_and_committed_without_outputs():
+    names = [p.stem for p in _notebooks()]
+    assert names and names[0] == "00_provision" and names[-1] == "99_teardown"
+    for path in _notebooks():
+        assert re.fullmatch(r"\d\d_[a-z0-9_]+", path.stem), path.name
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                assert not cell.get("outputs"), f"{path.name} has outputs: clear them before committing"
+                assert cell.get("execution_count") is None, f"{path.name} has execution counts"
+
+
+def test_notebooks_have_a_parameters_cell_with_the_common_knobs():
+    for path in _notebooks():
+        nb = json.loads(path.read_text())
+        tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{path.name}: exactly one cell must be tagged 'parameters'"
+        source = "".join(tagged[0]["source"])
+        for knob in ("target", "scale", "seed", "out_dir"):
+            assert re.search(rf"^{knob}\s*=", source, re.M), f"{path.name}: parameter {knob} missing"
+        code = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+        assert "record_metrics(" in code, f"{path.name}: record its checkable results with workbook.record_metrics"
+
+
+def test_no_credentials_in_the_repository():
+    pattern = re.compile(r"(AKIA[0-9A-Z]{16}|aws_secret_access_key\s*=\s*['\"][A-Za-z0-9/+]{30,})")
+    for path in ROOT.rglob("*"):
+        if any(part in {".venv", ".git", "data", "build", "reports", ".shoplake"} for part in path.parts):
+            continue
+        if path.is_file() and path.suffix in {".py", ".yaml", ".yml", ".ipynb", ".toml", ".md", ".json"}:
+            assert not pattern.search(path.read_text(errors="ignore")), f"credential-like string in {path}"

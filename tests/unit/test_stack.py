@@ -1,0 +1,98 @@
+"""The local stack's lifecycle against the real processes, in a state folder of its own."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+
+
+def _run_stack(home, *args):
+    env = {**os.environ, "SHOPLAKE_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "shoplake.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.fixture()
+def private_stack(tmp_path, monkeypatch):
+    """A second stack with its own state folder (the shared one used by other tests is untouched)."""
+    from shoplake import config, stack
+
+    monkeypatch.setenv("SHOPLAKE_HOME", str(tmp_path / "home"))
+    config.clear_caches()
+    yield stack
+    stack.down(purge=True)
+    config.clear_caches()
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = open(f"/proc/{pid}/stat").read()
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_up_status_idempotent_down(private_stack):
+    stack = private_stack
+    assert not stack.status().up
+    began = time.perf_counter()
+    status = stack.ensure()
+    assert status.up, status.lines()
+    assert time.perf_counter() - began < 30  # generous; the figure is reported by `shoplake stack up`
+    state = stack.read_state()
+    pids = state["moto"]["pid"], state["postgres"]["pid"]
+    # a second ensure reuses the running processes
+    stack.ensure()
+    assert (stack.read_state()["moto"]["pid"], stack.read_state()["postgres"]["pid"]) == pids
+    # PostgreSQL really answers SQL through the pg8000 connection awswrangler uses
+    conn = stack.postgres_connection()
+    assert conn.run("select 40 + 2")[0][0] == 42
+    conn.close()
+    stack.down()
+    for pid in pids:
+        deadline = time.time() + 10
+        while _alive(pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid), f"process {pid} survived `down`"
+    assert not stack.status().up
+
+
+def test_recovers_from_a_killed_emulator_and_a_stale_pid(private_stack):
+    stack = private_stack
+    stack.ensure()
+    old = stack.read_state()["moto"]
+    generation = stack.moto_generation()
+    os.kill(old["pid"], signal.SIGKILL)
+    time.sleep(0.3)
+    status = stack.ensure()
+    assert status.moto_healthy
+    assert stack.read_state()["moto"]["pid"] != old["pid"]
+    assert stack.moto_generation() == generation + 1
+
+
+def test_down_stack_gives_a_clear_message(private_stack):
+    from shoplake.errors import StackError
+
+    with pytest.raises(StackError, match="make stack-up"):
+        private_stack.moto_url()
+    with pytest.raises(StackError, match="stack up"):
+        private_stack.postgres_params()
+
+
+def test_cli_status_exit_codes(tmp_path):
+    home = tmp_path / "cli-home"
+    try:
+        assert _run_stack(home, "stack", "status").returncode == 1
+        up = _run_stack(home, "stack", "up")
+        assert up.returncode == 0, up.stderr
+        assert "AWS emulator : http://127.0.0.1:" in up.stdout
+        assert _run_stack(home, "stack", "status").returncode == 0
+    finally:
+        down = _run_stack(home, "stack", "down", "--purge")
+        assert down.returncode == 0, down.stderr

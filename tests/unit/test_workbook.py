@@ -1,0 +1,68 @@
+"""The workbook runner: order, metrics, and a failing notebook named with its cell."""
+
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from shoplake import workbook
+from shoplake.errors import ShoplakeError
+
+
+def _notebook(path, *sources):
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cells = [new_code_cell(s) for s in sources]
+    cells[0].metadata["tags"] = ["parameters"]
+    nb.cells = cells
+    nbformat.write(nb, path)
+
+
+@pytest.fixture()
+def tiny_workbook(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    record = "from shoplake import workbook\nworkbook.record_metrics(out_dir, '{name}', {{'scale': scale, 'seed': seed}})"
+    _notebook(nbdir / "00_first.ipynb", "target='local'\nscale='small'\nseed=1\nout_dir='x'", record.format(name="00_first"))
+    _notebook(nbdir / "01_broken.ipynb", "target='local'\nscale='small'\nseed=1\nout_dir='x'", "x = 1", "1 / 0")
+    _notebook(nbdir / "02_after.ipynb", "target='local'\nscale='small'\nseed=1\nout_dir='x'", record.format(name="02_after"))
+    monkeypatch.setattr(workbook, "NOTEBOOK_DIR", nbdir)
+    original = workbook.notebooks
+    monkeypatch.setattr(workbook, "notebooks", lambda only=None, notebook_dir=nbdir: original(only, nbdir))
+    return tmp_path
+
+
+def test_runner_stops_at_a_failure_naming_notebook_and_cell(tiny_workbook):
+    out = tiny_workbook / "build"
+    results = workbook.run_notebooks(scale="tiny", seed=7, out_dir=out, report_dir=tiny_workbook / "reports",
+                                     progress=False)
+    assert [r.name for r in results] == ["00_first", "01_broken"]
+    assert results[0].ok and results[0].metrics == {"scale": "tiny", "seed": 7}
+    assert not results[1].ok and "ZeroDivisionError" in results[1].error and "`1 / 0`" in results[1].error
+    assert (tiny_workbook / "reports" / "00_first.html").exists()
+    assert (tiny_workbook / "reports" / "01_broken.html").exists()
+    assert json.loads((out / "00_first.metrics.json").read_text())["metrics"]["seed"] == 7
+
+
+def test_keep_going_and_only(tiny_workbook):
+    results = workbook.run_notebooks(scale="tiny", out_dir=tiny_workbook / "b", report_dir=tiny_workbook / "r",
+                                     keep_going=True, progress=False)
+    assert [r.ok for r in results] == [True, False, True]
+    only = workbook.run_notebooks(scale="tiny", only=["02"], out_dir=tiny_workbook / "c",
+                                  report_dir=tiny_workbook / "r", progress=False)
+    assert [r.name for r in only] == ["02_after"]
+    with pytest.raises(ShoplakeError, match="no notebook matches"):
+        workbook.notebooks(["42"], tiny_workbook / "notebooks")
+
+
+def test_record_metrics_makes_values_json_safe(tmp_path):
+    from decimal import Decimal
+
+    import numpy as np
+
+    path = workbook.record_metrics(tmp_path, "nb", {"a": np.int64(3), "b": Decimal("1.50"), "c": float("nan")})
+    assert json.loads(path.read_text())["metrics"] == {"a": 3, "b": 1.5, "c": None}
+    assert workbook.read_metrics(tmp_path, "nb")["a"] == 3
+    with pytest.raises(ShoplakeError, match="run notebook"):
+        workbook.read_metrics(tmp_path, "missing")
