@@ -34,7 +34,8 @@ def provisioned(local_stack):
     from shoplake import infra
 
     infra.apply()
-    return infra.outputs()
+    yield infra.outputs()
+    infra.destroy()  # the emulator caps some resources per account (e.g. 50 Firehose streams): leave none behind
 
 
 @pytest.fixture(scope="session")

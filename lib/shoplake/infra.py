@@ -188,7 +188,13 @@ def resolve(ref: str) -> str:
     if kind == "bucket_name":
         return config.resource_name(short)
     if kind == "queue_url":
-        return config.client("sqs").get_queue_url(QueueName=config.resource_name(short))["QueueUrl"]
+        try:
+            return config.client("sqs").get_queue_url(QueueName=config.resource_name(short))["QueueUrl"]
+        except Exception as exc:
+            if _code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
+                raise InfraError(f"queue {config.resource_name(short)} does not exist yet: run `shoplake infra apply` "
+                                 "(or notebook 00_provision) first") from exc
+            raise
     if kind.endswith("_arn"):
         return arn(kind[: -len("_arn")], short)
     if kind == "glue_database":

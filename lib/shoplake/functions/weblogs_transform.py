@@ -1,0 +1,221 @@
+"""Firehose record transformation for the ``weblogs`` stream: Apache access-log lines → JSON search documents.
+
+The equivalent of the Firehose "Apache log to JSON" Lambda blueprint (``kinesis-firehose-apachelog-to-json``):
+each incoming record (one log line, base64) comes back with the same ``recordId`` and ``result`` ``Ok`` (data:
+one JSON document) or ``ProcessingFailed`` (data: the original line, so Firehose writes it under the error
+prefix). Stdlib only, so the file alone is the deployment zip. ``shoplake.weblogs`` runs the very same
+functions locally (:func:`parse_line`, :func:`transform_records`), so there is one parser.
+
+Formats: Apache *combined* and *common* log format, IPv4/IPv6 clients, Apache's escapes (``\\"``, ``\\\\``,
+``\\xhh``) in request/referrer/agent, ``-`` for bytes, any method token, any ``±hhmm`` time zone (converted to
+UTC). Records already converted by the Kinesis Agent (``LOGTOJSON``/``COMBINEDAPACHELOG``: ``host``, ``ident``,
+``authuser``, ``datetime``, ``request``, ``response``, ``bytes``, ``referrer``, ``agent``) are accepted too.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import logging
+import re
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'
+LINE_RE = re.compile(
+    r"^(\S+) (\S+) (\S+) \[([^\]]*)\] " + _QUOTED + r" (\S+) (\S+)(?: " + _QUOTED + " " + _QUOTED + r")?\s*$"
+)
+REQUEST_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_.-]*) (\S.*?)(?: ([A-Z]+/\d+(?:\.\d+)?))?$")
+TIME_RE = re.compile(r"^(\d{2})/([A-Z][a-z]{2})/(\d{4}):(\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})$")
+ESCAPE_RE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
+BOT_RE = re.compile(
+    r"bot\b|bot/|crawl|spider|slurp|archiver|facebookexternalhit|bingpreview|curl/|wget/|python-requests|"
+    r"python-urllib|go-http-client|java/|httpclient|scrapy|headlesschrome|phantomjs|pingdom|uptime|monitor",
+    re.IGNORECASE,
+)
+MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "v": "\v", "b": "\b", "f": "\f"}
+MAX_LINE = 65536
+
+
+def _unescape_match(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if len(code) == 3 and code[0] == "x":
+        return chr(int(code[1:], 16))
+    return _ESCAPES.get(code, code)
+
+
+def unescape(value: str) -> str:
+    """Undo Apache's log escaping (``\\"`` → ``"``, ``\\\\`` → ``\\``, ``\\xhh`` → the character)."""
+    return ESCAPE_RE.sub(_unescape_match, value) if "\\" in value else value
+
+
+@lru_cache(maxsize=16384)
+def _utc_minute(day_hour_minute: str, zone: str) -> str | None:
+    """``10/Oct/2000:13:55`` + ``-0700`` → ``2000-10-10T20:55:`` (zones shift whole minutes, so seconds stay)."""
+    m = TIME_RE.match(day_hour_minute + ":00 " + zone)
+    if not m or m.group(2) not in MONTHS:
+        return None
+    day, _, year, hour, minute, _, sign, tz_h, tz_m = m.groups()
+    if int(tz_h) > 14 or int(tz_m) > 59:
+        return None
+    try:
+        local = datetime(int(year), MONTHS[m.group(2)], int(day), int(hour), int(minute))
+    except ValueError:
+        return None
+    offset = timedelta(hours=int(tz_h), minutes=int(tz_m))
+    utc = local - offset if sign == "+" else local + offset
+    return utc.strftime("%Y-%m-%dT%H:%M:")
+
+
+def to_utc_iso(stamp: str) -> str | None:
+    """``10/Oct/2000:13:55:36 -0700`` → ``2000-10-10T20:55:36Z``; None when it is not a valid Apache time."""
+    if len(stamp) != 26 or stamp[17] != ":" or stamp[20] != " ":
+        return None
+    seconds = stamp[18:20]
+    if not seconds.isdigit() or seconds > "59":
+        return None
+    zone = stamp[21:]
+    if zone in ("+0000", "-0000"):  # the common case: no arithmetic, only checks
+        day = _iso_day(stamp[:11])
+        hour, minute = stamp[12:14], stamp[15:17]
+        if day is None or stamp[14] != ":" or not (hour + minute).isdigit() or hour > "23" or minute > "59":
+            return None
+        return f"{day}T{hour}:{minute}:{seconds}Z"
+    prefix = _utc_minute(stamp[:17], zone)
+    return None if prefix is None else prefix + seconds + "Z"
+
+
+@lru_cache(maxsize=4096)
+def _iso_day(day_month_year: str) -> str | None:
+    """``10/Oct/2000`` → ``2000-10-10`` (None for an impossible date)."""
+    try:
+        return datetime.strptime(day_month_year, "%d/%b/%Y").strftime("%Y-%m-%d") if (
+            len(day_month_year) == 11 and day_month_year[3:6] in MONTHS) else None
+    except ValueError:
+        return None
+
+
+@lru_cache(maxsize=65536)
+def _valid_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+@lru_cache(maxsize=4096)
+def is_bot(agent: str | None) -> bool:
+    """Crawlers, monitors and scripted clients (by user agent)."""
+    return bool(agent) and BOT_RE.search(agent) is not None
+
+
+def _dash(value: str | None) -> str | None:
+    return None if value is None or value == "-" else value
+
+
+def parse_line(line: str) -> tuple[dict[str, Any] | None, str | None]:
+    """One access-log line → ``(document, None)``, or ``(None, reason)`` when the line cannot be parsed."""
+    line = line.rstrip("\r\n")
+    if not line.strip():
+        return None, "empty line"
+    if len(line) > MAX_LINE:
+        return None, f"line longer than {MAX_LINE} characters"
+    m = LINE_RE.match(line)
+    if m is None:
+        return None, "not an Apache common or combined log line"
+    client, ident, user, stamp, request, status, size, referrer, agent = m.groups()
+    if not _valid_ip(client):
+        return None, f"client is not an IPv4/IPv6 address: {client[:60]!r}"
+    timestamp = to_utc_iso(stamp)
+    if timestamp is None:
+        return None, f"bad timestamp: [{stamp[:40]}]"
+    if len(status) != 3 or not status.isdigit() or not 100 <= int(status) <= 599:
+        return None, f"bad status: {status[:20]!r}"
+    if size == "-":
+        nbytes = 0
+    elif size.isdigit():
+        nbytes = int(size)
+    else:
+        return None, f"bad bytes: {size[:20]!r}"
+    request = unescape(request)
+    method = path = query = protocol = None
+    rm = REQUEST_RE.match(request)
+    if rm is not None:
+        method, target, protocol = rm.groups()
+        path, _, query = target.partition("?")
+        query = query or None
+    referrer = _dash(unescape(referrer)) if referrer is not None else None
+    agent = _dash(unescape(agent)) if agent is not None else None
+    return {
+        "@timestamp": timestamp,
+        "client_ip": client,
+        "ident": _dash(ident),
+        "user": _dash(user),
+        "method": method,
+        "path": path,
+        "query": query,
+        "protocol": protocol,
+        "request": request,
+        "status": int(status),
+        "bytes": nbytes,
+        "referrer": referrer,
+        "agent": agent,
+        "bot": is_bot(agent),
+    }, None
+
+
+def agent_json_to_line(record: dict[str, Any]) -> str:
+    """A Kinesis Agent ``LOGTOJSON`` record back to its log line (the agent keeps fields as written, escapes included)."""
+    line = (f'{record.get("host", "-")} {record.get("ident", "-")} {record.get("authuser", "-")} '
+            f'[{record.get("datetime", "")}] "{record.get("request", "-")}" {record.get("response", "-")} '
+            f'{record.get("bytes", "-")}')
+    if "agent" in record or "referrer" in record:
+        line += f' "{record.get("referrer", "-")}" "{record.get("agent", "-")}"'
+    return line
+
+
+def decode_record(data: bytes) -> str:
+    """The log line a Firehose record carries (raw line or agent JSON), without its line break."""
+    text = data.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(obj, dict) and "request" in obj and "host" in obj:
+            return agent_json_to_line(obj)
+    return text
+
+
+def transform_records(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str | None]]:
+    """Firehose records → ``(output record, reason)`` pairs; reason is None for ``Ok`` records."""
+    results: list[tuple[dict[str, Any], str | None]] = []
+    for record in records:
+        raw = base64.b64decode(record["data"])
+        text = decode_record(raw)
+        if "\n" in text:
+            doc, reason = None, f"record holds {text.count(chr(10)) + 1} lines; send one log line per record"
+        else:
+            doc, reason = parse_line(text)
+        if doc is None:
+            results.append(({"recordId": record["recordId"], "result": "ProcessingFailed", "data": record["data"]}, reason))
+        else:
+            data = base64.b64encode((json.dumps(doc, separators=(",", ":")) + "\n").encode()).decode()
+            results.append(({"recordId": record["recordId"], "result": "Ok", "data": data}, None))
+    return results
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """The Lambda entry point Firehose invokes with ``{"records": [{"recordId", "data"}, ...]}``."""
+    results = transform_records(event.get("records", []))
+    failed = [(out["recordId"], reason) for out, reason in results if reason]
+    for record_id, reason in failed[:20]:
+        log.warning("record %s: %s", record_id, reason)
+    print(json.dumps({"records": len(results), "ok": len(results) - len(failed), "processing_failed": len(failed)}))
+    return {"records": [out for out, _ in results]}

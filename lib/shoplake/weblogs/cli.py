@@ -1,0 +1,140 @@
+"""``shoplake logs parse|ship|index|search`` and ``shoplake dashboard``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+
+from shoplake.cli import echo_json
+
+log = logging.getLogger(__name__)
+
+
+@click.group("logs")
+def logs() -> None:
+    """Parse, ship, index and search Apache access logs."""
+
+
+@logs.command("parse")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@click.option("--show-rejected", type=int, default=5, show_default=True, help="rejected lines to list")
+def parse_cmd(file: Path, as_json: bool, show_rejected: int) -> None:
+    """Parse FILE and print lines, parsed, rejected (with reasons), status counts and bytes."""
+    from shoplake.weblogs._parser import parse_file
+
+    result = parse_file(file)
+    summary = result.summary()
+    if as_json:
+        summary["rejected_lines"] = [r.as_dict() for r in result.rejected[:show_rejected]]
+        echo_json(summary)
+        return
+    click.echo(f"{file}: {summary['lines']} lines, {summary['parsed']} parsed, {summary['rejected']} rejected, "
+               f"{summary['bytes']:,} bytes, {summary['bots']} bot requests")
+    click.echo("status: " + ", ".join(f"{k}={v}" for k, v in summary["status_counts"].items()))
+    for r in result.rejected[:show_rejected]:
+        click.echo(f"  line {r.line_no}: {r.reason}")
+
+
+@logs.command("ship")
+@click.argument("file", type=click.Path(path_type=Path))
+def ship_cmd(file: Path) -> None:
+    """Put the lines of FILE to Firehose ``weblogs`` (one line per record)."""
+    from shoplake.weblogs._delivery import ship_lines
+    from shoplake.weblogs._parser import iter_lines
+
+    result = ship_lines(iter_lines(file))
+    echo_json({"sent": result.sent, "calls": result.calls, "seconds": round(result.elapsed_s, 3)})
+
+
+@logs.command("index")
+@click.option("--file", "file", type=click.Path(path_type=Path), default=None,
+              help="index FILE directly (parsed here) instead of what Firehose delivered to the lake")
+@click.option("--index-path", type=click.Path(path_type=Path), default=None,
+              help="local index file (DuckDB); default .shoplake/weblogs/<prefix>.duckdb")
+def index_cmd(file: Path | None, index_path: Path | None) -> None:
+    """Index what Firehose delivered to ``raw/weblogs/`` (locally), or a log FILE; print the counts."""
+    from shoplake import config
+    from shoplake.weblogs._delivery import deliver_new
+    from shoplake.weblogs._index import open_index
+    from shoplake.weblogs._parser import parse_file
+
+    index = open_index(path=index_path or _default_index_path())
+    began = time.perf_counter()
+    if file is not None:
+        result = parse_file(file)
+        counts = index.ingest(result.docs, source=f"file:{Path(file).resolve()}",
+                              rejected=[r.as_dict() for r in result.rejected])
+        out = {"lines": result.lines, "indexed": counts.indexed, "rejected": counts.rejected,
+               "already_indexed": counts.skipped_source}
+    else:
+        if not config.settings().is_local:
+            raise click.UsageError("on aws Firehose indexes into OpenSearch itself; use --file to index a file")
+        out = deliver_new(index, progress=True).as_dict()
+    out.update({"documents_in_index": index.count(), "rejected_in_index": index.rejected_count(),
+                "seconds": round(time.perf_counter() - began, 3)})
+    echo_json(out)
+
+
+@logs.command("search")
+@click.argument("query", default="")
+@click.option("--size", type=int, default=20, show_default=True)
+@click.option("--index-path", type=click.Path(path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def search_cmd(query: str, size: int, index_path: Path | None, as_json: bool) -> None:
+    """Search the index: ``status:500``, ``path:/product/*``, ``"phrase"``, AND/OR/NOT."""
+    from shoplake.weblogs._index import open_index
+
+    index = open_index(path=index_path or _default_index_path())
+    hits = index.search(query, size=size)
+    total = index.count(query)
+    if as_json:
+        echo_json({"total": total, "hits": hits.to_dict(orient="records")})
+        return
+    click.echo(f"{total} matching documents")
+    for hit in hits.to_dict(orient="records"):
+        click.echo(f"{hit['@timestamp']:%Y-%m-%dT%H:%M:%SZ} {hit['status']} {hit['client_ip']} {hit['request']}")
+
+
+def _default_index_path() -> Path | None:
+    from shoplake import config
+
+    s = config.settings()
+    return s.home / "weblogs" / f"{s.prefix}.duckdb" if s.is_local else None
+
+
+@click.command("dashboard")
+@click.option("--port", type=int, default=8050, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--refresh", type=float, default=3.0, show_default=True, help="seconds between page refreshes")
+def dashboard(port: int, host: str, refresh: float) -> None:
+    """Serve the live log dashboard; locally it keeps indexing what Firehose delivers to the lake."""
+    from shoplake import config
+    from shoplake.weblogs._dashboard import DashboardServer, create_app
+    from shoplake.weblogs._delivery import Follower
+    from shoplake.weblogs._index import open_index
+
+    settings = config.settings()
+    follower = None
+    if settings.is_local:
+        from shoplake import stack
+
+        stack.ensure()
+        index = open_index("local")  # in memory, rebuilt from the lake: one writer, no file locks
+        follower = Follower(index, interval_s=1.0).start()
+    else:
+        index = open_index("opensearch")
+    server = DashboardServer(create_app(index, refresh_s=refresh), host=host, port=port).start()
+    click.echo(f"dashboard on {server.url} ({index.backend}, prefix {settings.prefix}); Ctrl-C stops it")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        if follower is not None:
+            follower.stop()
