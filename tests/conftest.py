@@ -11,6 +11,7 @@ import pytest
 # A developer can pin it (SHOPLAKE_PREFIX=p1 pytest ...) to look at the resources afterwards.
 os.environ.setdefault("SHOPLAKE_PREFIX", "t" + uuid.uuid4().hex[:6])
 os.environ["SHOPLAKE_TARGET"] = "local"
+os.environ.pop("SHOPLAKE_RETAIL_FILE", None)  # tests run on the seeded synthetic shop, never a user's real file
 for _key in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
     del os.environ[_key]
 
