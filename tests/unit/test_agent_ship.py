@@ -1,0 +1,296 @@
+"""The agent against the emulator: rotation mid-run, SIGKILL + restart, malformed lines, ship_dataset.
+
+Every test ships into destinations of its own (a Kinesis stream and Firehose streams into its own lake prefix),
+so what it reads back is exactly what it shipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from shoplake import config, streams
+from shoplake.agent import Agent, load_config, ship_dataset, simulate_servers
+from shoplake.agent._agent import CRASH_AFTER_SENDS_ENV
+from shoplake.agent._flows import ORDER_FIELDS
+from shoplake.agent._writer import order_line_csv
+
+ORDER_CSV = """
+      - optionName: CSVTOJSON
+        customFieldNames: [InvoiceNo, StockCode, Description, Quantity, InvoiceDate, UnitPrice, CustomerID, Country, LineNo]
+        fieldTypes: {Quantity: int, InvoiceDate: retail_datetime, UnitPrice: float, CustomerID: optional_string, LineNo: int}
+"""
+BASE = {
+    ("s3_bucket", "lake"),
+    ("kinesis_stream", "orders"),
+    ("iam_role", "firehose-delivery"),
+    ("firehose_delivery_stream", "orders-to-lake"),
+    ("firehose_delivery_stream", "weblogs"),
+}
+
+
+@pytest.fixture(scope="module")
+def agent_infra(local_stack):
+    """The resources of infra/stack.yaml the agent ships to (applied alone, so other parts' state does not matter)."""
+    from shoplake import infra
+
+    spec = [r for r in infra.load_spec() if (r.type, r.name) in BASE]
+    infra.apply(spec)
+    infra.lake_bucket = infra.outputs(spec)["bucket:lake"]
+    return infra
+
+
+@pytest.fixture
+def destinations(agent_infra):
+    """A Kinesis stream and a Firehose delivery stream of this test's own (short names), deleted afterwards.
+
+    (One Firehose only: the emulator allows 50 per account and every test session shares it.)
+    """
+    uid = uuid.uuid4().hex[:6]
+    names = {
+        "stream": f"agt-{uid}",
+        "firehose": f"agt-{uid}-lake",
+        "prefix": f"raw/agt-{uid}/",
+        "uid": uid,
+        "bucket": agent_infra.lake_bucket,
+    }
+    agent_infra.apply(
+        [
+            agent_infra.Resource("kinesis_stream", names["stream"], {"shards": 2, "retention_hours": 24}),
+            agent_infra.Resource(
+                "firehose_delivery_stream",
+                names["firehose"],
+                {
+                    "role": "firehose-delivery",
+                    "s3": {"bucket": "lake", "prefix": names["prefix"], "error_prefix": f"raw-errors/agt-{uid}/"},
+                },
+            ),
+        ]
+    )
+    yield names
+    config.client("firehose").delete_delivery_stream(DeliveryStreamName=config.resource_name(names["firehose"]))
+    config.client("kinesis").delete_stream(StreamName=config.resource_name(names["stream"]))
+
+
+def _config(tmp_path: Path, dest: dict[str, str], log_dir: Path, batch: int = 2000) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(f"""
+pollIntervalSeconds: 0.1
+flows:
+  - name: orders
+    filePattern: {log_dir}/*/orders.csv*
+    kinesisStream: {dest["stream"]}
+    partitionKeyOption: CUSTOMER
+    maxBatchRecords: {batch}
+    dataProcessingOptions:{ORDER_CSV}
+  - name: orders-to-lake
+    filePattern: {log_dir}/*/orders.csv*
+    deliveryStream: {dest["firehose"]}
+    maxBatchRecords: {batch}
+    dataProcessingOptions:{ORDER_CSV}
+  - name: weblogs
+    filePattern: {log_dir}/*/access.log*
+    deliveryStream: {dest["firehose"]}
+    maxBatchRecords: {batch}
+""")
+    return path
+
+
+def _kinesis(stream: str) -> Counter[bytes]:
+    return Counter(r.data for r in streams.read_all(stream))
+
+
+def _lake(bucket: str, prefix: str) -> Counter[bytes]:
+    s3 = config.client("s3")
+    found: Counter[bytes] = Counter()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            found.update(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().splitlines(keepends=True))
+    return found
+
+
+def _events(dataset) -> list[dict]:
+    return streams._records_of(dataset.order_lines[list(ORDER_FIELDS)])
+
+
+def test_lines_written_equal_records_received_with_rotation_mid_run(tmp_path, destinations, tiny_dataset):
+    """Servers write and rotate (rename and copytruncate) while the agent ships: every line lands exactly once."""
+    log_dir = tmp_path / "servers"
+    agent = Agent(
+        load_config(_config(tmp_path, destinations, log_dir, batch=200)),
+        ["orders", "weblogs"],
+        state_dir=tmp_path / "state",
+        fsync=False,
+    )
+    done = threading.Event()
+    outcome = {}
+
+    access = tiny_dataset.access_log_path.read_text().splitlines()[:2500]
+
+    def write():
+        outcome["run"] = simulate_servers(
+            tiny_dataset.order_lines, access, log_dir, servers=2, rotation="both", rotate_lines=250
+        )
+        done.set()
+
+    writer = threading.Thread(target=write)
+    agent.acquire()
+    try:
+        writer.start()
+        counts = agent.run(follow=True, until=done.is_set, max_errors=1)
+    finally:
+        writer.join()
+        agent.release()
+    run = outcome["run"]
+    assert run.rotations["rename"] >= 2 and run.rotations["copytruncate"] >= 2
+    events = _events(tiny_dataset)
+    assert run.lines == {"orders": len(events), "access": len(access)}
+
+    assert _kinesis(destinations["stream"]) == Counter(streams.encode(e) for e in events)
+    assert _lake(destinations["bucket"], destinations["prefix"]) == Counter(line.encode() + b"\n" for line in access)
+    for flow, n in (("orders", len(events)), ("weblogs", len(access))):
+        assert counts[flow] == {"lines_read": n, "records_sent": n, "failed": 0, "retried": 0, "malformed": 0}
+
+
+def test_malformed_line_is_counted_dead_lettered_and_does_not_block(tmp_path, destinations, tiny_dataset):
+    events = _events(tiny_dataset)[:40]
+    server = tmp_path / "servers" / "server-0"
+    server.mkdir(parents=True)
+    bad = "536999,85123A,BROKEN LINE,six,12/1/2010 8:26,2.55,17850,United Kingdom,0"
+    lines = [order_line_csv(e) for e in events[:20]] + [bad] + [order_line_csv(e) for e in events[20:]]
+    (server / "orders.csv").write_text("\n".join(lines) + "\n")
+    agent = Agent(
+        load_config(_config(tmp_path, destinations, tmp_path / "servers")),
+        ["orders"],
+        state_dir=tmp_path / "state",
+        fsync=False,
+    )
+    counts = agent.run()
+    assert counts["orders"] == {"lines_read": 41, "records_sent": 40, "failed": 0, "retried": 0, "malformed": 1}
+    assert _kinesis(destinations["stream"]) == Counter(streams.encode(e) for e in events)
+    dead = [json.loads(x) for x in (tmp_path / "state" / "dead-letter" / "orders.jsonl").read_text().splitlines()]
+    assert [(d["kind"], d["line"]) for d in dead] == [("malformed", bad)]
+    assert "Quantity" in dead[0]["reason"]
+    # a second run ships nothing again (the bad line is behind the checkpoint too)
+    assert (
+        Agent(
+            load_config(_config(tmp_path, destinations, tmp_path / "servers")),
+            ["orders"],
+            state_dir=tmp_path / "state",
+            fsync=False,
+        ).run()["orders"]["lines_read"]
+        == 0
+    )
+
+
+def _agent_cmd(cfg: Path, state: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "shoplake.agent", "run", "--config", str(cfg), "--state-dir", str(state), *args]
+
+
+def _write_orders(tmp_path: Path, events: list[dict]) -> Path:
+    server = tmp_path / "servers" / "server-0"
+    server.mkdir(parents=True)
+    path = server / "orders.csv"
+    path.write_text("".join(order_line_csv(e) + "\n" for e in events))
+    return path
+
+
+def test_sigkill_mid_file_then_restart_loses_and_repeats_nothing(tmp_path, destinations, tiny_dataset):
+    """A following agent is SIGKILLed while shipping a file in small batches; a restart finishes the file."""
+    events = _events(tiny_dataset)[:800]
+    path = _write_orders(tmp_path, events)
+    cfg = _config(tmp_path, destinations, tmp_path / "servers", batch=40)
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        _agent_cmd(cfg, state, "--follow", "--flow", "orders", "--flow", "orders-to-lake"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    checkpoint = state / "checkpoints.json"
+    deadline = time.monotonic() + 60
+    offset = 0
+    while time.monotonic() < deadline and offset == 0:
+        time.sleep(0.02)
+        if checkpoint.exists():
+            flows = json.loads(checkpoint.read_text())["flows"]
+            offset = sum(f["offset"] for flow in flows.values() for f in flow["files"].values())
+    os.kill(proc.pid, signal.SIGKILL)
+    output = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == -signal.SIGKILL, output
+    flows = json.loads(checkpoint.read_text())["flows"]
+    offsets = [f["offset"] for flow in flows.values() for f in flow["files"].values()]
+    assert 0 < max(offsets) and min(offsets) < path.stat().st_size, f"not killed mid-file: {offsets}"
+
+    done = subprocess.run(
+        _agent_cmd(cfg, state, "--once", "--json", "--flow", "orders", "--flow", "orders-to-lake"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _kinesis(destinations["stream"]) == Counter(streams.encode(e) for e in events)
+    lake = _lake(destinations["bucket"], destinations["prefix"])
+    assert lake == Counter(streams.encode(e, newline=True) for e in events)
+    totals = json.loads(checkpoint.read_text())["flows"]["orders"]["totals"]
+    assert totals["lines_read"] == totals["records_sent"] == len(events)
+
+
+@pytest.mark.parametrize("flow", ["orders", "orders-to-lake"])
+def test_crash_between_send_and_checkpoint_neither_loses_nor_resends(tmp_path, destinations, tiny_dataset, flow):
+    """SIGKILL right after a batch was sent but before its checkpoint: the restart sends only what did not land."""
+    events = _events(tiny_dataset)[:600]
+    _write_orders(tmp_path, events)
+    cfg = _config(tmp_path, destinations, tmp_path / "servers", batch=100)
+    state = tmp_path / "state"
+    crashed = subprocess.run(
+        _agent_cmd(cfg, state, "--once", "--flow", flow),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, CRASH_AFTER_SENDS_ENV: "3"},
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    saved = json.loads((state / "checkpoints.json").read_text())["flows"][flow]
+    assert saved["pending"] is not None and len(saved["pending"]["hashes"]) == 100
+    assert [f["offset"] for f in saved["files"].values()] == [sum(len(order_line_csv(e)) + 1 for e in events[:200])]
+
+    done = subprocess.run(
+        _agent_cmd(cfg, state, "--once", "--json", "--flow", flow), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    if flow == "orders":
+        assert _kinesis(destinations["stream"]) == Counter(streams.encode(e) for e in events)
+    else:
+        lake = _lake(destinations["bucket"], destinations["prefix"])
+        assert lake == Counter(streams.encode(e, newline=True) for e in events)
+    counts = json.loads(done.stdout)[flow]
+    assert counts["lines_read"] == counts["records_sent"] == 400  # 100 recovered + 300 new
+    assert "100 records had landed, sending 0" in done.stderr
+
+
+def test_ship_dataset_through_infra_agent_yaml(agent_infra, tiny_dataset, tmp_path):
+    """The notebooks' call: the real config and resource names; counts match what landed."""
+    before = _kinesis("orders")
+    counts = ship_dataset(tiny_dataset, ["orders", "weblogs"], work_dir=tmp_path / "run", progress=False)
+    n_orders = len(tiny_dataset.order_lines)
+    n_access = len(tiny_dataset.access_log_path.read_text().splitlines())
+    assert counts == {
+        "orders": {"lines_read": n_orders, "records_sent": n_orders, "failed": 0, "retried": 0, "malformed": 0},
+        "weblogs": {"lines_read": n_access, "records_sent": n_access, "failed": 0, "retried": 0, "malformed": 0},
+    }
+    shipped = _kinesis("orders") - before
+    assert shipped == Counter(streams.encode(e) for e in _events(tiny_dataset))
+    assert sorted(p.name for p in (tmp_path / "run" / "servers" / "server-0").iterdir())[:2] == [
+        "access.log",
+        "access.log.1",
+    ]

@@ -1,0 +1,167 @@
+"""Tailing and checkpoints of the shipping agent: partial lines, rotation (both styles), inode reuse, restarts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections import Counter
+from pathlib import Path
+
+from shoplake.agent._checkpoint import CheckpointStore, FlowState
+from shoplake.agent._tail import Tailer
+from shoplake.agent._writer import RotatingLog, simulate_servers
+
+
+def _drain(tailer: Tailer, max_lines: int = 1000) -> list[str]:
+    """Scan, then read and advance until nothing is left (what the agent does per pass)."""
+    tailer.scan()
+    out: list[str] = []
+    while lines := tailer.read(max_lines, 1 << 20):
+        out.extend(line.data.decode() for line in lines)
+        tailer.advance(lines)
+    return out
+
+
+def _append(path: Path, text: str) -> None:
+    with open(path, "a") as handle:
+        handle.write(text)
+
+
+def test_partial_line_waits_for_its_newline(tmp_path):
+    log = tmp_path / "app.log"
+    _append(log, "one\ntw")
+    tailer = Tailer([str(tmp_path / "app.log*")], FlowState())
+    assert _drain(tailer) == ["one"]
+    assert _drain(tailer) == []
+    _append(log, "o\r\nthree\n")
+    assert _drain(tailer) == ["two", "three"]
+
+
+def test_read_respects_the_line_budget_and_resumes_exactly(tmp_path):
+    log = tmp_path / "app.log"
+    _append(log, "".join(f"line {i}\n" for i in range(10)))
+    tailer = Tailer([str(log)], FlowState())
+    tailer.scan()
+    first = tailer.read(3, 1 << 20)
+    assert [line.data for line in first] == [b"line 0", b"line 1", b"line 2"]
+    assert first[-1].end == len(b"line 0\nline 1\nline 2\n")
+    tailer.advance(first)
+    assert _drain(tailer) == [f"line {i}" for i in range(3, 10)]
+
+
+def test_rename_rotation_mid_file_loses_and_repeats_nothing(tmp_path):
+    log = tmp_path / "orders.csv"
+    _append(log, "a1\na2\na3\n")
+    tailer = Tailer([str(tmp_path / "orders.csv*")], FlowState())
+    tailer.scan()
+    batch = tailer.read(2, 1 << 20)
+    tailer.advance(batch)
+    os.rename(log, tmp_path / "orders.csv.1")
+    _append(tmp_path / "orders.csv.1", "a4\n")  # the server wrote one more line before it reopened
+    _append(log, "b1\nb2\n")
+    assert _drain(tailer) == ["a3", "a4", "b1", "b2"]
+
+
+def test_copytruncate_ships_the_tail_from_the_copy_and_the_new_lines_once(tmp_path):
+    log = tmp_path / "orders.csv"
+    _append(log, "a1\na2\na3\n")
+    tailer = Tailer([str(tmp_path / "orders.csv*")], FlowState())
+    tailer.scan()
+    tailer.advance(tailer.read(2, 1 << 20))
+    shutil.copyfile(log, tmp_path / "orders.csv.1")
+    os.truncate(log, 0)
+    _append(log, "b1\nb2\n")
+    assert _drain(tailer) == ["a3", "b1", "b2"]
+
+
+def test_a_copy_seen_before_the_truncation_waits_for_it(tmp_path):
+    log = tmp_path / "orders.csv"
+    _append(log, "a1\na2\n")
+    tailer = Tailer([str(tmp_path / "orders.csv*")], FlowState())
+    assert _drain(tailer) == ["a1", "a2"]
+    shutil.copyfile(log, tmp_path / "orders.csv.1")  # logrotate copied ...
+    assert _drain(tailer) == []  # ... the copy is not shipped again
+    os.truncate(log, 0)  # ... and truncated
+    _append(log, "b1\n")
+    assert _drain(tailer) == ["b1"]
+
+
+def test_a_file_replaced_with_other_content_is_read_from_the_start(tmp_path):
+    log = tmp_path / "app.log"
+    _append(log, "old line 1\nold line 2\n")
+    tailer = Tailer([str(log)], FlowState())
+    assert len(_drain(tailer)) == 2
+    with open(log, "r+") as handle:  # same inode, truncated and rewritten past the old offset
+        handle.truncate(0)
+        handle.write("NEW line 1\nNEW line 2\nNEW line 3\n")
+    assert _drain(tailer) == ["NEW line 1", "NEW line 2", "NEW line 3"]
+
+
+def test_checkpoint_survives_a_restart_and_is_written_atomically(tmp_path):
+    log = tmp_path / "logs" / "app.log"
+    log.parent.mkdir()
+    _append(log, "l1\nl2\nl3\n")
+    store = CheckpointStore(tmp_path / "state" / "checkpoints.json")
+    tailer = Tailer([str(log)], store.flow("f"))
+    tailer.scan()
+    tailer.advance(tailer.read(2, 1 << 20))
+    store.save()
+    assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["checkpoints.json"]  # no temp file left
+    _append(log, "l4\n")
+    restarted = CheckpointStore(tmp_path / "state" / "checkpoints.json")
+    state = restarted.flow("f")
+    assert [fs.offset for fs in state.files.values()] == [len(b"l1\nl2\n")]
+    assert _drain(Tailer([str(log)], state)) == ["l3", "l4"]
+
+
+def test_too_long_lines_are_flagged_not_split(tmp_path):
+    log = tmp_path / "app.log"
+    _append(log, "short\n" + "x" * 5000 + "\nafter\n")
+    tailer = Tailer([str(log)], FlowState(), max_line_bytes=1000)
+    tailer.scan()
+    lines = tailer.read(10, 1 << 20)
+    assert [(len(line.data) > 1000, line.too_long) for line in lines] == [(False, False), (True, True), (False, False)]
+    assert lines[2].data == b"after"
+
+
+def test_rotating_log_both_styles_keeps_every_line_once(tmp_path):
+    writer = RotatingLog(tmp_path / "access.log", rotation="both", rotate_lines=7)
+    for i in range(50):
+        writer.write(f"request {i}")
+    writer.close()
+    assert set(writer.rotations) == {"rename", "copytruncate"}
+    found = Counter()
+    for path in tmp_path.iterdir():
+        found.update(path.read_text().splitlines())
+    assert found == Counter(f"request {i}" for i in range(50))
+
+
+def test_tailing_while_servers_write_and_rotate_reads_each_line_once(tmp_path):
+    """The servers write (and rotate both ways, often) while a tailer follows: every line read exactly once."""
+    lines = [
+        f'10.0.{i % 7}.{i % 5} - - [01/Dec/2010:08:{i // 60 % 60:02d}:{i % 60:02d} +0000] "GET /p/{i} HTTP/1.1" '
+        f'200 {i} "-" "test"'
+        for i in range(4000)
+    ]
+    done = threading.Event()
+    outcome = {}
+
+    def write():
+        outcome["run"] = simulate_servers(None, lines, tmp_path, servers=2, rotation="both", rotate_lines=150)
+        done.set()
+
+    tailer = Tailer([str(tmp_path / "server-*" / "access.log*")], FlowState())
+    thread = threading.Thread(target=write)
+    thread.start()
+    read: list[str] = []
+    while True:
+        finished = done.is_set()
+        got = _drain(tailer, max_lines=97)
+        read.extend(got)
+        if finished and not got:
+            break
+    thread.join()
+    rotations = outcome["run"].rotations
+    assert rotations["rename"] > 3 and rotations["copytruncate"] > 3
+    assert Counter(read) == Counter(lines)
