@@ -1,0 +1,337 @@
+"""Lambda handler: Kinesis order events → DynamoDB order history (idempotent), malformed records → SQS dead letters.
+
+Standalone on purpose (stdlib + boto3 only, no shoplake imports): ``infra`` zips this one file and deploys it as
+the ``order-history`` function; locally ``shoplake.lambda_local`` runs it with the same Kinesis event shape.
+
+Configuration (environment): ``TABLE_NAME``, ``DEAD_LETTER_QUEUE_URL``; optionally ``AWS_ENDPOINT_URL`` (boto3
+honours it) for the local emulator — only a loopback address is accepted there.
+
+Table layout: partition key ``customer_id``; sort key ``order_key = <InvoiceDate>#<InvoiceNo>#<StockCode>#<LineNo>``
+(orders by time, unique per order line, deterministic). Writes are BatchWriteItem puts of items computed only
+from the event, so replaying a record rewrites the same item: the table is unchanged.
+
+Policies:
+- **Guests** (no CustomerID) are stored under ``customer_id = guest-<InvoiceNo>`` (one partition per guest invoice,
+  the same key the producer uses), flagged ``is_guest``; the response counts them (``guest_lines``).
+- **Cancellations** (``C…`` invoices) are stored as their own lines (negative quantity, ``is_cancellation``). Then
+  the original line is marked: among the same customer's earlier lines with the same StockCode that are not
+  cancellations, the newest one not yet marked by another cancellation gets ``cancelled_by = <C-invoice>-<line>``,
+  ``cancelled_quantity`` and ``status = cancelled`` (a conditional update, so replays re-mark the same line and
+  two cancellations never claim one line). A cancellation without such a line (a guest's, or one whose original
+  came before the data) stays stored and is counted ``cancellations_unmatched``. A replay of an original line
+  rewrites it without its mark; the cancellation that follows it in the shard (same customer → same shard, later)
+  is replayed too and marks it again.
+- **Malformed** records (not JSON, missing/ill-typed fields, bad date) go to the dead-letter queue as one
+  message each: ``{"reason", "data_base64", "data_text", "source": {shard_id, sequence_number, event_source_arn}}``.
+  They count as handled (not retried).
+- **Transient** failures (throttling, unprocessed items, the dead-letter queue unreachable) are reported in
+  ``batchItemFailures`` so the event-source mapping retries from the first failed record.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import logging
+import math
+import os
+import re
+import time
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlparse
+
+log = logging.getLogger("order_history")
+
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country", "LineNo")
+BATCH_WRITE_MAX = 25
+WRITE_ATTEMPTS = 5
+
+_CLIENTS: dict[str, Any] = {}
+
+
+class Malformed(ValueError):
+    """The record can never be written: it goes to the dead-letter queue with this reason."""
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def parse_event(data: bytes) -> dict[str, Any]:
+    """Decode and validate one order event; raises :class:`Malformed` with the reason."""
+    try:
+        event = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Malformed(f"not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise Malformed(f"not a JSON object but {type(event).__name__}")
+    missing = [k for k in REQUIRED if k not in event or event[k] is None]
+    if missing:
+        raise Malformed(f"missing field(s) {missing}")
+    invoice = event["InvoiceNo"]
+    if not isinstance(invoice, str) or not invoice.strip() or "#" in invoice:
+        raise Malformed(f"InvoiceNo must be a non-empty string without '#', got {invoice!r}")
+    stock = event["StockCode"]
+    if not isinstance(stock, str) or not stock.strip() or "#" in stock:
+        raise Malformed(f"StockCode must be a non-empty string without '#', got {stock!r}")
+    quantity = event["Quantity"]
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity == 0:
+        raise Malformed(f"Quantity must be a non-zero integer, got {quantity!r}")
+    if not isinstance(event["InvoiceDate"], str) or not DATE_RE.match(event["InvoiceDate"]):
+        raise Malformed(f"InvoiceDate must be ISO 8601 UTC YYYY-MM-DDTHH:MM:SSZ, got {event['InvoiceDate']!r}")
+    try:
+        time.strptime(event["InvoiceDate"], "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        raise Malformed(f"InvoiceDate is not a real date: {event['InvoiceDate']!r}") from None
+    price = event["UnitPrice"]
+    if isinstance(price, bool) or not isinstance(price, int | float) or not math.isfinite(price) or price < 0:
+        raise Malformed(f"UnitPrice must be a finite number ≥ 0, got {price!r}")
+    line = event["LineNo"]
+    if isinstance(line, bool) or not isinstance(line, int) or line < 0:
+        raise Malformed(f"LineNo must be an integer ≥ 0, got {line!r}")
+    customer = event.get("CustomerID")
+    if customer is not None:
+        if isinstance(customer, bool) or not isinstance(customer, str | int):
+            raise Malformed(f"CustomerID must be a string or null, got {customer!r}")
+        customer = str(customer).strip() or None
+    if not isinstance(event["Country"], str):
+        raise Malformed(f"Country must be a string, got {event['Country']!r}")
+    description = event.get("Description")
+    event["Description"] = "" if description is None else str(description)
+    event["CustomerID"] = customer
+    return event
+
+
+def order_key(event: dict[str, Any]) -> str:
+    """The sort key: ``<InvoiceDate>#<InvoiceNo>#<StockCode>#<LineNo>`` (LineNo zero-padded to sort)."""
+    return f"{event['InvoiceDate']}#{event['InvoiceNo']}#{event['StockCode']}#{event['LineNo']:04d}"
+
+
+def customer_key(event: dict[str, Any]) -> str:
+    """The partition key: the customer id, or ``guest-<InvoiceNo>`` for a guest line."""
+    return event["CustomerID"] or f"guest-{event['InvoiceNo']}"
+
+
+def to_item(event: dict[str, Any]) -> dict[str, Any]:
+    """The DynamoDB item (low-level attribute values) of a valid event; money as exact decimals."""
+    try:
+        price = Decimal(str(event["UnitPrice"])).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # pragma: no cover - validated before
+        raise Malformed(f"UnitPrice {event['UnitPrice']!r} is not a number") from None
+    amount = (price * event["Quantity"]).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    cancellation = event["InvoiceNo"].startswith("C")
+    return {
+        "customer_id": {"S": customer_key(event)},
+        "order_key": {"S": order_key(event)},
+        "event_id": {"S": f"{event['InvoiceNo']}-{event['LineNo']}"},
+        "invoice_no": {"S": event["InvoiceNo"]},
+        "line_no": {"N": str(event["LineNo"])},
+        "stock_code": {"S": event["StockCode"]},
+        "description": {"S": event["Description"]},
+        "quantity": {"N": str(event["Quantity"])},
+        "unit_price": {"N": str(price)},
+        "line_amount": {"N": str(amount)},
+        "invoice_date": {"S": event["InvoiceDate"]},
+        "country": {"S": event["Country"]},
+        "is_guest": {"BOOL": event["CustomerID"] is None},
+        "is_cancellation": {"BOOL": cancellation},
+        "status": {"S": "cancellation" if cancellation else "ordered"},
+    }
+
+
+# --------------------------------------------------------------------------- clients and config
+
+
+def _check_endpoint() -> None:
+    url = os.environ.get("AWS_ENDPOINT_URL")
+    if not url:
+        return
+    host = urlparse(url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise RuntimeError(f"AWS_ENDPOINT_URL={url} is not a loopback address; unset it to use the real services")
+
+
+def _client(service: str) -> Any:
+    if service not in _CLIENTS:
+        import boto3
+        from botocore.config import Config
+
+        _check_endpoint()
+        _CLIENTS[service] = boto3.client(service, config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+    return _CLIENTS[service]
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Lambda entry point (Kinesis event source with ReportBatchItemFailures); config from the environment."""
+    _check_endpoint()
+    table = os.environ.get("TABLE_NAME")
+    queue = os.environ.get("DEAD_LETTER_QUEUE_URL")
+    if not table or not queue:
+        raise RuntimeError("set TABLE_NAME and DEAD_LETTER_QUEUE_URL (the stack's order_history table and DLQ)")
+    return process(event, table, queue, _client("dynamodb"), _client("sqs"))
+
+
+# --------------------------------------------------------------------------- processing
+
+
+def process(event: dict[str, Any], table: str, dlq_url: str, dynamodb: Any, sqs: Any) -> dict[str, Any]:
+    """Handle one Kinesis batch with explicit clients; returns ``{"batchItemFailures": [...], "counts": {...}}``."""
+    counts = {"records": 0, "written": 0, "dead_lettered": 0, "guest_lines": 0, "cancellations": 0,
+              "cancellations_matched": 0, "cancellations_unmatched": 0, "transient_failures": 0}
+    failed: set[str] = set()
+    valid: list[tuple[str, dict[str, Any], dict[str, Any]]] = []  # (sequence number, event, item)
+    for record in event.get("Records", []):
+        counts["records"] += 1
+        kinesis = record.get("kinesis", {})
+        sequence = kinesis.get("sequenceNumber", "")
+        raw = base64.b64decode(kinesis.get("data", ""))
+        try:
+            order = parse_event(raw)
+            valid.append((sequence, order, to_item(order)))
+        except Malformed as exc:
+            if _dead_letter(sqs, dlq_url, record, raw, str(exc)):
+                counts["dead_lettered"] += 1
+            else:
+                failed.add(sequence)
+    # writes: one BatchWriteItem per 25 distinct keys; unprocessed items retried, then reported as failures
+    by_key: dict[tuple[str, str], str] = {}
+    pending: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    for sequence, _order, item in valid:
+        key = (item["customer_id"]["S"], item["order_key"]["S"])
+        pending[key] = (sequence, item)
+        by_key.setdefault(key, sequence)
+    keys = list(pending)
+    for start in range(0, len(keys), BATCH_WRITE_MAX):
+        chunk = keys[start : start + BATCH_WRITE_MAX]
+        not_written = _batch_write(dynamodb, table, [pending[k][1] for k in chunk])
+        for key in chunk:
+            if key in not_written:
+                failed.add(pending[key][0])
+                failed.add(by_key[key])
+    for sequence, order, _item in valid:
+        if sequence in failed:
+            continue
+        counts["written"] += 1
+        if order["CustomerID"] is None:
+            counts["guest_lines"] += 1
+        if order["InvoiceNo"].startswith("C"):
+            counts["cancellations"] += 1
+            try:
+                matched = _mark_cancelled(dynamodb, table, order)
+            except Exception as exc:  # noqa: BLE001 - transient: report, the mapping retries
+                if not _is_transient(exc):
+                    raise
+                failed.add(sequence)
+                continue
+            counts["cancellations_matched" if matched else "cancellations_unmatched"] += 1
+    counts["transient_failures"] = len(failed)
+    log.info("order_history batch: %s", counts)
+    return {"batchItemFailures": [{"itemIdentifier": s} for s in sorted(failed, key=_seq_int)], "counts": counts}
+
+
+def _seq_int(sequence: str) -> int:
+    try:
+        return int(sequence)
+    except ValueError:
+        return 0
+
+
+def _is_transient(exc: Exception) -> bool:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+    return code in {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
+                    "InternalServerError", "ServiceUnavailable", "TransactionConflictException"} or \
+        type(exc).__name__ in {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError",
+                               "ConnectTimeoutError"}
+
+
+def _batch_write(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """Write ``items``; returns the keys still unprocessed after a few backed-off attempts (transient)."""
+    requests = [{"PutRequest": {"Item": item}} for item in items]
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            response = dynamodb.batch_write_item(RequestItems={table: requests})
+        except Exception as exc:  # noqa: BLE001
+            if not _is_transient(exc):
+                raise
+            response = {"UnprocessedItems": {table: requests}}
+        requests = response.get("UnprocessedItems", {}).get(table, [])
+        if not requests:
+            return set()
+        time.sleep(min(1.0, 0.05 * 2**attempt))
+    return {(r["PutRequest"]["Item"]["customer_id"]["S"], r["PutRequest"]["Item"]["order_key"]["S"]) for r in requests}
+
+
+def _mark_cancelled(dynamodb: Any, table: str, cancel: dict[str, Any]) -> bool:
+    """Mark the original line of a cancellation (see the module docstring); True when a line is marked."""
+    if cancel["CustomerID"] is None:
+        return False
+    me = f"{cancel['InvoiceNo']}-{cancel['LineNo']}"
+    candidates: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": "customer_id = :c AND order_key < :k",
+        "FilterExpression": "stock_code = :s AND is_cancellation = :f",
+        "ExpressionAttributeValues": {":c": {"S": cancel["CustomerID"]}, ":k": {"S": cancel["InvoiceDate"] + "#"},
+                                      ":s": {"S": cancel["StockCode"]}, ":f": {"BOOL": False}},
+        "ScanIndexForward": False,
+        "ConsistentRead": True,
+    }
+    while True:
+        page = dynamodb.query(**kwargs)
+        candidates.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    if any(c.get("cancelled_by", {}).get("S") == me for c in candidates):
+        return True  # a replay: already marked by this cancellation
+    for candidate in candidates:  # newest first
+        if "cancelled_by" in candidate:
+            continue
+        try:
+            dynamodb.update_item(
+                TableName=table,
+                Key={"customer_id": candidate["customer_id"], "order_key": candidate["order_key"]},
+                UpdateExpression="SET cancelled_by = :me, cancelled_quantity = :q, #st = :cancelled",
+                ConditionExpression="attribute_exists(order_key) AND (attribute_not_exists(cancelled_by) "
+                                    "OR cancelled_by = :me)",
+                ExpressionAttributeNames={"#st": "status"},
+                ExpressionAttributeValues={":me": {"S": me}, ":q": {"N": str(abs(cancel["Quantity"]))},
+                                           ":cancelled": {"S": "cancelled"}},
+            )
+            return True
+        except Exception as exc:  # noqa: BLE001
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+    return False
+
+
+def _dead_letter(sqs: Any, dlq_url: str, record: dict[str, Any], raw: bytes, reason: str) -> bool:
+    """Send one malformed record to the dead-letter queue; False if the queue cannot be reached (retry later)."""
+    kinesis = record.get("kinesis", {})
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    body = {
+        "reason": reason,
+        "data_base64": base64.b64encode(raw).decode("ascii"),
+        "data_text": text,
+        "source": {"shard_id": record.get("eventID", "").split(":")[0], "sequence_number": kinesis.get("sequenceNumber"),
+                   "partition_key": kinesis.get("partitionKey"), "event_source_arn": record.get("eventSourceARN")},
+        "function": "order_history",
+        "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    try:
+        sqs.send_message(QueueUrl=dlq_url, MessageBody=json.dumps(body))
+        return True
+    except Exception as exc:  # noqa: BLE001
+        if _is_transient(exc):
+            log.warning("dead-letter queue unreachable, record will be retried: %s", exc)
+            return False
+        raise

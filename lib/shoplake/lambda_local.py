@@ -1,0 +1,447 @@
+"""Run a Lambda handler against the local emulator with Kinesis event-source-mapping semantics.
+
+The emulator stores Lambda functions but cannot run them (no Docker), so this module plays the Lambda service's
+poller, the same way for any handler (``order_history``, the rate alarm detector, ...):
+
+- one poller thread per shard, batches of at most ``batch_size`` records gathered for up to the batching window;
+- per-shard checkpoints (the last sequence number fully handled) persisted in the stack's DynamoDB ``checkpoints``
+  table under ``(consumer, shard_id)``, so a restarted consumer resumes where it stopped;
+- the handler gets the Kinesis event shape Lambda sends (``Records[].kinesis.data`` base64, ``eventID``, ...);
+- a function error (exception) fails the whole batch: with ``bisect_on_error`` the batch is split in two halves
+  that are retried in order (splits do not count as retries, as on Lambda); with ``ReportBatchItemFailures`` a response ``{"batchItemFailures": [...]}``
+  checkpoints up to the first failed record and retries from it; after ``max_retry_attempts`` retries (-1 =
+  forever) the batch's metadata and records go to the on-failure destination (an SQS queue) and the shard
+  moves on;
+- runs until caught up (:meth:`EventSourceMapping.run_until_caught_up`), or in the background
+  (:meth:`~EventSourceMapping.start` / :meth:`~EventSourceMapping.drain` / :meth:`~EventSourceMapping.stop`).
+
+Settings come from the ``event_source_mapping`` entries of ``infra/stack.yaml`` (:func:`mapping_settings`), the
+same entries infra turns into real mappings on aws.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from shoplake import config, streams
+from shoplake.errors import ShoplakeError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], Any], Any]
+
+
+class MappingError(ShoplakeError):
+    """The local event-source mapping cannot run (bad settings, missing resources)."""
+
+
+@dataclass(frozen=True)
+class MappingSettings:
+    """The knobs of a Kinesis event-source mapping (names as in stack.yaml)."""
+
+    stream: str = "orders"
+    batch_size: int = 100
+    batching_window_seconds: float = 0.0
+    starting_position: str = "TRIM_HORIZON"
+    bisect_on_error: bool = False
+    max_retry_attempts: int = -1
+    report_batch_item_failures: bool = False
+    on_failure: str | None = None  # an SQS queue URL (resolved), or None
+    retry_delay_seconds: float = 0.05  # first backoff between retries (doubles, capped at 2 s)
+    # sleep between empty GetRecords calls while following the stream (Lambda polls a shard about once a second;
+    # moto's GetRecords walks the whole shard on every call, so polling faster only slows the emulator down)
+    poll_interval_seconds: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_size <= 10_000:
+            raise MappingError(f"batch_size must be 1..10000, got {self.batch_size}")
+        if self.batching_window_seconds < 0 or self.batching_window_seconds > 300:
+            raise MappingError(f"batching_window_seconds must be 0..300, got {self.batching_window_seconds}")
+        if self.starting_position not in ("TRIM_HORIZON", "LATEST"):
+            raise MappingError(f"starting_position must be TRIM_HORIZON or LATEST, got {self.starting_position!r}")
+        if self.max_retry_attempts < -1:
+            raise MappingError(f"max_retry_attempts must be -1 (forever) or ≥ 0, got {self.max_retry_attempts}")
+
+
+def mapping_settings(name: str = "orders-to-order-history", **overrides: Any) -> MappingSettings:
+    """The settings of the ``event_source_mapping`` named ``name`` in infra/stack.yaml (on-failure queue resolved)."""
+    from shoplake import infra
+
+    props = dict(infra.find("event_source_mapping", name).props)
+    on_failure = props.get("on_failure")
+    if on_failure:
+        kind, _, short = str(on_failure).partition(":")
+        if kind != "queue":
+            raise MappingError(f"locally the on_failure destination must be a queue:<name>, got {on_failure!r}")
+        on_failure = infra.resolve(f"queue_url:{short}")
+    settings = MappingSettings(
+        stream=props["stream"],
+        batch_size=int(props.get("batch_size", 100)),
+        batching_window_seconds=float(props.get("batching_window_seconds", 0)),
+        starting_position=props.get("starting_position", "TRIM_HORIZON"),
+        bisect_on_error=bool(props.get("bisect_on_error", False)),
+        max_retry_attempts=int(props.get("max_retry_attempts", -1)),
+        report_batch_item_failures="ReportBatchItemFailures" in (props.get("function_response_types") or []),
+        on_failure=on_failure,
+    )
+    return replace(settings, **overrides) if overrides else settings
+
+
+@dataclass
+class MappingStats:
+    """Counts of one run of a mapping (all shards together)."""
+
+    records_in: int = 0  # records read from the stream and handed to batches
+    records_done: int = 0  # records checkpointed as handled by the function
+    records_to_on_failure: int = 0  # records given up on after the retries, sent to the on-failure destination
+    invocations: int = 0
+    function_errors: int = 0
+    partial_failures: int = 0  # invocations that returned batchItemFailures
+    retries: int = 0
+    bisections: int = 0
+    checkpoints_written: int = 0
+    shards: dict[str, dict[str, Any]] = field(default_factory=dict)  # shard → {"start_after", "checkpoint", ...}
+    latencies_s: list[float] = field(default_factory=list)  # per handled record: done time − arrival time
+    handler_counts: dict[str, int] = field(default_factory=dict)  # sum of the handler's "counts" answers
+    elapsed_s: float = 0.0
+
+    def latency_percentiles(self, quantiles: tuple[float, ...] = (0.5, 0.95)) -> dict[str, float | None]:
+        """Event arrival → handled latency percentiles in seconds, e.g. ``{"p50": 0.4, "p95": 1.1}``."""
+        import numpy as np
+
+        if not self.latencies_s:
+            return {f"p{round(q * 100)}": None for q in quantiles}
+        values = np.quantile(np.asarray(self.latencies_s), quantiles)
+        return {f"p{round(q * 100)}": round(float(v), 4) for q, v in zip(quantiles, values, strict=True)}
+
+    def as_dict(self) -> dict[str, Any]:
+        keys = ("records_in", "records_done", "records_to_on_failure", "invocations", "function_errors",
+                "partial_failures", "retries", "bisections", "checkpoints_written")
+        out: dict[str, Any] = {k: getattr(self, k) for k in keys}
+        out["elapsed_s"] = round(self.elapsed_s, 3)
+        out["handler_counts"] = dict(self.handler_counts)
+        return out
+
+
+class _Context:
+    """The bits of a Lambda context object handlers use."""
+
+    def __init__(self, function_name: str, timeout_s: float = 60.0) -> None:
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.aws_request_id = str(uuid.uuid4())
+        self.memory_limit_in_mb = 256
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class Checkpoints:
+    """Per-consumer, per-shard checkpoints in the stack's DynamoDB ``checkpoints`` table."""
+
+    def __init__(self, consumer: str, table: str | None = None) -> None:
+        self.consumer = consumer
+        self.table = table or config.resource_name("checkpoints")
+        self.client = config.client("dynamodb")
+
+    def get(self, shard_id: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            item = self.client.get_item(TableName=self.table, ConsistentRead=True,
+                                        Key={"consumer": {"S": self.consumer}, "shard_id": {"S": shard_id}}).get("Item")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                raise MappingError(f"checkpoint table {self.table} does not exist: run notebook 00_provision "
+                                   "(or `shoplake infra apply`)") from exc
+            raise
+        return item["sequence_number"]["S"] if item else None
+
+    def put(self, shard_id: str, sequence_number: str, records: int) -> None:
+        self.client.put_item(TableName=self.table, Item={
+            "consumer": {"S": self.consumer}, "shard_id": {"S": shard_id},
+            "sequence_number": {"S": sequence_number}, "records_since_start": {"N": str(records)},
+            "updated_at": {"S": streams.utc_now_iso()},
+        })
+
+    def all(self) -> dict[str, str]:
+        """shard id → checkpointed sequence number of this consumer."""
+        pages = self.client.get_paginator("query").paginate(
+            TableName=self.table, KeyConditionExpression="consumer = :c",
+            ExpressionAttributeValues={":c": {"S": self.consumer}}, ConsistentRead=True)
+        return {i["shard_id"]["S"]: i["sequence_number"]["S"] for page in pages for i in page.get("Items", [])}
+
+    def reset(self) -> None:
+        """Forget this consumer's checkpoints (the next run starts at the starting position)."""
+        for shard_id in self.all():
+            self.client.delete_item(TableName=self.table,
+                                    Key={"consumer": {"S": self.consumer}, "shard_id": {"S": shard_id}})
+
+
+class EventSourceMapping:
+    """A local Kinesis → handler mapping: ``EventSourceMapping(handler, settings, consumer="order-history")``."""
+
+    def __init__(self, handler: Handler, settings: MappingSettings, consumer: str,
+                 function_name: str | None = None, checkpoint_table: str | None = None) -> None:
+        if not consumer:
+            raise MappingError("a consumer name is needed (it keys the checkpoints)")
+        self.handler = handler
+        self.settings = settings
+        self.consumer = consumer
+        self.function_name = function_name or config.resource_name(consumer)
+        self.stream_name = streams.stream_name(settings.stream)
+        self.checkpoints = Checkpoints(consumer, checkpoint_table)
+        self.stats = MappingStats()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._drain = threading.Event()
+        self._drain_at = 0.0
+        self._threads: list[threading.Thread] = []
+        self._errors: list[BaseException] = []
+        self._max_batches: int | None = None
+        self._batches_left: int | None = None
+        self._began = 0.0
+        self._region = config.settings().region
+        account = config.client("sts").get_caller_identity()["Account"]
+        self._stream_arn = f"arn:aws:kinesis:{self._region}:{account}:stream/{self.stream_name}"
+        self._sqs = config.client("sqs") if settings.on_failure else None
+
+    # ------------------------------------------------------------------ running
+
+    def start(self, max_batches: int | None = None) -> EventSourceMapping:
+        """Start one poller thread per shard in the background (follows the stream until :meth:`stop`/:meth:`drain`).
+
+        ``max_batches`` stops every poller after that many handled batches in total (to simulate a consumer that
+        is stopped mid-stream).
+        """
+        if self._threads:
+            raise MappingError("this mapping is already running")
+        self._stop.clear()
+        self._errors.clear()
+        self._batches_left = max_batches
+        self._began = time.perf_counter()
+        for shard_id in streams.shards(self.stream_name):
+            thread = threading.Thread(target=self._run_shard, args=(shard_id,), daemon=True,
+                                      name=f"esm-{self.consumer}-{shard_id}")
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def drain(self, timeout: float | None = None) -> MappingStats:
+        """Let the pollers finish once each shard is caught up, wait for them, and return the stats."""
+        self._drain_at = time.monotonic()
+        self._drain.set()
+        return self._join(timeout)
+
+    def stop(self, timeout: float | None = None) -> MappingStats:
+        """Stop the pollers after their current batch and return the stats."""
+        self._stop.set()
+        return self._join(timeout)
+
+    def run_until_caught_up(self, timeout: float | None = None, max_batches: int | None = None) -> MappingStats:
+        """Poll every shard until no record is left (or ``max_batches`` handled), then return the stats."""
+        self._drain_at = time.monotonic()
+        self._drain.set()
+        self.start(max_batches=max_batches)
+        return self._join(timeout)
+
+    def _join(self, timeout: float | None) -> MappingStats:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in self._threads if t.is_alive()]
+        if alive:
+            self._stop.set()
+            raise MappingError(f"pollers {alive} did not finish within {timeout} s; the stream may be too large for "
+                               "the timeout, or the handler hangs")
+        self._threads = []
+        self._drain.clear()
+        self.stats.elapsed_s = time.perf_counter() - self._began
+        if self._errors:
+            raise MappingError(f"a poller of {self.consumer} failed: {self._errors[0]!r}") from self._errors[0]
+        return self.stats
+
+    # ------------------------------------------------------------------ one shard
+
+    def _run_shard(self, shard_id: str) -> None:
+        try:
+            self._poll_shard(shard_id)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by _join
+            log.exception("poller %s/%s failed", self.consumer, shard_id)
+            self._errors.append(exc)
+            self._stop.set()
+
+    def _poll_shard(self, shard_id: str) -> None:
+        s = self.settings
+        start_after = self.checkpoints.get(shard_id)
+        with self._lock:
+            self.stats.shards[shard_id] = {"start_after": start_after, "checkpoint": start_after, "records": 0}
+        reader = streams.read_batches(self.stream_name, shard_id, after_sequence=start_after,
+                                      position=s.starting_position, limit=max(s.batch_size, 1000), follow=True,
+                                      poll_interval=s.poll_interval_seconds, stop=self._stop)
+        buffer: list[streams.StreamRecord] = []
+        first_at = 0.0
+        while True:
+            read_at = time.monotonic()  # the GetRecords call below starts after this instant
+            try:
+                records, behind = next(reader)
+            except StopIteration:
+                return
+            if records:
+                if not buffer:
+                    first_at = time.monotonic()
+                buffer.extend(records)
+                with self._lock:
+                    self.stats.records_in += len(records)
+            caught_up = not records and behind == 0
+            while buffer and (len(buffer) >= s.batch_size or caught_up
+                              or time.monotonic() - first_at >= s.batching_window_seconds):
+                batch, buffer = buffer[: s.batch_size], buffer[s.batch_size :]
+                first_at = time.monotonic()
+                self._deliver(shard_id, batch)
+                if self._batch_budget_spent() or self._stop.is_set():
+                    self._stop.set()
+                    return
+            # drain: stop only after an empty read that began after drain() was called (records put before
+            # drain() must not be missed by a poller whose last empty read was earlier)
+            if caught_up and not buffer and self._drain.is_set() and read_at >= self._drain_at:
+                return
+
+    def _batch_budget_spent(self) -> bool:
+        with self._lock:
+            if self._batches_left is None:
+                return False
+            self._batches_left -= 1
+            return self._batches_left <= 0
+
+    # ------------------------------------------------------------------ delivering a batch
+
+    def _deliver(self, shard_id: str, batch: list[streams.StreamRecord]) -> None:
+        """Deliver ``batch`` with retries/bisection until every record is handled or given up on."""
+        s = self.settings
+        queue: list[tuple[list[streams.StreamRecord], int]] = [(batch, 0)]  # (records, retries so far), in order
+        while queue:
+            records, attempt = queue.pop(0)
+            outcome, failed_from = self._invoke(shard_id, records)
+            if outcome == "ok":
+                self._checkpoint(shard_id, records)
+                continue
+            if outcome == "partial":
+                done, rest = records[:failed_from], records[failed_from:]
+                if done:
+                    self._checkpoint(shard_id, done)
+                reason = "batchItemFailures"
+            else:
+                rest = records
+                reason = "function error"
+            if outcome == "error" and s.bisect_on_error and len(rest) > 1:
+                # Lambda: splitting a batch does not count towards the retry quota
+                half = len(rest) // 2
+                with self._lock:
+                    self.stats.bisections += 1
+                queue[:0] = [(rest[:half], attempt), (rest[half:], attempt)]
+                continue
+            if s.max_retry_attempts != -1 and attempt >= s.max_retry_attempts:
+                self._give_up(shard_id, rest, attempt, reason)
+                continue
+            if self._stop.is_set() and not self._drain.is_set():
+                return  # stopping: the unhandled records stay after the checkpoint for the next run
+            with self._lock:
+                self.stats.retries += 1
+            time.sleep(min(2.0, s.retry_delay_seconds * 2**attempt))
+            queue.insert(0, (rest, attempt + 1))
+
+    def _event(self, records: list[streams.StreamRecord]) -> dict[str, Any]:
+        return {"Records": [{
+            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": r.partition_key,
+                        "sequenceNumber": r.sequence_number, "data": base64.b64encode(r.data).decode("ascii"),
+                        "approximateArrivalTimestamp": r.arrival},
+            "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{r.shard_id}:{r.sequence_number}",
+            "eventName": "aws:kinesis:record", "invokeIdentityArn": f"arn:aws:iam::local:role/{self.function_name}",
+            "awsRegion": self._region, "eventSourceARN": self._stream_arn,
+        } for r in records]}
+
+    def _invoke(self, shard_id: str, records: list[streams.StreamRecord]) -> tuple[str, int]:
+        """Call the handler once: ("ok", n) | ("partial", index of the first failed record) | ("error", 0)."""
+        with self._lock:
+            self.stats.invocations += 1
+        try:
+            response = self.handler(self._event(records), _Context(self.function_name))
+        except Exception as exc:  # noqa: BLE001 - a function error, as Lambda sees it
+            log.warning("%s: function error on %d records of %s: %r", self.consumer, len(records), shard_id, exc)
+            with self._lock:
+                self.stats.function_errors += 1
+            return "error", 0
+        if isinstance(response, dict) and isinstance(response.get("counts"), dict):
+            with self._lock:
+                for key, value in response["counts"].items():
+                    if isinstance(value, int):
+                        self.stats.handler_counts[key] = self.stats.handler_counts.get(key, 0) + value
+        if not self.settings.report_batch_item_failures:
+            return "ok", len(records)
+        failures = (response or {}).get("batchItemFailures") if isinstance(response, dict) else None
+        if not failures:
+            return "ok", len(records)
+        index = {r.sequence_number: i for i, r in enumerate(records)}
+        positions = []
+        for failure in failures:
+            identifier = failure.get("itemIdentifier") if isinstance(failure, dict) else None
+            if identifier not in index:  # Lambda treats an invalid identifier as a failure of the whole batch
+                with self._lock:
+                    self.stats.function_errors += 1
+                return "error", 0
+            positions.append(index[identifier])
+        with self._lock:
+            self.stats.partial_failures += 1
+        return "partial", min(positions)
+
+    def _checkpoint(self, shard_id: str, records: list[streams.StreamRecord], handled: bool = True) -> None:
+        now = time.time()
+        last = records[-1].sequence_number
+        with self._lock:
+            shard = self.stats.shards[shard_id]
+            shard["records"] += len(records)
+            count = shard["records"]
+            if handled:
+                self.stats.records_done += len(records)
+                self.stats.latencies_s.extend(now - r.arrival for r in records)
+        self.checkpoints.put(shard_id, last, count)
+        with self._lock:
+            shard["checkpoint"] = last
+            self.stats.checkpoints_written += 1
+
+    def _give_up(self, shard_id: str, records: list[streams.StreamRecord], attempts: int, reason: str) -> None:
+        """After the last retry: send the batch to the on-failure destination, then move past it."""
+        log.warning("%s: giving up on %d records of %s after %d retries (%s)", self.consumer, len(records), shard_id,
+                    attempts, reason)
+        if self.settings.on_failure:
+            message = {
+                "requestContext": {"requestId": str(uuid.uuid4()), "functionArn": self.function_name,
+                                   "condition": "RetryAttemptsExhausted", "approximateInvokeCount": attempts + 1},
+                "responseContext": {"functionError": reason},
+                "version": "1.0",
+                "timestamp": streams.utc_now_iso(),
+                "KinesisBatchInfo": {
+                    "shardId": shard_id, "startSequenceNumber": records[0].sequence_number,
+                    "endSequenceNumber": records[-1].sequence_number, "batchSize": len(records),
+                    "approximateArrivalOfFirstRecord": records[0].arrival,
+                    "approximateArrivalOfLastRecord": records[-1].arrival, "streamArn": self._stream_arn,
+                },
+                # local extension (Lambda sends only the metadata above): the records themselves
+                "records": [{"sequence_number": r.sequence_number, "partition_key": r.partition_key,
+                             "data_base64": base64.b64encode(r.data).decode("ascii")} for r in records],
+            }
+            assert self._sqs is not None
+            self._sqs.send_message(QueueUrl=self.settings.on_failure, MessageBody=json.dumps(message))
+        with self._lock:
+            self.stats.records_to_on_failure += len(records)
+        self._checkpoint(shard_id, records, handled=False)

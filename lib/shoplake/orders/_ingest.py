@@ -1,0 +1,400 @@
+"""Order events into the order history: publish to the stream, run the handler's mapping, account for every event."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoplake import config, lambda_local, streams
+from shoplake.errors import ShoplakeError
+from shoplake.functions import order_history
+
+log = logging.getLogger(__name__)
+
+STREAM = "orders"
+MAPPING = "orders-to-order-history"
+CONSUMER = "order-history"
+
+
+class OrdersError(ShoplakeError):
+    """The order-history pipeline cannot run or its accounting does not add up."""
+
+
+def table_name() -> str:
+    """The real name of the ``order_history`` table."""
+    return config.resource_name("order_history")
+
+
+def dlq_url() -> str:
+    """The URL of the ``order-history-dlq`` queue (malformed records and exhausted batches)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return config.client("sqs").get_queue_url(QueueName=config.resource_name("order-history-dlq"))["QueueUrl"]
+    except ClientError as exc:
+        raise OrdersError(f"queue {config.resource_name('order-history-dlq')} does not exist: run notebook "
+                          "00_provision (or `shoplake infra apply`) with the same SHOPLAKE_PREFIX") from exc
+
+
+def handler() -> lambda_local.Handler:
+    """The ``order_history`` handler bound to this stack's table, DLQ and clients (from ``shoplake.config``)."""
+    table, queue = table_name(), dlq_url()
+    dynamodb, sqs = config.client("dynamodb"), config.client("sqs")
+
+    def bound(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        return order_history.process(event, table, queue, dynamodb, sqs)
+
+    return bound
+
+
+def mapping(consumer: str = CONSUMER, handler_fn: lambda_local.Handler | None = None,
+            **overrides: Any) -> lambda_local.EventSourceMapping:
+    """The local event-source mapping ``orders → order_history`` with stack.yaml's settings (``overrides`` win)."""
+    settings = lambda_local.mapping_settings(MAPPING, **overrides)
+    return lambda_local.EventSourceMapping(handler_fn or handler(), settings, consumer=consumer,
+                                           function_name=config.resource_name("order-history"))
+
+
+def publish(events: Any, speed: float | None = None, progress: bool = True) -> streams.PutResult:
+    """Replay order events (a DataFrame like ``Dataset.order_lines``, or dicts/bytes) to the ``orders`` stream."""
+    if isinstance(events, list) and any(isinstance(e, bytes | str) for e in events):
+        return streams.put_records(STREAM, events, progress=progress)
+    return streams.replay(events, STREAM, speed=speed, progress=progress)
+
+
+def consume(timeout: float = 900.0, consumer: str = CONSUMER, max_batches: int | None = None,
+            **overrides: Any) -> lambda_local.MappingStats:
+    """Run the handler over the stream until caught up (local target); returns the mapping's stats.
+
+    On aws the real event-source mapping consumes; this then raises: use :func:`wait_for` instead.
+    """
+    if not config.settings().is_local:
+        raise OrdersError("on aws the deployed Lambda consumes the stream: call orders.wait_for(expected) instead")
+    return mapping(consumer, **overrides).run_until_caught_up(timeout=timeout, max_batches=max_batches)
+
+
+@dataclass
+class IngestReport:
+    """Counts of one ingestion: what was put, what the mapping did."""
+
+    put: streams.PutResult
+    mapping: lambda_local.MappingStats | None
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"put": self.put.counts(), "mapping": self.mapping.as_dict() if self.mapping else None,
+                "seconds": round(self.seconds, 3)}
+
+
+def ingest(events: Any, speed: float | None = None, progress: bool = True, timeout: float = 900.0,
+           publisher: Callable[[], Any] | None = None) -> IngestReport:
+    """Publish ``events`` while the mapping consumes in the background (local), then drain it; on aws wait for the
+    deployed Lambda. ``publisher`` replaces the default publish (e.g. the agent shipping log files)."""
+    began = time.perf_counter()
+    if not config.settings().is_local:
+        put = publisher() if publisher else publish(events, speed=speed, progress=progress)
+        wait_for(put.sent if isinstance(put, streams.PutResult) else len(events), timeout=timeout)
+        return IngestReport(put if isinstance(put, streams.PutResult) else streams.PutResult(), None,
+                            time.perf_counter() - began)
+    running = mapping().start()
+    try:
+        put = publisher() if publisher else publish(events, speed=speed, progress=progress)
+    except BaseException:
+        running.stop(timeout=60)
+        raise
+    stats = running.drain(timeout=timeout)
+    return IngestReport(put if isinstance(put, streams.PutResult) else streams.PutResult(), stats,
+                        time.perf_counter() - began)
+
+
+MALFORMED_KINDS = ("not JSON", "missing field", "InvoiceDate", "Quantity", "UnitPrice")
+
+
+def malformed_samples(n: int) -> list[Any]:
+    """``n`` malformed order events of the kinds the handler dead-letters (cycling through MALFORMED_KINDS)."""
+    good = {"InvoiceNo": "900000", "StockCode": "BROKEN", "Description": "malformed sample", "Quantity": 1,
+            "InvoiceDate": "2011-01-01T00:00:00Z", "UnitPrice": 1.0, "CustomerID": None, "Country": "Nowhere",
+            "LineNo": 0}
+    out: list[Any] = []
+    for i in range(n):
+        kind = MALFORMED_KINDS[i % len(MALFORMED_KINDS)]
+        line = {**good, "InvoiceNo": f"9{i:05d}"}
+        if kind == "not JSON":
+            out.append(f"{{truncated order line {i}".encode())
+        elif kind == "missing field":
+            line.pop("Quantity")
+            out.append(line)
+        elif kind == "InvoiceDate":
+            out.append({**line, "InvoiceDate": "12/1/2010 8:26"})
+        elif kind == "Quantity":
+            out.append({**line, "Quantity": "six"})
+        else:
+            out.append({**line, "UnitPrice": -1.5})
+    return out
+
+
+def with_malformed(events: Any, n: int) -> list[Any]:
+    """The rows of ``events`` with ``n`` malformed samples spread evenly among them (to show the dead-letter path)."""
+    rows: list[Any] = streams._records_of(events)
+    samples = malformed_samples(n)
+    for i, sample in enumerate(samples):
+        rows.insert(min(len(rows), (i + 1) * len(rows) // (n + 1) + i), sample)
+    return rows
+
+
+# --------------------------------------------------------------------------- what landed where
+
+
+def table_items() -> Any:
+    """Every item of the order history table as a DataFrame (a paginated scan; for checks and small data)."""
+    import pandas as pd
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserialize = TypeDeserializer().deserialize
+    rows = []
+    for page in config.client("dynamodb").get_paginator("scan").paginate(TableName=table_name(), ConsistentRead=True):
+        rows.extend({k: deserialize(v) for k, v in item.items()} for item in page.get("Items", []))
+    columns = ["customer_id", "order_key", "event_id", "invoice_no", "line_no", "stock_code", "description",
+               "quantity", "unit_price", "line_amount", "invoice_date", "country", "is_guest", "is_cancellation",
+               "status", "cancelled_by", "cancelled_quantity"]
+    frame = pd.DataFrame(rows)
+    for column in columns:
+        if column not in frame.columns:
+            frame[column] = None
+    return frame[columns + [c for c in frame.columns if c not in columns]]
+
+
+def item_count() -> int:
+    """Number of items in the order history table (a paginated COUNT scan)."""
+    total = 0
+    for page in config.client("dynamodb").get_paginator("scan").paginate(TableName=table_name(), Select="COUNT",
+                                                                          ConsistentRead=True):
+        total += page["Count"]
+    return total
+
+
+@dataclass
+class DeadLetters:
+    """The dead-letter queue's content, one row per distinct dead-lettered stream record."""
+
+    records: Any  # DataFrame: shard_id, sequence_number, reason, kind (malformed|exhausted), data_text
+    messages: int = 0
+
+    @property
+    def by_reason(self) -> dict[str, int]:
+        if self.records.empty:
+            return {}
+        return dict(Counter(self.records["reason_kind"]))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def _reason_kind(reason: str) -> str:
+    """A short class of a dead-letter reason, e.g. ``missing field(s) ['Quantity']`` → ``missing field``."""
+    for kind in ("not JSON", "not a JSON object", "missing field", "InvoiceNo", "StockCode", "Quantity",
+                 "InvoiceDate", "UnitPrice", "LineNo", "CustomerID", "Country"):
+        if reason.startswith(kind):
+            return kind
+    return reason.split(":")[0][:40]
+
+
+def dead_letters(wait_seconds: float = 0.0) -> DeadLetters:
+    """Read (without deleting) every message of the DLQ; records are de-duplicated by shard and sequence number,
+    so a replay that dead-letters the same record again does not count it twice."""
+    import pandas as pd
+
+    sqs = config.client("sqs")
+    url = dlq_url()
+    seen: dict[str, dict[str, Any]] = {}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    expected = int(attributes.get("ApproximateNumberOfMessages", 0))
+    empty_polls = 0
+    deadline = time.monotonic() + 300
+    while (len(seen) < expected or (expected == 0 and wait_seconds and empty_polls == 0)) and empty_polls < 5 \
+            and time.monotonic() < deadline:
+        response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=120,
+                                       WaitTimeSeconds=int(wait_seconds) if not seen else 0)
+        messages = response.get("Messages", [])
+        if not messages:
+            empty_polls += 1
+            continue
+        for message in messages:
+            seen[message["MessageId"]] = message
+            body = json.loads(message["Body"])
+            for row in _rows_of(body):
+                rows.setdefault((row["shard_id"], row["sequence_number"]), row)
+    if len(seen) < expected:
+        log.warning("read %d of the %d messages of the dead-letter queue", len(seen), expected)
+    # make them visible again for the next reader
+    handles = [m["ReceiptHandle"] for m in seen.values()]
+    for start in range(0, len(handles), 10):
+        sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
+            {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(handles[start:start + 10])])
+    frame = pd.DataFrame(list(rows.values()),
+                         columns=["shard_id", "sequence_number", "kind", "reason", "reason_kind", "data_text"])
+    return DeadLetters(frame, len(seen))
+
+
+def _rows_of(body: dict[str, Any]) -> list[dict[str, Any]]:
+    if "KinesisBatchInfo" in body:  # a batch given up on by the mapping (on-failure destination)
+        info = body["KinesisBatchInfo"]
+        reason = f"retries exhausted: {body.get('responseContext', {}).get('functionError', '')}"
+        out = []
+        for record in body.get("records", []):
+            raw = base64.b64decode(record["data_base64"])
+            out.append({"shard_id": info["shardId"], "sequence_number": record["sequence_number"], "kind": "exhausted",
+                        "reason": reason, "reason_kind": "retries exhausted",
+                        "data_text": raw.decode("utf-8", errors="replace")})
+        return out
+    source = body.get("source", {})
+    return [{"shard_id": source.get("shard_id"), "sequence_number": source.get("sequence_number"), "kind": "malformed",
+             "reason": body.get("reason", ""), "reason_kind": _reason_kind(body.get("reason", "")),
+             "data_text": body.get("data_text")}]
+
+
+def purge_dead_letters() -> None:
+    """Empty the dead-letter queue (a fresh notebook run starts from an empty one)."""
+    config.client("sqs").purge_queue(QueueUrl=dlq_url())
+
+
+def reset() -> dict[str, Any]:
+    """Start the order history afresh (local target): empty table and dead-letter queue, and the consumer's
+    checkpoints moved to the end of the stream, so the next ingestion counts only its own events."""
+    from shoplake import infra
+
+    if not config.settings().is_local:
+        raise OrdersError("orders.reset() empties the table and is only for the local target; on aws use a new "
+                          "SHOPLAKE_PREFIX for a fresh stack")
+    dynamodb = config.client("dynamodb")
+    table = table_name()
+    dynamodb.delete_table(TableName=table)
+    dynamodb.get_waiter("table_not_exists").wait(TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+    infra.apply([infra.find("dynamodb_table", "order_history")])
+    purge_dead_letters()
+    checkpoints = lambda_local.Checkpoints(CONSUMER)
+    moved = {}
+    for shard_id in streams.shards(STREAM):
+        last = checkpoints.get(shard_id)
+        for records, _behind in streams.read_batches(STREAM, shard_id, after_sequence=last):
+            last = records[-1].sequence_number if records else last
+        if last:
+            checkpoints.put(shard_id, last, 0)
+        moved[shard_id] = last
+    return moved
+
+
+def wait_for(expected: int, timeout: float = 900.0, poll: float = 5.0) -> int:
+    """Wait until items + dead letters reach ``expected`` (on aws, where the real Lambda consumes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        have = item_count() + len(dead_letters())
+        if have >= expected or time.monotonic() > deadline:
+            return have
+        time.sleep(poll)
+
+
+# --------------------------------------------------------------------------- reconciliation
+
+
+@dataclass
+class Reconciliation:
+    """Every published event accounted for: written once, or dead-lettered with a reason."""
+
+    events_in: int
+    valid: int
+    invalid: int
+    items: int
+    dead_lettered: int
+    missing: list[str] = field(default_factory=list)  # event ids of valid lines not in the table
+    unexpected: list[str] = field(default_factory=list)  # items not from a published valid line
+    duplicates: int = 0  # published valid lines sharing a table key with another
+    content_mismatches: list[str] = field(default_factory=list)
+    cancellations: int = 0
+    cancelled_lines: int = 0
+    guest_lines: int = 0
+
+    @property
+    def exactly_once(self) -> bool:
+        return not self.missing and not self.unexpected and not self.content_mismatches and self.duplicates == 0 \
+            and self.items == self.valid
+
+    @property
+    def balanced(self) -> bool:
+        """in = written + dead-lettered, exactly."""
+        return self.events_in == self.items + self.dead_lettered
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"events_in": self.events_in, "valid": self.valid, "invalid": self.invalid, "items": self.items,
+                "dead_lettered": self.dead_lettered, "missing": len(self.missing), "unexpected": len(self.unexpected),
+                "duplicates": self.duplicates, "content_mismatches": len(self.content_mismatches),
+                "cancellations": self.cancellations, "cancelled_lines": self.cancelled_lines,
+                "guest_lines": self.guest_lines, "exactly_once": self.exactly_once, "balanced": self.balanced}
+
+
+def expected_items(events: Any) -> tuple[dict[tuple[str, str], dict[str, Any]], int]:
+    """What the table must hold for ``events`` (validated exactly as the handler does): ({key: item}, invalid)."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserialize = TypeDeserializer().deserialize
+    expected: dict[tuple[str, str], dict[str, Any]] = {}
+    invalid = 0
+    for record in _as_records(events):
+        data = record if isinstance(record, bytes) else streams.encode(record)
+        try:
+            event = order_history.parse_event(data)
+        except order_history.Malformed:
+            invalid += 1
+            continue
+        item = {k: deserialize(v) for k, v in order_history.to_item(event).items()}
+        expected[(item["customer_id"], item["order_key"])] = item
+    return expected, invalid
+
+
+def _as_records(events: Any) -> list[Any]:
+    import pandas as pd
+
+    if isinstance(events, pd.DataFrame):
+        return streams._records_of(events)
+    return [e.encode("utf-8") if isinstance(e, str) else e for e in events]
+
+
+def reconcile(events: Any, items: Any = None, dead: DeadLetters | None = None) -> Reconciliation:
+    """Compare the table and the DLQ with the published ``events``: every valid line exactly once, same content."""
+    expected, invalid = expected_items(events)
+    records = _as_records(events)
+    items = table_items() if items is None else items
+    dead = dead_letters() if dead is None else dead
+    have = {(row["customer_id"], row["order_key"]): row for row in items.to_dict(orient="records")}
+    mismatches = []
+    for key, want in expected.items():
+        got = have.get(key)
+        if got is None:
+            continue
+        for column, value in want.items():
+            if column == "status" and got.get("cancelled_by") and not _is_missing(got.get("cancelled_by")):
+                continue  # marked cancelled by a later cancellation
+            if got.get(column) != value:
+                mismatches.append(f"{want['event_id']}.{column}: {got.get(column)!r} != {value!r}")
+                break
+    cancelled = items["cancelled_by"].map(lambda v: not _is_missing(v)).sum() if len(items) else 0
+    return Reconciliation(
+        events_in=len(records), valid=len(records) - invalid, invalid=invalid, items=len(have),
+        dead_lettered=len(dead),
+        missing=sorted(expected[k]["event_id"] for k in expected.keys() - have.keys()),
+        unexpected=sorted(str(k) for k in have.keys() - expected.keys()),
+        duplicates=len(records) - invalid - len(expected), content_mismatches=mismatches,
+        cancellations=sum(1 for v in expected.values() if v["is_cancellation"]), cancelled_lines=int(cancelled),
+        guest_lines=sum(1 for v in expected.values() if v["is_guest"]),
+    )
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)

@@ -1,0 +1,254 @@
+"""The order_history Lambda handler: validation, idempotent writes, cancellations, guests, dead letters — against
+the emulator's DynamoDB and SQS; and the handler file running standalone (as its Lambda zip) in a subprocess."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import uuid
+import zipfile
+from io import BytesIO
+from typing import Any
+
+import pytest
+
+from shoplake import config, stack
+from shoplake.functions import order_history
+
+
+@pytest.fixture(scope="module")
+def resources(local_stack):
+    """A table and a dead-letter queue of this module's own (shaped like the stack's)."""
+    dynamodb, sqs = config.client("dynamodb"), config.client("sqs")
+    suffix = uuid.uuid4().hex[:8]
+    table = config.resource_name(f"oh-{suffix}")
+    dynamodb.create_table(
+        TableName=table, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "customer_id", "AttributeType": "S"},
+                              {"AttributeName": "order_key", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "customer_id", "KeyType": "HASH"},
+                   {"AttributeName": "order_key", "KeyType": "RANGE"}],
+    )
+    queue = sqs.create_queue(QueueName=config.resource_name(f"ohdlq-{suffix}"))["QueueUrl"]
+    yield table, queue
+    dynamodb.delete_table(TableName=table)
+    sqs.delete_queue(QueueUrl=queue)
+
+
+def line(invoice: str, stock: str, qty: int, date: str, customer: str | None, line_no: int = 0,
+         price: float = 2.55) -> dict[str, Any]:
+    return {"InvoiceNo": invoice, "StockCode": stock, "Description": f"ITEM {stock}", "Quantity": qty,
+            "InvoiceDate": date, "UnitPrice": price, "CustomerID": customer, "Country": "United Kingdom",
+            "LineNo": line_no}
+
+
+def kinesis_event(payloads: list[Any], first_seq: int = 1) -> dict[str, Any]:
+    records = []
+    for i, payload in enumerate(payloads):
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        seq = str(first_seq + i)
+        records.append({"kinesis": {"data": base64.b64encode(data).decode(), "sequenceNumber": seq,
+                                    "partitionKey": "k", "approximateArrivalTimestamp": 1.7e9},
+                        "eventID": f"shardId-000000000000:{seq}", "eventSourceARN": "arn:aws:kinesis:x:1:stream/s"})
+    return {"Records": records}
+
+
+def run(resources, payloads, first_seq=1):
+    table, queue = resources
+    return order_history.process(kinesis_event(payloads, first_seq), table, queue, config.client("dynamodb"),
+                                 config.client("sqs"))
+
+
+def items_of(table: str, customer: str) -> list[dict[str, Any]]:
+    response = config.client("dynamodb").query(
+        TableName=table, KeyConditionExpression="customer_id = :c",
+        ExpressionAttributeValues={":c": {"S": customer}}, ConsistentRead=True)
+    return response["Items"]
+
+
+def drain_queue(queue: str) -> list[dict[str, Any]]:
+    sqs = config.client("sqs")
+    bodies = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(json.loads(message["Body"]))
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+
+
+# --------------------------------------------------------------------------- pure validation
+
+
+@pytest.mark.parametrize(("payload", "reason"), [
+    (b"{not json", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (json.dumps({"InvoiceNo": "1"}).encode(), "missing field"),
+    (json.dumps(line("536365", "A", 0, "2011-01-01T10:00:00Z", "1")).encode(), "Quantity"),
+    (json.dumps(line("536365", "A", 1, "2011-01-01 10:00", "1")).encode(), "InvoiceDate"),
+    (json.dumps(line("536365", "A", 1, "2011-02-30T10:00:00Z", "1")).encode(), "not a real date"),
+    (json.dumps(line("536365", "A", 1, "2011-01-01T10:00:00Z", "1", price=-5.0)).encode(), "UnitPrice"),
+    (json.dumps(line("536365", "A#B", 1, "2011-01-01T10:00:00Z", "1")).encode(), "StockCode"),
+    (json.dumps({**line("536365", "A", 1, "2011-01-01T10:00:00Z", "1"), "LineNo": -1}).encode(), "LineNo"),
+])
+def test_malformed_events_are_rejected_with_a_reason(payload, reason):
+    with pytest.raises(order_history.Malformed, match=reason):
+        order_history.parse_event(payload)
+
+
+def test_item_is_typed_and_keyed_deterministically():
+    event = order_history.parse_event(json.dumps(line("536365", "85123A", 6, "2010-12-01T08:26:00Z", "17850",
+                                                      line_no=3, price=2.55)).encode())
+    item = order_history.to_item(event)
+    assert item["customer_id"] == {"S": "17850"}
+    assert item["order_key"] == {"S": "2010-12-01T08:26:00Z#536365#85123A#0003"}
+    assert item["line_amount"] == {"N": "15.30"} and item["unit_price"] == {"N": "2.55"}
+    assert item["is_guest"] == {"BOOL": False} and item["is_cancellation"] == {"BOOL": False}
+    guest = order_history.to_item(order_history.parse_event(json.dumps(
+        line("536366", "22633", 1, "2010-12-01T08:28:00Z", None)).encode()))
+    assert guest["customer_id"] == {"S": "guest-536366"} and guest["is_guest"] == {"BOOL": True}
+
+
+# --------------------------------------------------------------------------- against the emulator
+
+
+def test_poison_record_mid_batch_goes_to_the_dlq_and_the_others_are_written(resources):
+    table, queue = resources
+    customer = uuid.uuid4().hex[:10]
+    payloads = [line("600001", f"S{i}", 1, "2011-01-01T10:00:00Z", customer, line_no=i) for i in range(5)]
+    poison = b'{"InvoiceNo": "600001", "StockCode": "BAD"'
+    response = run(resources, payloads[:2] + [poison] + payloads[2:])
+    assert response["batchItemFailures"] == []
+    assert response["counts"]["written"] == 5 and response["counts"]["dead_lettered"] == 1
+    assert len(items_of(table, customer)) == 5
+    dead = drain_queue(queue)
+    assert len(dead) == 1
+    assert dead[0]["reason"].startswith("not JSON")
+    assert base64.b64decode(dead[0]["data_base64"]) == poison
+    assert dead[0]["source"]["sequence_number"] == "3" and dead[0]["source"]["shard_id"] == "shardId-000000000000"
+
+
+def test_replaying_a_batch_leaves_the_table_unchanged(resources):
+    table, _ = resources
+    customer = uuid.uuid4().hex[:10]
+    payloads = [line("600100", f"S{i}", i + 1, "2011-01-02T10:00:00Z", customer, line_no=i) for i in range(30)]
+    run(resources, payloads)
+    before = sorted(items_of(table, customer), key=lambda i: i["order_key"]["S"])
+    run(resources, payloads)
+    run(resources, payloads[10:20] + payloads[:5])
+    after = sorted(items_of(table, customer), key=lambda i: i["order_key"]["S"])
+    assert after == before and len(after) == 30
+
+
+def test_cancellation_is_stored_and_marks_the_newest_matching_line_once(resources):
+    table, _ = resources
+    customer = uuid.uuid4().hex[:10]
+    older = line("600200", "CUP", 4, "2011-01-03T09:00:00Z", customer)
+    newer = line("600201", "CUP", 2, "2011-01-04T09:00:00Z", customer)
+    other = line("600201", "PLATE", 2, "2011-01-04T09:00:00Z", customer, line_no=1)
+    cancel = line("C600300", "CUP", -2, "2011-01-05T09:00:00Z", customer)
+    second_cancel = line("C600301", "CUP", -4, "2011-01-06T09:00:00Z", customer)
+    orphan = line("C600302", "BOWL", -1, "2011-01-06T09:00:00Z", customer)
+    response = run(resources, [older, newer, other, cancel, second_cancel, orphan])
+    counts = response["counts"]
+    assert (counts["cancellations"], counts["cancellations_matched"], counts["cancellations_unmatched"]) == (3, 2, 1)
+    items = {i["event_id"]["S"]: i for i in items_of(table, customer)}
+    assert len(items) == 6
+    assert items["600201-0"]["cancelled_by"] == {"S": "C600300-0"} and items["600201-0"]["status"] == {"S": "cancelled"}
+    assert items["600200-0"]["cancelled_by"] == {"S": "C600301-0"}
+    assert "cancelled_by" not in items["600201-1"]
+    assert items["C600300-0"]["quantity"] == {"N": "-2"} and items["C600300-0"]["is_cancellation"] == {"BOOL": True}
+    before = sorted(items_of(table, customer), key=lambda i: i["order_key"]["S"])
+    # replaying everything, or only the cancellations, keeps the same marks
+    run(resources, [older, newer, other, cancel, second_cancel, orphan])
+    run(resources, [second_cancel, cancel])
+    assert sorted(items_of(table, customer), key=lambda i: i["order_key"]["S"]) == before
+
+
+def test_guest_lines_get_their_own_partition_and_are_counted(resources):
+    table, _ = resources
+    invoice = "7" + uuid.uuid4().hex[:6]
+    response = run(resources, [line(invoice, "A", 1, "2011-01-07T10:00:00Z", None),
+                               line(invoice, "B", 1, "2011-01-07T10:00:00Z", None, line_no=1)])
+    assert response["counts"]["guest_lines"] == 2
+    assert len(items_of(table, f"guest-{invoice}")) == 2
+
+
+class PartlyThrottled:
+    """The emulator's DynamoDB, except that BatchWriteItem accepts only the first ``accept`` items of each call and
+    returns the others as UnprocessedItems (what DynamoDB does under throttling; moto never does)."""
+
+    def __init__(self, table: str, accept: int) -> None:
+        self.real, self.table, self.accept = config.client("dynamodb"), table, accept
+
+    def batch_write_item(self, RequestItems):  # noqa: N803
+        requests = RequestItems[self.table]
+        if self.accept:
+            self.real.batch_write_item(RequestItems={self.table: requests[: self.accept]})
+        rest = requests[self.accept :]
+        return {"UnprocessedItems": {self.table: rest} if rest else {}}
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_unprocessed_items_are_retried_then_reported_as_batch_item_failures(resources, monkeypatch):
+    table, queue = resources
+    monkeypatch.setattr(order_history.time, "sleep", lambda _s: None)
+    customer = uuid.uuid4().hex[:10]
+    payloads = [line("600400", f"S{i}", 1, "2011-01-08T10:00:00Z", customer, line_no=i) for i in range(3)]
+    # one item per attempt: the handler's own retries get all three in
+    response = order_history.process(kinesis_event(payloads, 10), table, queue, PartlyThrottled(table, 1),
+                                     config.client("sqs"))
+    assert response["batchItemFailures"] == [] and len(items_of(table, customer)) == 3
+    # nothing ever accepted: every record is reported for the mapping to retry, none counted written
+    customer2 = uuid.uuid4().hex[:10]
+    payloads2 = [line("600401", f"S{i}", 1, "2011-01-08T10:00:00Z", customer2, line_no=i) for i in range(3)]
+    response = order_history.process(kinesis_event(payloads2, 20), table, queue, PartlyThrottled(table, 0),
+                                     config.client("sqs"))
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["20", "21", "22"]
+    assert response["counts"]["written"] == 0 and items_of(table, customer2) == []
+
+
+# --------------------------------------------------------------------------- standalone, as the Lambda zip
+
+
+def test_handler_runs_standalone_from_its_lambda_zip(resources, tmp_path):
+    from shoplake import infra
+
+    table, queue = resources
+    with zipfile.ZipFile(BytesIO(infra.lambda_zip("functions/order_history.py"))) as archive:
+        assert archive.namelist() == ["order_history.py"]
+        archive.extractall(tmp_path)
+    customer = uuid.uuid4().hex[:10]
+    event = kinesis_event([line("600500", "Z", 1, "2011-01-09T10:00:00Z", customer), b"garbage"])
+    script = (
+        "import json, sys, order_history\n"
+        "out = order_history.handler(json.loads(sys.stdin.read()), None)\n"
+        "assert not any(m == 'shoplake' or m.startswith('shoplake.') for m in sys.modules), 'imports shoplake'\n"
+        "print(json.dumps(out))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SHOPLAKE_", "PYTHONPATH"))}
+    env.update(TABLE_NAME=table, DEAD_LETTER_QUEUE_URL=queue, AWS_ENDPOINT_URL=stack.moto_url(),
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(event),
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    counts = json.loads(done.stdout.strip().splitlines()[-1])["counts"]
+    assert counts["written"] == 1 and counts["dead_lettered"] == 1
+    assert len(items_of(table, customer)) == 1
+    drain_queue(queue)
+
+
+def test_handler_refuses_a_non_loopback_endpoint(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SHOPLAKE_"))}
+    env.update(TABLE_NAME="t", DEAD_LETTER_QUEUE_URL="q", AWS_ENDPOINT_URL="http://example.com:4566",
+               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    source = os.path.dirname(order_history.__file__)
+    done = subprocess.run([sys.executable, "-c", "import order_history; order_history.handler({'Records': []})"],
+                          capture_output=True, text=True, cwd=source, env=env, timeout=60)
+    assert done.returncode != 0 and "not a loopback address" in done.stderr
