@@ -1,0 +1,446 @@
+"""The rate detector: order events → event-time windows → random cut forest (+ the classic rule) → alarm policy.
+
+:class:`RateDetector` is the transport-free core (records in, alarms out, state as JSON). :func:`consume` runs it
+as its own consumer of the ``orders`` stream through ``shoplake.lambda_local`` (Kinesis event-source-mapping
+semantics, checkpoints per shard under consumer ``rate-detector`` in the ``checkpoints`` table — independent of
+the order-history consumer), keeps its state in DynamoDB ``alarm_state`` (item ``detector#<name>``, saved after
+every batch, before the mapping checkpoints it), hands alarms to the ``rate_alarm`` handler (SNS + de-dup +
+cool-down) and sends malformed and late records to the ``rate-alarm-dlq`` queue with the reason.
+
+Watermark across shards: each shard's largest order time is tracked; the watermark is the smallest of them
+(over every shard of the stream) minus the allowed lateness, so a shard that lags does not turn its records late.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from shoplake.alarm._policy import Alarm, AlarmPolicy, PolicyConfig
+from shoplake.alarm._rcf import RateForest, RcfConfig
+from shoplake.alarm._rule import RuleAlarm, RuleConfig, SlidingWindowRule
+from shoplake.alarm._windows import EventTimeWindows, WindowCount, iso, parse_ts
+from shoplake.errors import ConfigError, ShoplakeError
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "rate-detector"
+HISTORY_LIMIT = 2_000  # windows kept in the state for charts (two weeks of 10-minute windows)
+
+
+class DetectorError(ShoplakeError):
+    """The detector cannot run (missing resources, state of another configuration)."""
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Every knob of the detector; ``window_seconds`` must match ``rcf.window_seconds``."""
+
+    window_seconds: int = 600
+    allowed_lateness_seconds: int = 60
+    rcf: RcfConfig = field(default_factory=RcfConfig)
+    rule: RuleConfig = field(default_factory=RuleConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+    def __post_init__(self) -> None:
+        if self.rcf.window_seconds != self.window_seconds:
+            raise ConfigError(f"rcf.window_seconds ({self.rcf.window_seconds}) must equal window_seconds "
+                              f"({self.window_seconds}); build the config with detector_config(...)")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
+        return cls(window_seconds=data["window_seconds"], allowed_lateness_seconds=data["allowed_lateness_seconds"],
+                   rcf=RcfConfig(**data["rcf"]), rule=RuleConfig(**data["rule"]), policy=PolicyConfig(**data["policy"]))
+
+
+def detector_config(window_seconds: int = 600, allowed_lateness_seconds: int = 60, *, rule_threshold: int | None = None,
+                    cooldown_seconds: float | None = None, **rcf: Any) -> DetectorConfig:
+    """A consistent config: the window length is shared by windows and forest; other RCF knobs by keyword."""
+    rule = RuleConfig(threshold=rule_threshold) if rule_threshold is not None else RuleConfig()
+    policy = PolicyConfig(cooldown_seconds=cooldown_seconds) if cooldown_seconds is not None else PolicyConfig()
+    rcf_config = RcfConfig(window_seconds=window_seconds, **rcf)
+    return DetectorConfig(window_seconds, allowed_lateness_seconds, rcf_config, rule, policy)
+
+
+class Malformed(ValueError):
+    """An order record the detector cannot use (the reason is the message)."""
+
+
+def decode(record: bytes | str | dict[str, Any]) -> tuple[float, str, int]:
+    """(order time, InvoiceNo, LineNo) of one order event; :class:`Malformed` with the reason otherwise."""
+    if isinstance(record, dict):
+        event: Any = record
+    else:
+        try:
+            event = json.loads(record)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise Malformed(f"not JSON: {exc}") from None
+    if not isinstance(event, dict):
+        raise Malformed(f"not a JSON object but {type(event).__name__}")
+    invoice = event.get("InvoiceNo")
+    if not isinstance(invoice, str) or not invoice.strip() or "#" in invoice:
+        raise Malformed(f"InvoiceNo must be a non-empty string without '#', got {invoice!r}")
+    line = event.get("LineNo", 0)
+    if isinstance(line, bool) or not isinstance(line, int) or line < 0:
+        raise Malformed(f"LineNo must be an integer ≥ 0, got {line!r}")
+    try:
+        ts = parse_ts(event.get("InvoiceDate"))
+    except (TypeError, ValueError):
+        raise Malformed(f"InvoiceDate must be ISO 8601 UTC, got {event.get('InvoiceDate')!r}") from None
+    return ts, invoice, line
+
+
+@dataclass
+class DeadLetter:
+    """A record the detector did not count, with why."""
+
+    reason: str
+    data: bytes
+    source: dict[str, Any]
+
+
+class RateDetector:
+    """Stateful detector core. Feed records with :meth:`process`, close the tail with :meth:`flush`."""
+
+    def __init__(self, config: DetectorConfig | None = None, name: str = "rcf",
+                 shards: list[str] | None = None) -> None:
+        self.config = config or detector_config()
+        cfg = self.config
+        self.name = name
+        self.windows = EventTimeWindows(cfg.window_seconds, cfg.allowed_lateness_seconds)
+        self.forest = RateForest(cfg.rcf)
+        self.rule = SlidingWindowRule(cfg.rule)
+        self.policy = AlarmPolicy(name, cfg.policy)
+        self.shard_max: dict[str, float] = {s: float("-inf") for s in (shards or [])}
+        self.counts = {"records_in": 0, "accepted": 0, "malformed": 0, "late": 0, "duplicate": 0, "windows": 0,
+                       "anomalous_windows": 0, "alarms": 0, "rule_alarms": 0}
+        self.history: list[dict[str, Any]] = []
+        self.alarms: list[Alarm] = []
+        self.rule_alarms: list[RuleAlarm] = []
+
+    # ------------------------------------------------------------------ feeding
+    def warm_up(self, windows: list[WindowCount]) -> None:
+        """Teach the forest earlier days' window counts (deployed: the state carried from yesterday)."""
+        for window in windows:
+            self.forest.update(window.orders, window.start)
+
+    def process(self, records: list[Any], shard_id: str = "shard-0",
+                sources: list[dict[str, Any]] | None = None) -> tuple[list[Alarm], list[DeadLetter]]:
+        """Count a batch of records of one shard; returns (new alarms, dead letters) — never raises on bad data."""
+        dead: list[DeadLetter] = []
+        alarms: list[Alarm] = []
+        self.shard_max.setdefault(shard_id, float("-inf"))
+        for i, record in enumerate(records):
+            self.counts["records_in"] += 1
+            source = sources[i] if sources else {}
+            try:
+                ts, invoice, line = decode(record)
+            except Malformed as exc:
+                self.counts["malformed"] += 1
+                dead.append(DeadLetter(f"malformed: {exc}", _bytes(record), source))
+                continue
+            verdict = self.windows.add(ts, invoice, line)
+            if verdict == "late":
+                self.counts["late"] += 1
+                dead.append(DeadLetter(f"late: order time {iso(ts)} is before the watermark's closed windows "
+                                       f"(closed up to {iso(self.windows.next_start or 0)})", _bytes(record), source))
+                continue
+            if verdict == "duplicate":
+                self.counts["duplicate"] += 1
+                continue
+            self.counts["accepted"] += 1
+            if ts > self.shard_max[shard_id]:
+                self.shard_max[shard_id] = ts
+                mark = self.watermark
+                # close windows as soon as the watermark passes them: decisions do not wait for the batch's end
+                if mark is not None and self.windows.next_start is not None \
+                        and mark >= self.windows.next_start + self.config.window_seconds:
+                    alarms.extend(self._close(mark))
+            if line == 0 and not invoice.startswith("C"):
+                rule_alarm = self.rule.add(ts)
+                if rule_alarm:
+                    self.rule_alarms.append(rule_alarm)
+                    self.counts["rule_alarms"] += 1
+        return alarms, dead
+
+    @property
+    def watermark(self) -> float | None:
+        """min over shards of the largest order time seen, minus the allowed lateness (None until all shards spoke)."""
+        if not self.shard_max or any(v == float("-inf") for v in self.shard_max.values()):
+            return None
+        return min(self.shard_max.values()) - self.config.allowed_lateness_seconds
+
+    def flush(self) -> list[Alarm]:
+        """End of a replay: close every open window (a live stream never needs this)."""
+        mark = self.windows.max_event_ts
+        alarms = self._close(self.watermark)
+        closed = self.windows.flush()
+        return alarms + self._score(closed, mark)
+
+    def _close(self, watermark: float | None) -> list[Alarm]:
+        if watermark is None:
+            return []
+        return self._score(self.windows.close_ready(watermark), watermark + self.config.allowed_lateness_seconds)
+
+    def _score(self, closed: list[WindowCount], decided_at: float | None) -> list[Alarm]:
+        alarms = []
+        for window in closed:
+            verdict = self.forest.update(window.orders, window.start)
+            self.counts["windows"] += 1
+            self.counts["anomalous_windows"] += int(verdict.anomalous)
+            decided = max(window.end, decided_at or window.end)
+            alarm = self.policy.observe(window, verdict.anomalous, verdict.score, verdict.threshold, verdict.expected,
+                                        watermark=decided)
+            self.history.append({"window_start": iso(window.start), "window_end": iso(window.end),
+                                 "orders": window.orders, "lines": window.lines, "cancellations": window.cancellations,
+                                 "expected": verdict.expected, "score": verdict.score, "threshold": verdict.threshold,
+                                 "anomalous": verdict.anomalous, "alarm": alarm.incident_id if alarm else None,
+                                 "decided_at": iso(decided)})
+            del self.history[:-HISTORY_LIMIT]
+            if alarm:
+                self.alarms.append(alarm)
+                self.counts["alarms"] += 1
+                alarms.append(alarm)
+        return alarms
+
+    # ------------------------------------------------------------------ state
+    def to_state(self) -> dict[str, Any]:
+        return {"name": self.name, "config": self.config.as_dict(), "windows": self.windows.to_state(),
+                "forest": self.forest.to_state(), "rule": self.rule.to_state(), "policy": self.policy.to_state(),
+                "shard_max": self.shard_max, "counts": self.counts, "history": self.history,
+                "alarms": [asdict(a) for a in self.alarms], "rule_alarms": [asdict(a) for a in self.rule_alarms]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RateDetector:
+        detector = cls(DetectorConfig.from_dict(state["config"]), state["name"])
+        detector.windows = EventTimeWindows.from_state(state["windows"])
+        detector.forest = RateForest.from_state(state["forest"])
+        detector.rule = SlidingWindowRule.from_state(state["rule"])
+        detector.policy = AlarmPolicy.from_state(state["policy"])
+        detector.shard_max = {k: float(v) for k, v in state["shard_max"].items()}
+        detector.counts.update(state["counts"])
+        detector.history = list(state["history"])
+        detector.alarms = [Alarm(**a) for a in state["alarms"]]
+        detector.rule_alarms = [RuleAlarm(**a) for a in state["rule_alarms"]]
+        return detector
+
+
+def _bytes(record: Any) -> bytes:
+    if isinstance(record, bytes):
+        return record
+    if isinstance(record, str):
+        return record.encode()
+    return json.dumps(record, default=str).encode()
+
+
+# ====================================================================== on the stack (local event-source mapping)
+
+
+def encode_state(state: dict[str, Any]) -> bytes:
+    """The state as compressed JSON (a DynamoDB binary attribute; items are limited to 400 KB)."""
+    return zlib.compress(json.dumps(state, separators=(",", ":")).encode(), 6)
+
+
+def decode_state(blob: bytes) -> dict[str, Any]:
+    return json.loads(zlib.decompress(blob))
+
+
+class StateStore:
+    """The detector's state in DynamoDB ``alarm_state`` under ``detector#<consumer>``."""
+
+    def __init__(self, consumer: str = CONSUMER, table: str | None = None) -> None:
+        from shoplake import config
+
+        self.key = f"detector#{consumer}"
+        self.table = table or config.resource_name("alarm_state")
+        self.client = config.client("dynamodb")
+
+    def load(self) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            item = self.client.get_item(TableName=self.table, Key={"key": {"S": self.key}}, ConsistentRead=True).get("Item")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                raise DetectorError(f"table {self.table} does not exist: run notebook 00_provision "
+                                    "(or `shoplake infra apply`)") from exc
+            raise
+        return decode_state(item["state"]["B"]) if item else None
+
+    def save(self, state: dict[str, Any]) -> int:
+        blob = encode_state(state)
+        if len(blob) > 390_000:
+            raise DetectorError(f"detector state is {len(blob)} bytes, over DynamoDB's 400 KB item limit: "
+                                "use fewer trees/shorter windows or a smaller tree_size")
+        self.client.put_item(TableName=self.table, Item={"key": {"S": self.key}, "state": {"B": blob},
+                                                         "updated_at": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
+        return len(blob)
+
+    def delete(self) -> None:
+        self.client.delete_item(TableName=self.table, Key={"key": {"S": self.key}})
+
+
+@dataclass
+class ConsumeResult:
+    """What one :func:`consume` run did."""
+
+    counts: dict[str, Any]
+    mapping: dict[str, Any]
+    alarms: list[dict[str, Any]]  # alarms raised in this run, with the handler's answer
+    detector: RateDetector
+    elapsed_s: float
+    state_bytes: int = 0
+
+    @property
+    def published(self) -> int:
+        return sum(a["status"] == "published" for a in self.alarms)
+
+
+class StreamHandler:
+    """The Lambda-shaped handler the local mapping calls (one per shard thread, so it serialises on a lock)."""
+
+    def __init__(self, detector: RateDetector, store: StateStore, topic_arn: str, dlq_url: str | None) -> None:
+        from shoplake import config
+
+        self.detector = detector
+        self.store = store
+        self.topic_arn = topic_arn
+        self.dlq_url = dlq_url
+        self.sns = config.client("sns")
+        self.dynamodb = config.client("dynamodb")
+        self.sqs = config.client("sqs")
+        self.lock = threading.Lock()
+        self.outcomes: list[dict[str, Any]] = []
+        self.dead_lettered = 0
+        self.state_bytes = 0
+        self.first_publish_wall: dict[str, float] = {}
+
+    def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        records = event.get("Records", [])
+        shard = records[0]["eventID"].split(":", 1)[0] if records else "shard-0"
+        data = [base64.b64decode(r["kinesis"]["data"]) for r in records]
+        sources = [{"shard_id": shard, "sequence_number": r["kinesis"]["sequenceNumber"]} for r in records]
+        with self.lock:
+            alarms, dead = self.detector.process(data, shard, sources)
+            self.deliver(alarms)
+            self.dead_letter(dead)
+            self.state_bytes = self.store.save(self.detector.to_state())
+        return {"counts": {"records": len(records), "dead_lettered": len(dead), "alarms": len(alarms)}}
+
+    def deliver(self, alarms: list[Alarm]) -> None:
+        """Hand alarms to the ``rate_alarm`` handler (locally a direct call; on aws the function does the same)."""
+        if not alarms:
+            return
+        from shoplake.functions import rate_alarm
+
+        answer = rate_alarm.process_event({"alarms": [a.as_event() for a in alarms]}, self.topic_arn, self.store.table,
+                                          self.sns, self.dynamodb, self.detector.config.policy.cooldown_seconds)
+        for alarm, result in zip(alarms, answer["results"], strict=True):
+            self.outcomes.append({**alarm.as_event(), "status": result["status"], "text": result["text"],
+                                  "published_wall": time.time()})
+
+    def dead_letter(self, dead: list[DeadLetter]) -> None:
+        if not dead or not self.dlq_url:
+            return
+        for start in range(0, len(dead), 10):
+            entries = [{"Id": str(i), "MessageBody": json.dumps({
+                "reason": d.reason, "data_base64": base64.b64encode(d.data).decode("ascii"),
+                "data_text": d.data.decode("utf-8", "replace")[:1000], "source": d.source, "consumer": self.store.key})}
+                for i, d in enumerate(dead[start:start + 10])]
+            response = self.sqs.send_message_batch(QueueUrl=self.dlq_url, Entries=entries)
+            if response.get("Failed"):
+                raise DetectorError(f"dead-letter queue refused {len(response['Failed'])} messages: {response['Failed'][:1]}")
+            self.dead_lettered += len(entries)
+
+
+def load_detector(consumer: str = CONSUMER, config: DetectorConfig | None = None,
+                  warmup: list[WindowCount] | None = None, shards: list[str] | None = None) -> RateDetector:
+    """The detector of ``consumer`` from its saved state, or a new one (warmed up on ``warmup``)."""
+    state = StateStore(consumer).load()
+    if state is not None:
+        detector = RateDetector.from_state(state)
+        if config is not None and detector.config != config:
+            raise DetectorError(f"the saved state of {consumer} was made with another configuration: "
+                                "reset it (consume(reset=True)) or use a new consumer name")
+        return detector
+    detector = RateDetector(config, name=consumer, shards=shards)
+    if warmup:
+        detector.warm_up(warmup)
+    return detector
+
+
+def reset(consumer: str = CONSUMER) -> None:
+    """Forget the consumer's checkpoints and state (the next run starts over at TRIM_HORIZON)."""
+    from shoplake import lambda_local
+
+    lambda_local.Checkpoints(consumer).reset()
+    StateStore(consumer).delete()
+
+
+def start_at_stream_end(consumer: str = CONSUMER) -> dict[str, str]:
+    """Checkpoint ``consumer`` at the current end of every shard (a detector deployed now skips older orders)."""
+    from shoplake import lambda_local, streams
+
+    checkpoints = lambda_local.Checkpoints(consumer)
+    ends = {}
+    for shard_id in streams.shards("orders"):
+        last = checkpoints.get(shard_id)
+        for records, _behind in streams.read_batches("orders", shard_id, after_sequence=last):
+            if records:
+                last = records[-1].sequence_number
+        if last:
+            checkpoints.put(shard_id, last, 0)
+            ends[shard_id] = last
+    return ends
+
+
+def consume(consumer: str = CONSUMER, config: DetectorConfig | None = None, *,
+            warmup: list[WindowCount] | None = None, final: bool = True, max_batches: int | None = None,
+            batch_size: int = 500, timeout: float = 900.0, reset_first: bool = False) -> ConsumeResult:
+    """Run the detector over the ``orders`` stream until caught up (or ``max_batches``), from its checkpoints.
+
+    ``final=True`` closes the last open windows at the end (a finished replay); a live deployment never does.
+    """
+    from shoplake import infra, lambda_local, streams
+
+    began = time.perf_counter()
+    if reset_first:
+        reset(consumer)
+    shards = streams.shards("orders")
+    detector = load_detector(consumer, config, warmup, shards)
+    outputs = infra.outputs()
+    try:
+        topic_arn, dlq_url = outputs["topic_arn:alarms"], outputs["queue_url:rate-alarm-dlq"]
+    except KeyError as exc:
+        raise DetectorError(f"infra output {exc} is missing: run notebook 00_provision (or `shoplake infra apply`)") from exc
+    handler = StreamHandler(detector, StateStore(consumer), topic_arn, dlq_url)
+    settings = lambda_local.MappingSettings(stream="orders", batch_size=batch_size, starting_position="TRIM_HORIZON",
+                                            bisect_on_error=True, max_retry_attempts=3, on_failure=dlq_url)
+    mapping = lambda_local.EventSourceMapping(handler, settings, consumer=consumer,
+                                              function_name=config_name(consumer))
+    stats = mapping.run_until_caught_up(timeout=timeout, max_batches=max_batches)
+    if final:
+        with handler.lock:
+            handler.deliver(detector.flush())
+            handler.state_bytes = handler.store.save(detector.to_state())
+    counts = dict(detector.counts)
+    counts["dead_lettered"] = handler.dead_lettered
+    for status in ("published", "duplicate", "cooled_down"):
+        counts[status] = sum(o["status"] == status for o in handler.outcomes)
+    return ConsumeResult(counts=counts, mapping=stats.as_dict(), alarms=handler.outcomes, detector=detector,
+                         elapsed_s=time.perf_counter() - began, state_bytes=handler.state_bytes)
+
+
+def config_name(consumer: str) -> str:
+    from shoplake import config
+
+    return config.resource_name(consumer)

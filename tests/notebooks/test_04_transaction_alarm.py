@@ -1,0 +1,30 @@
+"""Notebook 04_transaction_alarm: the recorded metrics of the workbook run (scale tiny)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def metrics(workbook_metrics):
+    return workbook_metrics["04_transaction_alarm"]
+
+
+def test_forest_catches_every_incident_of_the_simulated_day(metrics):
+    rcf = metrics["rcf"]
+    assert metrics["incidents"] >= 4 and metrics["day_events"] > 50_000
+    assert rcf["recall"] == 1.0 and rcf["precision"] >= 0.9 and rcf["max_delay_windows"] <= 2.0
+
+
+def test_rule_is_the_weaker_baseline(metrics):
+    assert metrics["rule"]["recall"] < metrics["rcf"]["recall"]
+
+
+def test_live_replay_alarms_reach_sns_once_per_incident(metrics):
+    stream = metrics["stream"]
+    assert stream["recall"] == 1.0 and stream["precision"] == 1.0
+    assert stream["counts"]["published"] == stream["incidents"] == stream["sns_messages"]
+    assert stream["counts"]["malformed"] == 1 and stream["counts"]["late"] == 1
+    assert stream["counts"]["accepted"] == stream["events"]

@@ -1,0 +1,105 @@
+"""Alarm building blocks without the stack: windows, watermark, rule, policy, forest state, decoding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shoplake.alarm import (
+    AlarmPolicy,
+    EventTimeWindows,
+    PolicyConfig,
+    RateForest,
+    RcfConfig,
+    RuleConfig,
+    SlidingWindowRule,
+    WindowCount,
+)
+from shoplake.alarm._windows import parse_ts
+from shoplake.alarm.detector import Malformed, RateDetector, decode, detector_config
+from shoplake.errors import ConfigError
+
+T0 = parse_ts("2011-11-09T10:00:00Z")
+
+
+def test_windows_emit_empty_windows_count_orders_once_and_late_records():
+    windows = EventTimeWindows(window_seconds=60, allowed_lateness_seconds=10)
+    assert windows.add(T0 + 5, "1001", 0) == "accepted"
+    assert windows.add(T0 + 6, "1001", 1) == "accepted"  # second line of the same order
+    assert windows.add(T0 + 6, "1001", 1) == "duplicate"  # re-delivered record
+    assert windows.add(T0 + 7, "C1002", 0) == "accepted"  # a cancellation is not an order
+    assert windows.add(T0 + 200, "1003", 0) == "accepted"  # two empty minutes in between
+    closed = windows.close_ready()
+    assert [(w.start - T0, w.orders, w.lines, w.cancellations) for w in closed] == [
+        (0, 1, 3, 1), (60, 0, 0, 0), (120, 0, 0, 0)]
+    assert windows.add(T0 + 30, "1004", 0) == "late"
+    assert windows.counts == {"accepted": 4, "late": 1, "duplicate": 1}
+    restored = EventTimeWindows.from_state(json.loads(json.dumps(windows.to_state())))
+    assert [w.orders for w in restored.flush()] == [1]
+
+
+def test_windows_reject_bad_parameters():
+    with pytest.raises(ConfigError, match="allowed_lateness_seconds"):
+        EventTimeWindows(60, 60)
+
+
+def test_rule_fires_at_threshold_at_most_once_a_minute():
+    rule = SlidingWindowRule(RuleConfig(threshold=3, window_seconds=10, min_interval_seconds=60))
+    fired = [rule.add(T0 + t) for t in (0, 1, 2, 3, 20, 21, 22, 70, 71, 72)]
+    hits = [(a.ts - T0, a.count) for a in fired if a]
+    assert hits == [(2, 3), (72, 3)]  # the burst at 20–22 is within a minute of the alarm at 2
+    restored = SlidingWindowRule.from_state(json.loads(json.dumps(rule.to_state())))
+    assert restored.last_alarm_ts == rule.last_alarm_ts and restored.alarms == 2
+
+
+def _window(i: int, orders: int = 10) -> WindowCount:
+    return WindowCount(T0 + 600 * i, T0 + 600 * (i + 1), orders, orders, 0)
+
+
+def test_policy_one_alarm_per_incident_and_cool_down():
+    policy = AlarmPolicy("rcf", PolicyConfig(cooldown_seconds=7200, quiet_windows=2))
+    verdicts = [False, True, True, False, True, False, False, True, False, False]
+    alarms = [policy.observe(_window(i, 50), v, 9.0, 3.0, 10.0) for i, v in enumerate(verdicts)]
+    raised = [a for a in alarms if a]
+    assert len(raised) == 1 and raised[0].kind == "surge" and raised[0].observed == 50
+    # window 4 is still the first incident (one quiet window only); window 7 opens a new one inside the cool-down
+    assert policy.counts == {"alarms": 1, "deduplicated": 2, "cooled_down": 1, "incidents": 2}
+    after = AlarmPolicy("rcf", PolicyConfig(cooldown_seconds=0, quiet_windows=1))
+    assert after.observe(_window(0, 1), True, 9.0, 3.0, 10.0).kind == "drop"
+
+
+def test_forest_state_round_trip_scores_alike():
+    config = RcfConfig(num_trees=10, tree_size=64, warmup_windows=24, window_seconds=3600, seed=3)
+    forest = RateForest(config)
+    counts = [100 + (i % 24) * 5 for i in range(24 * 3)]
+    for i, n in enumerate(counts):
+        forest.update(n, T0 + 3600 * i)
+    assert forest.warm and forest.threshold
+    restored = RateForest.from_state(json.loads(json.dumps(forest.to_state())))
+    assert restored.profile == forest.profile and list(restored.points) == list(forest.points)
+    surge = restored.update(1000, T0 + 3600 * len(counts))
+    assert surge.anomalous and surge.expected == pytest.approx(forest.expected(T0 + 3600 * len(counts)))
+
+
+def test_decode_names_what_is_wrong():
+    good = {"InvoiceNo": "536365", "InvoiceDate": "2011-11-09T10:00:00Z", "LineNo": 1}
+    assert decode(json.dumps(good).encode()) == (parse_ts("2011-11-09T10:00:00Z"), "536365", 1)
+    for data, reason in [(b"{not json", "not JSON"), (b"[1]", "not a JSON object"),
+                         (json.dumps({**good, "InvoiceNo": ""}).encode(), "InvoiceNo"),
+                         (json.dumps({**good, "InvoiceDate": "yesterday"}).encode(), "InvoiceDate"),
+                         (json.dumps({**good, "LineNo": -1}).encode(), "LineNo")]:
+        with pytest.raises(Malformed, match=reason):
+            decode(data)
+
+
+def test_detector_counts_bad_records_and_keeps_going():
+    detector = RateDetector(detector_config(600, num_trees=5, tree_size=32, warmup_windows=20))
+    good = [json.dumps({"InvoiceNo": str(i), "InvoiceDate": f"2011-11-09T10:{i:02d}:00Z", "LineNo": 0}).encode()
+            for i in range(30)]
+    late = json.dumps({"InvoiceNo": "9", "InvoiceDate": "2011-11-09T09:00:00Z", "LineNo": 0}).encode()
+    _alarms, dead = detector.process(good[:20] + [b"garbage", late] + good[20:])
+    assert detector.counts["malformed"] == 1 and detector.counts["late"] == 1 and detector.counts["accepted"] == 30
+    assert [d.reason.split(":")[0] for d in dead] == ["malformed", "late"]
+    detector.flush()
+    assert sum(h["orders"] for h in detector.history) == 30
