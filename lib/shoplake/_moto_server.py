@@ -11,11 +11,9 @@ def run() -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    # moto caps Firehose at 50 delivery streams per region; AWS's quota in us-east-1 is 5,000. Parallel test
-    # sessions (one resource prefix each) share this emulator, so use the real quota.
-    from moto.firehose.models import DeliveryStream
+    from shoplake import _moto_patches
 
-    DeliveryStream.MAX_STREAMS_PER_REGION = 5000
+    _moto_patches.apply()
     moto_main(["-H", "127.0.0.1", "-p", str(args.port)])
 
 

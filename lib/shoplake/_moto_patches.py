@@ -1,0 +1,101 @@
+"""Small fixes to moto, applied only inside the emulator process the local stack starts.
+
+* Kinesis shards looked up their newest sequence number by listing every record, and GetRecords scanned the whole
+  shard from the start: put and read cost grew with the stream (quadratic replays). Sequence numbers of a shard are
+  consecutive integers, so both become direct lookups; a shard whose numbers are not consecutive keeps moto's code.
+* ``/moto-api/data.json`` failed with HTTP 500 as soon as a Lambda function existed (an attribute tries to reach
+  Docker); attributes that raise are now skipped, as moto already does for unserialisable ones.
+* Firehose: moto caps an account at 50 delivery streams per region; AWS's quota in us-east-1 is 5,000. Parallel
+  test sessions (one resource prefix each) share this emulator, so use the real quota.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def _patch_kinesis() -> None:
+    from moto.kinesis.models import Shard
+
+    original_get_records = Shard.get_records
+
+    def _contiguous(shard: Shard) -> bool:
+        records = shard.records
+        if not records:
+            return True
+        first, last = next(iter(records)), next(reversed(records))
+        return last - first + 1 == len(records)
+
+    def get_max_sequence_number(self: Shard) -> int:
+        return next(reversed(self.records)) if self.records else 0
+
+    def get_min_sequence_number(self: Shard) -> int:
+        return next(iter(self.records)) if self.records else 0
+
+    def put_record(self: Shard, partition_key: str, data: str, explicit_hash_key: str) -> str:
+        from moto.kinesis.models import Record
+
+        sequence_number = get_max_sequence_number(self) + 1
+        self.records[sequence_number] = Record(partition_key, data, sequence_number, explicit_hash_key)
+        return str(sequence_number)
+
+    def get_records(self: Shard, last_sequence_id: str, limit: int | None) -> tuple[list[Any], int, int]:
+        if not _contiguous(self):
+            return original_get_records(self, last_sequence_id, limit)
+        last = int(last_sequence_id)
+        if not self.records:
+            return [], last, 0
+        first, newest = get_min_sequence_number(self), get_max_sequence_number(self)
+        start = max(last + 1, first)
+        stop = newest if limit is None else min(newest, start + int(limit) - 1)
+        results = [self.records[n] for n in range(start, stop + 1)]
+        if not results:
+            return [], last, 0
+        behind = self.records[newest].created_at - results[-1].created_at
+        return results, results[-1].sequence_number, int(behind * 1000)
+
+    Shard.get_max_sequence_number = get_max_sequence_number
+    Shard.get_min_sequence_number = get_min_sequence_number
+    Shard.put_record = put_record
+    Shard.get_records = get_records
+
+
+def _patch_model_data() -> None:
+    from moto.moto_api._internal.responses import MotoAPIResponse
+
+    def model_data(self: Any, request: Any, full_url: str, headers: Any) -> Any:
+        from moto.core.model_instances import model_data as tracked
+
+        results: dict[str, dict[str, list[Any]]] = {}
+        for service in sorted(tracked):
+            results[service] = {}
+            for name in sorted(tracked[service]):
+                rows = results[service][name] = []
+                for instance in tracked[service][name].instances_tracked:
+                    row = {}
+                    for attr in dir(instance):
+                        if attr.startswith("_"):
+                            continue
+                        try:
+                            value = getattr(instance, attr)
+                            json.dumps(value)
+                        except Exception:  # noqa: BLE001 - unserialisable or failing attribute: skipped, as moto does
+                            continue
+                        row[attr] = value
+                    rows.append(row)
+        return 200, {"Content-Type": "application/javascript"}, json.dumps(results)
+
+    MotoAPIResponse.model_data = model_data
+
+
+def _patch_firehose_quota() -> None:
+    from moto.firehose.models import DeliveryStream
+
+    DeliveryStream.MAX_STREAMS_PER_REGION = 5000
+
+
+def apply() -> None:
+    _patch_kinesis()
+    _patch_model_data()
+    _patch_firehose_quota()
