@@ -34,6 +34,10 @@ def test_apply_is_idempotent_and_destroy_removes_everything(own_prefix):
     fn = config.client("lambda").get_function_configuration(FunctionName=config.resource_name("order-history"))
     assert fn["Environment"]["Variables"]["TABLE_NAME"] == config.resource_name("order_history")
     assert fn["Environment"]["Variables"]["DEAD_LETTER_QUEUE_URL"].startswith(config.endpoint_url())
+    # the emulator's own view still works with Lambda functions defined (patched in shoplake._moto_patches)
+    from shoplake import stack
+
+    assert "awslambda" in stack.emulator_data()
     removed = infra.destroy(spec=spec)
     assert [c.action for c in removed] == ["delete"] * len(spec)
     assert {c.action for c in infra.plan(spec)} == {"create"}
