@@ -473,6 +473,45 @@ def lambda_zip(source: str) -> bytes:
     return buffer.getvalue()
 
 
+def bundle_zip(paths: list[str]) -> bytes:
+    """A deployment package of several files/folders of lib/shoplake/, zipped under ``shoplake/`` (package layout kept).
+
+    Deterministic: sorted entries, fixed timestamps and modes, no ``__pycache__``. A folder brings its whole tree
+    (with its ``__init__.py``); list single files instead to leave a package's ``__init__`` out (it then imports
+    as a namespace package — how ``rate-detector`` avoids ``shoplake.alarm``'s pandas-based re-exports).
+    """
+    files: dict[str, Path] = {}
+    for entry in paths:
+        path = PACKAGE_DIR / entry
+        if path.is_dir():
+            found = [f for f in path.rglob("*") if f.is_file() and "__pycache__" not in f.parts and f.suffix != ".pyc"]
+        elif path.is_file():
+            found = [path]
+        else:
+            raise InfraError(f"Lambda bundle entry {path} does not exist (stack.yaml 'bundle' paths are relative to "
+                             "lib/shoplake/)")
+        for f in found:
+            files["shoplake/" + f.relative_to(PACKAGE_DIR).as_posix()] = f
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, files[name].read_bytes())
+    return buffer.getvalue()
+
+
+def lambda_package(r: Resource) -> bytes:
+    """The zip of a ``lambda_function`` entry: its ``bundle`` (package layout) or its single ``source`` file."""
+    if r.props.get("bundle"):
+        return bundle_zip(list(r.props["bundle"]))
+    return lambda_zip(r.props["source"])
+
+
+_LAYER_ARN = re.compile(r"arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]+:\d+")
+
+
 class LambdaFunction(Handler):
     service = "lambda"
 
@@ -485,22 +524,35 @@ class LambdaFunction(Handler):
             raise
         return {"sha": cfg.get("CodeSha256"), "handler": cfg.get("Handler"),
                 "env": (cfg.get("Environment") or {}).get("Variables", {}),
-                "timeout": cfg.get("Timeout"), "memory": cfg.get("MemorySize")}
+                "timeout": cfg.get("Timeout"), "memory": cfg.get("MemorySize"),
+                "layers": [layer["Arn"] for layer in cfg.get("Layers") or []]}
+
+    def _layers(self, r: Resource) -> list[str]:
+        """Layer version ARNs of the entry (``layers:``, e.g. numpy + rrcf for ``rate-detector``), checked."""
+        layers = [str(v) for v in r.props.get("layers") or []]
+        for layer in layers:
+            if not _LAYER_ARN.fullmatch(layer):
+                raise InfraError(f"{r.key}: layer {layer!r} is not a layer version ARN "
+                                 "(arn:aws:lambda:<region>:<account>:layer:<name>:<version>); set the environment "
+                                 "variable infra/stack.yaml names for it (build the layer as the README says)")
+        return layers
 
     def _environment(self, r: Resource) -> dict[str, str]:
         return {k: resolve(str(v)) for k, v in (r.props.get("environment") or {}).items()}
 
     def _sha(self, r: Resource) -> str:
-        return base64.b64encode(hashlib.sha256(lambda_zip(r.props["source"])).digest()).decode()
+        return base64.b64encode(hashlib.sha256(lambda_package(r)).digest()).decode()
 
     def create(self, r: Resource) -> None:
         kwargs = dict(
             FunctionName=physical_name(r), Runtime=LAMBDA_RUNTIME, Role=arn("role", r.props["role"]),
-            Handler=r.props["handler"], Code={"ZipFile": lambda_zip(r.props["source"])},
+            Handler=r.props["handler"], Code={"ZipFile": lambda_package(r)},
             Timeout=int(r.props.get("timeout", 60)), MemorySize=int(r.props.get("memory", 256)),
             Environment={"Variables": self._environment(r)}, Publish=False,
             Tags={"shoplake:prefix": config.settings().prefix},
         )
+        if self._layers(r):
+            kwargs["Layers"] = self._layers(r)
         for attempt in range(8):  # a new IAM role takes a few seconds to become assumable on AWS
             try:
                 self.client().create_function(**kwargs)
@@ -516,18 +568,20 @@ class LambdaFunction(Handler):
         if current["sha"] != self._sha(r):
             out.append("code changed")
         want = {"handler": r.props["handler"], "env": self._environment(r),
-                "timeout": int(r.props.get("timeout", 60)), "memory": int(r.props.get("memory", 256))}
+                "timeout": int(r.props.get("timeout", 60)), "memory": int(r.props.get("memory", 256)),
+                "layers": self._layers(r)}
         out += [f"{k} changed" for k, v in want.items() if current[k] != v]
         return out
 
     def update(self, r: Resource, current: dict[str, Any], drift: list[str]) -> None:
         name = physical_name(r)
         if "code changed" in drift:
-            self.client().update_function_code(FunctionName=name, ZipFile=lambda_zip(r.props["source"]))
+            self.client().update_function_code(FunctionName=name, ZipFile=lambda_package(r))
         if any(d != "code changed" for d in drift):
             self.client().update_function_configuration(
                 FunctionName=name, Handler=r.props["handler"], Environment={"Variables": self._environment(r)},
-                Timeout=int(r.props.get("timeout", 60)), MemorySize=int(r.props.get("memory", 256)))
+                Timeout=int(r.props.get("timeout", 60)), MemorySize=int(r.props.get("memory", 256)),
+                Layers=self._layers(r))
 
     def delete(self, r: Resource) -> None:
         self.client().delete_function(FunctionName=physical_name(r))
