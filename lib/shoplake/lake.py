@@ -515,13 +515,24 @@ def _to_parquet(df: pd.DataFrame, table: str, types: dict[str, str], mode: str,
         partitions_types={partition_col: types[partition_col]} if partition_col else None,
         compression="snappy", description=f"shoplake curated {table} (shoplake.lake)", mode="overwrite",
         boto3_session=session)
-    if partitions:
-        known = wr.catalog.get_parquet_partitions(database=database, table=table, boto3_session=session)
-        new = {path: values for path, values in partitions.items() if path not in known}
-        if new:
-            wr.catalog.add_parquet_partitions(database=database, table=table, partitions_values=new,
-                                              compression="snappy", boto3_session=session)
+    register_partitions(table, partitions)
     return list(files)
+
+
+def register_partitions(table: str, partitions: dict[str, list[str]]) -> int:
+    """Add the partitions (``s3 path → values``) the Glue table does not know yet; returns how many were new."""
+    import awswrangler as wr
+
+    if not partitions:
+        return 0
+    session = config.configure_wrangler()
+    database = config.glue_database()
+    known = wr.catalog.get_parquet_partitions(database=database, table=table, boto3_session=session)
+    new = {path: values for path, values in partitions.items() if path not in known}
+    if new:
+        wr.catalog.add_parquet_partitions(database=database, table=table, partitions_values=new,
+                                          compression="snappy", boto3_session=session)
+    return len(new)
 
 
 def _delete_keys(bucket_name: str, keys: list[str]) -> None:

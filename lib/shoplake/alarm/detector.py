@@ -186,6 +186,10 @@ class RateDetector:
         closed = self.windows.flush()
         return alarms + self._score(closed, mark)
 
+    def advance(self, watermark: float | None) -> list[Alarm]:
+        """Close and score every window that ends before ``watermark`` (e.g. after an idle shard stops holding it)."""
+        return self._close(watermark)
+
     def _close(self, watermark: float | None) -> list[Alarm]:
         if watermark is None:
             return []

@@ -327,7 +327,7 @@ class TumblingDetector:
             windows_before = detector.counts["windows"]
             alarms, dead = detector.process(records, shard)
             if detector.watermark is not None:
-                alarms += detector._close(detector.watermark)  # an idle shard lifted: close what it held back
+                alarms += detector.advance(detector.watermark)  # an idle shard lifted: close what it held back
             for key in ("malformed", "late", "duplicate"):  # what the invocations already judged
                 detector.counts[key] += window.counts[key]
                 detector.counts["records_in"] += window.counts[key]

@@ -125,14 +125,8 @@ def crawl(prefix: str = lake.CURATED_PREFIX) -> CrawlResult:
                 database=database, table=table, path=f"s3://{bucket}/{folder}", columns_types=columns,
                 partitions_types=partition_types or None, compression="snappy", mode="overwrite",
                 description=f"shoplake {table} (found by shoplake warehouse crawl)", boto3_session=session)
-        if partitions:
-            known = wr.catalog.get_parquet_partitions(database=database, table=table, boto3_session=session)
-            new = {path: values for path, values in partitions.items() if path not in known}
-            if new:
-                wr.catalog.add_parquet_partitions(database=database, table=table, partitions_values=new,
-                                                  compression="snappy", boto3_session=session)
-            result.new_partitions += len(new)
-            result.partitions += len(partitions)
+        result.new_partitions += lake.register_partitions(table, partitions)
+        result.partitions += len(partitions)
     log.info("crawled %d tables (%d new), %d new partitions", len(result.tables), len(result.new_tables),
              result.new_partitions)
     return result
