@@ -195,8 +195,11 @@ def test_implicit_als_recovers_the_taste_groups(tiny_dataset):
     users = bought["CustomerID"].astype("category")
     items = bought["StockCode"].astype("category")
     matrix = sp.csr_matrix((np.ones(len(bought)), (users.cat.codes, items.cat.codes)))
-    model = als_module.AlternatingLeastSquares(factors=16, iterations=15, regularization=0.05, random_state=0)
-    model.fit(matrix * 10, show_progress=False)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # implicit is multithreaded itself; BLAS threads only fight it
+        model = als_module.AlternatingLeastSquares(factors=16, iterations=15, regularization=0.05, random_state=0)
+        model.fit(matrix * 10, show_progress=False)
     recommended, _ = model.recommend(np.arange(matrix.shape[0]), matrix, N=10, filter_already_liked_items=True)
     user_group = tiny_dataset.customers.set_index("CustomerID")["taste_group"].reindex(users.cat.categories).to_numpy()
     item_group = group_of_product.reindex(items.cat.categories).to_numpy()
