@@ -3,6 +3,8 @@
 * Kinesis shards looked up their newest sequence number by listing every record, and GetRecords scanned the whole
   shard from the start: put and read cost grew with the stream (quadratic replays). Sequence numbers of a shard are
   consecutive integers, so both become direct lookups; a shard whose numbers are not consecutive keeps moto's code.
+* DynamoDB Query on a table's own key sorted and scanned every item of the table to find one partition; it now
+  reads that partition directly (index queries keep moto's code).
 * ``/moto-api/data.json`` failed with HTTP 500 as soon as a Lambda function existed (an attribute tries to reach
   Docker); attributes that raise are now skipped, as moto already does for unserialisable ones.
 * Firehose: moto caps an account at 50 delivery streams per region; AWS's quota in us-east-1 is 5,000. Parallel
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 
@@ -61,6 +64,36 @@ def _patch_kinesis() -> None:
     Shard.get_records = get_records
 
 
+_QUERY = threading.local()
+
+
+def _patch_dynamodb_query() -> None:
+    from moto.dynamodb.models.table import Table
+
+    original_query, original_all_items = Table.query, Table.all_items
+
+    def query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+        _QUERY.partition = (self, hash_key) if index_name is None and hash_key is not None else None
+        try:
+            return original_query(self, hash_key, *args, **kwargs)
+        finally:
+            _QUERY.partition = None
+
+    def all_items(self: Table) -> list[Any]:
+        partition = getattr(_QUERY, "partition", None)
+        if partition is None or partition[0] is not self:
+            return original_all_items(self)
+        bucket = self.items.get(partition[1])
+        if bucket is None:
+            return []
+        items = list(bucket.values()) if self.range_key_attr else [bucket]
+        return sorted(items, key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
+
+    Table.query = query
+    Table.all_items = all_items
+
+
 def _patch_model_data() -> None:
     from moto.moto_api._internal.responses import MotoAPIResponse
 
@@ -97,5 +130,6 @@ def _patch_firehose_quota() -> None:
 
 def apply() -> None:
     _patch_kinesis()
+    _patch_dynamodb_query()
     _patch_model_data()
     _patch_firehose_quota()
