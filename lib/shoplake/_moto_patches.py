@@ -4,7 +4,8 @@
   shard from the start: put and read cost grew with the stream (quadratic replays). Sequence numbers of a shard are
   consecutive integers, so both become direct lookups; a shard whose numbers are not consecutive keeps moto's code.
 * DynamoDB Query on a table's own key sorted and scanned every item of the table to find one partition; it now
-  reads that partition directly (index queries keep moto's code).
+  reads that partition directly (index queries keep moto's code). Scan sorted the whole table again for every
+  page; the sorted order is now kept until the next put or delete (updates change items in place).
 * ``/moto-api/data.json`` failed with HTTP 500 as soon as a Lambda function existed (an attribute tries to reach
   Docker); attributes that raise are now skipped, as moto already does for unserialisable ones.
 * Firehose: moto caps an account at 50 delivery streams per region; AWS's quota in us-east-1 is 5,000. Parallel
@@ -83,15 +84,32 @@ def _patch_dynamodb_query() -> None:
     def all_items(self: Table) -> list[Any]:
         partition = getattr(_QUERY, "partition", None)
         if partition is None or partition[0] is not self:
-            return original_all_items(self)
+            cached = getattr(self, "_shoplake_sorted", None)
+            generation = getattr(self, "_shoplake_generation", 0)
+            if cached is None or cached[0] != generation:
+                cached = (generation, original_all_items(self))
+                self._shoplake_sorted = cached
+            return list(cached[1])
         bucket = self.items.get(partition[1])
         if bucket is None:
             return []
         items = list(bucket.values()) if self.range_key_attr else [bucket]
         return sorted(items, key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
 
+    def _bumping(method: Any) -> Any:
+        def wrapper(self: Table, *args: Any, **kwargs: Any) -> Any:
+            self._shoplake_generation = getattr(self, "_shoplake_generation", 0) + 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._shoplake_generation += 1
+
+        return wrapper
+
     Table.query = query
     Table.all_items = all_items
+    Table.put_item = _bumping(Table.put_item)
+    Table.delete_item = _bumping(Table.delete_item)
 
 
 def _patch_model_data() -> None:

@@ -65,3 +65,24 @@ def test_kinesis_reads_every_record_once_in_order(local_stack):
         assert kinesis.get_records(ShardIterator=latest)["Records"] == []
     finally:
         kinesis.delete_stream(StreamName=name)
+
+
+def test_dynamodb_scan_pages_see_every_item_once_and_new_writes(table):
+    ddb = config.client("dynamodb")
+    seen, kwargs, pages = [], {"TableName": table, "Limit": 4}, 0
+    while True:
+        page = ddb.scan(**kwargs)
+        seen += [(i["pk"]["S"], i["sk"]["S"]) for i in page["Items"]]
+        pages += 1
+        if pages == 2:  # a write between pages invalidates the kept order
+            ddb.put_item(TableName=table, Item={"pk": {"S": "zz"}, "sk": {"S": "00"}, "g": {"S": "g0"}})
+        if "LastEvaluatedKey" not in page:
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    assert len(seen) == len(set(seen))
+    assert {(pk, f"{i:02d}") for pk in "abc" for i in range(5)} <= set(seen)
+    assert ("zz", "00") in seen  # sorted after every earlier key, so a later page holds it
+    ddb.update_item(TableName=table, Key={"pk": {"S": "a"}, "sk": {"S": "00"}}, UpdateExpression="SET g = :g",
+                    ExpressionAttributeValues={":g": {"S": "changed"}})
+    items = {(i["pk"]["S"], i["sk"]["S"]): i["g"]["S"] for i in ddb.scan(TableName=table)["Items"]}
+    assert items[("a", "00")] == "changed" and len(items) == 16
