@@ -167,7 +167,9 @@ def run_notebooks(
         began = time.perf_counter()
         try:
             pm.execute_notebook(str(path), str(executed), parameters=params, cwd=str(path.parent),
-                                kernel_name="python3", progress_bar=False, log_output=False)
+                                kernel_name="python3", progress_bar=False, log_output=False,
+                                # the kernel's own start-up warnings (loopback TCP) are noise in `make run`
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
         except Exception as exc:  # papermill raises PapermillExecutionError with the cell and traceback
             results.append(NotebookResult(path.stem, time.perf_counter() - began, False, _failing_cell(exc)))
             if executed.exists():
