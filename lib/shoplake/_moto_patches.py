@@ -8,6 +8,9 @@
   page; the sorted order is now kept until the next put or delete (updates change items in place).
 * ``/moto-api/data.json`` failed with HTTP 500 as soon as a Lambda function existed (an attribute tries to reach
   Docker); attributes that raise are now skipped, as moto already does for unserialisable ones.
+* Kinesis → Lambda: with an event-source mapping defined, moto tried to invoke the function (which needs Docker)
+  once per record put, slowing every put ~4×. Locally shoplake's own runner (``shoplake.lambda_local``) executes the
+  handlers with event-source-mapping semantics, so the emulator's push is switched off.
 * Firehose: moto caps an account at 50 delivery streams per region; AWS's quota in us-east-1 is 5,000. Parallel
   test sessions (one resource prefix each) share this emulator, so use the real quota.
 """
@@ -140,6 +143,15 @@ def _patch_model_data() -> None:
     MotoAPIResponse.model_data = model_data
 
 
+def _patch_lambda_push() -> None:
+    from moto.awslambda.models import LambdaBackend
+
+    def send_kinesis_message(self: Any, *args: Any, **kwargs: Any) -> None:
+        return None  # handlers run in shoplake.lambda_local, not in the emulator
+
+    LambdaBackend.send_kinesis_message = send_kinesis_message
+
+
 def _patch_firehose_quota() -> None:
     from moto.firehose.models import DeliveryStream
 
@@ -150,4 +162,5 @@ def apply() -> None:
     _patch_kinesis()
     _patch_dynamodb_query()
     _patch_model_data()
+    _patch_lambda_push()
     _patch_firehose_quota()
