@@ -110,3 +110,9 @@ def test_config_mistakes_say_what_to_fix(tmp_path, text, message):
 def test_unknown_flow_names_are_refused():
     with pytest.raises(ConfigError, match="the flows are"):
         load_config().select(["orders", "ordres"])
+
+
+def test_agent_order_fields_are_the_order_event_schema():
+    from shoplake.retail import EVENT_COLUMNS
+
+    assert list(ORDER_FIELDS) == EVENT_COLUMNS

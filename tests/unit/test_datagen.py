@@ -16,23 +16,13 @@ import pytest
 
 from shoplake import datagen
 from shoplake.errors import DataError
+from shoplake.retail import EVENT_COLUMNS
 
 LOG_LINE = re.compile(
     r"^(?P<ip>[0-9a-f.:]+) - - \[(?P<ts>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000)\] "
     r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/1\.1" (?P<status>\d{3}) (?P<bytes>\d+|-) "(?P<ref>[^"]*)" "(?P<agent>[^"]*)"$'
 )
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-EVENT_COLUMNS = [
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-    "LineNo",
-]
 
 
 def _sha(path: Path) -> str:

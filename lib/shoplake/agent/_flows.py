@@ -46,7 +46,8 @@ from shoplake import config
 from shoplake.errors import ConfigError
 
 DEFAULT_CONFIG = config.REPO_ROOT / "infra" / "agent.yaml"
-# Order lines as the simulated servers write them: the Online Retail columns plus LineNo as a trailing column.
+# Order lines as the simulated servers write them: the Online Retail columns plus LineNo as a trailing column
+# (= shoplake.retail.EVENT_COLUMNS, repeated here so the agent process does not import pandas; a test checks).
 ORDER_FIELDS = (
     "InvoiceNo",
     "StockCode",

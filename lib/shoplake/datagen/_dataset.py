@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from shoplake import config
+from shoplake import config, retail
 from shoplake.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ PRODUCT_SCHEMA = pa.schema(
 CUSTOMER_SCHEMA = pa.schema(
     [("CustomerID", pa.string()), ("Country", pa.string()), ("taste_group", pa.int64()), ("ip", pa.string())]
 )
-CSV_COLUMNS = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
+CSV_COLUMNS = retail.HEADER  # the Online Retail file's header, owned by the loader that reads it back
 
 
 # --------------------------------------------------------------------------- the dataset object
