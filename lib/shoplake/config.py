@@ -211,7 +211,6 @@ WRANGLER_ENDPOINTS = (
     "timestream_query",
     "timestream_write",
     "cloudwatch_logs",
-    "dynamodb",
 )
 
 

@@ -183,9 +183,7 @@ def arn(kind: str, short: str) -> str:
 def resolve(ref: str) -> str:
     """Turn a reference from stack.yaml (``table:order_history``, ``queue_url:x``, ``topic_arn:alarms``) into a value."""
     kind, _, short = ref.partition(":")
-    if kind == "table" or kind == "stream" or kind == "function" or kind == "role_name":
-        return config.resource_name(short)
-    if kind == "bucket_name":
+    if kind in ("table", "stream", "function", "role_name", "bucket_name"):
         return config.resource_name(short)
     if kind == "queue_url":
         try:
