@@ -16,7 +16,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="comma-separated benchmark names, e.g. orders,warehouse")
     parser.add_argument("--scale", default=None, help="override each benchmark's default scale")
     args = parser.parse_args()
-    names = sorted(m.name[len("bench_"):] for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
+    names = sorted(m.name[len("bench_") :] for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
     if args.only:
         wanted = args.only.split(",")
         unknown = set(wanted) - set(names)

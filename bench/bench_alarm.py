@@ -29,7 +29,9 @@ def main(scale: str = "tiny") -> None:
     began = time.perf_counter()
     read = 0
     for shard_id in streams.shards("orders"):
-        read += sum(len(r) for r, _ in streams.read_batches("orders", shard_id, after_sequence=checkpoints.get(shard_id)))
+        read += sum(
+            len(r) for r, _ in streams.read_batches("orders", shard_id, after_sequence=checkpoints.get(shard_id))
+        )
     read_s = time.perf_counter() - began
     wall_before = time.time()
     result = det.consume(consumer, detector_config(600), warmup=sim.warmup)
@@ -37,16 +39,22 @@ def main(scale: str = "tiny") -> None:
     read_rate = read / read_s
     print(f"records                 : {len(sim.events):,} (put {len(sim.events) / put_s:,.0f}/s)")
     print(f"plain stream read       : {read_rate:,.0f} records/s")
-    print(f"detector (decode+window+score, incl. state saves + checkpoints): {detect_rate:,.0f} records/s "
-          f"= {detect_rate / read_rate:.2f} × plain read")
+    print(
+        f"detector (decode+window+score, incl. state saves + checkpoints): {detect_rate:,.0f} records/s "
+        f"= {detect_rate / read_rate:.2f} × plain read"
+    )
     for alarm in result.alarms:
-        onset = min((parse_ts(i["start"]) for i in sim.incidents
-                     if parse_ts(i["start"]) <= parse_ts(alarm["window_end"])), default=None)
+        onset = min(
+            (parse_ts(i["start"]) for i in sim.incidents if parse_ts(i["start"]) <= parse_ts(alarm["window_end"])),
+            default=None,
+        )
         if onset is None:
             continue
-        print(f"alarm {alarm['incident_id']}: event-time delay onset→decision "
-              f"{parse_ts(alarm['raised_at']) - onset:,.0f} s ({(parse_ts(alarm['raised_at']) - onset) / 600:.2f} windows); "
-              f"wall-clock consume start→SNS publish {alarm['published_wall'] - wall_before:.2f} s; status {alarm['status']}")
+        print(
+            f"alarm {alarm['incident_id']}: event-time delay onset→decision "
+            f"{parse_ts(alarm['raised_at']) - onset:,.0f} s ({(parse_ts(alarm['raised_at']) - onset) / 600:.2f} windows); "
+            f"wall-clock consume start→SNS publish {alarm['published_wall'] - wall_before:.2f} s; status {alarm['status']}"
+        )
     print(f"SNS messages read back  : {sum(consumer in m['text'] for m in messages.sent_messages())}")
     print(f"state item              : {result.state_bytes:,} bytes; target {config.settings().target}")
 

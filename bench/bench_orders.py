@@ -8,8 +8,12 @@ import os
 import time
 import uuid
 
-NEEDED = {"kinesis_stream:orders", "dynamodb_table:order_history", "dynamodb_table:checkpoints",
-          "sqs_queue:order-history-dlq"}
+NEEDED = {
+    "kinesis_stream:orders",
+    "dynamodb_table:order_history",
+    "dynamodb_table:checkpoints",
+    "sqs_queue:order-history-dlq",
+}
 
 
 def _raw_ceiling(rows: list[dict], items: list[dict]) -> dict[str, float]:
@@ -21,21 +25,34 @@ def _raw_ceiling(rows: list[dict], items: list[dict]) -> dict[str, float]:
     stream, table = config.resource_name(f"bench-raw-{suffix}"), config.resource_name(f"bench-raw-{suffix}")
     kinesis.create_stream(StreamName=stream, ShardCount=2)
     kinesis.get_waiter("stream_exists").wait(StreamName=stream, WaiterConfig={"Delay": 0.2, "MaxAttempts": 50})
-    dynamodb.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                          AttributeDefinitions=[{"AttributeName": "customer_id", "AttributeType": "S"},
-                                                {"AttributeName": "order_key", "AttributeType": "S"}],
-                          KeySchema=[{"AttributeName": "customer_id", "KeyType": "HASH"},
-                                     {"AttributeName": "order_key", "KeyType": "RANGE"}])
+    dynamodb.create_table(
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "customer_id", "AttributeType": "S"},
+            {"AttributeName": "order_key", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "customer_id", "KeyType": "HASH"},
+            {"AttributeName": "order_key", "KeyType": "RANGE"},
+        ],
+    )
     try:
         began = time.perf_counter()
         for start in range(0, len(rows), 500):
-            kinesis.put_records(StreamName=stream, Records=[
-                {"Data": streams.encode(r), "PartitionKey": streams.order_partition_key(r)}
-                for r in rows[start:start + 500]])
+            kinesis.put_records(
+                StreamName=stream,
+                Records=[
+                    {"Data": streams.encode(r), "PartitionKey": streams.order_partition_key(r)}
+                    for r in rows[start : start + 500]
+                ],
+            )
         put_s = time.perf_counter() - began
         began = time.perf_counter()
         for start in range(0, len(items), 25):
-            dynamodb.batch_write_item(RequestItems={table: [{"PutRequest": {"Item": i}} for i in items[start:start + 25]]})
+            dynamodb.batch_write_item(
+                RequestItems={table: [{"PutRequest": {"Item": i}} for i in items[start : start + 25]]}
+            )
         write_s = time.perf_counter() - began
     finally:
         kinesis.delete_stream(StreamName=stream, EnforceConsumerDeletion=True)
@@ -55,8 +72,12 @@ def main(scale: str = "small") -> dict[str, float]:
         infra.apply(spec)
         dataset = datagen.load(scale=scale, seed=42)
         rows = streams._records_of(dataset.order_lines)
-        items = list({(i["customer_id"]["S"], i["order_key"]["S"]): i for i in
-                      (order_history.to_item(order_history.parse_event(streams.encode(r))) for r in rows)}.values())
+        items = list(
+            {
+                (i["customer_id"]["S"], i["order_key"]["S"]): i
+                for i in (order_history.to_item(order_history.parse_event(streams.encode(r))) for r in rows)
+            }.values()
+        )
         ceiling = _raw_ceiling(rows, items)
         report = orders.ingest(dataset.order_lines, progress=False, timeout=3600)
         e2e_rate = len(rows) / report.seconds
@@ -71,22 +92,36 @@ def main(scale: str = "small") -> dict[str, float]:
         wall = len(paced) / (0.5 * ceiling["rate"])
         paced_report = orders.ingest(paced, speed=max(span / wall, 1.0), progress=False, timeout=3600)
         paced_latency = paced_report.mapping.latency_percentiles((0.5, 0.95))
-        figures = {"events": len(rows), "items_written": written, "ceiling_rate_per_s": round(ceiling["rate"], 1),
-                   "ceiling_put_s": round(ceiling["put_s"], 2), "ceiling_write_s": round(ceiling["write_s"], 2),
-                   "e2e_rate_per_s": round(e2e_rate, 1), "e2e_s": round(report.seconds, 2),
-                   "ratio_to_ceiling": round(e2e_rate / ceiling["rate"], 3),
-                   "latency_p50_s": latency["p50"], "latency_p95_s": latency["p95"],
-                   "paced_rate_per_s": round(len(paced) / paced_report.seconds, 1),
-                   "paced_latency_p50_s": paced_latency["p50"], "paced_latency_p95_s": paced_latency["p95"]}
+        figures = {
+            "events": len(rows),
+            "items_written": written,
+            "ceiling_rate_per_s": round(ceiling["rate"], 1),
+            "ceiling_put_s": round(ceiling["put_s"], 2),
+            "ceiling_write_s": round(ceiling["write_s"], 2),
+            "e2e_rate_per_s": round(e2e_rate, 1),
+            "e2e_s": round(report.seconds, 2),
+            "ratio_to_ceiling": round(e2e_rate / ceiling["rate"], 3),
+            "latency_p50_s": latency["p50"],
+            "latency_p95_s": latency["p95"],
+            "paced_rate_per_s": round(len(paced) / paced_report.seconds, 1),
+            "paced_latency_p50_s": paced_latency["p50"],
+            "paced_latency_p95_s": paced_latency["p95"],
+        }
         print(f"order history at scale {scale}: {len(rows)} events, {written} items written")
-        print(f"  raw emulator ceiling : {figures['ceiling_rate_per_s']:>9.1f} events/s "
-              f"(put {ceiling['put_s']:.1f} s + batch writes {ceiling['write_s']:.1f} s)")
+        print(
+            f"  raw emulator ceiling : {figures['ceiling_rate_per_s']:>9.1f} events/s "
+            f"(put {ceiling['put_s']:.1f} s + batch writes {ceiling['write_s']:.1f} s)"
+        )
         print(f"  end to end           : {figures['e2e_rate_per_s']:>9.1f} events/s ({report.seconds:.1f} s)")
         print(f"  ratio to ceiling     : {figures['ratio_to_ceiling']:.3f}   (goal ≥ 0.8)")
-        print(f"  latency put→readable : p50 {latency['p50']} s, p95 {latency['p95']} s when replayed as fast as "
-              "possible (backlog)")
-        print(f"  paced at ~50 % of the ceiling ({figures['paced_rate_per_s']} events/s): latency p50 "
-              f"{paced_latency['p50']} s, p95 {paced_latency['p95']} s   (goal p95 < 2 s)")
+        print(
+            f"  latency put→readable : p50 {latency['p50']} s, p95 {latency['p95']} s when replayed as fast as "
+            "possible (backlog)"
+        )
+        print(
+            f"  paced at ~50 % of the ceiling ({figures['paced_rate_per_s']} events/s): latency p50 "
+            f"{paced_latency['p50']} s, p95 {paced_latency['p95']} s   (goal p95 < 2 s)"
+        )
         return figures
     finally:
         infra.destroy(spec=spec)

@@ -34,14 +34,16 @@ def main(scale: str = "small", stream_seconds: float = 10.0) -> dict:
     began = time.perf_counter()
     result = parse_lines(lines)
     parse_s = time.perf_counter() - began
-    print(f"parse      {n:,} lines: shoplake parser {n / parse_s:,.0f} lines/s, plain re loop {n / re_s:,.0f} lines/s "
-          f"(ratio {re_s / parse_s:.2f}x; the parser also converts time zones, checks IPs, unescapes, flags bots; "
-          f"re matched {matched:,}, parser parsed {result.parsed:,})")
+    print(
+        f"parse      {n:,} lines: shoplake parser {n / parse_s:,.0f} lines/s, plain re loop {n / re_s:,.0f} lines/s "
+        f"(ratio {re_s / parse_s:.2f}x; the parser also converts time zones, checks IPs, unescapes, flags bots; "
+        f"re matched {matched:,}, parser parsed {result.parsed:,})"
+    )
 
     # 2. index: Arrow micro-batches of 10k documents into DuckDB, up to 1M documents (the log repeated)
     index = LocalIndex()
     docs = result.docs
-    batches = [docs[i:i + 10_000] for i in range(0, len(docs), 10_000)]
+    batches = [docs[i : i + 10_000] for i in range(0, len(docs), 10_000)]
     began = time.perf_counter()
     total, k = 0, 0
     while total < TARGET_DOCS:
@@ -50,8 +52,10 @@ def main(scale: str = "small", stream_seconds: float = 10.0) -> dict:
         total += len(batch)
         k += 1
     index_s = time.perf_counter() - began
-    print(f"index      {total:,} docs in {index_s:.1f} s: {total / index_s:,.0f} docs/s "
-          f"(parse+index {total / (index_s + parse_s * total / n):,.0f} lines/s)")
+    print(
+        f"index      {total:,} docs in {index_s:.1f} s: {total / index_s:,.0f} docs/s "
+        f"(parse+index {total / (index_s + parse_s * total / n):,.0f} lines/s)"
+    )
 
     # 3. dashboard query latency on 1M documents
     queries = {
@@ -70,18 +74,28 @@ def main(scale: str = "small", stream_seconds: float = 10.0) -> dict:
     index.close()
 
     # 4. freshness while a producer streams at a steady rate through the emulator's Firehose
-    spec = [r for r in infra.load_spec() if r.name in ("lake", "weblogs", "firehose-delivery", "weblogs-transform",
-                                                      "weblogs-transform-fn")]
+    spec = [
+        r
+        for r in infra.load_spec()
+        if r.name in ("lake", "weblogs", "firehose-delivery", "weblogs-transform", "weblogs-transform-fn")
+    ]
     infra.apply(spec)
     rate = 1000.0
     stream_lines = lines[: int(rate * stream_seconds)]
     report = stream_log(stream_lines, LocalIndex(), lines_per_batch=100, lines_per_second=rate, progress=False)
     fresh = report.as_dict()
-    print(f"freshness  {report.shipped:,} lines at {rate:,.0f} lines/s: p50 {fresh['freshness_p50_s']:.2f} s, "
-          f"p95 {fresh['freshness_p95_s']:.2f} s, max {fresh['freshness_max_s']:.2f} s "
-          f"(shipped {report.shipped} = indexed {report.indexed} + rejected {report.rejected})")
-    return {"parse_lines_per_s": n / parse_s, "re_lines_per_s": n / re_s, "index_docs_per_s": total / index_s,
-            "dashboard_refresh_ms_1m": refresh_ms, "freshness_p95_s": fresh["freshness_p95_s"]}
+    print(
+        f"freshness  {report.shipped:,} lines at {rate:,.0f} lines/s: p50 {fresh['freshness_p50_s']:.2f} s, "
+        f"p95 {fresh['freshness_p95_s']:.2f} s, max {fresh['freshness_max_s']:.2f} s "
+        f"(shipped {report.shipped} = indexed {report.indexed} + rejected {report.rejected})"
+    )
+    return {
+        "parse_lines_per_s": n / parse_s,
+        "re_lines_per_s": n / re_s,
+        "index_docs_per_s": total / index_s,
+        "dashboard_refresh_ms_1m": refresh_ms,
+        "freshness_p95_s": fresh["freshness_p95_s"],
+    }
 
 
 if __name__ == "__main__":

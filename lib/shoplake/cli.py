@@ -51,7 +51,9 @@ class LazyGroup(click.Group):
 @click.option("-v", "--verbose", is_flag=True, help="log at INFO level")
 def cli(verbose: bool) -> None:
     """shoplake: the e-commerce data platform workbook (local emulator or a real AWS account)."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def echo_json(obj: Any) -> None:

@@ -234,7 +234,11 @@ def storage_options() -> dict[str, Any]:
         if settings().profile:
             opts["profile"] = settings().profile
         return opts
-    return {"key": LOCAL_ACCESS_KEY, "secret": LOCAL_SECRET_KEY, "client_kwargs": {"endpoint_url": url, "region_name": LOCAL_REGION}}
+    return {
+        "key": LOCAL_ACCESS_KEY,
+        "secret": LOCAL_SECRET_KEY,
+        "client_kwargs": {"endpoint_url": url, "region_name": LOCAL_REGION},
+    }
 
 
 def clear_caches() -> None:

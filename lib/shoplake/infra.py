@@ -70,8 +70,13 @@ class Change:
     detail: str = ""
 
     def as_row(self) -> dict[str, str]:
-        return {"action": self.action, "type": self.resource.type, "name": self.resource.name,
-                "real_name": physical_name(self.resource), "detail": self.detail}
+        return {
+            "action": self.action,
+            "type": self.resource.type,
+            "name": self.resource.name,
+            "real_name": physical_name(self.resource),
+            "detail": self.detail,
+        }
 
 
 # --------------------------------------------------------------------------- spec
@@ -190,8 +195,10 @@ def resolve(ref: str) -> str:
             return config.client("sqs").get_queue_url(QueueName=config.resource_name(short))["QueueUrl"]
         except Exception as exc:
             if _code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-                raise InfraError(f"queue {config.resource_name(short)} does not exist yet: run `shoplake infra apply` "
-                                 "(or notebook 00_provision) first") from exc
+                raise InfraError(
+                    f"queue {config.resource_name(short)} does not exist yet: run `shoplake infra apply` "
+                    "(or notebook 00_provision) first"
+                ) from exc
             raise
     if kind.endswith("_arn"):
         return arn(kind[: -len("_arn")], short)
@@ -225,8 +232,10 @@ class Handler:
         return []
 
     def update(self, r: Resource, current: dict[str, Any], drift: list[str]) -> None:
-        raise InfraError(f"{r.key} differs from stack.yaml ({'; '.join(drift)}) and cannot be changed in place: "
-                         "run `shoplake infra destroy` then `apply`")
+        raise InfraError(
+            f"{r.key} differs from stack.yaml ({'; '.join(drift)}) and cannot be changed in place: "
+            "run `shoplake infra destroy` then `apply`"
+        )
 
     def delete(self, r: Resource) -> None:
         raise NotImplementedError
@@ -250,10 +259,21 @@ class S3Bucket(Handler):
         if region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
         s3.create_bucket(**kwargs)
-        s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
-        s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
-            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+        s3.put_public_access_block(
+            Bucket=name,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+        s3.put_bucket_encryption(
+            Bucket=name,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
 
     def delete(self, r: Resource) -> None:
         bucket = config.resource("s3").Bucket(physical_name(r))
@@ -272,8 +292,11 @@ class KinesisStream(Handler):
             if _code(exc) == "ResourceNotFoundException":
                 return None
             raise
-        return {"shards": summary["OpenShardCount"], "retention_hours": summary["RetentionPeriodHours"],
-                "status": summary["StreamStatus"]}
+        return {
+            "shards": summary["OpenShardCount"],
+            "retention_hours": summary["RetentionPeriodHours"],
+            "status": summary["StreamStatus"],
+        }
 
     def create(self, r: Resource) -> None:
         kinesis, name = self.client(), physical_name(r)
@@ -288,8 +311,9 @@ class KinesisStream(Handler):
         return [f"shards {current['shards']} → {want}"] if current["shards"] != want else []
 
     def update(self, r: Resource, current: dict[str, Any], drift: list[str]) -> None:
-        self.client().update_shard_count(StreamName=physical_name(r), TargetShardCount=int(r.props["shards"]),
-                                         ScalingType="UNIFORM_SCALING")
+        self.client().update_shard_count(
+            StreamName=physical_name(r), TargetShardCount=int(r.props["shards"]), ScalingType="UNIFORM_SCALING"
+        )
 
     def delete(self, r: Resource) -> None:
         self.client().delete_stream(StreamName=physical_name(r), EnforceConsumerDeletion=True)
@@ -340,8 +364,10 @@ class SqsQueue(Handler):
             raise
 
     def create(self, r: Resource) -> None:
-        self.client().create_queue(QueueName=physical_name(r),
-                                   Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600), "SqsManagedSseEnabled": "true"})
+        self.client().create_queue(
+            QueueName=physical_name(r),
+            Attributes={"MessageRetentionPeriod": str(14 * 24 * 3600), "SqsManagedSseEnabled": "true"},
+        )
 
     def delete(self, r: Resource) -> None:
         self.client().delete_queue(QueueUrl=self.client().get_queue_url(QueueName=physical_name(r))["QueueUrl"])
@@ -396,9 +422,13 @@ class GlueDatabase(Handler):
             raise
 
     def create(self, r: Resource) -> None:
-        self.client().create_database(DatabaseInput={
-            "Name": physical_name(r), "Description": "shoplake data lake (curated Parquet)",
-            "LocationUri": f"s3://{config.resource_name('lake')}/curated/"})
+        self.client().create_database(
+            DatabaseInput={
+                "Name": physical_name(r),
+                "Description": "shoplake data lake (curated Parquet)",
+                "LocationUri": f"s3://{config.resource_name('lake')}/curated/",
+            }
+        )
 
     def delete(self, r: Resource) -> None:
         self.client().delete_database(Name=physical_name(r))
@@ -431,19 +461,29 @@ class IamRole(Handler):
             for ref in statement["resources"]:
                 kind, _, short = ref.partition(":")
                 resources.append(arn(kind, short))
-            statements.append({"Effect": "Allow", "Action": sorted(statement["actions"]), "Resource": sorted(resources)})
+            statements.append(
+                {"Effect": "Allow", "Action": sorted(statement["actions"]), "Resource": sorted(resources)}
+            )
         return {"Version": "2012-10-17", "Statement": statements}
 
     def create(self, r: Resource) -> None:
-        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                          "Principal": {"Service": r.props["service"]}}]}
-        self.client().create_role(RoleName=physical_name(r), AssumeRolePolicyDocument=json.dumps(trust),
-                                  Description=f"shoplake {r.name} (least privilege, from infra/stack.yaml)")
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": r.props["service"]}}
+            ],
+        }
+        self.client().create_role(
+            RoleName=physical_name(r),
+            AssumeRolePolicyDocument=json.dumps(trust),
+            Description=f"shoplake {r.name} (least privilege, from infra/stack.yaml)",
+        )
         self._put_policy(r)
 
     def _put_policy(self, r: Resource) -> None:
-        self.client().put_role_policy(RoleName=physical_name(r), PolicyName="shoplake",
-                                      PolicyDocument=json.dumps(self.policy_document(r)))
+        self.client().put_role_policy(
+            RoleName=physical_name(r), PolicyName="shoplake", PolicyDocument=json.dumps(self.policy_document(r))
+        )
 
     def drift(self, r: Resource, current: dict[str, Any]) -> list[str]:
         return ["inline policy differs"] if current["policy"] != self.policy_document(r) else []
@@ -486,8 +526,9 @@ def bundle_zip(paths: list[str]) -> bytes:
         elif path.is_file():
             found = [path]
         else:
-            raise InfraError(f"Lambda bundle entry {path} does not exist (stack.yaml 'bundle' paths are relative to "
-                             "lib/shoplake/)")
+            raise InfraError(
+                f"Lambda bundle entry {path} does not exist (stack.yaml 'bundle' paths are relative to lib/shoplake/)"
+            )
         for f in found:
             files["shoplake/" + f.relative_to(PACKAGE_DIR).as_posix()] = f
     buffer = io.BytesIO()
@@ -520,19 +561,25 @@ class LambdaFunction(Handler):
             if _code(exc) == "ResourceNotFoundException":
                 return None
             raise
-        return {"sha": cfg.get("CodeSha256"), "handler": cfg.get("Handler"),
-                "env": (cfg.get("Environment") or {}).get("Variables", {}),
-                "timeout": cfg.get("Timeout"), "memory": cfg.get("MemorySize"),
-                "layers": [layer["Arn"] for layer in cfg.get("Layers") or []]}
+        return {
+            "sha": cfg.get("CodeSha256"),
+            "handler": cfg.get("Handler"),
+            "env": (cfg.get("Environment") or {}).get("Variables", {}),
+            "timeout": cfg.get("Timeout"),
+            "memory": cfg.get("MemorySize"),
+            "layers": [layer["Arn"] for layer in cfg.get("Layers") or []],
+        }
 
     def _layers(self, r: Resource) -> list[str]:
         """Layer version ARNs of the entry (``layers:``, e.g. numpy + rrcf for ``rate-detector``), checked."""
         layers = [str(v) for v in r.props.get("layers") or []]
         for layer in layers:
             if not _LAYER_ARN.fullmatch(layer):
-                raise InfraError(f"{r.key}: layer {layer!r} is not a layer version ARN "
-                                 "(arn:aws:lambda:<region>:<account>:layer:<name>:<version>); set the environment "
-                                 "variable infra/stack.yaml names for it (build the layer as the README says)")
+                raise InfraError(
+                    f"{r.key}: layer {layer!r} is not a layer version ARN "
+                    "(arn:aws:lambda:<region>:<account>:layer:<name>:<version>); set the environment "
+                    "variable infra/stack.yaml names for it (build the layer as the README says)"
+                )
         return layers
 
     def _environment(self, r: Resource) -> dict[str, str]:
@@ -543,10 +590,15 @@ class LambdaFunction(Handler):
 
     def create(self, r: Resource) -> None:
         kwargs = dict(
-            FunctionName=physical_name(r), Runtime=LAMBDA_RUNTIME, Role=arn("role", r.props["role"]),
-            Handler=r.props["handler"], Code={"ZipFile": lambda_package(r)},
-            Timeout=int(r.props.get("timeout", 60)), MemorySize=int(r.props.get("memory", 256)),
-            Environment={"Variables": self._environment(r)}, Publish=False,
+            FunctionName=physical_name(r),
+            Runtime=LAMBDA_RUNTIME,
+            Role=arn("role", r.props["role"]),
+            Handler=r.props["handler"],
+            Code={"ZipFile": lambda_package(r)},
+            Timeout=int(r.props.get("timeout", 60)),
+            MemorySize=int(r.props.get("memory", 256)),
+            Environment={"Variables": self._environment(r)},
+            Publish=False,
             Tags={"shoplake:prefix": config.settings().prefix},
         )
         if self._layers(r):
@@ -565,9 +617,13 @@ class LambdaFunction(Handler):
         out = []
         if current["sha"] != self._sha(r):
             out.append("code changed")
-        want = {"handler": r.props["handler"], "env": self._environment(r),
-                "timeout": int(r.props.get("timeout", 60)), "memory": int(r.props.get("memory", 256)),
-                "layers": self._layers(r)}
+        want = {
+            "handler": r.props["handler"],
+            "env": self._environment(r),
+            "timeout": int(r.props.get("timeout", 60)),
+            "memory": int(r.props.get("memory", 256)),
+            "layers": self._layers(r),
+        }
         out += [f"{k} changed" for k, v in want.items() if current[k] != v]
         return out
 
@@ -577,9 +633,13 @@ class LambdaFunction(Handler):
             self.client().update_function_code(FunctionName=name, ZipFile=lambda_package(r))
         if any(d != "code changed" for d in drift):
             self.client().update_function_configuration(
-                FunctionName=name, Handler=r.props["handler"], Environment={"Variables": self._environment(r)},
-                Timeout=int(r.props.get("timeout", 60)), MemorySize=int(r.props.get("memory", 256)),
-                Layers=self._layers(r))
+                FunctionName=name,
+                Handler=r.props["handler"],
+                Environment={"Variables": self._environment(r)},
+                Timeout=int(r.props.get("timeout", 60)),
+                MemorySize=int(r.props.get("memory", 256)),
+                Layers=self._layers(r),
+            )
 
     def delete(self, r: Resource) -> None:
         self.client().delete_function(FunctionName=physical_name(r))
@@ -590,15 +650,20 @@ class FirehoseDeliveryStream(Handler):
 
     def exists(self, r: Resource) -> dict[str, Any] | None:
         try:
-            desc = self.client().describe_delivery_stream(DeliveryStreamName=physical_name(r))["DeliveryStreamDescription"]
+            desc = self.client().describe_delivery_stream(DeliveryStreamName=physical_name(r))[
+                "DeliveryStreamDescription"
+            ]
         except Exception as exc:
             if _code(exc) == "ResourceNotFoundException":
                 return None
             raise
         dest = desc["Destinations"][0] if desc.get("Destinations") else {}
         s3 = dest.get("ExtendedS3DestinationDescription") or dest.get("S3DestinationDescription") or {}
-        return {"prefix": s3.get("Prefix"), "bucket_arn": s3.get("BucketARN"), "opensearch": any(
-            k.startswith("AmazonopensearchserviceDestination") for k in dest)}
+        return {
+            "prefix": s3.get("Prefix"),
+            "bucket_arn": s3.get("BucketARN"),
+            "opensearch": any(k.startswith("AmazonopensearchserviceDestination") for k in dest),
+        }
 
     def _s3(self, r: Resource) -> dict[str, Any]:
         s3 = r.props["s3"]
@@ -607,7 +672,10 @@ class FirehoseDeliveryStream(Handler):
             "BucketARN": arn("bucket", s3["bucket"]),
             "Prefix": s3["prefix"],
             "ErrorOutputPrefix": s3["error_prefix"],
-            "BufferingHints": {"SizeInMBs": int(s3.get("buffer_mb", 5)), "IntervalInSeconds": int(s3.get("buffer_seconds", 300))},
+            "BufferingHints": {
+                "SizeInMBs": int(s3.get("buffer_mb", 5)),
+                "IntervalInSeconds": int(s3.get("buffer_seconds", 300)),
+            },
             "CompressionFormat": "UNCOMPRESSED",
         }
 
@@ -622,13 +690,28 @@ class FirehoseDeliveryStream(Handler):
                 "IndexName": search["index"],
                 "IndexRotationPeriod": search.get("index_rotation", "OneDay"),
                 "S3BackupMode": search.get("s3_backup_mode", "FailedDocumentsOnly"),
-                "S3Configuration": {k: s3[k] for k in ("RoleARN", "BucketARN", "ErrorOutputPrefix", "BufferingHints",
-                                                       "CompressionFormat")} | {"Prefix": r.props["s3"]["error_prefix"]},
+                "S3Configuration": {
+                    k: s3[k]
+                    for k in ("RoleARN", "BucketARN", "ErrorOutputPrefix", "BufferingHints", "CompressionFormat")
+                }
+                | {"Prefix": r.props["s3"]["error_prefix"]},
                 "RetryOptions": {"DurationInSeconds": 300},
             }
             if search.get("transform_function"):
-                dest["ProcessingConfiguration"] = {"Enabled": True, "Processors": [{"Type": "Lambda", "Parameters": [
-                    {"ParameterName": "LambdaArn", "ParameterValue": arn("function", search["transform_function"])}]}]}
+                dest["ProcessingConfiguration"] = {
+                    "Enabled": True,
+                    "Processors": [
+                        {
+                            "Type": "Lambda",
+                            "Parameters": [
+                                {
+                                    "ParameterName": "LambdaArn",
+                                    "ParameterValue": arn("function", search["transform_function"]),
+                                }
+                            ],
+                        }
+                    ],
+                }
             kwargs["AmazonopensearchserviceDestinationConfiguration"] = dest
         else:
             kwargs["ExtendedS3DestinationConfiguration"] = self._s3(r)
@@ -637,7 +720,11 @@ class FirehoseDeliveryStream(Handler):
     def drift(self, r: Resource, current: dict[str, Any]) -> list[str]:
         if r.props.get("opensearch") or current["opensearch"]:
             return []
-        return [f"prefix {current['prefix']} → {r.props['s3']['prefix']}"] if current["prefix"] != r.props["s3"]["prefix"] else []
+        return (
+            [f"prefix {current['prefix']} → {r.props['s3']['prefix']}"]
+            if current["prefix"] != r.props["s3"]["prefix"]
+            else []
+        )
 
     def delete(self, r: Resource) -> None:
         self.client().delete_delivery_stream(DeliveryStreamName=physical_name(r), AllowForceDelete=True)
@@ -659,8 +746,10 @@ class OpenSearchDomain(Handler):
         self.client().create_domain(
             DomainName=physical_name(r),
             EngineVersion=r.props.get("engine_version", "OpenSearch_2.19"),
-            ClusterConfig={"InstanceType": r.props.get("instance_type", "t3.small.search"),
-                           "InstanceCount": int(r.props.get("instance_count", 1))},
+            ClusterConfig={
+                "InstanceType": r.props.get("instance_type", "t3.small.search"),
+                "InstanceCount": int(r.props.get("instance_count", 1)),
+            },
             EBSOptions={"EBSEnabled": True, "VolumeType": "gp3", "VolumeSize": int(r.props.get("volume_gb", 10))},
             EncryptionAtRestOptions={"Enabled": True},
             NodeToNodeEncryptionOptions={"Enabled": True},
@@ -798,8 +887,10 @@ def destroy(confirm: str | None = None, spec: list[Resource] | None = None) -> l
     """
     s = config.settings()
     if not s.is_local and confirm != s.prefix:
-        raise InfraError(f"refusing to destroy real AWS resources of prefix {s.prefix!r} without confirmation: "
-                         f"run `shoplake infra destroy --confirm {s.prefix}`")
+        raise InfraError(
+            f"refusing to destroy real AWS resources of prefix {s.prefix!r} without confirmation: "
+            f"run `shoplake infra destroy --confirm {s.prefix}`"
+        )
     state = _read_state()
     created = set(state["created"])
     changes = []
@@ -866,7 +957,10 @@ def cli() -> None:
 
 def _print(changes: list[Change]) -> None:
     for c in changes:
-        click.echo(f"{c.action:<10} {c.resource.type:<26} {physical_name(c.resource)}" + (f"  ({c.detail})" if c.detail else ""))
+        click.echo(
+            f"{c.action:<10} {c.resource.type:<26} {physical_name(c.resource)}"
+            + (f"  ({c.detail})" if c.detail else "")
+        )
     counts: dict[str, int] = {}
     for c in changes:
         counts[c.action] = counts.get(c.action, 0) + 1

@@ -58,29 +58,66 @@ REASONS = ("malformed_json", "missing_field", "invalid_value", "duplicate", "non
 REQUIRED_FIELDS = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country", "LineNo")
 
 # Codes of the Online Retail file that are not merchandise (postage, fees, adjustments, samples, charity).
-NON_PRODUCT_CODES = frozenset({
-    "POST", "DOT", "M", "BANK CHARGES", "C2", "PADS", "D", "S", "B", "CRUK", "AMAZONFEE", "DCGSSBOY", "DCGSSGIRL",
-})
+NON_PRODUCT_CODES = frozenset(
+    {
+        "POST",
+        "DOT",
+        "M",
+        "BANK CHARGES",
+        "C2",
+        "PADS",
+        "D",
+        "S",
+        "B",
+        "CRUK",
+        "AMAZONFEE",
+        "DCGSSBOY",
+        "DCGSSGIRL",
+    }
+)
 PRODUCT_CODE = re.compile(r"^\d{5}[A-Za-z]{0,2}$")
 
 CENT = Decimal("0.01")
 
 # Athena/Glue types of the curated tables (the contract in docs/internals.md).
 ORDER_LINE_TYPES = {
-    "event_id": "string", "invoice_no": "string", "line_no": "int", "stock_code": "string", "description": "string",
-    "quantity": "bigint", "invoice_ts": "timestamp", "unit_price": "decimal(12,2)", "line_amount": "decimal(14,2)",
-    "customer_id": "string", "country": "string", "is_cancellation": "boolean", "order_date": "string",
+    "event_id": "string",
+    "invoice_no": "string",
+    "line_no": "int",
+    "stock_code": "string",
+    "description": "string",
+    "quantity": "bigint",
+    "invoice_ts": "timestamp",
+    "unit_price": "decimal(12,2)",
+    "line_amount": "decimal(14,2)",
+    "customer_id": "string",
+    "country": "string",
+    "is_cancellation": "boolean",
+    "order_date": "string",
 }
 PRODUCT_TYPES = {
-    "stock_code": "string", "description": "string", "unit_price": "decimal(12,2)", "lines": "bigint",
-    "quantity": "bigint", "first_order_date": "string", "last_order_date": "string",
+    "stock_code": "string",
+    "description": "string",
+    "unit_price": "decimal(12,2)",
+    "lines": "bigint",
+    "quantity": "bigint",
+    "first_order_date": "string",
+    "last_order_date": "string",
 }
 CUSTOMER_TYPES = {
-    "customer_id": "string", "country": "string", "first_order_ts": "timestamp", "last_order_ts": "timestamp",
-    "orders": "bigint", "lines": "bigint",
+    "customer_id": "string",
+    "country": "string",
+    "first_order_ts": "timestamp",
+    "last_order_ts": "timestamp",
+    "orders": "bigint",
+    "lines": "bigint",
 }
 SET_ASIDE_TYPES = {
-    "event_id": "string", "detail": "string", "raw": "string", "source_key": "string", "reason": "string",
+    "event_id": "string",
+    "detail": "string",
+    "raw": "string",
+    "source_key": "string",
+    "reason": "string",
 }
 
 
@@ -164,8 +201,9 @@ def _check_bucket() -> str:
     try:
         s3.head_bucket(Bucket=name)
     except Exception as exc:
-        raise LakeError(f"the lake bucket {name} does not exist: run notebook 00_provision "
-                        "(or `shoplake infra apply`) first") from exc
+        raise LakeError(
+            f"the lake bucket {name} does not exist: run notebook 00_provision (or `shoplake infra apply`) first"
+        ) from exc
     return name
 
 
@@ -180,8 +218,11 @@ def _json_value(value: Any) -> Any:
     if value is pd.NaT:
         return None
     if isinstance(value, pd.Timestamp):
-        return value.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ") if value.tzinfo else value.strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
+        return (
+            value.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+            if value.tzinfo
+            else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+        )
     if hasattr(value, "item") and callable(value.item):  # numpy scalars
         return value.item()
     try:
@@ -203,19 +244,28 @@ def order_events(events: pd.DataFrame | Iterable[dict[str, Any]]) -> Iterator[di
             yield {k: _json_value(v) for k, v in event.items()}
 
 
-def deliver_orders(events: pd.DataFrame | Iterable[dict[str, Any]], stream: str = ORDERS_FIREHOSE,
-                   progress: bool = False) -> DeliveryCounts:
+def deliver_orders(
+    events: pd.DataFrame | Iterable[dict[str, Any]], stream: str = ORDERS_FIREHOSE, progress: bool = False
+) -> DeliveryCounts:
     """Put order events to the Firehose delivery stream ``orders-to-lake`` (which lands them in ``raw/orders/``)."""
     from shoplake import streams
 
     records = list(order_events(events))
     result = streams.put_firehose(stream, records, progress=progress)
-    counts = DeliveryCounts(events=len(records), delivered=result.sent, failed=result.failed,
-                            rejected=result.rejected, retried=result.retried,
-                            failed_records=result.failed_records + result.rejected_records)
+    counts = DeliveryCounts(
+        events=len(records),
+        delivered=result.sent,
+        failed=result.failed,
+        rejected=result.rejected,
+        retried=result.retried,
+        failed_records=result.failed_records + result.rejected_records,
+    )
     if counts.failed or counts.rejected:
-        log.warning("%d order events could not be delivered to %s (after retries); see counts.failed_records",
-                    counts.failed + counts.rejected, stream)
+        log.warning(
+            "%d order events could not be delivered to %s (after retries); see counts.failed_records",
+            counts.failed + counts.rejected,
+            stream,
+        )
     log.info("delivered %d of %d order events to %s", counts.delivered, counts.events, stream)
     return counts
 
@@ -335,12 +385,24 @@ def validate_event(event: Any) -> tuple[dict[str, Any] | None, str | None, str]:
     if not is_cancellation and quantity < 0:
         return None, "invalid_value", f"sale {invoice_no} with a negative Quantity {quantity}"
     description = event.get("Description")
-    return {
-        "event_id": f"{invoice_no}-{line_no}", "invoice_no": invoice_no, "line_no": line_no, "stock_code": stock_code,
-        "description": None if description is None else str(description), "quantity": quantity,
-        "invoice_date": invoice_date, "unit_price": price, "line_amount": (price * quantity).quantize(CENT),
-        "customer_id": customer, "country": country, "is_cancellation": is_cancellation,
-    }, None, ""
+    return (
+        {
+            "event_id": f"{invoice_no}-{line_no}",
+            "invoice_no": invoice_no,
+            "line_no": line_no,
+            "stock_code": stock_code,
+            "description": None if description is None else str(description),
+            "quantity": quantity,
+            "invoice_date": invoice_date,
+            "unit_price": price,
+            "line_amount": (price * quantity).quantize(CENT),
+            "customer_id": customer,
+            "country": country,
+            "is_cancellation": is_cancellation,
+        },
+        None,
+        "",
+    )
 
 
 @dataclass
@@ -362,8 +424,9 @@ def curate_lines(lines: list[tuple[str, str]], raw_objects: int = 0) -> Curated:
         try:
             event = json.loads(line)
         except ValueError as exc:
-            aside.append({"event_id": None, "reason": "malformed_json", "detail": str(exc)[:200], "raw": line,
-                          "source_key": key})
+            aside.append(
+                {"event_id": None, "reason": "malformed_json", "detail": str(exc)[:200], "raw": line, "source_key": key}
+            )
             continue
         row, reason, detail = validate_event(event)
         if row is None:
@@ -373,26 +436,63 @@ def curate_lines(lines: list[tuple[str, str]], raw_objects: int = 0) -> Curated:
             aside.append({"event_id": event_id, "reason": reason, "detail": detail, "raw": line, "source_key": key})
             continue
         if row["event_id"] in seen:
-            aside.append({"event_id": row["event_id"], "reason": "duplicate", "detail": "event id delivered before",
-                          "raw": line, "source_key": key})
+            aside.append(
+                {
+                    "event_id": row["event_id"],
+                    "reason": "duplicate",
+                    "detail": "event id delivered before",
+                    "raw": line,
+                    "source_key": key,
+                }
+            )
             continue
         seen.add(row["event_id"])
         if not is_product_code(row["stock_code"]):
-            aside.append({"event_id": row["event_id"], "reason": "non_product",
-                          "detail": f"stock code {row['stock_code']!r} is not merchandise", "raw": line,
-                          "source_key": key})
+            aside.append(
+                {
+                    "event_id": row["event_id"],
+                    "reason": "non_product",
+                    "detail": f"stock code {row['stock_code']!r} is not merchandise",
+                    "raw": line,
+                    "source_key": key,
+                }
+            )
             continue
         good.append(row)
 
-    order_lines = pd.DataFrame(good, columns=[
-        "event_id", "invoice_no", "line_no", "stock_code", "description", "quantity", "invoice_date", "unit_price",
-        "line_amount", "customer_id", "country", "is_cancellation"])
+    order_lines = pd.DataFrame(
+        good,
+        columns=[
+            "event_id",
+            "invoice_no",
+            "line_no",
+            "stock_code",
+            "description",
+            "quantity",
+            "invoice_date",
+            "unit_price",
+            "line_amount",
+            "customer_id",
+            "country",
+            "is_cancellation",
+        ],
+    )
     ts = pd.to_datetime(order_lines["invoice_date"], utc=True, format="ISO8601")
     order_lines = order_lines.drop(columns=["invoice_date"])
     order_lines.insert(6, "invoice_ts", ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]"))
-    order_lines = order_lines.astype({"event_id": "string", "invoice_no": "string", "line_no": "int32",
-                                      "stock_code": "string", "description": "string", "quantity": "int64",
-                                      "customer_id": "string", "country": "string", "is_cancellation": "bool"})
+    order_lines = order_lines.astype(
+        {
+            "event_id": "string",
+            "invoice_no": "string",
+            "line_no": "int32",
+            "stock_code": "string",
+            "description": "string",
+            "quantity": "int64",
+            "customer_id": "string",
+            "country": "string",
+            "is_cancellation": "bool",
+        }
+    )
     order_lines["order_date"] = order_lines["invoice_ts"].dt.strftime("%Y-%m-%d").astype("string")
     order_lines = order_lines.sort_values(["invoice_ts", "invoice_no", "line_no"], kind="stable").reset_index(drop=True)
 
@@ -405,8 +505,10 @@ def curate_lines(lines: list[tuple[str, str]], raw_objects: int = 0) -> Curated:
     counts.training_lines = int(((~order_lines["is_cancellation"]) & order_lines["customer_id"].notna()).sum())
     counts.partitions = int(order_lines["order_date"].nunique())
     if counts.curated + counts.set_aside_total != counts.delivered:  # a bug, never bad input
-        raise DataError(f"curation lost lines: {counts.delivered} delivered, {counts.curated} curated, "
-                        f"{counts.set_aside_total} set aside")
+        raise DataError(
+            f"curation lost lines: {counts.delivered} delivered, {counts.curated} curated, "
+            f"{counts.set_aside_total} set aside"
+        )
     return Curated(order_lines, set_aside, counts)
 
 
@@ -417,19 +519,28 @@ def derive_products(order_lines: pd.DataFrame) -> pd.DataFrame:
         sales = order_lines
     ordered = sales.sort_values(["invoice_ts", "event_id"], kind="stable")
     grouped = ordered.groupby("stock_code", sort=True)
-    desc = (ordered.dropna(subset=["description"]).groupby(["stock_code", "description"]).size()
-            .reset_index(name="n").sort_values(["stock_code", "n", "description"], ascending=[True, False, True])
-            .drop_duplicates("stock_code").set_index("stock_code")["description"])
-    products = pd.DataFrame({
-        "unit_price": grouped["unit_price"].last(),
-        "lines": grouped.size().astype("int64"),
-        "quantity": grouped["quantity"].sum().astype("int64"),
-        "first_order_date": grouped["order_date"].min(),
-        "last_order_date": grouped["order_date"].max(),
-    })
+    desc = (
+        ordered.dropna(subset=["description"])
+        .groupby(["stock_code", "description"])
+        .size()
+        .reset_index(name="n")
+        .sort_values(["stock_code", "n", "description"], ascending=[True, False, True])
+        .drop_duplicates("stock_code")
+        .set_index("stock_code")["description"]
+    )
+    products = pd.DataFrame(
+        {
+            "unit_price": grouped["unit_price"].last(),
+            "lines": grouped.size().astype("int64"),
+            "quantity": grouped["quantity"].sum().astype("int64"),
+            "first_order_date": grouped["order_date"].min(),
+            "last_order_date": grouped["order_date"].max(),
+        }
+    )
     products.insert(0, "description", desc.reindex(products.index))
-    products = products.reset_index().astype({"stock_code": "string", "description": "string",
-                                              "first_order_date": "string", "last_order_date": "string"})
+    products = products.reset_index().astype(
+        {"stock_code": "string", "description": "string", "first_order_date": "string", "last_order_date": "string"}
+    )
     return products[list(PRODUCT_TYPES)]
 
 
@@ -438,13 +549,15 @@ def derive_customers(order_lines: pd.DataFrame) -> pd.DataFrame:
     known = order_lines.loc[order_lines["customer_id"].notna()].sort_values(["invoice_ts", "event_id"], kind="stable")
     grouped = known.groupby("customer_id", sort=True)
     sales = known.loc[~known["is_cancellation"]]
-    customers = pd.DataFrame({
-        "country": grouped["country"].first(),
-        "first_order_ts": grouped["invoice_ts"].min(),
-        "last_order_ts": grouped["invoice_ts"].max(),
-        "orders": sales.groupby("customer_id")["invoice_no"].nunique().reindex(grouped.size().index, fill_value=0),
-        "lines": grouped.size(),
-    }).reset_index()
+    customers = pd.DataFrame(
+        {
+            "country": grouped["country"].first(),
+            "first_order_ts": grouped["invoice_ts"].min(),
+            "last_order_ts": grouped["invoice_ts"].max(),
+            "orders": sales.groupby("customer_id")["invoice_no"].nunique().reindex(grouped.size().index, fill_value=0),
+            "lines": grouped.size(),
+        }
+    ).reset_index()
     customers = customers.astype({"customer_id": "string", "country": "string", "orders": "int64", "lines": "int64"})
     return customers[list(CUSTOMER_TYPES)]
 
@@ -456,8 +569,15 @@ def arrow_type(glue_type: str) -> Any:
     """The Arrow type of a Glue/Athena column type (the few the curated tables use)."""
     import pyarrow as pa
 
-    simple = {"string": pa.string(), "int": pa.int32(), "bigint": pa.int64(), "boolean": pa.bool_(),
-              "double": pa.float64(), "timestamp": pa.timestamp("us", tz="UTC"), "date": pa.date32()}
+    simple = {
+        "string": pa.string(),
+        "int": pa.int32(),
+        "bigint": pa.int64(),
+        "boolean": pa.bool_(),
+        "double": pa.float64(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "date": pa.date32(),
+    }
     if glue_type in simple:
         return simple[glue_type]
     match = re.fullmatch(r"decimal\((\d+),(\d+)\)", glue_type)
@@ -477,8 +597,9 @@ def _parquet_bytes(df: pd.DataFrame, types: dict[str, str]) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _to_parquet(df: pd.DataFrame, table: str, types: dict[str, str], mode: str,
-                partition_col: str | None = None) -> list[str]:
+def _to_parquet(
+    df: pd.DataFrame, table: str, types: dict[str, str], mode: str, partition_col: str | None = None
+) -> list[str]:
     """Write ``df`` as a Parquet dataset under ``curated/<table>/`` and register it (and its partitions) in Glue.
 
     ``mode="overwrite"`` replaces the whole table; ``"overwrite_partitions"`` replaces only the partitions written.
@@ -511,10 +632,16 @@ def _to_parquet(df: pd.DataFrame, table: str, types: dict[str, str], mode: str,
     session = config.configure_wrangler()
     database = config.glue_database()
     wr.catalog.create_parquet_table(
-        database=database, table=table, path=f"s3://{name}/{prefix}", columns_types=data_types,
+        database=database,
+        table=table,
+        path=f"s3://{name}/{prefix}",
+        columns_types=data_types,
         partitions_types={partition_col: types[partition_col]} if partition_col else None,
-        compression="snappy", description=f"shoplake curated {table} (shoplake.lake)", mode="overwrite",
-        boto3_session=session)
+        compression="snappy",
+        description=f"shoplake curated {table} (shoplake.lake)",
+        mode="overwrite",
+        boto3_session=session,
+    )
     register_partitions(table, partitions)
     return list(files)
 
@@ -530,15 +657,16 @@ def register_partitions(table: str, partitions: dict[str, list[str]]) -> int:
     known = wr.catalog.get_parquet_partitions(database=database, table=table, boto3_session=session)
     new = {path: values for path, values in partitions.items() if path not in known}
     if new:
-        wr.catalog.add_parquet_partitions(database=database, table=table, partitions_values=new,
-                                          compression="snappy", boto3_session=session)
+        wr.catalog.add_parquet_partitions(
+            database=database, table=table, partitions_values=new, compression="snappy", boto3_session=session
+        )
     return len(new)
 
 
 def _delete_keys(bucket_name: str, keys: list[str]) -> None:
     s3 = config.client("s3")
     for start in range(0, len(keys), 1000):
-        s3.delete_objects(Bucket=bucket_name, Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]]})
+        s3.delete_objects(Bucket=bucket_name, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]})
 
 
 def _delete_prefix(prefix: str) -> None:
@@ -563,8 +691,9 @@ def write_curated(curated: Curated) -> CurationCounts:
         counts.products, counts.customers = len(products), len(customers)
     if curated.set_aside.empty:
         _delete_prefix(CURATED_PREFIX + "set_aside/")
-        wr.catalog.delete_table_if_exists(database=config.glue_database(), table="set_aside",
-                                          boto3_session=config.configure_wrangler())
+        wr.catalog.delete_table_if_exists(
+            database=config.glue_database(), table="set_aside", boto3_session=config.configure_wrangler()
+        )
     else:
         _to_parquet(curated.set_aside, "set_aside", SET_ASIDE_TYPES, "overwrite", "reason")
     return counts
@@ -574,12 +703,19 @@ def curate_orders(prefix: str = RAW_ORDERS_PREFIX, progress: bool = False) -> Cu
     """Raw order events in the lake → curated order lines, set-aside lines, products, customers (idempotent)."""
     raw_objects, lines = read_raw_lines(prefix, progress=progress)
     if not lines:
-        raise LakeError(f"no raw order events under s3://{bucket()}/{prefix}: deliver orders first "
-                        "(shoplake.lake.deliver_orders or notebook 03_recommendations)")
+        raise LakeError(
+            f"no raw order events under s3://{bucket()}/{prefix}: deliver orders first "
+            "(shoplake.lake.deliver_orders or notebook 03_recommendations)"
+        )
     curated = curate_lines(lines, raw_objects=raw_objects)
     counts = write_curated(curated)
-    log.info("curated %d of %d delivered lines (%s set aside) into %d partitions", counts.curated, counts.delivered,
-             counts.set_aside_total, counts.partitions)
+    log.info(
+        "curated %d of %d delivered lines (%s set aside) into %d partitions",
+        counts.curated,
+        counts.delivered,
+        counts.set_aside_total,
+        counts.partitions,
+    )
     return counts
 
 
@@ -613,7 +749,7 @@ def read_arrow(location: str, columns: list[str] | None = None, partition_filter
     for key in _list_keys(name, prefix):
         if not key.endswith(".parquet"):
             continue
-        parts = dict(p.split("=", 1) for p in key[len(prefix):].split("/")[:-1] if "=" in p)
+        parts = dict(p.split("=", 1) for p in key[len(prefix) :].split("/")[:-1] if "=" in p)
         if partition_filter is None or partition_filter(parts):
             wanted.append((key, parts))
     s3 = config.client("s3")
@@ -635,8 +771,7 @@ def read_arrow(location: str, columns: list[str] | None = None, partition_filter
     return pa.concat_tables(tables, promote_options="default")
 
 
-def read_dataset(prefix: str, columns: list[str] | None = None,
-                 partition_filter: Any = None) -> pd.DataFrame:
+def read_dataset(prefix: str, columns: list[str] | None = None, partition_filter: Any = None) -> pd.DataFrame:
     """A Parquet dataset under ``s3://<lake>/<prefix>`` as a DataFrame (see :func:`read_arrow`)."""
     table = read_arrow(f"s3://{bucket()}/{prefix}", columns=columns, partition_filter=partition_filter)
     df = table.to_pandas(types_mapper=_pandas_type)
@@ -646,8 +781,13 @@ def read_dataset(prefix: str, columns: list[str] | None = None,
 def _pandas_type(arrow: Any) -> Any:
     import pyarrow as pa
 
-    mapping = {pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype(), pa.int32(): pd.Int32Dtype(),
-               pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    mapping = {
+        pa.string(): pd.StringDtype(),
+        pa.large_string(): pd.StringDtype(),
+        pa.int32(): pd.Int32Dtype(),
+        pa.int64(): pd.Int64Dtype(),
+        pa.bool_(): pd.BooleanDtype(),
+    }
     return mapping.get(arrow)
 
 
@@ -665,28 +805,35 @@ def _normalize(df: pd.DataFrame) -> pd.DataFrame:
 def read_curated(table: str, columns: list[str] | None = None) -> pd.DataFrame:
     """A curated table (``order_lines``, ``products``, ``customers``, ``set_aside``, ...) as a DataFrame."""
     if not curated_exists(table):
-        raise LakeError(f"curated table {table!r} is missing in s3://{bucket()}/{CURATED_PREFIX}: run "
-                        "shoplake.lake.curate_orders() (notebook 03_recommendations or 06_warehouse) first")
+        raise LakeError(
+            f"curated table {table!r} is missing in s3://{bucket()}/{CURATED_PREFIX}: run "
+            "shoplake.lake.curate_orders() (notebook 03_recommendations or 06_warehouse) first"
+        )
     return read_dataset(CURATED_PREFIX + table, columns=columns)
 
 
-def read_curated_order_lines(columns: list[str] | None = None, training: bool = False,
-                             start_date: str | None = None, end_date: str | None = None) -> pd.DataFrame:
+def read_curated_order_lines(
+    columns: list[str] | None = None, training: bool = False, start_date: str | None = None, end_date: str | None = None
+) -> pd.DataFrame:
     """Curated order lines, sorted by time; ``training=True`` keeps only sales (no cancellations) of known customers.
 
     ``start_date``/``end_date`` (``YYYY-MM-DD``, inclusive) prune partitions.
     """
     if not curated_exists("order_lines"):
         raise LakeError("the curated lake is empty: run shoplake.lake.curate_orders() first")
-    wanted = None if columns is None else list(dict.fromkeys([*columns, *(
-        ["is_cancellation", "customer_id"] if training else [])]))
+    wanted = (
+        None
+        if columns is None
+        else list(dict.fromkeys([*columns, *(["is_cancellation", "customer_id"] if training else [])]))
+    )
 
     def in_range(partition: dict[str, str]) -> bool:
         day = partition.get("order_date", "")
         return (start_date is None or day >= start_date) and (end_date is None or day <= end_date)
 
-    df = read_dataset(CURATED_PREFIX + "order_lines", columns=wanted,
-                      partition_filter=in_range if (start_date or end_date) else None)
+    df = read_dataset(
+        CURATED_PREFIX + "order_lines", columns=wanted, partition_filter=in_range if (start_date or end_date) else None
+    )
     if training:
         df = df.loc[~df["is_cancellation"].astype(bool) & df["customer_id"].notna()]
     if columns is not None:

@@ -123,8 +123,17 @@ class MappingStats:
         return {f"p{round(q * 100)}": round(float(v), 4) for q, v in zip(quantiles, values, strict=True)}
 
     def as_dict(self) -> dict[str, Any]:
-        keys = ("records_in", "records_done", "records_to_on_failure", "invocations", "function_errors",
-                "partial_failures", "retries", "bisections", "checkpoints_written")
+        keys = (
+            "records_in",
+            "records_done",
+            "records_to_on_failure",
+            "invocations",
+            "function_errors",
+            "partial_failures",
+            "retries",
+            "bisections",
+            "checkpoints_written",
+        )
         out: dict[str, Any] = {k: getattr(self, k) for k in keys}
         out["elapsed_s"] = round(self.elapsed_s, 3)
         out["handler_counts"] = dict(self.handler_counts)
@@ -157,41 +166,61 @@ class Checkpoints:
         from botocore.exceptions import ClientError
 
         try:
-            item = self.client.get_item(TableName=self.table, ConsistentRead=True,
-                                        Key={"consumer": {"S": self.consumer}, "shard_id": {"S": shard_id}}).get("Item")
+            item = self.client.get_item(
+                TableName=self.table,
+                ConsistentRead=True,
+                Key={"consumer": {"S": self.consumer}, "shard_id": {"S": shard_id}},
+            ).get("Item")
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                raise MappingError(f"checkpoint table {self.table} does not exist: run notebook 00_provision "
-                                   "(or `shoplake infra apply`)") from exc
+                raise MappingError(
+                    f"checkpoint table {self.table} does not exist: run notebook 00_provision "
+                    "(or `shoplake infra apply`)"
+                ) from exc
             raise
         return item["sequence_number"]["S"] if item else None
 
     def put(self, shard_id: str, sequence_number: str, records: int) -> None:
-        self.client.put_item(TableName=self.table, Item={
-            "consumer": {"S": self.consumer}, "shard_id": {"S": shard_id},
-            "sequence_number": {"S": sequence_number}, "records_since_start": {"N": str(records)},
-            "updated_at": {"S": streams.utc_now_iso()},
-        })
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "consumer": {"S": self.consumer},
+                "shard_id": {"S": shard_id},
+                "sequence_number": {"S": sequence_number},
+                "records_since_start": {"N": str(records)},
+                "updated_at": {"S": streams.utc_now_iso()},
+            },
+        )
 
     def all(self) -> dict[str, str]:
         """shard id → checkpointed sequence number of this consumer."""
         pages = self.client.get_paginator("query").paginate(
-            TableName=self.table, KeyConditionExpression="consumer = :c",
-            ExpressionAttributeValues={":c": {"S": self.consumer}}, ConsistentRead=True)
+            TableName=self.table,
+            KeyConditionExpression="consumer = :c",
+            ExpressionAttributeValues={":c": {"S": self.consumer}},
+            ConsistentRead=True,
+        )
         return {i["shard_id"]["S"]: i["sequence_number"]["S"] for page in pages for i in page.get("Items", [])}
 
     def reset(self) -> None:
         """Forget this consumer's checkpoints (the next run starts at the starting position)."""
         for shard_id in self.all():
-            self.client.delete_item(TableName=self.table,
-                                    Key={"consumer": {"S": self.consumer}, "shard_id": {"S": shard_id}})
+            self.client.delete_item(
+                TableName=self.table, Key={"consumer": {"S": self.consumer}, "shard_id": {"S": shard_id}}
+            )
 
 
 class EventSourceMapping:
     """A local Kinesis → handler mapping: ``EventSourceMapping(handler, settings, consumer="order-history")``."""
 
-    def __init__(self, handler: Handler, settings: MappingSettings, consumer: str,
-                 function_name: str | None = None, checkpoint_table: str | None = None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        settings: MappingSettings,
+        consumer: str,
+        function_name: str | None = None,
+        checkpoint_table: str | None = None,
+    ) -> None:
         if not consumer:
             raise MappingError("a consumer name is needed (it keys the checkpoints)")
         self.handler = handler
@@ -230,8 +259,9 @@ class EventSourceMapping:
         self._batches_left = max_batches
         self._began = time.perf_counter()
         for shard_id in streams.shards(self.stream_name):
-            thread = threading.Thread(target=self._run_shard, args=(shard_id,), daemon=True,
-                                      name=f"esm-{self.consumer}-{shard_id}")
+            thread = threading.Thread(
+                target=self._run_shard, args=(shard_id,), daemon=True, name=f"esm-{self.consumer}-{shard_id}"
+            )
             self._threads.append(thread)
             thread.start()
         return self
@@ -261,8 +291,10 @@ class EventSourceMapping:
         alive = [t.name for t in self._threads if t.is_alive()]
         if alive:
             self._stop.set()
-            raise MappingError(f"pollers {alive} did not finish within {timeout} s; the stream may be too large for "
-                               "the timeout, or the handler hangs")
+            raise MappingError(
+                f"pollers {alive} did not finish within {timeout} s; the stream may be too large for "
+                "the timeout, or the handler hangs"
+            )
         self._threads = []
         self._drain.clear()
         self.stats.elapsed_s = time.perf_counter() - self._began
@@ -285,9 +317,16 @@ class EventSourceMapping:
         start_after = self.checkpoints.get(shard_id)
         with self._lock:
             self.stats.shards[shard_id] = {"start_after": start_after, "checkpoint": start_after, "records": 0}
-        reader = streams.read_batches(self.stream_name, shard_id, after_sequence=start_after,
-                                      position=s.starting_position, limit=max(s.batch_size, 1000), follow=True,
-                                      poll_interval=s.poll_interval_seconds, stop=self._stop)
+        reader = streams.read_batches(
+            self.stream_name,
+            shard_id,
+            after_sequence=start_after,
+            position=s.starting_position,
+            limit=max(s.batch_size, 1000),
+            follow=True,
+            poll_interval=s.poll_interval_seconds,
+            stop=self._stop,
+        )
         buffer: list[streams.StreamRecord] = []
         first_at = 0.0
         while True:
@@ -303,8 +342,9 @@ class EventSourceMapping:
                 with self._lock:
                     self.stats.records_in += len(records)
             caught_up = not records and behind == 0
-            while buffer and (len(buffer) >= s.batch_size or caught_up
-                              or time.monotonic() - first_at >= s.batching_window_seconds):
+            while buffer and (
+                len(buffer) >= s.batch_size or caught_up or time.monotonic() - first_at >= s.batching_window_seconds
+            ):
                 batch, buffer = buffer[: s.batch_size], buffer[s.batch_size :]
                 first_at = time.monotonic()
                 self._deliver(shard_id, batch)
@@ -361,14 +401,27 @@ class EventSourceMapping:
             queue.insert(0, (rest, attempt + 1))
 
     def _event(self, records: list[streams.StreamRecord]) -> dict[str, Any]:
-        return {"Records": [{
-            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": r.partition_key,
-                        "sequenceNumber": r.sequence_number, "data": base64.b64encode(r.data).decode("ascii"),
-                        "approximateArrivalTimestamp": r.arrival},
-            "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{r.shard_id}:{r.sequence_number}",
-            "eventName": "aws:kinesis:record", "invokeIdentityArn": f"arn:aws:iam::local:role/{self.function_name}",
-            "awsRegion": self._region, "eventSourceARN": self._stream_arn,
-        } for r in records]}
+        return {
+            "Records": [
+                {
+                    "kinesis": {
+                        "kinesisSchemaVersion": "1.0",
+                        "partitionKey": r.partition_key,
+                        "sequenceNumber": r.sequence_number,
+                        "data": base64.b64encode(r.data).decode("ascii"),
+                        "approximateArrivalTimestamp": r.arrival,
+                    },
+                    "eventSource": "aws:kinesis",
+                    "eventVersion": "1.0",
+                    "eventID": f"{r.shard_id}:{r.sequence_number}",
+                    "eventName": "aws:kinesis:record",
+                    "invokeIdentityArn": f"arn:aws:iam::local:role/{self.function_name}",
+                    "awsRegion": self._region,
+                    "eventSourceARN": self._stream_arn,
+                }
+                for r in records
+            ]
+        }
 
     def _invoke(self, shard_id: str, records: list[streams.StreamRecord]) -> tuple[str, int]:
         """Call the handler once: ("ok", n) | ("partial", index of the first failed record) | ("error", 0)."""
@@ -421,24 +474,43 @@ class EventSourceMapping:
 
     def _give_up(self, shard_id: str, records: list[streams.StreamRecord], attempts: int, reason: str) -> None:
         """After the last retry: send the batch to the on-failure destination, then move past it."""
-        log.warning("%s: giving up on %d records of %s after %d retries (%s)", self.consumer, len(records), shard_id,
-                    attempts, reason)
+        log.warning(
+            "%s: giving up on %d records of %s after %d retries (%s)",
+            self.consumer,
+            len(records),
+            shard_id,
+            attempts,
+            reason,
+        )
         if self.settings.on_failure:
             message = {
-                "requestContext": {"requestId": str(uuid.uuid4()), "functionArn": self.function_name,
-                                   "condition": "RetryAttemptsExhausted", "approximateInvokeCount": attempts + 1},
+                "requestContext": {
+                    "requestId": str(uuid.uuid4()),
+                    "functionArn": self.function_name,
+                    "condition": "RetryAttemptsExhausted",
+                    "approximateInvokeCount": attempts + 1,
+                },
                 "responseContext": {"functionError": reason},
                 "version": "1.0",
                 "timestamp": streams.utc_now_iso(),
                 "KinesisBatchInfo": {
-                    "shardId": shard_id, "startSequenceNumber": records[0].sequence_number,
-                    "endSequenceNumber": records[-1].sequence_number, "batchSize": len(records),
+                    "shardId": shard_id,
+                    "startSequenceNumber": records[0].sequence_number,
+                    "endSequenceNumber": records[-1].sequence_number,
+                    "batchSize": len(records),
                     "approximateArrivalOfFirstRecord": records[0].arrival,
-                    "approximateArrivalOfLastRecord": records[-1].arrival, "streamArn": self._stream_arn,
+                    "approximateArrivalOfLastRecord": records[-1].arrival,
+                    "streamArn": self._stream_arn,
                 },
                 # local extension (Lambda sends only the metadata above): the records themselves
-                "records": [{"sequence_number": r.sequence_number, "partition_key": r.partition_key,
-                             "data_base64": base64.b64encode(r.data).decode("ascii")} for r in records],
+                "records": [
+                    {
+                        "sequence_number": r.sequence_number,
+                        "partition_key": r.partition_key,
+                        "data_base64": base64.b64encode(r.data).decode("ascii"),
+                    }
+                    for r in records
+                ],
             }
             assert self._sqs is not None
             self._sqs.send_message(QueueUrl=self.settings.on_failure, MessageBody=json.dumps(message))

@@ -54,7 +54,11 @@ class Status:
 
     def lines(self) -> list[str]:
         pg = self.postgres or {}
-        pg_url = f"postgresql://{pg.get('user')}@{pg.get('host')}:{pg.get('port')}/{pg.get('database')}" if pg.get("port") else "-"
+        pg_url = (
+            f"postgresql://{pg.get('user')}@{pg.get('host')}:{pg.get('port')}/{pg.get('database')}"
+            if pg.get("port")
+            else "-"
+        )
         return [
             f"state folder : {self.home}",
             f"AWS emulator : {self.moto_url or '-'}  [{'up' if self.moto_healthy else 'down'}]",
@@ -231,7 +235,12 @@ def _pg_healthy(pg: dict[str, Any] | None) -> bool:
         import pg8000
 
         conn = pg8000.connect(
-            user=pg["user"], password=pg["password"], host=pg["host"], port=pg["port"], database=pg["database"], timeout=3
+            user=pg["user"],
+            password=pg["password"],
+            host=pg["host"],
+            port=pg["port"],
+            database=pg["database"],
+            timeout=3,
         )
         conn.run("select 1")
         conn.close()
@@ -257,8 +266,18 @@ def _start_postgres(previous: dict[str, Any] | None) -> dict[str, Any]:
             entry = pwd.getpwnam(os_user)
             os.chown(pwfile, entry.pw_uid, entry.pw_gid)
         result = _pg_run(
-            [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", PG_USER, f"--pwfile={pwfile}", "--auth=scram-sha-256",
-             "--encoding=UTF8", "--locale=C", "--no-sync"],
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                PG_USER,
+                f"--pwfile={pwfile}",
+                "--auth=scram-sha-256",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ],
             os_user,
             cwd=base,
         )
@@ -297,7 +316,9 @@ def _start_postgres(previous: dict[str, Any] | None) -> dict[str, Any]:
 def _ensure_database(pg: dict[str, Any]) -> None:
     import pg8000
 
-    conn = pg8000.connect(user=pg["user"], password=pg["password"], host=pg["host"], port=pg["port"], database="postgres")
+    conn = pg8000.connect(
+        user=pg["user"], password=pg["password"], host=pg["host"], port=pg["port"], database="postgres"
+    )
     conn.autocommit = True
     if not conn.run("select 1 from pg_database where datname = :name", name=PG_DATABASE):
         conn.run(f"create database {PG_DATABASE}")
@@ -306,8 +327,11 @@ def _ensure_database(pg: dict[str, Any]) -> None:
 
 def _stop_postgres(pg: dict[str, Any]) -> None:
     if _pid_alive(pg.get("pid")) and Path(pg.get("bin", "")).exists():
-        _pg_run([str(Path(pg["bin"]) / "pg_ctl"), "-D", pg["pgdata"], "-m", "fast", "-w", "-t", "20", "stop"],
-                pg.get("os_user"), cwd=Path(pg["pgdata"]).parent)
+        _pg_run(
+            [str(Path(pg["bin"]) / "pg_ctl"), "-D", pg["pgdata"], "-m", "fast", "-w", "-t", "20", "stop"],
+            pg.get("os_user"),
+            cwd=Path(pg["pgdata"]).parent,
+        )
     if _pid_alive(pg.get("pid")):
         _kill(pg["pid"])
 
@@ -415,7 +439,9 @@ def postgres_params() -> dict[str, Any]:
     """Connection parameters of the embedded PostgreSQL (host, port, user, password, database)."""
     pg = read_state().get("postgres") or {}
     if not pg.get("port") or not _pid_alive(pg.get("pid")):
-        raise StackError("the embedded PostgreSQL is not running: start it with `make stack-up` (or `shoplake stack up`)")
+        raise StackError(
+            "the embedded PostgreSQL is not running: start it with `make stack-up` (or `shoplake stack up`)"
+        )
     return {k: pg[k] for k in ("host", "port", "user", "password", "database")}
 
 

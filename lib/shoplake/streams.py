@@ -115,9 +115,16 @@ class PutResult:
 
     def counts(self) -> dict[str, Any]:
         """The counts as a plain dict (for notebooks' metrics and ``--json`` output)."""
-        return {"submitted": self.submitted, "sent": self.sent, "failed": self.failed, "retried": self.retried,
-                "rejected": self.rejected, "calls": self.calls, "elapsed_s": round(self.elapsed_s, 3),
-                "rate_per_s": round(self.rate, 1)}
+        return {
+            "submitted": self.submitted,
+            "sent": self.sent,
+            "failed": self.failed,
+            "retried": self.retried,
+            "rejected": self.rejected,
+            "calls": self.calls,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "rate_per_s": round(self.rate, 1),
+        }
 
 
 # --------------------------------------------------------------------------- names and encoding
@@ -246,8 +253,10 @@ def _send_with_retries(
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "ResourceNotFoundException":
-                raise StreamError(f"{what} does not exist: run notebook 00_provision (or `shoplake infra apply`) "
-                                  f"with the same SHOPLAKE_PREFIX ({config.settings().prefix})") from exc
+                raise StreamError(
+                    f"{what} does not exist: run notebook 00_provision (or `shoplake infra apply`) "
+                    f"with the same SHOPLAKE_PREFIX ({config.settings().prefix})"
+                ) from exc
             if code not in TRANSIENT_CALL_ERRORS:
                 raise
             responses = [{"ErrorCode": code, "ErrorMessage": str(exc)} for _ in pending]
@@ -319,8 +328,13 @@ def put_records(
             size = len(data) + len(key.encode("utf-8"))
             if size > KINESIS_MAX_RECORD_BYTES:
                 result.rejected += 1
-                result.rejected_records.append({"record": record, "reason": f"record is {size} bytes with its "
-                                                f"partition key; Kinesis accepts at most {KINESIS_MAX_RECORD_BYTES}"})
+                result.rejected_records.append(
+                    {
+                        "record": record,
+                        "reason": f"record is {size} bytes with its "
+                        f"partition key; Kinesis accepts at most {KINESIS_MAX_RECORD_BYTES}",
+                    }
+                )
                 continue
             yield _Entry(record, data, key, size)
 
@@ -336,7 +350,9 @@ def put_records(
             bar.update(len(batch))
     result.elapsed_s = time.perf_counter() - began
     if result.failed or result.rejected:
-        log.warning("put_records %s: %d sent, %d failed, %d rejected", name, result.sent, result.failed, result.rejected)
+        log.warning(
+            "put_records %s: %d sent, %d failed, %d rejected", name, result.sent, result.failed, result.rejected
+        )
     return result
 
 
@@ -368,8 +384,12 @@ def put_firehose(
             data = encode(record, newline=newline)
             if len(data) > FIREHOSE_MAX_RECORD_BYTES:
                 result.rejected += 1
-                result.rejected_records.append({"record": record, "reason": f"record is {len(data)} bytes; Firehose "
-                                                f"accepts at most {FIREHOSE_MAX_RECORD_BYTES}"})
+                result.rejected_records.append(
+                    {
+                        "record": record,
+                        "reason": f"record is {len(data)} bytes; Firehose accepts at most {FIREHOSE_MAX_RECORD_BYTES}",
+                    }
+                )
                 continue
             yield _Entry(record, data, None, len(data))
 
@@ -383,7 +403,9 @@ def put_firehose(
             bar.update(len(batch))
     result.elapsed_s = time.perf_counter() - began
     if result.failed or result.rejected:
-        log.warning("put_firehose %s: %d sent, %d failed, %d rejected", name, result.sent, result.failed, result.rejected)
+        log.warning(
+            "put_firehose %s: %d sent, %d failed, %d rejected", name, result.sent, result.failed, result.rejected
+        )
     return result
 
 
@@ -432,8 +454,10 @@ def replay(
                 bar.update(len(chunk))
         else:
             if time_column not in events.columns:
-                raise StreamError(f"replay with a speed needs the event time column {time_column!r}; "
-                                  f"columns are {list(events.columns)}")
+                raise StreamError(
+                    f"replay with a speed needs the event time column {time_column!r}; "
+                    f"columns are {list(events.columns)}"
+                )
             times = pd.to_datetime(events[time_column], utc=True)
             offsets = ((times - times.min()).dt.total_seconds() / speed).to_numpy()
             wall0 = time.perf_counter()
@@ -513,8 +537,10 @@ def shards(stream: str, client: Any = None) -> list[str]:
             kwargs = {"NextToken": token}
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            raise StreamError(f"Kinesis stream {name} does not exist: run notebook 00_provision "
-                              f"(or `shoplake infra apply`) with SHOPLAKE_PREFIX={config.settings().prefix}") from exc
+            raise StreamError(
+                f"Kinesis stream {name} does not exist: run notebook 00_provision "
+                f"(or `shoplake infra apply`) with SHOPLAKE_PREFIX={config.settings().prefix}"
+            ) from exc
         raise
 
 
@@ -608,8 +634,17 @@ def read_shard(
 
     Ends when caught up, unless ``follow=True`` (then runs until the ``stop`` event is set).
     """
-    for records, _behind in read_batches(stream, shard_id, after_sequence, position=position, limit=limit,
-                                         follow=follow, poll_interval=poll_interval, stop=stop, client=client):
+    for records, _behind in read_batches(
+        stream,
+        shard_id,
+        after_sequence,
+        position=position,
+        limit=limit,
+        follow=follow,
+        poll_interval=poll_interval,
+        stop=stop,
+        client=client,
+    ):
         yield from records
 
 

@@ -73,10 +73,17 @@ def record_metrics(out_dir: str | os.PathLike[str], notebook: str, metrics: dict
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{notebook}.metrics.json"
-    payload = {"notebook": notebook, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "settings": {"target": config.settings().target, "scale": config.settings().scale,
-                            "seed": config.settings().seed, "prefix": config.settings().prefix},
-               "metrics": _plain(metrics)}
+    payload = {
+        "notebook": notebook,
+        "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "settings": {
+            "target": config.settings().target,
+            "scale": config.settings().scale,
+            "seed": config.settings().seed,
+            "prefix": config.settings().prefix,
+        },
+        "metrics": _plain(metrics),
+    }
     path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     return path
 
@@ -84,7 +91,9 @@ def record_metrics(out_dir: str | os.PathLike[str], notebook: str, metrics: dict
 def read_metrics(out_dir: str | os.PathLike[str], notebook: str) -> dict[str, Any]:
     path = Path(out_dir) / f"{notebook}.metrics.json"
     if not path.exists():
-        raise ShoplakeError(f"{path} does not exist: run notebook {notebook} first (shoplake run --only {notebook[:2]})")
+        raise ShoplakeError(
+            f"{path} does not exist: run notebook {notebook} first (shoplake run --only {notebook[:2]})"
+        )
     return json.loads(path.read_text())["metrics"]
 
 
@@ -166,10 +175,17 @@ def run_notebooks(
         executed = executed_dir / path.name
         began = time.perf_counter()
         try:
-            pm.execute_notebook(str(path), str(executed), parameters=params, cwd=str(path.parent),
-                                kernel_name="python3", progress_bar=False, log_output=False,
-                                # the kernel's own start-up warnings (loopback TCP) are noise in `make run`
-                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+            pm.execute_notebook(
+                str(path),
+                str(executed),
+                parameters=params,
+                cwd=str(path.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=False,
+                # the kernel's own start-up warnings (loopback TCP) are noise in `make run`
+                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+            )
         except Exception as exc:  # papermill raises PapermillExecutionError with the cell and traceback
             results.append(NotebookResult(path.stem, time.perf_counter() - began, False, _failing_cell(exc)))
             if executed.exists():
@@ -197,8 +213,9 @@ def cli(scale: str, seed: int, only: str | None, out_dir: Path | None, keep_stac
     settings = config.settings()
     results = []
     try:
-        results = run_notebooks(scale=scale, seed=seed, only=only.split(",") if only else None,
-                                out_dir=out_dir, keep_going=keep_going)
+        results = run_notebooks(
+            scale=scale, seed=seed, only=only.split(",") if only else None, out_dir=out_dir, keep_going=keep_going
+        )
     finally:
         if settings.is_local and not keep_stack:
             from shoplake import stack
@@ -210,5 +227,7 @@ def cli(scale: str, seed: int, only: str | None, out_dir: Path | None, keep_stac
     click.echo(f"reports in {REPORT_DIR}")
     failed = [r for r in results if not r.ok]
     if failed:
-        raise NotebookFailed(f"notebook {failed[0].name} failed at {failed[0].error}; open "
-                             f"reports/{failed[0].name}.html to see the traceback")
+        raise NotebookFailed(
+            f"notebook {failed[0].name} failed at {failed[0].error}; open "
+            f"reports/{failed[0].name}.html to see the traceback"
+        )

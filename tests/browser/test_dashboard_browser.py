@@ -13,8 +13,16 @@ pytestmark = pytest.mark.slow
 
 SAMPLE = config.REPO_ROOT / "data" / "samples" / "access_tricky.log"
 REPORTS = config.REPO_ROOT / "reports"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _chromium() -> str:
@@ -62,15 +70,22 @@ def test_dashboard_numbers_equal_index_answers(log_index):
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1400})
             page.goto(server.url, wait_until="domcontentloaded")
-            page.wait_for_function("document.querySelector('#kpi-requests') && "
-                                   "document.querySelector('#kpi-requests').innerText !== '…'", timeout=30000)
-            page.wait_for_function("document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5 && "
-                                   "document.querySelectorAll('#graph-status .bars .point').length > 0", timeout=30000)
+            page.wait_for_function(
+                "document.querySelector('#kpi-requests') && document.querySelector('#kpi-requests').innerText !== '…'",
+                timeout=30000,
+            )
+            page.wait_for_function(
+                "document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5 && "
+                "document.querySelectorAll('#graph-status .bars .point').length > 0",
+                timeout=30000,
+            )
             shown = {name: _number(page.inner_text(f"#kpi-{name}")) for name in expected}
             assert shown == expected
             rows = page.query_selector_all("#table-paths tr")[1:]
-            table = [(r.query_selector(".path").inner_text(), int(_number(r.query_selector(".count").inner_text())))
-                     for r in rows]
+            table = [
+                (r.query_selector(".path").inner_text(), int(_number(r.query_selector(".count").inner_text())))
+                for r in rows
+            ]
             assert table == list(zip(top_paths["key"], top_paths["count"].astype(int), strict=True))
             assert len(page.query_selector_all("#spikes li.spike")) == len(spikes)
             page.screenshot(path=str(REPORTS / "dashboard.png"), full_page=True)

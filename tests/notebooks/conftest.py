@@ -13,9 +13,16 @@ def workbook_run(local_stack, tmp_path_factory):
     out = tmp_path_factory.mktemp("workbook")
     # a smaller hyper-parameter grid keeps Spark to a few fits; the full grid runs in `make run`
     extra = {"03_recommendations": {"ranks": [8], "alphas": [2.0]}}
-    results = workbook.run_notebooks(scale="tiny", seed=42, target="local", out_dir=out / "build",
-                                     report_dir=out / "reports", keep_going=True, progress=False,
-                                     extra_parameters=extra)
+    results = workbook.run_notebooks(
+        scale="tiny",
+        seed=42,
+        target="local",
+        out_dir=out / "build",
+        report_dir=out / "reports",
+        keep_going=True,
+        progress=False,
+        extra_parameters=extra,
+    )
     return {r.name: r for r in results}
 
 

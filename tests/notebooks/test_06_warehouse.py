@@ -6,8 +6,16 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-QUERIES = {"daily_revenue", "revenue_by_country", "top_products", "basket_size", "repeat_customer_rate",
-           "cohort_retention", "rfm_segments", "france_best_sellers"}
+QUERIES = {
+    "daily_revenue",
+    "revenue_by_country",
+    "top_products",
+    "basket_size",
+    "repeat_customer_rate",
+    "cohort_retention",
+    "rfm_segments",
+    "france_best_sellers",
+}
 
 
 @pytest.fixture(scope="module")

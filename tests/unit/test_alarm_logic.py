@@ -32,7 +32,10 @@ def test_windows_emit_empty_windows_count_orders_once_and_late_records():
     assert windows.add(T0 + 200, "1003", 0) == "accepted"  # two empty minutes in between
     closed = windows.close_ready()
     assert [(w.start - T0, w.orders, w.lines, w.cancellations) for w in closed] == [
-        (0, 1, 3, 1), (60, 0, 0, 0), (120, 0, 0, 0)]
+        (0, 1, 3, 1),
+        (60, 0, 0, 0),
+        (120, 0, 0, 0),
+    ]
     assert windows.add(T0 + 30, "1004", 0) == "late"
     assert windows.counts == {"accepted": 4, "late": 1, "duplicate": 1}
     restored = EventTimeWindows.from_state(json.loads(json.dumps(windows.to_state())))
@@ -85,18 +88,23 @@ def test_forest_state_round_trip_scores_alike():
 def test_decode_names_what_is_wrong():
     good = {"InvoiceNo": "536365", "InvoiceDate": "2011-11-09T10:00:00Z", "LineNo": 1}
     assert decode(json.dumps(good).encode()) == (parse_ts("2011-11-09T10:00:00Z"), "536365", 1)
-    for data, reason in [(b"{not json", "not JSON"), (b"[1]", "not a JSON object"),
-                         (json.dumps({**good, "InvoiceNo": ""}).encode(), "InvoiceNo"),
-                         (json.dumps({**good, "InvoiceDate": "yesterday"}).encode(), "InvoiceDate"),
-                         (json.dumps({**good, "LineNo": -1}).encode(), "LineNo")]:
+    for data, reason in [
+        (b"{not json", "not JSON"),
+        (b"[1]", "not a JSON object"),
+        (json.dumps({**good, "InvoiceNo": ""}).encode(), "InvoiceNo"),
+        (json.dumps({**good, "InvoiceDate": "yesterday"}).encode(), "InvoiceDate"),
+        (json.dumps({**good, "LineNo": -1}).encode(), "LineNo"),
+    ]:
         with pytest.raises(Malformed, match=reason):
             decode(data)
 
 
 def test_detector_counts_bad_records_and_keeps_going():
     detector = RateDetector(detector_config(600, num_trees=5, tree_size=32, warmup_windows=20))
-    good = [json.dumps({"InvoiceNo": str(i), "InvoiceDate": f"2011-11-09T10:{i:02d}:00Z", "LineNo": 0}).encode()
-            for i in range(30)]
+    good = [
+        json.dumps({"InvoiceNo": str(i), "InvoiceDate": f"2011-11-09T10:{i:02d}:00Z", "LineNo": 0}).encode()
+        for i in range(30)
+    ]
     late = json.dumps({"InvoiceNo": "9", "InvoiceDate": "2011-11-09T09:00:00Z", "LineNo": 0}).encode()
     _alarms, dead = detector.process(good[:20] + [b"garbage", late] + good[20:])
     assert detector.counts["malformed"] == 1 and detector.counts["late"] == 1 and detector.counts["accepted"] == 30

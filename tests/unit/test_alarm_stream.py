@@ -13,10 +13,20 @@ from shoplake.alarm import detector as det
 from shoplake.functions import rate_alarm
 
 INCIDENTS = [
-    {"incident_id": "a", "kind": "outage", "start": "2011-11-09T10:33:00Z", "end": "2011-11-09T11:03:00Z",
-     "multiplier": 0.05},
-    {"incident_id": "b", "kind": "surge", "start": "2011-11-09T12:44:00Z", "end": "2011-11-09T13:14:00Z",
-     "multiplier": 4.0},
+    {
+        "incident_id": "a",
+        "kind": "outage",
+        "start": "2011-11-09T10:33:00Z",
+        "end": "2011-11-09T11:03:00Z",
+        "multiplier": 0.05,
+    },
+    {
+        "incident_id": "b",
+        "kind": "surge",
+        "start": "2011-11-09T12:44:00Z",
+        "end": "2011-11-09T13:14:00Z",
+        "multiplier": 4.0,
+    },
 ]
 
 
@@ -29,8 +39,17 @@ def replayed(provisioned):
         det.start_at_stream_end(consumer)  # other tests of this session may have put orders on the stream
     messages.purge_inbox()
     streams.replay(sim.events, "orders", progress=False)
-    late = {"InvoiceNo": "999999", "StockCode": "X", "Quantity": 1, "InvoiceDate": "2011-11-09T09:00:00Z",
-            "UnitPrice": 1.0, "CustomerID": None, "Country": "EIRE", "Description": "late", "LineNo": 0}
+    late = {
+        "InvoiceNo": "999999",
+        "StockCode": "X",
+        "Quantity": 1,
+        "InvoiceDate": "2011-11-09T09:00:00Z",
+        "UnitPrice": 1.0,
+        "CustomerID": None,
+        "Country": "EIRE",
+        "Description": "late",
+        "LineNo": 0,
+    }
     streams.put_records("orders", [b"{broken json", late], progress=False)
     return sim, consumers
 
@@ -46,10 +65,14 @@ def test_alarms_reach_the_topic_once_per_incident_and_bad_records_are_counted(re
     assert sorted(a["kind"] for a in result.alarms) == ["drop", "surge"]
     texts = [m["text"] for m in messages.sent_messages() if consumer in m["text"]]
     assert len(texts) == 2 and all("orders vs ~" in t and "score" in t for t in texts)
-    dlq = config.client("sqs").receive_message(QueueUrl=_outputs()["queue_url:rate-alarm-dlq"],
-                                               MaxNumberOfMessages=10, VisibilityTimeout=0)
-    reasons = {json.loads(m["Body"])["reason"].split(":")[0] for m in dlq.get("Messages", [])
-               if json.loads(m["Body"]).get("consumer") == f"detector#{consumer}"}
+    dlq = config.client("sqs").receive_message(
+        QueueUrl=_outputs()["queue_url:rate-alarm-dlq"], MaxNumberOfMessages=10, VisibilityTimeout=0
+    )
+    reasons = {
+        json.loads(m["Body"])["reason"].split(":")[0]
+        for m in dlq.get("Messages", [])
+        if json.loads(m["Body"]).get("consumer") == f"detector#{consumer}"
+    }
     assert reasons == {"malformed", "late"}
 
 
@@ -79,12 +102,28 @@ def test_handler_deduplicates_and_respects_the_cool_down(provisioned):
     detector = f"unit-{uuid.uuid4().hex[:6]}"
 
     def alarm(incident: str, at: str) -> dict:
-        return {"incident_id": incident, "detector": detector, "kind": "surge", "window_start": at,
-                "window_end": at, "observed": 90, "expected": 30.0, "score": 50.0, "threshold": 20.0, "raised_at": at}
+        return {
+            "incident_id": incident,
+            "detector": detector,
+            "kind": "surge",
+            "window_start": at,
+            "window_end": at,
+            "observed": 90,
+            "expected": 30.0,
+            "score": 50.0,
+            "threshold": 20.0,
+            "raised_at": at,
+        }
 
     def send(*alarms: dict) -> list[str]:
-        answer = rate_alarm.process_event({"alarms": list(alarms)}, outputs["topic_arn:alarms"],
-                                          outputs["table:alarm_state"], sns, dynamodb, cooldown_seconds=900)
+        answer = rate_alarm.process_event(
+            {"alarms": list(alarms)},
+            outputs["topic_arn:alarms"],
+            outputs["table:alarm_state"],
+            sns,
+            dynamodb,
+            cooldown_seconds=900,
+        )
         return [r["status"] for r in answer["results"]]
 
     assert send(alarm("i1", "2011-11-09T10:00:00Z")) == ["published"]

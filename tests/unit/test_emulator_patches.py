@@ -12,13 +12,23 @@ from shoplake import config, streams
 def table(local_stack):
     ddb = config.client("dynamodb")
     name = config.resource_name(f"patch-{uuid.uuid4().hex[:6]}")
-    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                           {"AttributeName": "sk", "AttributeType": "S"},
-                                           {"AttributeName": "g", "AttributeType": "S"}],
-                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-                     GlobalSecondaryIndexes=[{"IndexName": "by-g", "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
-                                              "Projection": {"ProjectionType": "ALL"}}])
+    ddb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+            {"AttributeName": "g", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by-g",
+                "KeySchema": [{"AttributeName": "g", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "ALL"},
+            }
+        ],
+    )
     for pk in ("a", "b", "c"):
         for i in range(5):
             ddb.put_item(TableName=name, Item={"pk": {"S": pk}, "sk": {"S": f"{i:02d}"}, "g": {"S": f"g{i % 2}"}})
@@ -28,16 +38,32 @@ def table(local_stack):
 
 def test_dynamodb_query_reads_one_partition_in_key_order(table):
     ddb = config.client("dynamodb")
-    newest_first = ddb.query(TableName=table, KeyConditionExpression="pk = :p", ScanIndexForward=False,
-                             ExpressionAttributeValues={":p": {"S": "b"}})["Items"]
+    newest_first = ddb.query(
+        TableName=table,
+        KeyConditionExpression="pk = :p",
+        ScanIndexForward=False,
+        ExpressionAttributeValues={":p": {"S": "b"}},
+    )["Items"]
     assert [(i["pk"]["S"], i["sk"]["S"]) for i in newest_first] == [("b", f"{i:02d}") for i in (4, 3, 2, 1, 0)]
-    ranged = ddb.query(TableName=table, KeyConditionExpression="pk = :p AND sk >= :s", Limit=2,
-                       ExpressionAttributeValues={":p": {"S": "c"}, ":s": {"S": "02"}})
+    ranged = ddb.query(
+        TableName=table,
+        KeyConditionExpression="pk = :p AND sk >= :s",
+        Limit=2,
+        ExpressionAttributeValues={":p": {"S": "c"}, ":s": {"S": "02"}},
+    )
     assert [i["sk"]["S"] for i in ranged["Items"]] == ["02", "03"] and "LastEvaluatedKey" in ranged
-    assert ddb.query(TableName=table, KeyConditionExpression="pk = :p",
-                     ExpressionAttributeValues={":p": {"S": "zz"}})["Items"] == []
-    by_index = ddb.query(TableName=table, IndexName="by-g", KeyConditionExpression="g = :g",
-                         ExpressionAttributeValues={":g": {"S": "g0"}})["Items"]
+    assert (
+        ddb.query(TableName=table, KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": {"S": "zz"}})[
+            "Items"
+        ]
+        == []
+    )
+    by_index = ddb.query(
+        TableName=table,
+        IndexName="by-g",
+        KeyConditionExpression="g = :g",
+        ExpressionAttributeValues={":g": {"S": "g0"}},
+    )["Items"]
     assert len(by_index) == 9  # 3 partitions × sk 00, 02, 04: index queries still span the table
 
 
@@ -49,7 +75,9 @@ def test_kinesis_reads_every_record_once_in_order(local_stack):
     try:
         streams.put_records(name, [{"n": n} for n in range(1200)], partition_key=lambda _r: "k")
         shard = kinesis.list_shards(StreamName=name)["Shards"][0]["ShardId"]
-        iterator = kinesis.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        iterator = kinesis.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
         seen = []
         while True:
             page = kinesis.get_records(ShardIterator=iterator, Limit=500)
@@ -58,8 +86,9 @@ def test_kinesis_reads_every_record_once_in_order(local_stack):
                 break
             iterator = page["NextShardIterator"]
         assert seen == list(range(1200))
-        middle = kinesis.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
-                                            StartingSequenceNumber=str(600))["ShardIterator"]
+        middle = kinesis.get_shard_iterator(
+            StreamName=name, ShardId=shard, ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=str(600)
+        )["ShardIterator"]
         assert len(kinesis.get_records(ShardIterator=middle, Limit=10000)["Records"]) == 600
         latest = kinesis.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="LATEST")["ShardIterator"]
         assert kinesis.get_records(ShardIterator=latest)["Records"] == []
@@ -82,7 +111,11 @@ def test_dynamodb_scan_pages_see_every_item_once_and_new_writes(table):
     assert len(seen) == len(set(seen))
     assert {(pk, f"{i:02d}") for pk in "abc" for i in range(5)} <= set(seen)
     assert ("zz", "00") in seen  # sorted after every earlier key, so a later page holds it
-    ddb.update_item(TableName=table, Key={"pk": {"S": "a"}, "sk": {"S": "00"}}, UpdateExpression="SET g = :g",
-                    ExpressionAttributeValues={":g": {"S": "changed"}})
+    ddb.update_item(
+        TableName=table,
+        Key={"pk": {"S": "a"}, "sk": {"S": "00"}},
+        UpdateExpression="SET g = :g",
+        ExpressionAttributeValues={":g": {"S": "changed"}},
+    )
     items = {(i["pk"]["S"], i["sk"]["S"]): i["g"]["S"] for i in ddb.scan(TableName=table)["Items"]}
     assert items[("a", "00")] == "changed" and len(items) == 16

@@ -28,7 +28,9 @@ def test_apply_is_idempotent_and_destroy_removes_everything(own_prefix):
     assert [c.action for c in second] == ["unchanged"] * len(spec)
     # the resources really exist in the emulator, with the configured shape
     kinesis = config.client("kinesis").describe_stream_summary(StreamName=config.resource_name("orders"))
-    assert kinesis["StreamDescriptionSummary"]["OpenShardCount"] == infra.find("kinesis_stream", "orders").props["shards"]
+    assert (
+        kinesis["StreamDescriptionSummary"]["OpenShardCount"] == infra.find("kinesis_stream", "orders").props["shards"]
+    )
     table = config.client("dynamodb").describe_table(TableName=config.resource_name("order_history"))["Table"]
     assert {k["AttributeName"] for k in table["KeySchema"]} == {"customer_id", "order_key"}
     fn = config.client("lambda").get_function_configuration(FunctionName=config.resource_name("order-history"))

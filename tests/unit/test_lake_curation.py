@@ -11,10 +11,27 @@ import pytest
 from shoplake import lake
 
 
-def _event(invoice: str, line: int, code: str = "85123A", qty: int = 2, price: float = 2.55,
-           customer: str | None = "17850", when: str = "2024-03-01T10:15:00Z", country: str = "France") -> dict:
-    return {"InvoiceNo": invoice, "StockCode": code, "Description": "WHITE HANGING HEART", "Quantity": qty,
-            "InvoiceDate": when, "UnitPrice": price, "CustomerID": customer, "Country": country, "LineNo": line}
+def _event(
+    invoice: str,
+    line: int,
+    code: str = "85123A",
+    qty: int = 2,
+    price: float = 2.55,
+    customer: str | None = "17850",
+    when: str = "2024-03-01T10:15:00Z",
+    country: str = "France",
+) -> dict:
+    return {
+        "InvoiceNo": invoice,
+        "StockCode": code,
+        "Description": "WHITE HANGING HEART",
+        "Quantity": qty,
+        "InvoiceDate": when,
+        "UnitPrice": price,
+        "CustomerID": customer,
+        "Country": country,
+        "LineNo": line,
+    }
 
 
 def _lines(*events: object) -> list[tuple[str, str]]:
@@ -44,8 +61,13 @@ def test_every_reason_is_counted_and_delivered_equals_curated_plus_set_aside():
     result = lake.curate_lines(lines, raw_objects=5)
     counts = result.counts
     assert counts.delivered == 13
-    assert counts.set_aside == {"malformed_json": 2, "missing_field": 1, "invalid_value": 4, "duplicate": 1,
-                                "non_product": 2}
+    assert counts.set_aside == {
+        "malformed_json": 2,
+        "missing_field": 1,
+        "invalid_value": 4,
+        "duplicate": 1,
+        "non_product": 2,
+    }
     assert counts.curated == 3
     assert counts.curated + counts.set_aside_total == counts.delivered
     assert counts.cancellations == 1 and counts.guest_lines == 1 and counts.training_lines == 1
@@ -57,8 +79,12 @@ def test_every_reason_is_counted_and_delivered_equals_curated_plus_set_aside():
 
 
 def test_curated_rows_are_typed_per_the_contract():
-    result = lake.curate_lines(_lines(_event("C536366", 4, qty=-3, price=1.1, when="2024-03-01T23:59:59Z"),
-                                      _event("536365", 0, qty=6, price=2.55, customer=None)))
+    result = lake.curate_lines(
+        _lines(
+            _event("C536366", 4, qty=-3, price=1.1, when="2024-03-01T23:59:59Z"),
+            _event("536365", 0, qty=6, price=2.55, customer=None),
+        )
+    )
     df = result.order_lines.set_index("event_id")
     cancel = df.loc["C536366-4"]
     assert cancel["unit_price"] == Decimal("1.10") and cancel["line_amount"] == Decimal("-3.30")
@@ -71,24 +97,46 @@ def test_curated_rows_are_typed_per_the_contract():
     assert str(result.order_lines["invoice_ts"].dtype) == "datetime64[us, UTC]"
 
 
-@pytest.mark.parametrize("code, is_product", [
-    ("85123A", True), ("22423", True), ("POST", False), ("DOT", False), ("M", False), ("m", False),
-    ("BANK CHARGES", False), ("C2", False), ("PADS", False), ("gift_0001_20", False), ("AMAZONFEE", False),
-])
+@pytest.mark.parametrize(
+    "code, is_product",
+    [
+        ("85123A", True),
+        ("22423", True),
+        ("POST", False),
+        ("DOT", False),
+        ("M", False),
+        ("m", False),
+        ("BANK CHARGES", False),
+        ("C2", False),
+        ("PADS", False),
+        ("gift_0001_20", False),
+        ("AMAZONFEE", False),
+    ],
+)
 def test_non_product_codes(code, is_product):
     assert lake.is_product_code(code) is is_product
 
 
 def test_products_and_customers_are_derived_from_curated_lines():
-    result = lake.curate_lines(_lines(
-        _event("536365", 0, code="22423", qty=2, price=12.75, when="2024-03-01T10:00:00Z"),
-        _event("536366", 0, code="22423", qty=1, price=10.95, when="2024-03-02T10:00:00Z", customer="12583"),
-        _event("C536367", 0, code="22423", qty=-1, price=10.95, when="2024-03-03T10:00:00Z"),
-    ))
+    result = lake.curate_lines(
+        _lines(
+            _event("536365", 0, code="22423", qty=2, price=12.75, when="2024-03-01T10:00:00Z"),
+            _event("536366", 0, code="22423", qty=1, price=10.95, when="2024-03-02T10:00:00Z", customer="12583"),
+            _event("C536367", 0, code="22423", qty=-1, price=10.95, when="2024-03-03T10:00:00Z"),
+        )
+    )
     products = lake.derive_products(result.order_lines)
-    assert products.to_dict("records") == [{
-        "stock_code": "22423", "description": "WHITE HANGING HEART", "unit_price": Decimal("10.95"), "lines": 2,
-        "quantity": 3, "first_order_date": "2024-03-01", "last_order_date": "2024-03-02"}]
+    assert products.to_dict("records") == [
+        {
+            "stock_code": "22423",
+            "description": "WHITE HANGING HEART",
+            "unit_price": Decimal("10.95"),
+            "lines": 2,
+            "quantity": 3,
+            "first_order_date": "2024-03-01",
+            "last_order_date": "2024-03-02",
+        }
+    ]
     customers = lake.derive_customers(result.order_lines).set_index("customer_id")
     assert customers.loc["17850", "orders"] == 1 and customers.loc["17850", "lines"] == 2
     assert customers.loc["12583", "orders"] == 1

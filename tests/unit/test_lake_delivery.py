@@ -44,7 +44,7 @@ def test_delivery_lands_in_firehose_layout(delivered, lake_stack):
     keys = lake._list_keys(lake_stack, lake.RAW_ORDERS_PREFIX)
     assert keys, "Firehose delivered nothing"
     # raw/orders/YYYY/MM/DD/HH/<object>
-    parts = keys[0][len(lake.RAW_ORDERS_PREFIX):].split("/")
+    parts = keys[0][len(lake.RAW_ORDERS_PREFIX) :].split("/")
     assert len(parts) == 5 and len(parts[0]) == 4 and all(len(p) == 2 for p in parts[1:4])
     _, lines = lake.read_raw_lines()
     assert len(lines) == len(delivered["events"]) + 150 + delivered["broken"]
@@ -56,8 +56,13 @@ def test_delivered_equals_curated_plus_set_aside_per_reason(delivered, tiny_data
     non_product_codes = set(tiny_dataset.products.loc[~tiny_dataset.products["is_product"], "StockCode"])
     expected_non_product = int(events["StockCode"].isin(non_product_codes).sum())
     assert counts.delivered == len(events) + 150 + 2
-    assert counts.set_aside == {"malformed_json": 1, "missing_field": 1, "invalid_value": 0, "duplicate": 150,
-                                "non_product": expected_non_product}
+    assert counts.set_aside == {
+        "malformed_json": 1,
+        "missing_field": 1,
+        "invalid_value": 0,
+        "duplicate": 150,
+        "non_product": expected_non_product,
+    }
     assert counts.curated == len(events) - expected_non_product
     assert counts.curated + counts.set_aside_total == counts.delivered
     products = events.loc[~events["StockCode"].isin(non_product_codes)]
@@ -72,11 +77,14 @@ def test_delivered_equals_curated_plus_set_aside_per_reason(delivered, tiny_data
 
 def test_curated_lake_matches_the_source_to_the_cent(delivered, tiny_dataset):
     events = delivered["events"]
-    products = events.loc[tiny_dataset.products.set_index("StockCode")
-                          .loc[events["StockCode"], "is_product"].to_numpy()]
+    products = events.loc[
+        tiny_dataset.products.set_index("StockCode").loc[events["StockCode"], "is_product"].to_numpy()
+    ]
     curated = lake.read_curated_order_lines()
-    expected = sum(Decimal(repr(price)).quantize(Decimal("0.01")) * qty
-                   for price, qty in zip(products["UnitPrice"], products["Quantity"], strict=True))
+    expected = sum(
+        Decimal(repr(price)).quantize(Decimal("0.01")) * qty
+        for price, qty in zip(products["UnitPrice"], products["Quantity"], strict=True)
+    )
     assert sum(curated["line_amount"]) == expected
     assert str(curated["invoice_ts"].dt.tz) == "UTC"
     training = lake.read_curated_order_lines(training=True)

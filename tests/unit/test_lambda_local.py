@@ -21,14 +21,22 @@ def tables(local_stack):
     dynamodb, sqs = config.client("dynamodb"), config.client("sqs")
     suffix = uuid.uuid4().hex[:8]
     names = {"table": config.resource_name(f"ll-oh-{suffix}"), "checkpoints": config.resource_name(f"ll-cp-{suffix}")}
-    for name, (hash_key, range_key) in ((names["table"], ("customer_id", "order_key")),
-                                        (names["checkpoints"], ("consumer", "shard_id"))):
+    for name, (hash_key, range_key) in (
+        (names["table"], ("customer_id", "order_key")),
+        (names["checkpoints"], ("consumer", "shard_id")),
+    ):
         dynamodb.create_table(
-            TableName=name, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": hash_key, "AttributeType": "S"},
-                                  {"AttributeName": range_key, "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": hash_key, "KeyType": "HASH"},
-                       {"AttributeName": range_key, "KeyType": "RANGE"}])
+            TableName=name,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": hash_key, "AttributeType": "S"},
+                {"AttributeName": range_key, "AttributeType": "S"},
+            ],
+            KeySchema=[
+                {"AttributeName": hash_key, "KeyType": "HASH"},
+                {"AttributeName": range_key, "KeyType": "RANGE"},
+            ],
+        )
     names["dlq"] = sqs.create_queue(QueueName=config.resource_name(f"ll-dlq-{suffix}"))["QueueUrl"]
     names["on_failure"] = sqs.create_queue(QueueName=config.resource_name(f"ll-of-{suffix}"))["QueueUrl"]
     yield names
@@ -50,15 +58,34 @@ def stream(local_stack):
 
 def events(n: int, customers: int = 7, tag: str | None = None) -> list[dict[str, Any]]:
     tag = tag or uuid.uuid4().hex[:6]
-    return [{"InvoiceNo": f"{700000 + i // 3}", "StockCode": f"S{i % 3}", "Description": "THING", "Quantity": 1 + i % 5,
-             "InvoiceDate": f"2011-02-{1 + i // 100:02d}T10:{(i // 3) % 60:02d}:00Z", "UnitPrice": 1.25,
-             "CustomerID": f"{tag}-{(i // 3) % customers}", "Country": "France", "LineNo": i % 3} for i in range(n)]
+    return [
+        {
+            "InvoiceNo": f"{700000 + i // 3}",
+            "StockCode": f"S{i % 3}",
+            "Description": "THING",
+            "Quantity": 1 + i % 5,
+            "InvoiceDate": f"2011-02-{1 + i // 100:02d}T10:{(i // 3) % 60:02d}:00Z",
+            "UnitPrice": 1.25,
+            "CustomerID": f"{tag}-{(i // 3) % customers}",
+            "Country": "France",
+            "LineNo": i % 3,
+        }
+        for i in range(n)
+    ]
 
 
 def settings(stream: str, tables: dict[str, str], **overrides: Any) -> lambda_local.MappingSettings:
-    base = dict(stream=stream, batch_size=25, batching_window_seconds=0.0, bisect_on_error=True,
-                max_retry_attempts=2, report_batch_item_failures=True, on_failure=tables["on_failure"],
-                retry_delay_seconds=0.001, poll_interval_seconds=0.05)
+    base = dict(
+        stream=stream,
+        batch_size=25,
+        batching_window_seconds=0.0,
+        bisect_on_error=True,
+        max_retry_attempts=2,
+        report_batch_item_failures=True,
+        on_failure=tables["on_failure"],
+        retry_delay_seconds=0.001,
+        poll_interval_seconds=0.05,
+    )
     base.update(overrides)
     return lambda_local.MappingSettings(**base)
 
@@ -73,15 +100,25 @@ def bound_handler(tables: dict[str, str]):
 
 
 def mapping(handler, stream, tables, consumer=None, **overrides) -> lambda_local.EventSourceMapping:
-    return lambda_local.EventSourceMapping(handler, settings(stream, tables, **overrides),
-                                           consumer=consumer or f"c-{uuid.uuid4().hex[:6]}",
-                                           checkpoint_table=tables["checkpoints"])
+    return lambda_local.EventSourceMapping(
+        handler,
+        settings(stream, tables, **overrides),
+        consumer=consumer or f"c-{uuid.uuid4().hex[:6]}",
+        checkpoint_table=tables["checkpoints"],
+    )
 
 
 def table_event_ids(tables: dict[str, str], tag: str) -> Counter[str]:
-    pages = config.client("dynamodb").get_paginator("scan").paginate(
-        TableName=tables["table"], ConsistentRead=True, FilterExpression="begins_with(customer_id, :t)",
-        ExpressionAttributeValues={":t": {"S": tag}})
+    pages = (
+        config.client("dynamodb")
+        .get_paginator("scan")
+        .paginate(
+            TableName=tables["table"],
+            ConsistentRead=True,
+            FilterExpression="begins_with(customer_id, :t)",
+            ExpressionAttributeValues={":t": {"S": tag}},
+        )
+    )
     return Counter(i["event_id"]["S"] for page in pages for i in page["Items"])
 
 
@@ -106,8 +143,13 @@ def test_mapping_settings_come_from_stack_yaml(local_stack, tables, monkeypatch)
 
     monkeypatch.setattr(infra, "resolve", lambda ref: f"resolved:{ref}")
     s = lambda_local.mapping_settings("orders-to-order-history")
-    assert (s.stream, s.batch_size, s.batching_window_seconds, s.bisect_on_error, s.max_retry_attempts) == \
-        ("orders", 100, 1.0, True, 3)
+    assert (s.stream, s.batch_size, s.batching_window_seconds, s.bisect_on_error, s.max_retry_attempts) == (
+        "orders",
+        100,
+        1.0,
+        True,
+        3,
+    )
     assert s.report_batch_item_failures and s.on_failure == "resolved:queue_url:order-history-dlq"
     with pytest.raises(lambda_local.MappingError, match="batch_size"):
         lambda_local.MappingSettings(batch_size=0)
@@ -237,7 +279,7 @@ def test_background_mapping_follows_the_stream_with_a_batching_window(stream, ta
 
     running = mapping(counting, stream, tables, batch_size=50, batching_window_seconds=0.3).start()
     for start in range(0, 90, 30):
-        streams.put_records(stream, batch[start:start + 30])
+        streams.put_records(stream, batch[start : start + 30])
     stats = running.drain(timeout=60)
     assert stats.records_done == 90 and max(sizes) <= 50
     assert len(stats.latencies_s) == 90 and all(0 <= s < 30 for s in stats.latencies_s)

@@ -26,11 +26,16 @@ def resources(local_stack):
     suffix = uuid.uuid4().hex[:8]
     table = config.resource_name(f"oh-{suffix}")
     dynamodb.create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "customer_id", "AttributeType": "S"},
-                              {"AttributeName": "order_key", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "customer_id", "KeyType": "HASH"},
-                   {"AttributeName": "order_key", "KeyType": "RANGE"}],
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "customer_id", "AttributeType": "S"},
+            {"AttributeName": "order_key", "AttributeType": "S"},
+        ],
+        KeySchema=[
+            {"AttributeName": "customer_id", "KeyType": "HASH"},
+            {"AttributeName": "order_key", "KeyType": "RANGE"},
+        ],
     )
     queue = sqs.create_queue(QueueName=config.resource_name(f"ohdlq-{suffix}"))["QueueUrl"]
     yield table, queue
@@ -38,11 +43,20 @@ def resources(local_stack):
     sqs.delete_queue(QueueUrl=queue)
 
 
-def line(invoice: str, stock: str, qty: int, date: str, customer: str | None, line_no: int = 0,
-         price: float = 2.55) -> dict[str, Any]:
-    return {"InvoiceNo": invoice, "StockCode": stock, "Description": f"ITEM {stock}", "Quantity": qty,
-            "InvoiceDate": date, "UnitPrice": price, "CustomerID": customer, "Country": "United Kingdom",
-            "LineNo": line_no}
+def line(
+    invoice: str, stock: str, qty: int, date: str, customer: str | None, line_no: int = 0, price: float = 2.55
+) -> dict[str, Any]:
+    return {
+        "InvoiceNo": invoice,
+        "StockCode": stock,
+        "Description": f"ITEM {stock}",
+        "Quantity": qty,
+        "InvoiceDate": date,
+        "UnitPrice": price,
+        "CustomerID": customer,
+        "Country": "United Kingdom",
+        "LineNo": line_no,
+    }
 
 
 def kinesis_event(payloads: list[Any], first_seq: int = 1) -> dict[str, Any]:
@@ -50,22 +64,35 @@ def kinesis_event(payloads: list[Any], first_seq: int = 1) -> dict[str, Any]:
     for i, payload in enumerate(payloads):
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         seq = str(first_seq + i)
-        records.append({"kinesis": {"data": base64.b64encode(data).decode(), "sequenceNumber": seq,
-                                    "partitionKey": "k", "approximateArrivalTimestamp": 1.7e9},
-                        "eventID": f"shardId-000000000000:{seq}", "eventSourceARN": "arn:aws:kinesis:x:1:stream/s"})
+        records.append(
+            {
+                "kinesis": {
+                    "data": base64.b64encode(data).decode(),
+                    "sequenceNumber": seq,
+                    "partitionKey": "k",
+                    "approximateArrivalTimestamp": 1.7e9,
+                },
+                "eventID": f"shardId-000000000000:{seq}",
+                "eventSourceARN": "arn:aws:kinesis:x:1:stream/s",
+            }
+        )
     return {"Records": records}
 
 
 def run(resources, payloads, first_seq=1):
     table, queue = resources
-    return order_history.process(kinesis_event(payloads, first_seq), table, queue, config.client("dynamodb"),
-                                 config.client("sqs"))
+    return order_history.process(
+        kinesis_event(payloads, first_seq), table, queue, config.client("dynamodb"), config.client("sqs")
+    )
 
 
 def items_of(table: str, customer: str) -> list[dict[str, Any]]:
     response = config.client("dynamodb").query(
-        TableName=table, KeyConditionExpression="customer_id = :c",
-        ExpressionAttributeValues={":c": {"S": customer}}, ConsistentRead=True)
+        TableName=table,
+        KeyConditionExpression="customer_id = :c",
+        ExpressionAttributeValues={":c": {"S": customer}},
+        ConsistentRead=True,
+    )
     return response["Items"]
 
 
@@ -84,32 +111,37 @@ def drain_queue(queue: str) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- pure validation
 
 
-@pytest.mark.parametrize(("payload", "reason"), [
-    (b"{not json", "not JSON"),
-    (b"[1, 2]", "not a JSON object"),
-    (json.dumps({"InvoiceNo": "1"}).encode(), "missing field"),
-    (json.dumps(line("536365", "A", 0, "2011-01-01T10:00:00Z", "1")).encode(), "Quantity"),
-    (json.dumps(line("536365", "A", 1, "2011-01-01 10:00", "1")).encode(), "InvoiceDate"),
-    (json.dumps(line("536365", "A", 1, "2011-02-30T10:00:00Z", "1")).encode(), "not a real date"),
-    (json.dumps(line("536365", "A", 1, "2011-01-01T10:00:00Z", "1", price=-5.0)).encode(), "UnitPrice"),
-    (json.dumps(line("536365", "A#B", 1, "2011-01-01T10:00:00Z", "1")).encode(), "StockCode"),
-    (json.dumps({**line("536365", "A", 1, "2011-01-01T10:00:00Z", "1"), "LineNo": -1}).encode(), "LineNo"),
-])
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (json.dumps({"InvoiceNo": "1"}).encode(), "missing field"),
+        (json.dumps(line("536365", "A", 0, "2011-01-01T10:00:00Z", "1")).encode(), "Quantity"),
+        (json.dumps(line("536365", "A", 1, "2011-01-01 10:00", "1")).encode(), "InvoiceDate"),
+        (json.dumps(line("536365", "A", 1, "2011-02-30T10:00:00Z", "1")).encode(), "not a real date"),
+        (json.dumps(line("536365", "A", 1, "2011-01-01T10:00:00Z", "1", price=-5.0)).encode(), "UnitPrice"),
+        (json.dumps(line("536365", "A#B", 1, "2011-01-01T10:00:00Z", "1")).encode(), "StockCode"),
+        (json.dumps({**line("536365", "A", 1, "2011-01-01T10:00:00Z", "1"), "LineNo": -1}).encode(), "LineNo"),
+    ],
+)
 def test_malformed_events_are_rejected_with_a_reason(payload, reason):
     with pytest.raises(order_history.Malformed, match=reason):
         order_history.parse_event(payload)
 
 
 def test_item_is_typed_and_keyed_deterministically():
-    event = order_history.parse_event(json.dumps(line("536365", "85123A", 6, "2010-12-01T08:26:00Z", "17850",
-                                                      line_no=3, price=2.55)).encode())
+    event = order_history.parse_event(
+        json.dumps(line("536365", "85123A", 6, "2010-12-01T08:26:00Z", "17850", line_no=3, price=2.55)).encode()
+    )
     item = order_history.to_item(event)
     assert item["customer_id"] == {"S": "17850"}
     assert item["order_key"] == {"S": "2010-12-01T08:26:00Z#536365#85123A#0003"}
     assert item["line_amount"] == {"N": "15.30"} and item["unit_price"] == {"N": "2.55"}
     assert item["is_guest"] == {"BOOL": False} and item["is_cancellation"] == {"BOOL": False}
-    guest = order_history.to_item(order_history.parse_event(json.dumps(
-        line("536366", "22633", 1, "2010-12-01T08:28:00Z", None)).encode()))
+    guest = order_history.to_item(
+        order_history.parse_event(json.dumps(line("536366", "22633", 1, "2010-12-01T08:28:00Z", None)).encode())
+    )
     assert guest["customer_id"] == {"S": "guest-536366"} and guest["is_guest"] == {"BOOL": True}
 
 
@@ -172,8 +204,13 @@ def test_cancellation_is_stored_and_marks_the_newest_matching_line_once(resource
 def test_guest_lines_get_their_own_partition_and_are_counted(resources):
     table, _ = resources
     invoice = "7" + uuid.uuid4().hex[:6]
-    response = run(resources, [line(invoice, "A", 1, "2011-01-07T10:00:00Z", None),
-                               line(invoice, "B", 1, "2011-01-07T10:00:00Z", None, line_no=1)])
+    response = run(
+        resources,
+        [
+            line(invoice, "A", 1, "2011-01-07T10:00:00Z", None),
+            line(invoice, "B", 1, "2011-01-07T10:00:00Z", None, line_no=1),
+        ],
+    )
     assert response["counts"]["guest_lines"] == 2
     assert len(items_of(table, f"guest-{invoice}")) == 2
 
@@ -202,14 +239,16 @@ def test_unprocessed_items_are_retried_then_reported_as_batch_item_failures(reso
     customer = uuid.uuid4().hex[:10]
     payloads = [line("600400", f"S{i}", 1, "2011-01-08T10:00:00Z", customer, line_no=i) for i in range(3)]
     # one item per attempt: the handler's own retries get all three in
-    response = order_history.process(kinesis_event(payloads, 10), table, queue, PartlyThrottled(table, 1),
-                                     config.client("sqs"))
+    response = order_history.process(
+        kinesis_event(payloads, 10), table, queue, PartlyThrottled(table, 1), config.client("sqs")
+    )
     assert response["batchItemFailures"] == [] and len(items_of(table, customer)) == 3
     # nothing ever accepted: every record is reported for the mapping to retry, none counted written
     customer2 = uuid.uuid4().hex[:10]
     payloads2 = [line("600401", f"S{i}", 1, "2011-01-08T10:00:00Z", customer2, line_no=i) for i in range(3)]
-    response = order_history.process(kinesis_event(payloads2, 20), table, queue, PartlyThrottled(table, 0),
-                                     config.client("sqs"))
+    response = order_history.process(
+        kinesis_event(payloads2, 20), table, queue, PartlyThrottled(table, 0), config.client("sqs")
+    )
     assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["20", "21", "22"]
     assert response["counts"]["written"] == 0 and items_of(table, customer2) == []
 
@@ -233,10 +272,23 @@ def test_handler_runs_standalone_from_its_lambda_zip(resources, tmp_path):
         "print(json.dumps(out))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SHOPLAKE_", "PYTHONPATH"))}
-    env.update(TABLE_NAME=table, DEAD_LETTER_QUEUE_URL=queue, AWS_ENDPOINT_URL=stack.moto_url(),
-               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
-    done = subprocess.run([sys.executable, "-c", script], input=json.dumps(event),
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    env.update(
+        TABLE_NAME=table,
+        DEAD_LETTER_QUEUE_URL=queue,
+        AWS_ENDPOINT_URL=stack.moto_url(),
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=json.dumps(event),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     counts = json.loads(done.stdout.strip().splitlines()[-1])["counts"]
     assert counts["written"] == 1 and counts["dead_lettered"] == 1
@@ -246,9 +298,21 @@ def test_handler_runs_standalone_from_its_lambda_zip(resources, tmp_path):
 
 def test_handler_refuses_a_non_loopback_endpoint(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SHOPLAKE_"))}
-    env.update(TABLE_NAME="t", DEAD_LETTER_QUEUE_URL="q", AWS_ENDPOINT_URL="http://example.com:4566",
-               AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    env.update(
+        TABLE_NAME="t",
+        DEAD_LETTER_QUEUE_URL="q",
+        AWS_ENDPOINT_URL="http://example.com:4566",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     source = os.path.dirname(order_history.__file__)
-    done = subprocess.run([sys.executable, "-c", "import order_history; order_history.handler({'Records': []})"],
-                          capture_output=True, text=True, cwd=source, env=env, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", "import order_history; order_history.handler({'Records': []})"],
+        capture_output=True,
+        text=True,
+        cwd=source,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode != 0 and "not a loopback address" in done.stderr

@@ -15,11 +15,27 @@ from shoplake import infra, lambda_local, orders, streams
 
 pytestmark = pytest.mark.slow  # ingests the tiny dataset twice (~30-60 s on a busy 2-core machine)
 
-NEEDED = {"kinesis_stream:orders", "dynamodb_table:order_history", "dynamodb_table:checkpoints",
-          "sqs_queue:order-history-dlq"}
-POISON = [b"this is not json", {"InvoiceNo": "999999", "StockCode": "X", "InvoiceDate": "2011-01-01T00:00:00Z"},
-          {"InvoiceNo": "999998", "StockCode": "X", "Description": "", "Quantity": 1, "InvoiceDate": "yesterday",
-           "UnitPrice": 1.0, "CustomerID": "1", "Country": "France", "LineNo": 0}]
+NEEDED = {
+    "kinesis_stream:orders",
+    "dynamodb_table:order_history",
+    "dynamodb_table:checkpoints",
+    "sqs_queue:order-history-dlq",
+}
+POISON = [
+    b"this is not json",
+    {"InvoiceNo": "999999", "StockCode": "X", "InvoiceDate": "2011-01-01T00:00:00Z"},
+    {
+        "InvoiceNo": "999998",
+        "StockCode": "X",
+        "Description": "",
+        "Quantity": 1,
+        "InvoiceDate": "yesterday",
+        "UnitPrice": 1.0,
+        "CustomerID": "1",
+        "Country": "France",
+        "LineNo": 0,
+    },
+]
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +100,12 @@ def test_client_returns_the_right_lines_in_the_right_order(pipeline):
         assert list(got.lines["invoice_no"]) == list(want["InvoiceNo"])
         assert list(got.lines["stock_code"]) == list(want["StockCode"])
         assert list(got.lines["quantity"]) == list(want["Quantity"])
-        totals = want.assign(amount=[Decimal(str(p)).quantize(Decimal("0.01")) * q
-                                     for p, q in zip(want["UnitPrice"], want["Quantity"], strict=True)])
+        totals = want.assign(
+            amount=[
+                Decimal(str(p)).quantize(Decimal("0.01")) * q
+                for p, q in zip(want["UnitPrice"], want["Quantity"], strict=True)
+            ]
+        )
         by_invoice = totals.groupby("InvoiceNo")["amount"].sum()
         assert {r.invoice_no: r.total for r in got.orders.itertuples()} == by_invoice.to_dict()
         assert list(got.orders["invoice_date"]) == sorted(got.orders["invoice_date"], reverse=True)

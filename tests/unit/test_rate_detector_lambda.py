@@ -21,10 +21,20 @@ from shoplake.alarm._windows import parse_ts
 from shoplake.functions import rate_detector as rd
 
 INCIDENTS = [
-    {"incident_id": "a", "kind": "outage", "start": "2011-11-09T10:33:00Z", "end": "2011-11-09T11:03:00Z",
-     "multiplier": 0.05},
-    {"incident_id": "b", "kind": "surge", "start": "2011-11-09T12:44:00Z", "end": "2011-11-09T13:14:00Z",
-     "multiplier": 4.0},
+    {
+        "incident_id": "a",
+        "kind": "outage",
+        "start": "2011-11-09T10:33:00Z",
+        "end": "2011-11-09T11:03:00Z",
+        "multiplier": 0.05,
+    },
+    {
+        "incident_id": "b",
+        "kind": "surge",
+        "start": "2011-11-09T12:44:00Z",
+        "end": "2011-11-09T13:14:00Z",
+        "multiplier": 4.0,
+    },
 ]
 SHARDS = ["shardId-000000000000", "shardId-000000000001"]
 TINY = detector_config(600, num_trees=5, tree_size=32, warmup_windows=20)
@@ -46,10 +56,22 @@ def stack(local_stack):
 
 
 def _detector(outputs: dict, name: str, cfg=TINY, cache: bool = True, **kwargs) -> rd.TumblingDetector:
-    settings = rd.Settings(outputs["table:alarm_state"], outputs["topic_arn:alarms"],
-                           outputs["queue_url:rate-alarm-dlq"], name, cfg, **kwargs)
-    return rd.TumblingDetector(settings, config.client("dynamodb"), config.client("sns"), config.client("sqs"),
-                               config.client("kinesis"), cache=cache)
+    settings = rd.Settings(
+        outputs["table:alarm_state"],
+        outputs["topic_arn:alarms"],
+        outputs["queue_url:rate-alarm-dlq"],
+        name,
+        cfg,
+        **kwargs,
+    )
+    return rd.TumblingDetector(
+        settings,
+        config.client("dynamodb"),
+        config.client("sns"),
+        config.client("sqs"),
+        config.client("kinesis"),
+        cache=cache,
+    )
 
 
 class Shard:
@@ -63,12 +85,26 @@ class Shard:
         for payload in payloads:
             self.seq += 1
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-            records.append({"kinesis": {"data": base64.b64encode(data).decode(), "sequenceNumber": str(self.seq),
-                                        "partitionKey": "k"}, "eventID": f"{self.shard_id}:{self.seq}",
-                            "eventSourceARN": self.stream_arn})
-        return {"Records": records, "shardId": self.shard_id, "eventSourceARN": self.stream_arn, "state": state or {},
-                "window": {"start": "2011-11-09T10:00:00Z", "end": "2011-11-09T10:01:00Z"},
-                "isFinalInvokeForWindow": final, "isWindowTerminatedEarly": early}
+            records.append(
+                {
+                    "kinesis": {
+                        "data": base64.b64encode(data).decode(),
+                        "sequenceNumber": str(self.seq),
+                        "partitionKey": "k",
+                    },
+                    "eventID": f"{self.shard_id}:{self.seq}",
+                    "eventSourceARN": self.stream_arn,
+                }
+            )
+        return {
+            "Records": records,
+            "shardId": self.shard_id,
+            "eventSourceARN": self.stream_arn,
+            "state": state or {},
+            "window": {"start": "2011-11-09T10:00:00Z", "end": "2011-11-09T10:01:00Z"},
+            "isFinalInvokeForWindow": final,
+            "isWindowTerminatedEarly": early,
+        }
 
 
 def _order(invoice: str, at: str, line: int = 0) -> dict:
@@ -85,8 +121,9 @@ def _roundtrip(response: dict) -> dict:
 def _dead_letters(outputs: dict, consumer: str) -> list[str]:
     sqs, reasons = config.client("sqs"), []
     for _ in range(5):
-        batch = sqs.receive_message(QueueUrl=outputs["queue_url:rate-alarm-dlq"], MaxNumberOfMessages=10,
-                                    VisibilityTimeout=30).get("Messages", [])
+        batch = sqs.receive_message(
+            QueueUrl=outputs["queue_url:rate-alarm-dlq"], MaxNumberOfMessages=10, VisibilityTimeout=30
+        ).get("Messages", [])
         if not batch:
             break
         reasons += [json.loads(m["Body"])["reason"] for m in batch if json.loads(m["Body"])["consumer"] == consumer]
@@ -99,11 +136,20 @@ def test_window_state_across_invocations_final_merge_late_and_early_end(stack):
     other = _detector(stack, name)  # shard b's container: its cached detector goes stale when shard a saves
     a, b = Shard(SHARDS[0], stack["stream_arn:orders"]), Shard(SHARDS[1], stack["stream_arn:orders"])
     # three invocations of one tumbling window on shard a: good orders, a malformed record, a re-delivered line
-    first = fn.handle(a.event([_order("100", "2011-11-09T10:00:05Z"), b"{broken", _order("101", "2011-11-09T10:00:09Z")],
-                              None))
+    first = fn.handle(
+        a.event([_order("100", "2011-11-09T10:00:05Z"), b"{broken", _order("101", "2011-11-09T10:00:09Z")], None)
+    )
     assert first["batchItemFailures"] == []
-    second = fn.handle(a.event([_order("101", "2011-11-09T10:00:09Z"), _order("101", "2011-11-09T10:00:09Z", 1),
-                                _order("C102", "2011-11-09T10:00:20Z")], _roundtrip(first)))
+    second = fn.handle(
+        a.event(
+            [
+                _order("101", "2011-11-09T10:00:09Z"),
+                _order("101", "2011-11-09T10:00:09Z", 1),
+                _order("C102", "2011-11-09T10:00:20Z"),
+            ],
+            _roundtrip(first),
+        )
+    )
     window = rd.WindowState.from_state(_roundtrip(second), TINY)
     assert window.counts == {"records_in": 6, "accepted": 4, "malformed": 1, "late": 0, "duplicate": 1}
     assert window.invocations == 2 and sorted(window.times) == ["100#0", "101#0", "101#1", "C102#0"]
@@ -170,7 +216,7 @@ def replay(stack):
         for shard_id, batch in by_window[slot].items():
             state = None
             for start in range(0, len(batch), 100):  # several invocations per window
-                state = _roundtrip(fn.handle(shards[shard_id].event(batch[start:start + 100], state)))
+                state = _roundtrip(fn.handle(shards[shard_id].event(batch[start : start + 100], state)))
             fn.handle(shards[shard_id].event([], state, final=True))
             alarms, _dead = local.process(batch, shard_id)
             local_alarms += alarms
@@ -191,8 +237,8 @@ def test_one_alarm_per_incident_and_the_same_verdicts_as_the_local_detector(repl
     # same windows, same counts, same forest scores and verdicts as the local detector on the same records
     ours = [(h["window_start"], h["orders"], h["anomalous"], h["score"]) for h in saved.history]
     theirs = [(h["window_start"], h["orders"], h["anomalous"], h["score"]) for h in local.history]
-    assert len(ours) >= 22 and ours == theirs[:len(ours)]
-    assert [a.incident_id for a in saved.alarms] == [a.incident_id for a in local_alarms][:len(saved.alarms)]
+    assert len(ours) >= 22 and ours == theirs[: len(ours)]
+    assert [a.incident_id for a in saved.alarms] == [a.incident_id for a in local_alarms][: len(saved.alarms)]
 
 
 def test_bundle_is_deterministic_and_imports_with_numpy_and_rrcf_only(tmp_path):
@@ -205,12 +251,14 @@ def test_bundle_is_deterministic_and_imports_with_numpy_and_rrcf_only(tmp_path):
     assert "shoplake/alarm/__init__.py" not in names and not any("__pycache__" in n for n in names)
     zipfile.ZipFile(BytesIO(package)).extractall(tmp_path)
     site = str(Path(numpy.__file__).resolve().parents[1])  # numpy, rrcf, boto3 — the layer's and runtime's packages
-    probe = (f"import sys; sys.path[:] = [{str(tmp_path)!r}, {site!r}] + [p for p in sys.path if 'python3' in p "
-             "and 'site-packages' not in p]\n"
-             "import shoplake.functions.rate_detector as fn\n"
-             f"assert fn.__file__.startswith({str(tmp_path)!r}), fn.__file__\n"
-             "assert 'pandas' not in sys.modules and 'shoplake.config' not in sys.modules, 'heavy import'\n"
-             "print(fn.handler.__name__)")
+    probe = (
+        f"import sys; sys.path[:] = [{str(tmp_path)!r}, {site!r}] + [p for p in sys.path if 'python3' in p "
+        "and 'site-packages' not in p]\n"
+        "import shoplake.functions.rate_detector as fn\n"
+        f"assert fn.__file__.startswith({str(tmp_path)!r}), fn.__file__\n"
+        "assert 'pandas' not in sys.modules and 'shoplake.config' not in sys.modules, 'heavy import'\n"
+        "print(fn.handler.__name__)"
+    )
     out = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "handler", out.stderr
     with pytest.raises(infra.InfraError, match="does not exist"):
@@ -233,7 +281,9 @@ def test_infra_entries_exist_on_the_emulator(stack):
     fn = lam.get_function_configuration(FunctionName=config.resource_name("rate-detector"))
     assert fn["Handler"] == "shoplake.functions.rate_detector.handler" and fn["MemorySize"] == 1024
     assert fn["Environment"]["Variables"]["STATE_TABLE"] == config.resource_name("alarm_state")
-    [mapping] = lam.list_event_source_mappings(FunctionName=config.resource_name("rate-detector"))["EventSourceMappings"]
+    [mapping] = lam.list_event_source_mappings(FunctionName=config.resource_name("rate-detector"))[
+        "EventSourceMappings"
+    ]
     assert mapping["TumblingWindowInSeconds"] == 60 and mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["EventSourceArn"] == stack["stream_arn:orders"]
     assert mapping["DestinationConfig"]["OnFailure"]["Destination"].endswith(config.resource_name("rate-alarm-dlq"))

@@ -13,8 +13,9 @@ HERE = os.path.dirname(__file__)
 
 def _run_stack(home, *args):
     env = {**os.environ, "SHOPLAKE_HOME": str(home)}
-    return subprocess.run([sys.executable, "-m", "shoplake.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "shoplake.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture()

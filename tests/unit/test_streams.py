@@ -48,16 +48,26 @@ def delivery_stream(local_stack):
 
 
 def order_event(i: int, customer: str | None = "17850") -> dict[str, Any]:
-    return {"InvoiceNo": f"5{i:05d}", "StockCode": "85123A", "Description": "WHITE HANGING HEART", "Quantity": 6,
-            "InvoiceDate": "2011-01-02T08:26:00Z", "UnitPrice": 2.55, "CustomerID": customer,
-            "Country": "United Kingdom", "LineNo": 0}
+    return {
+        "InvoiceNo": f"5{i:05d}",
+        "StockCode": "85123A",
+        "Description": "WHITE HANGING HEART",
+        "Quantity": 6,
+        "InvoiceDate": "2011-01-02T08:26:00Z",
+        "UnitPrice": 2.55,
+        "CustomerID": customer,
+        "Country": "United Kingdom",
+        "LineNo": 0,
+    }
 
 
 class FlakyKinesis:
     """The real emulator client, except that chosen records get a per-record ErrorCode on their first attempts
     (as Kinesis does under throttling) without being sent. Moto never fails single records by itself."""
 
-    def __init__(self, real: Any, fail_first: int, fail_times: int = 1, code: str = "ProvisionedThroughputExceededException"):
+    def __init__(
+        self, real: Any, fail_first: int, fail_times: int = 1, code: str = "ProvisionedThroughputExceededException"
+    ):
         self.real = real
         self.fail_first = fail_first  # the first N distinct payloads fail ...
         self.fail_times = fail_times  # ... this many times each
@@ -133,8 +143,9 @@ def test_only_failed_records_are_retried_and_nothing_is_duplicated(stream, kines
 
 def test_records_failing_every_attempt_are_reported_failed(stream, kinesis):
     flaky = FlakyKinesis(kinesis, fail_first=3, fail_times=99)
-    result = streams.put_records(stream, [order_event(i) for i in range(10)], client=flaky, max_attempts=3,
-                                 base_delay=0.001)
+    result = streams.put_records(
+        stream, [order_event(i) for i in range(10)], client=flaky, max_attempts=3, base_delay=0.001
+    )
     assert (result.sent, result.failed) == (7, 3)
     assert all(f["attempts"] == 3 and "ProvisionedThroughput" in f["reason"] for f in result.failed_records)
     assert len(streams.read_all(stream)) == 7

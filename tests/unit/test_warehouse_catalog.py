@@ -49,5 +49,6 @@ def test_crawl_finds_new_tables_and_partitions(lake_bucket):
     lake._delete_prefix(f"curated/{table}/")
     import awswrangler as wr
 
-    wr.catalog.delete_table_if_exists(database=config.glue_database(), table=table,
-                                      boto3_session=config.configure_wrangler())
+    wr.catalog.delete_table_if_exists(
+        database=config.glue_database(), table=table, boto3_session=config.configure_wrangler()
+    )

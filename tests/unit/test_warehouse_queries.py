@@ -13,8 +13,16 @@ from shoplake import lake, warehouse
 from shoplake.warehouse import _athena
 
 QUERY_FILES = sorted(_athena.QUERY_DIR.glob("*.sql"))
-EXPECTED_QUERIES = {"daily_revenue", "revenue_by_country", "top_products", "basket_size", "repeat_customer_rate",
-                    "cohort_retention", "rfm_segments", "france_best_sellers"}
+EXPECTED_QUERIES = {
+    "daily_revenue",
+    "revenue_by_country",
+    "top_products",
+    "basket_size",
+    "repeat_customer_rate",
+    "cohort_retention",
+    "rfm_segments",
+    "france_best_sellers",
+}
 LAKE_RESOURCES = {"s3_bucket", "iam_role", "firehose_delivery_stream", "glue_database"}
 
 
@@ -28,8 +36,20 @@ def _fixture_lines() -> pd.DataFrame:
         ("536368", 0, "22423", 1, "2024-02-10T11:00:00Z", "12.75", "17850", "France", False),
         ("536369", 0, "22423", 3, "2024-02-11T12:00:00Z", "12.75", "13047", "Germany", False),
     ]
-    df = pd.DataFrame(rows, columns=["invoice_no", "line_no", "stock_code", "quantity", "ts", "unit_price",
-                                     "customer_id", "country", "is_cancellation"])
+    df = pd.DataFrame(
+        rows,
+        columns=[
+            "invoice_no",
+            "line_no",
+            "stock_code",
+            "quantity",
+            "ts",
+            "unit_price",
+            "customer_id",
+            "country",
+            "is_cancellation",
+        ],
+    )
     df["event_id"] = df["invoice_no"] + "-" + df["line_no"].astype(str)
     df["description"] = "ITEM " + df["stock_code"]
     df["invoice_ts"] = pd.to_datetime(df.pop("ts"), utc=True)

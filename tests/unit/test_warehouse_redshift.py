@@ -58,12 +58,14 @@ def test_money_and_keys_survive_the_load(loaded):
     schema = _redshift.warehouse_schema()
     totals = warehouse.query_warehouse(
         f"SELECT sum(line_amount) AS amount, count(DISTINCT event_id) AS events, "
-        f"count(*) FILTER (WHERE customer_id IS NULL) AS guests FROM {schema}.fact_order_line")
+        f"count(*) FILTER (WHERE customer_id IS NULL) AS guests FROM {schema}.fact_order_line"
+    )
     assert Decimal(totals["amount"][0]) == sum(order_lines["line_amount"])
     assert int(totals["events"][0]) == len(order_lines)
     assert int(totals["guests"][0]) == int(order_lines["customer_id"].isna().sum())
     orphans = warehouse.query_warehouse(
         f"SELECT count(*) AS n FROM {schema}.fact_order_line f LEFT JOIN {schema}.dim_date d "
         f"ON d.date_key = f.date_key LEFT JOIN {schema}.dim_product p ON p.stock_code = f.stock_code "
-        f"WHERE d.date_key IS NULL OR p.stock_code IS NULL")
+        f"WHERE d.date_key IS NULL OR p.stock_code IS NULL"
+    )
     assert int(orphans["n"][0]) == 0

@@ -21,14 +21,34 @@ def index():
     ix.close()
 
 
-@pytest.mark.parametrize(("query", "expected"), [
-    ("", 21), ("status:500", 1), ("status:5*", 2), ("status_class:4xx", 6), ("status:[400 TO 499]", 6),
-    ("status:{400 TO 499]", 3), ("bytes:>=4096", 3), ("path:/product/*", 6), ("path:/product/84879", 2),
-    ('"red mug"', 1), ("googlebot", 1), ("agent:Firefox", 5), ("bot:true", 5), ("-bot:true", 16),
-    ("NOT path:/product/*", 15), ("status_class:4xx OR status:500", 7), ("method:GET AND path:/checkout", 1),
-    ("(method:POST OR method:DELETE) status:[200 TO 599]", 3), ("client_ip:2001:db8::1", 1), ("ip:192.0.2.*", 7),
-    ("@timestamp:[2024-10-10T21:00:00Z TO 2024-10-10T21:01:00Z}", 3), ("user:alice", 1), ("query:*mug*", 1),
-])
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", 21),
+        ("status:500", 1),
+        ("status:5*", 2),
+        ("status_class:4xx", 6),
+        ("status:[400 TO 499]", 6),
+        ("status:{400 TO 499]", 3),
+        ("bytes:>=4096", 3),
+        ("path:/product/*", 6),
+        ("path:/product/84879", 2),
+        ('"red mug"', 1),
+        ("googlebot", 1),
+        ("agent:Firefox", 5),
+        ("bot:true", 5),
+        ("-bot:true", 16),
+        ("NOT path:/product/*", 15),
+        ("status_class:4xx OR status:500", 7),
+        ("method:GET AND path:/checkout", 1),
+        ("(method:POST OR method:DELETE) status:[200 TO 599]", 3),
+        ("client_ip:2001:db8::1", 1),
+        ("ip:192.0.2.*", 7),
+        ("@timestamp:[2024-10-10T21:00:00Z TO 2024-10-10T21:01:00Z}", 3),
+        ("user:alice", 1),
+        ("query:*mug*", 1),
+    ],
+)
 def test_search_counts(index, query, expected):
     assert index.count(query) == expected
     assert len(index.search(query, size=100)) == expected
@@ -46,8 +66,11 @@ def test_aggregations(index):
     assert index.date_histogram("status_class:5xx", "1m", None)["count"].tolist() == [2]  # 21:02:00 and 21:02:01
     assert index.date_histogram("status_class:5xx", "1s", None)["count"].tolist() == [1, 1]
     top = index.terms("path", size=3)
-    assert list(zip(top["key"], top["count"], strict=True)) == [("/checkout", 2), ("/product/22423", 2),
-                                                                ("/product/84879", 2)]
+    assert list(zip(top["key"], top["count"], strict=True)) == [
+        ("/checkout", 2),
+        ("/product/22423", 2),
+        ("/product/84879", 2),
+    ]
     stats = index.stats("bytes", percentiles=(50, 100))
     assert (stats["count"], stats["sum"], stats["min"], stats["max"], stats["p100"]) == (21, 27396, 0, 5120, 5120)
     assert index.stats("bytes", "status:5*")["sum"] == 512
@@ -63,21 +86,41 @@ def test_ingest_is_idempotent_per_source(index):
 
 def test_opensearch_dsl():
     assert to_dsl("") == {"match_all": {}}
-    assert to_dsl("status:500 path:/product/*") == {"bool": {"filter": [
-        {"term": {"status": 500}}, {"wildcard": {"path": {"value": "/product/*"}}}]}}
+    assert to_dsl("status:500 path:/product/*") == {
+        "bool": {"filter": [{"term": {"status": 500}}, {"wildcard": {"path": {"value": "/product/*"}}}]}
+    }
     assert to_dsl("status:5*") == {"range": {"status": {"gte": 500, "lte": 599}}}
-    assert to_dsl('"red mug"') == {"multi_match": {"query": "red mug", "type": "phrase",
-                                                   "fields": ["request", "referrer", "agent"]}}
+    assert to_dsl('"red mug"') == {
+        "multi_match": {"query": "red mug", "type": "phrase", "fields": ["request", "referrer", "agent"]}
+    }
     assert to_dsl("-bot:true") == {"bool": {"must_not": [{"term": {"bot": True}}]}}
     body = dsl_histogram("status:5*", "1m", "status_class")
     assert body["aggs"]["t"]["date_histogram"]["fixed_interval"] == "1m"
-    response = {"aggregations": {"t": {"buckets": [{"key": 1728594000000, "doc_count": 3, "k": {"buckets": {
-        "2xx": {"doc_count": 2}, "5xx": {"doc_count": 1}, "4xx": {"doc_count": 0}}}}]}}}
+    response = {
+        "aggregations": {
+            "t": {
+                "buckets": [
+                    {
+                        "key": 1728594000000,
+                        "doc_count": 3,
+                        "k": {"buckets": {"2xx": {"doc_count": 2}, "5xx": {"doc_count": 1}, "4xx": {"doc_count": 0}}},
+                    }
+                ]
+            }
+        }
+    }
     frame = parse_histogram(response, "status_class")
     assert frame["key"].tolist() == ["2xx", "5xx"] and frame["count"].tolist() == [2, 1]
     assert dsl_stats("bytes", "", (50, 95))["aggs"]["p"]["percentiles"]["percents"] == [50, 95]
-    stats = parse_stats({"aggregations": {"s": {"count": 2, "sum": 10.0, "min": 1.0, "max": 9.0, "avg": 5.0},
-                                          "p": {"values": {"50.0": 5.0, "95.0": 8.6}}}}, (50, 95))
+    stats = parse_stats(
+        {
+            "aggregations": {
+                "s": {"count": 2, "sum": 10.0, "min": 1.0, "max": 9.0, "avg": 5.0},
+                "p": {"values": {"50.0": 5.0, "95.0": 8.6}},
+            }
+        },
+        (50, 95),
+    )
     assert stats == {"count": 2, "sum": 10, "min": 1.0, "max": 9.0, "avg": 5.0, "p50": 5.0, "p95": 8.6}
 
 

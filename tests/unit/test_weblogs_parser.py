@@ -23,8 +23,18 @@ def sample():
 def test_sample_counts_hand_checked(sample):
     summary = sample.summary()
     assert (summary["lines"], summary["parsed"], summary["rejected"]) == (31, 21, 10)
-    assert summary["status_counts"] == {"200": 10, "204": 1, "302": 1, "304": 1, "400": 3, "404": 1, "405": 1,
-                                        "408": 1, "500": 1, "503": 1}
+    assert summary["status_counts"] == {
+        "200": 10,
+        "204": 1,
+        "302": 1,
+        "304": 1,
+        "400": 3,
+        "404": 1,
+        "405": 1,
+        "408": 1,
+        "500": 1,
+        "503": 1,
+    }
     # 2326+5120+1234+4096+4096+226+226+226+812+2326+512+196+3000+3000; every "-" counts 0
     assert summary["bytes"] == 27396
     assert summary["bots"] == 5  # curl, Googlebot, Pingdom, bingbot, python-requests
@@ -32,10 +42,18 @@ def test_sample_counts_hand_checked(sample):
 
 def test_rejected_lines_are_kept_with_reasons(sample):
     got = [(r.line_no, r.reason.split(": ")[0]) for r in sample.rejected]
-    assert got == [(22, "empty line"), (23, "not an Apache common or combined log line"),
-                   (24, "client is not an IPv4/IPv6 address"), (25, "client is not an IPv4/IPv6 address"),
-                   (26, "bad timestamp"), (27, "bad timestamp"), (28, "bad status"), (29, "bad bytes"),
-                   (30, "not an Apache common or combined log line"), (31, "not an Apache common or combined log line")]
+    assert got == [
+        (22, "empty line"),
+        (23, "not an Apache common or combined log line"),
+        (24, "client is not an IPv4/IPv6 address"),
+        (25, "client is not an IPv4/IPv6 address"),
+        (26, "bad timestamp"),
+        (27, "bad timestamp"),
+        (28, "bad status"),
+        (29, "bad bytes"),
+        (30, "not an Apache common or combined log line"),
+        (31, "not an Apache common or combined log line"),
+    ]
     assert sample.rejected[1].line == "this is not a log line"
     assert "'2000'" in sample.rejected[6].reason
 
@@ -43,8 +61,12 @@ def test_rejected_lines_are_kept_with_reasons(sample):
 def test_fields_of_tricky_lines(sample):
     d = sample.docs
     assert d[0]["@timestamp"] == "2024-10-10T20:55:36Z"  # -0700 → UTC
-    assert (d[0]["method"], d[0]["path"], d[0]["query"], d[0]["protocol"]) == ("GET", "/product/85123A",
-                                                                              "ref=home&utm=x", "HTTP/1.1")
+    assert (d[0]["method"], d[0]["path"], d[0]["query"], d[0]["protocol"]) == (
+        "GET",
+        "/product/85123A",
+        "ref=home&utm=x",
+        "HTTP/1.1",
+    )
     assert d[0]["referrer"] == "https://shop.example.com/" and d[0]["bot"] is False
     assert d[1]["client_ip"] == "2001:db8::1" and d[1]["referrer"] is None
     assert d[2]["client_ip"] == "2001:0db8:85a3:0000:0000:8a2e:0370:7334" and d[2]["user"] == "alice"
@@ -54,7 +76,12 @@ def test_fields_of_tricky_lines(sample):
     assert d[5]["agent"].endswith('"quoted" part') and d[5]["bot"] is True
     assert d[6]["referrer"] == 'https://search.example.org/?q="mug"&x=\\'
     assert (d[7]["method"], d[8]["method"], d[8]["path"], d[9]["method"], d[9]["path"]) == (
-        "PROPFIND", "M-SEARCH", "*", "CONNECT", "shop.example.com:443")
+        "PROPFIND",
+        "M-SEARCH",
+        "*",
+        "CONNECT",
+        "shop.example.com:443",
+    )
     assert d[10]["request"] == "-" and d[10]["method"] is None and d[10]["status"] == 408
     assert d[11]["method"] is None and d[11]["request"].startswith("\x16\x03\x01")
     assert d[12]["@timestamp"] == "2024-10-10T18:29:59Z"  # +0530
@@ -73,12 +100,15 @@ def test_line_counting_and_numbers():
     assert parse_line('1.2.3.4 - - [29/Feb/2023:00:00:00 +0000] "GET / HTTP/1.1" 200 5')[1].startswith("bad timestamp")
     assert parse_line('1.2.3.4 - - [01/Jan/2024:24:00:00 +0000] "GET / HTTP/1.1" 200 5')[1].startswith("bad timestamp")
     assert parse_line('1.2.3.4 - - [29/Feb/2024:23:59:59 -0000] "GET / HTTP/1.1" 200 5')[0]["@timestamp"] == (
-        "2024-02-29T23:59:59Z")
+        "2024-02-29T23:59:59Z"
+    )
 
 
 def test_firehose_transformation_contract():
     lines = ['1.2.3.4 - - [01/Jan/2024:10:00:00 +0100] "GET /a?b=1 HTTP/1.1" 200 5 "-" "curl/8.0"', "garbage"]
-    event = {"records": [{"recordId": str(i), "data": base64.b64encode(x.encode()).decode()} for i, x in enumerate(lines)]}
+    event = {
+        "records": [{"recordId": str(i), "data": base64.b64encode(x.encode()).decode()} for i, x in enumerate(lines)]
+    }
     out = weblogs_transform.handler(event)["records"]
     assert [(r["recordId"], r["result"]) for r in out] == [("0", "Ok"), ("1", "ProcessingFailed")]
     doc = json.loads(base64.b64decode(out[0]["data"]))

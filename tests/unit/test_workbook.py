@@ -23,10 +23,16 @@ def _notebook(path, *sources):
 def tiny_workbook(tmp_path, monkeypatch):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
-    record = "from shoplake import workbook\nworkbook.record_metrics(out_dir, '{name}', {{'scale': scale, 'seed': seed}})"
-    _notebook(nbdir / "00_first.ipynb", "target='local'\nscale='small'\nseed=1\nout_dir='x'", record.format(name="00_first"))
+    record = (
+        "from shoplake import workbook\nworkbook.record_metrics(out_dir, '{name}', {{'scale': scale, 'seed': seed}})"
+    )
+    _notebook(
+        nbdir / "00_first.ipynb", "target='local'\nscale='small'\nseed=1\nout_dir='x'", record.format(name="00_first")
+    )
     _notebook(nbdir / "01_broken.ipynb", "target='local'\nscale='small'\nseed=1\nout_dir='x'", "x = 1", "1 / 0")
-    _notebook(nbdir / "02_after.ipynb", "target='local'\nscale='small'\nseed=1\nout_dir='x'", record.format(name="02_after"))
+    _notebook(
+        nbdir / "02_after.ipynb", "target='local'\nscale='small'\nseed=1\nout_dir='x'", record.format(name="02_after")
+    )
     monkeypatch.setattr(workbook, "NOTEBOOK_DIR", nbdir)
     original = workbook.notebooks
     monkeypatch.setattr(workbook, "notebooks", lambda only=None, notebook_dir=nbdir: original(only, nbdir))
@@ -35,8 +41,9 @@ def tiny_workbook(tmp_path, monkeypatch):
 
 def test_runner_stops_at_a_failure_naming_notebook_and_cell(tiny_workbook):
     out = tiny_workbook / "build"
-    results = workbook.run_notebooks(scale="tiny", seed=7, out_dir=out, report_dir=tiny_workbook / "reports",
-                                     progress=False)
+    results = workbook.run_notebooks(
+        scale="tiny", seed=7, out_dir=out, report_dir=tiny_workbook / "reports", progress=False
+    )
     assert [r.name for r in results] == ["00_first", "01_broken"]
     assert results[0].ok and results[0].metrics == {"scale": "tiny", "seed": 7}
     assert not results[1].ok and "ZeroDivisionError" in results[1].error and "`1 / 0`" in results[1].error
@@ -46,11 +53,13 @@ def test_runner_stops_at_a_failure_naming_notebook_and_cell(tiny_workbook):
 
 
 def test_keep_going_and_only(tiny_workbook):
-    results = workbook.run_notebooks(scale="tiny", out_dir=tiny_workbook / "b", report_dir=tiny_workbook / "r",
-                                     keep_going=True, progress=False)
+    results = workbook.run_notebooks(
+        scale="tiny", out_dir=tiny_workbook / "b", report_dir=tiny_workbook / "r", keep_going=True, progress=False
+    )
     assert [r.ok for r in results] == [True, False, True]
-    only = workbook.run_notebooks(scale="tiny", only=["02"], out_dir=tiny_workbook / "c",
-                                  report_dir=tiny_workbook / "r", progress=False)
+    only = workbook.run_notebooks(
+        scale="tiny", only=["02"], out_dir=tiny_workbook / "c", report_dir=tiny_workbook / "r", progress=False
+    )
     assert [r.name for r in only] == ["02_after"]
     with pytest.raises(ShoplakeError, match="no notebook matches"):
         workbook.notebooks(["42"], tiny_workbook / "notebooks")

@@ -33,8 +33,14 @@ class Detection:
     decided_at: float
 
 
-def evaluate(detections: list[Detection], incidents: list[dict[str, Any]], *, days: float, window_seconds: float,
-             grace_seconds: float | None = None) -> dict[str, Any]:
+def evaluate(
+    detections: list[Detection],
+    incidents: list[dict[str, Any]],
+    *,
+    days: float,
+    window_seconds: float,
+    grace_seconds: float | None = None,
+) -> dict[str, Any]:
     """Precision, recall, delays and false alarms per day of one detector's alarms."""
     grace = window_seconds if grace_seconds is None else grace_seconds
     spans = [(parse_ts(i["start"]), parse_ts(i["end"]) + grace, i) for i in incidents]
@@ -44,10 +50,18 @@ def evaluate(detections: list[Detection], incidents: list[dict[str, Any]], *, da
         mine = [d for d in detections if d.evidence_end > start and d.evidence_start < end]
         first = min((d.decided_at for d in mine), default=None)
         delay = None if first is None else max(0.0, first - start)
-        per_incident.append({"incident_id": incident.get("incident_id"), "kind": incident.get("kind"),
-                             "start": incident["start"], "multiplier": incident.get("multiplier"),
-                             "alarms": len(mine), "detected": first is not None, "delay_s": delay,
-                             "delay_windows": None if delay is None else delay / window_seconds})
+        per_incident.append(
+            {
+                "incident_id": incident.get("incident_id"),
+                "kind": incident.get("kind"),
+                "start": incident["start"],
+                "multiplier": incident.get("multiplier"),
+                "alarms": len(mine),
+                "detected": first is not None,
+                "delay_s": delay,
+                "delay_windows": None if delay is None else delay / window_seconds,
+            }
+        )
     delays = [p["delay_s"] for p in per_incident if p["delay_s"] is not None]
     true_alarms = sum(belongs)
     return {
@@ -82,8 +96,10 @@ def compare(detector: RateDetector, incidents: list[dict[str, Any]], days: float
     """Rule vs RCF side by side (one row each): alarms, precision, recall, delays, false alarms per day."""
     window = detector.config.window_seconds
     rows = []
-    for name, detections in (("rule (10 s ≥ threshold)", rule_detections(detector.rule_alarms)),
-                             ("random cut forest", rcf_detections(detector.alarms))):
+    for name, detections in (
+        ("rule (10 s ≥ threshold)", rule_detections(detector.rule_alarms)),
+        ("random cut forest", rcf_detections(detector.alarms)),
+    ):
         result = evaluate(detections, incidents, days=days, window_seconds=window)
         rows.append({"detector": name, **{k: v for k, v in result.items() if k != "incidents"}})
     return pd.DataFrame(rows).set_index("detector")
@@ -100,9 +116,12 @@ class OfflineRun:
     events_per_s: float
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame([{"detector": "rule", **{k: v for k, v in self.rule.items() if k != "incidents"}},
-                             {"detector": "rcf", **{k: v for k, v in self.rcf.items() if k != "incidents"}}]
-                            ).set_index("detector")
+        return pd.DataFrame(
+            [
+                {"detector": "rule", **{k: v for k, v in self.rule.items() if k != "incidents"}},
+                {"detector": "rcf", **{k: v for k, v in self.rcf.items() if k != "incidents"}},
+            ]
+        ).set_index("detector")
 
 
 def run_offline(sim: SimulatedDay, config: DetectorConfig | None = None, batch: int = 500) -> OfflineRun:
@@ -113,7 +132,7 @@ def run_offline(sim: SimulatedDay, config: DetectorConfig | None = None, batch: 
     records = sim.records()
     began = time.perf_counter()
     for start in range(0, len(records), batch):
-        detector.process(records[start:start + batch])
+        detector.process(records[start : start + batch])
     detector.flush()
     elapsed = time.perf_counter() - began
     window = config.window_seconds

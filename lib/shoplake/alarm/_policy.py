@@ -60,8 +60,15 @@ class AlarmPolicy:
         self.last_alarm_ts: float | None = None
         self.counts = {"alarms": 0, "deduplicated": 0, "cooled_down": 0, "incidents": 0}
 
-    def observe(self, window: WindowCount, anomalous: bool, score: float | None, threshold: float | None,
-                expected: float | None, watermark: float | None = None) -> Alarm | None:
+    def observe(
+        self,
+        window: WindowCount,
+        anomalous: bool,
+        score: float | None,
+        threshold: float | None,
+        expected: float | None,
+        watermark: float | None = None,
+    ) -> Alarm | None:
         """Feed one scored window; returns an Alarm when a new incident opens outside the cool-down."""
         if not anomalous:
             if self.incident_id is not None:
@@ -97,8 +104,14 @@ class AlarmPolicy:
         )
 
     def to_state(self) -> dict[str, Any]:
-        return {"detector": self.detector, "config": asdict(self.config), "incident_id": self.incident_id,
-                "quiet": self.quiet, "last_alarm_ts": self.last_alarm_ts, "counts": dict(self.counts)}
+        return {
+            "detector": self.detector,
+            "config": asdict(self.config),
+            "incident_id": self.incident_id,
+            "quiet": self.quiet,
+            "last_alarm_ts": self.last_alarm_ts,
+            "counts": dict(self.counts),
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> AlarmPolicy:

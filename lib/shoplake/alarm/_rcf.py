@@ -60,7 +60,9 @@ class RcfConfig:
         if self.num_trees < 1 or self.tree_size < 8 or self.shingle_size < 1:
             raise ConfigError("rcf needs num_trees ≥ 1, tree_size ≥ 8 and shingle_size ≥ 1")
         if self.warmup_windows < self.shingle_size + 8:
-            raise ConfigError(f"warmup_windows must be ≥ shingle_size + 8 = {self.shingle_size + 8}, got {self.warmup_windows}")
+            raise ConfigError(
+                f"warmup_windows must be ≥ shingle_size + 8 = {self.shingle_size + 8}, got {self.warmup_windows}"
+            )
         if not 0.5 <= self.threshold_quantile <= 1.0 or self.threshold_factor <= 0:
             raise ConfigError("threshold_quantile must be in [0.5, 1] and threshold_factor > 0")
         if self.window_seconds <= 0 or DAY_SECONDS % self.window_seconds:
@@ -124,7 +126,9 @@ class RateForest:
         slot, step = self._slot(window_start), self.config.window_seconds
         if slot not in self.profile:
             return None
-        near = [self.profile[s % DAY_SECONDS] for s in (slot - step, slot, slot + step) if s % DAY_SECONDS in self.profile]
+        near = [
+            self.profile[s % DAY_SECONDS] for s in (slot - step, slot, slot + step) if s % DAY_SECONDS in self.profile
+        ]
         return float(np.mean(near))
 
     def _learn_normal(self, count: int, window_start: float) -> None:
@@ -177,7 +181,7 @@ class RateForest:
 
     def _build(self, points: list[list[float]]) -> None:
         cfg = self.config
-        recent = points[-cfg.tree_size:]
+        recent = points[-cfg.tree_size :]
         self.points = deque((self.next_index + i, list(map(float, p))) for i, p in enumerate(recent))
         self.next_index += len(self.points)
         self._plant(seed_offset=0)
@@ -193,8 +197,10 @@ class RateForest:
         # rrcf's batch build fails on identical points; a deterministic nudge far below the noise (σ ≈ 1) avoids them
         nudge = ((np.asarray(labels, dtype=float) * 0.6180339887) % 1.0)[:, None] * 1e-6
         data = np.asarray([p for _, p in self.points], dtype=float) + nudge
-        self.trees = [rrcf.RCTree(data, index_labels=labels, random_state=cfg.seed + seed_offset + t)
-                      for t in range(cfg.num_trees)]
+        self.trees = [
+            rrcf.RCTree(data, index_labels=labels, random_state=cfg.seed + seed_offset + t)
+            for t in range(cfg.num_trees)
+        ]
 
     def _set_threshold(self) -> None:
         cfg = self.config

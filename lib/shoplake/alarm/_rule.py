@@ -67,8 +67,12 @@ class SlidingWindowRule:
         return RuleAlarm(ts, count, cfg.threshold)
 
     def to_state(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "times": list(self.times), "last_alarm_ts": self.last_alarm_ts,
-                "alarms": self.alarms}
+        return {
+            "config": asdict(self.config),
+            "times": list(self.times),
+            "last_alarm_ts": self.last_alarm_ts,
+            "alarms": self.alarms,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> SlidingWindowRule:

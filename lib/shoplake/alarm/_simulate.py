@@ -66,18 +66,21 @@ def default_incidents(day: str, seed: int) -> list[dict[str, Any]]:
     for number, (lo, hi, kind, (m_lo, m_hi), (d_lo, d_hi)) in enumerate(INCIDENT_SLOTS, start=1):
         start = midnight + timedelta(seconds=int(rng.uniform(lo, hi - 1) * 3600))
         duration = timedelta(minutes=int(rng.integers(d_lo, d_hi + 1)))
-        incidents.append({
-            "incident_id": f"sim-{number}",
-            "kind": kind,
-            "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "end": (start + duration).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "multiplier": round(float(rng.uniform(m_lo, m_hi)), 2),
-        })
+        incidents.append(
+            {
+                "incident_id": f"sim-{number}",
+                "kind": kind,
+                "start": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "end": (start + duration).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "multiplier": round(float(rng.uniform(m_lo, m_hi)), 2),
+            }
+        )
     return incidents
 
 
-def order_times(start: float, seconds: int, orders_per_day: int, incidents: list[dict[str, Any]] | None,
-                rng: np.random.Generator) -> np.ndarray:
+def order_times(
+    start: float, seconds: int, orders_per_day: int, incidents: list[dict[str, Any]] | None, rng: np.random.Generator
+) -> np.ndarray:
     """Order times (epoch seconds, sorted) over ``[start, start + seconds)`` from the datagen rate model."""
     grid = pd.to_datetime(start + np.arange(seconds) + 0.5, unit="s", utc=True)
     intensity = rate_profile(grid, incidents)
@@ -101,29 +104,39 @@ def order_events(times: np.ndarray, rng: np.random.Generator, first_invoice: int
     quantity = np.where(cancelled[order], -quantity, quantity)
     stock = rng.integers(20_000, 23_000, size=len(order))
     customer = rng.integers(12_000, 18_000, size=n)
-    return pd.DataFrame({
-        "InvoiceNo": numbers[order],
-        "StockCode": stock.astype(str),
-        "Description": ["SIMULATED ITEM " + s for s in stock.astype(str)],
-        "Quantity": quantity.astype(int),
-        "InvoiceDate": stamp[order],
-        "UnitPrice": np.round(rng.uniform(0.5, 15.0, size=len(order)), 2),
-        "CustomerID": customer.astype(str)[order],
-        "Country": np.asarray(COUNTRIES, dtype=object)[rng.integers(0, len(COUNTRIES), size=n)][order],
-        "LineNo": line_no.astype(int),
-    })
+    return pd.DataFrame(
+        {
+            "InvoiceNo": numbers[order],
+            "StockCode": stock.astype(str),
+            "Description": ["SIMULATED ITEM " + s for s in stock.astype(str)],
+            "Quantity": quantity.astype(int),
+            "InvoiceDate": stamp[order],
+            "UnitPrice": np.round(rng.uniform(0.5, 15.0, size=len(order)), 2),
+            "CustomerID": customer.astype(str)[order],
+            "Country": np.asarray(COUNTRIES, dtype=object)[rng.integers(0, len(COUNTRIES), size=n)][order],
+            "LineNo": line_no.astype(int),
+        }
+    )
 
 
 def window_counts(events: pd.DataFrame, window_seconds: int) -> list[WindowCount]:
     """Aggregate order events into closed windows with the detector's own window code."""
     windows = EventTimeWindows(window_seconds, 0)
-    for ts, invoice, line in zip(events["InvoiceDate"].map(parse_ts), events["InvoiceNo"], events["LineNo"], strict=True):
+    for ts, invoice, line in zip(
+        events["InvoiceDate"].map(parse_ts), events["InvoiceNo"], events["LineNo"], strict=True
+    ):
         windows.add(ts, invoice, int(line))
     return windows.close_ready() + windows.flush()
 
 
-def simulate_day(seed: int = 42, day: str = DEFAULT_DAY, orders_per_day: int = 60_000, window_seconds: int = 600,
-                 incidents: list[dict[str, Any]] | None = None, warmup_days: int = 2) -> SimulatedDay:
+def simulate_day(
+    seed: int = 42,
+    day: str = DEFAULT_DAY,
+    orders_per_day: int = 60_000,
+    window_seconds: int = 600,
+    incidents: list[dict[str, Any]] | None = None,
+    warmup_days: int = 2,
+) -> SimulatedDay:
     """Draw a simulated day (events + ground truth) and the warm-up days before it."""
     if orders_per_day < 1_000:
         raise ConfigError(f"orders_per_day={orders_per_day} is too sparse for per-window detection; use ≥ 1000")
@@ -139,13 +152,22 @@ def simulate_day(seed: int = 42, day: str = DEFAULT_DAY, orders_per_day: int = 6
     warm_orders = warm_times[rng.random(len(warm_times)) >= CANCELLED_SHARE]  # cancellations are not orders
     edges = warm_start + np.arange(warmup_days * 86_400 // window_seconds + 1) * window_seconds
     counts, _ = np.histogram(warm_orders, bins=edges)
-    warmup = [WindowCount(float(a), float(a + window_seconds), int(n), int(n), 0)
-              for a, n in zip(edges[:-1], counts, strict=True)]
+    warmup = [
+        WindowCount(float(a), float(a + window_seconds), int(n), int(n), 0)
+        for a, n in zip(edges[:-1], counts, strict=True)
+    ]
     times = order_times(start, 86_400, orders_per_day, incidents, rng)
     events = order_events(times, rng)
-    return SimulatedDay(day=day, events=events, incidents=incidents, warmup=warmup,
-                        window_seconds=window_seconds, orders_per_day=orders_per_day, seed=seed,
-                        extra={"warmup_start": iso(warm_start)})
+    return SimulatedDay(
+        day=day,
+        events=events,
+        incidents=incidents,
+        warmup=warmup,
+        window_seconds=window_seconds,
+        orders_per_day=orders_per_day,
+        seed=seed,
+        extra={"warmup_start": iso(warm_start)},
+    )
 
 
 def day_slice(sim: SimulatedDay, start_hour: float, end_hour: float) -> SimulatedDay:
@@ -156,5 +178,13 @@ def day_slice(sim: SimulatedDay, start_hour: float, end_hour: float) -> Simulate
     seconds = sim.events["InvoiceDate"].map(parse_ts)
     events = sim.events[(seconds >= lo) & (seconds < hi)].reset_index(drop=True)
     incidents = [i for i in sim.incidents if parse_ts(i["start"]) < hi and parse_ts(i["end"]) > lo]
-    return SimulatedDay(sim.day, events, incidents, sim.warmup, sim.window_seconds, sim.orders_per_day, sim.seed,
-                        {**sim.extra, "slice": [iso(lo), iso(hi)]})
+    return SimulatedDay(
+        sim.day,
+        events,
+        incidents,
+        sim.warmup,
+        sim.window_seconds,
+        sim.orders_per_day,
+        sim.seed,
+        {**sim.extra, "slice": [iso(lo), iso(hi)]},
+    )

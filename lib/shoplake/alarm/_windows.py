@@ -44,8 +44,13 @@ class WindowCount:
     cancellations: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"start": iso(self.start), "end": iso(self.end), "orders": self.orders, "lines": self.lines,
-                "cancellations": self.cancellations}
+        return {
+            "start": iso(self.start),
+            "end": iso(self.end),
+            "orders": self.orders,
+            "lines": self.lines,
+            "cancellations": self.cancellations,
+        }
 
 
 @dataclass
@@ -136,8 +141,10 @@ class EventTimeWindows:
             "next_start": self.next_start,
             "max_event_ts": self.max_event_ts,
             "counts": dict(self.counts),
-            "open": {str(k): {"invoices": sorted(w.invoices), "cancellations": sorted(w.cancellations), "lines": w.lines}
-                     for k, w in self.open.items()},
+            "open": {
+                str(k): {"invoices": sorted(w.invoices), "cancellations": sorted(w.cancellations), "lines": w.lines}
+                for k, w in self.open.items()
+            },
         }
 
     @classmethod
@@ -146,6 +153,8 @@ class EventTimeWindows:
         windows.next_start = state["next_start"]
         windows.max_event_ts = state["max_event_ts"]
         windows.counts.update(state["counts"])
-        windows.open = {int(k): _Open(set(v["invoices"]), set(v["cancellations"]), int(v["lines"]))
-                        for k, v in state["open"].items()}
+        windows.open = {
+            int(k): _Open(set(v["invoices"]), set(v["cancellations"]), int(v["lines"]))
+            for k, v in state["open"].items()
+        }
         return windows

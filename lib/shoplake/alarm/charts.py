@@ -15,29 +15,71 @@ def history_frame(history: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def day_figure(history: list[dict[str, Any]], incidents: list[dict[str, Any]], rule_alarm_times: list[float] = (),
-               title: str = "Orders per window, random-cut-forest score and alarms") -> Any:
+def day_figure(
+    history: list[dict[str, Any]],
+    incidents: list[dict[str, Any]],
+    rule_alarm_times: list[float] = (),
+    title: str = "Orders per window, random-cut-forest score and alarms",
+) -> Any:
     """Two rows: orders vs expected (incidents shaded, alarms marked) and the RCF score against its threshold."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     frame = history_frame(history)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06)
-    fig.add_trace(go.Scatter(x=frame["window_start"], y=frame["orders"], name="orders per window",
-                             mode="lines", line={"shape": "hv"}), row=1, col=1)
-    fig.add_trace(go.Scatter(x=frame["window_start"], y=frame["expected"], name="expected (time-of-day profile)",
-                             mode="lines", line={"dash": "dot"}), row=1, col=1)
+    fig.add_trace(
+        go.Scatter(
+            x=frame["window_start"], y=frame["orders"], name="orders per window", mode="lines", line={"shape": "hv"}
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=frame["window_start"],
+            y=frame["expected"],
+            name="expected (time-of-day profile)",
+            mode="lines",
+            line={"dash": "dot"},
+        ),
+        row=1,
+        col=1,
+    )
     alarms = frame[frame["alarm"].notna()]
-    fig.add_trace(go.Scatter(x=alarms["window_start"], y=alarms["orders"], name="RCF alarm", mode="markers",
-                             marker={"symbol": "triangle-down", "size": 14, "color": "red"}), row=1, col=1)
+    fig.add_trace(
+        go.Scatter(
+            x=alarms["window_start"],
+            y=alarms["orders"],
+            name="RCF alarm",
+            mode="markers",
+            marker={"symbol": "triangle-down", "size": 14, "color": "red"},
+        ),
+        row=1,
+        col=1,
+    )
     if len(rule_alarm_times):
         times = pd.to_datetime(list(rule_alarm_times), unit="s", utc=True)
-        fig.add_trace(go.Scatter(x=times, y=[0] * len(times), name="rule alarms (10 s ≥ threshold)", mode="markers",
-                                 marker={"symbol": "line-ns-open", "size": 10, "color": "orange"}), row=1, col=1)
-    fig.add_trace(go.Scatter(x=frame["window_start"], y=frame["score"], name="RCF score (CoDisp)", mode="lines"),
-                  row=2, col=1)
-    fig.add_trace(go.Scatter(x=frame["window_start"], y=frame["threshold"], name="threshold", mode="lines",
-                             line={"dash": "dash"}), row=2, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=times,
+                y=[0] * len(times),
+                name="rule alarms (10 s ≥ threshold)",
+                mode="markers",
+                marker={"symbol": "line-ns-open", "size": 10, "color": "orange"},
+            ),
+            row=1,
+            col=1,
+        )
+    fig.add_trace(
+        go.Scatter(x=frame["window_start"], y=frame["score"], name="RCF score (CoDisp)", mode="lines"), row=2, col=1
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=frame["window_start"], y=frame["threshold"], name="threshold", mode="lines", line={"dash": "dash"}
+        ),
+        row=2,
+        col=1,
+    )
     for incident in incidents:
         colour = "rgba(255,0,0,0.12)" if incident["kind"] == "outage" else "rgba(0,128,255,0.12)"
         for row in (1, 2):

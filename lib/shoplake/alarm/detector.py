@@ -50,20 +50,33 @@ class DetectorConfig:
 
     def __post_init__(self) -> None:
         if self.rcf.window_seconds != self.window_seconds:
-            raise ConfigError(f"rcf.window_seconds ({self.rcf.window_seconds}) must equal window_seconds "
-                              f"({self.window_seconds}); build the config with detector_config(...)")
+            raise ConfigError(
+                f"rcf.window_seconds ({self.rcf.window_seconds}) must equal window_seconds "
+                f"({self.window_seconds}); build the config with detector_config(...)"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
-        return cls(window_seconds=data["window_seconds"], allowed_lateness_seconds=data["allowed_lateness_seconds"],
-                   rcf=RcfConfig(**data["rcf"]), rule=RuleConfig(**data["rule"]), policy=PolicyConfig(**data["policy"]))
+        return cls(
+            window_seconds=data["window_seconds"],
+            allowed_lateness_seconds=data["allowed_lateness_seconds"],
+            rcf=RcfConfig(**data["rcf"]),
+            rule=RuleConfig(**data["rule"]),
+            policy=PolicyConfig(**data["policy"]),
+        )
 
 
-def detector_config(window_seconds: int = 600, allowed_lateness_seconds: int = 60, *, rule_threshold: int | None = None,
-                    cooldown_seconds: float | None = None, **rcf: Any) -> DetectorConfig:
+def detector_config(
+    window_seconds: int = 600,
+    allowed_lateness_seconds: int = 60,
+    *,
+    rule_threshold: int | None = None,
+    cooldown_seconds: float | None = None,
+    **rcf: Any,
+) -> DetectorConfig:
     """A consistent config: the window length is shared by windows and forest; other RCF knobs by keyword."""
     rule = RuleConfig(threshold=rule_threshold) if rule_threshold is not None else RuleConfig()
     policy = PolicyConfig(cooldown_seconds=cooldown_seconds) if cooldown_seconds is not None else PolicyConfig()
@@ -111,8 +124,9 @@ class DeadLetter:
 class RateDetector:
     """Stateful detector core. Feed records with :meth:`process`, close the tail with :meth:`flush`."""
 
-    def __init__(self, config: DetectorConfig | None = None, name: str = "rcf",
-                 shards: list[str] | None = None) -> None:
+    def __init__(
+        self, config: DetectorConfig | None = None, name: str = "rcf", shards: list[str] | None = None
+    ) -> None:
         self.config = config or detector_config()
         cfg = self.config
         self.name = name
@@ -121,8 +135,17 @@ class RateDetector:
         self.rule = SlidingWindowRule(cfg.rule)
         self.policy = AlarmPolicy(name, cfg.policy)
         self.shard_max: dict[str, float] = {s: float("-inf") for s in (shards or [])}
-        self.counts = {"records_in": 0, "accepted": 0, "malformed": 0, "late": 0, "duplicate": 0, "windows": 0,
-                       "anomalous_windows": 0, "alarms": 0, "rule_alarms": 0}
+        self.counts = {
+            "records_in": 0,
+            "accepted": 0,
+            "malformed": 0,
+            "late": 0,
+            "duplicate": 0,
+            "windows": 0,
+            "anomalous_windows": 0,
+            "alarms": 0,
+            "rule_alarms": 0,
+        }
         self.history: list[dict[str, Any]] = []
         self.alarms: list[Alarm] = []
         self.rule_alarms: list[RuleAlarm] = []
@@ -133,8 +156,9 @@ class RateDetector:
         for window in windows:
             self.forest.update(window.orders, window.start)
 
-    def process(self, records: list[Any], shard_id: str = "shard-0",
-                sources: list[dict[str, Any]] | None = None) -> tuple[list[Alarm], list[DeadLetter]]:
+    def process(
+        self, records: list[Any], shard_id: str = "shard-0", sources: list[dict[str, Any]] | None = None
+    ) -> tuple[list[Alarm], list[DeadLetter]]:
         """Count a batch of records of one shard; returns (new alarms, dead letters) — never raises on bad data."""
         dead: list[DeadLetter] = []
         alarms: list[Alarm] = []
@@ -151,8 +175,14 @@ class RateDetector:
             verdict = self.windows.add(ts, invoice, line)
             if verdict == "late":
                 self.counts["late"] += 1
-                dead.append(DeadLetter(f"late: order time {iso(ts)} is before the watermark's closed windows "
-                                       f"(closed up to {iso(self.windows.next_start or 0)})", _bytes(record), source))
+                dead.append(
+                    DeadLetter(
+                        f"late: order time {iso(ts)} is before the watermark's closed windows "
+                        f"(closed up to {iso(self.windows.next_start or 0)})",
+                        _bytes(record),
+                        source,
+                    )
+                )
                 continue
             if verdict == "duplicate":
                 self.counts["duplicate"] += 1
@@ -162,8 +192,11 @@ class RateDetector:
                 self.shard_max[shard_id] = ts
                 mark = self.watermark
                 # close windows as soon as the watermark passes them: decisions do not wait for the batch's end
-                if mark is not None and self.windows.next_start is not None \
-                        and mark >= self.windows.next_start + self.config.window_seconds:
+                if (
+                    mark is not None
+                    and self.windows.next_start is not None
+                    and mark >= self.windows.next_start + self.config.window_seconds
+                ):
                     alarms.extend(self._close(mark))
             if line == 0 and not invoice.startswith("C"):
                 rule_alarm = self.rule.add(ts)
@@ -202,13 +235,24 @@ class RateDetector:
             self.counts["windows"] += 1
             self.counts["anomalous_windows"] += int(verdict.anomalous)
             decided = max(window.end, decided_at or window.end)
-            alarm = self.policy.observe(window, verdict.anomalous, verdict.score, verdict.threshold, verdict.expected,
-                                        watermark=decided)
-            self.history.append({"window_start": iso(window.start), "window_end": iso(window.end),
-                                 "orders": window.orders, "lines": window.lines, "cancellations": window.cancellations,
-                                 "expected": verdict.expected, "score": verdict.score, "threshold": verdict.threshold,
-                                 "anomalous": verdict.anomalous, "alarm": alarm.incident_id if alarm else None,
-                                 "decided_at": iso(decided)})
+            alarm = self.policy.observe(
+                window, verdict.anomalous, verdict.score, verdict.threshold, verdict.expected, watermark=decided
+            )
+            self.history.append(
+                {
+                    "window_start": iso(window.start),
+                    "window_end": iso(window.end),
+                    "orders": window.orders,
+                    "lines": window.lines,
+                    "cancellations": window.cancellations,
+                    "expected": verdict.expected,
+                    "score": verdict.score,
+                    "threshold": verdict.threshold,
+                    "anomalous": verdict.anomalous,
+                    "alarm": alarm.incident_id if alarm else None,
+                    "decided_at": iso(decided),
+                }
+            )
             del self.history[:-HISTORY_LIMIT]
             if alarm:
                 self.alarms.append(alarm)
@@ -218,10 +262,19 @@ class RateDetector:
 
     # ------------------------------------------------------------------ state
     def to_state(self) -> dict[str, Any]:
-        return {"name": self.name, "config": self.config.as_dict(), "windows": self.windows.to_state(),
-                "forest": self.forest.to_state(), "rule": self.rule.to_state(), "policy": self.policy.to_state(),
-                "shard_max": self.shard_max, "counts": self.counts, "history": self.history,
-                "alarms": [asdict(a) for a in self.alarms], "rule_alarms": [asdict(a) for a in self.rule_alarms]}
+        return {
+            "name": self.name,
+            "config": self.config.as_dict(),
+            "windows": self.windows.to_state(),
+            "forest": self.forest.to_state(),
+            "rule": self.rule.to_state(),
+            "policy": self.policy.to_state(),
+            "shard_max": self.shard_max,
+            "counts": self.counts,
+            "history": self.history,
+            "alarms": [asdict(a) for a in self.alarms],
+            "rule_alarms": [asdict(a) for a in self.rule_alarms],
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RateDetector:
@@ -272,21 +325,32 @@ class StateStore:
         from botocore.exceptions import ClientError
 
         try:
-            item = self.client.get_item(TableName=self.table, Key={"key": {"S": self.key}}, ConsistentRead=True).get("Item")
+            item = self.client.get_item(TableName=self.table, Key={"key": {"S": self.key}}, ConsistentRead=True).get(
+                "Item"
+            )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                raise DetectorError(f"table {self.table} does not exist: run notebook 00_provision "
-                                    "(or `shoplake infra apply`)") from exc
+                raise DetectorError(
+                    f"table {self.table} does not exist: run notebook 00_provision (or `shoplake infra apply`)"
+                ) from exc
             raise
         return decode_state(item["state"]["B"]) if item else None
 
     def save(self, state: dict[str, Any]) -> int:
         blob = encode_state(state)
         if len(blob) > 390_000:
-            raise DetectorError(f"detector state is {len(blob)} bytes, over DynamoDB's 400 KB item limit: "
-                                "use fewer trees/shorter windows or a smaller tree_size")
-        self.client.put_item(TableName=self.table, Item={"key": {"S": self.key}, "state": {"B": blob},
-                                                         "updated_at": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
+            raise DetectorError(
+                f"detector state is {len(blob)} bytes, over DynamoDB's 400 KB item limit: "
+                "use fewer trees/shorter windows or a smaller tree_size"
+            )
+        self.client.put_item(
+            TableName=self.table,
+            Item={
+                "key": {"S": self.key},
+                "state": {"B": blob},
+                "updated_at": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+            },
+        )
         return len(blob)
 
     def delete(self) -> None:
@@ -346,35 +410,61 @@ class StreamHandler:
             return
         from shoplake.functions import rate_alarm
 
-        answer = rate_alarm.process_event({"alarms": [a.as_event() for a in alarms]}, self.topic_arn, self.store.table,
-                                          self.sns, self.dynamodb, self.detector.config.policy.cooldown_seconds)
+        answer = rate_alarm.process_event(
+            {"alarms": [a.as_event() for a in alarms]},
+            self.topic_arn,
+            self.store.table,
+            self.sns,
+            self.dynamodb,
+            self.detector.config.policy.cooldown_seconds,
+        )
         for alarm, result in zip(alarms, answer["results"], strict=True):
-            self.outcomes.append({**alarm.as_event(), "status": result["status"], "text": result["text"],
-                                  "published_wall": time.time()})
+            self.outcomes.append(
+                {**alarm.as_event(), "status": result["status"], "text": result["text"], "published_wall": time.time()}
+            )
 
     def dead_letter(self, dead: list[DeadLetter]) -> None:
         if not dead or not self.dlq_url:
             return
         for start in range(0, len(dead), 10):
-            entries = [{"Id": str(i), "MessageBody": json.dumps({
-                "reason": d.reason, "data_base64": base64.b64encode(d.data).decode("ascii"),
-                "data_text": d.data.decode("utf-8", "replace")[:1000], "source": d.source, "consumer": self.store.key})}
-                for i, d in enumerate(dead[start:start + 10])]
+            entries = [
+                {
+                    "Id": str(i),
+                    "MessageBody": json.dumps(
+                        {
+                            "reason": d.reason,
+                            "data_base64": base64.b64encode(d.data).decode("ascii"),
+                            "data_text": d.data.decode("utf-8", "replace")[:1000],
+                            "source": d.source,
+                            "consumer": self.store.key,
+                        }
+                    ),
+                }
+                for i, d in enumerate(dead[start : start + 10])
+            ]
             response = self.sqs.send_message_batch(QueueUrl=self.dlq_url, Entries=entries)
             if response.get("Failed"):
-                raise DetectorError(f"dead-letter queue refused {len(response['Failed'])} messages: {response['Failed'][:1]}")
+                raise DetectorError(
+                    f"dead-letter queue refused {len(response['Failed'])} messages: {response['Failed'][:1]}"
+                )
             self.dead_lettered += len(entries)
 
 
-def load_detector(consumer: str = CONSUMER, config: DetectorConfig | None = None,
-                  warmup: list[WindowCount] | None = None, shards: list[str] | None = None) -> RateDetector:
+def load_detector(
+    consumer: str = CONSUMER,
+    config: DetectorConfig | None = None,
+    warmup: list[WindowCount] | None = None,
+    shards: list[str] | None = None,
+) -> RateDetector:
     """The detector of ``consumer`` from its saved state, or a new one (warmed up on ``warmup``)."""
     state = StateStore(consumer).load()
     if state is not None:
         detector = RateDetector.from_state(state)
         if config is not None and detector.config != config:
-            raise DetectorError(f"the saved state of {consumer} was made with another configuration: "
-                                "reset it (consume(reset=True)) or use a new consumer name")
+            raise DetectorError(
+                f"the saved state of {consumer} was made with another configuration: "
+                "reset it (consume(reset=True)) or use a new consumer name"
+            )
         return detector
     detector = RateDetector(config, name=consumer, shards=shards)
     if warmup:
@@ -407,9 +497,17 @@ def start_at_stream_end(consumer: str = CONSUMER) -> dict[str, str]:
     return ends
 
 
-def consume(consumer: str = CONSUMER, config: DetectorConfig | None = None, *,
-            warmup: list[WindowCount] | None = None, final: bool = True, max_batches: int | None = None,
-            batch_size: int = 500, timeout: float = 900.0, reset_first: bool = False) -> ConsumeResult:
+def consume(
+    consumer: str = CONSUMER,
+    config: DetectorConfig | None = None,
+    *,
+    warmup: list[WindowCount] | None = None,
+    final: bool = True,
+    max_batches: int | None = None,
+    batch_size: int = 500,
+    timeout: float = 900.0,
+    reset_first: bool = False,
+) -> ConsumeResult:
     """Run the detector over the ``orders`` stream until caught up (or ``max_batches``), from its checkpoints.
 
     ``final=True`` closes the last open windows at the end (a finished replay); a live deployment never does.
@@ -425,12 +523,19 @@ def consume(consumer: str = CONSUMER, config: DetectorConfig | None = None, *,
     try:
         topic_arn, dlq_url = outputs["topic_arn:alarms"], outputs["queue_url:rate-alarm-dlq"]
     except KeyError as exc:
-        raise DetectorError(f"infra output {exc} is missing: run notebook 00_provision (or `shoplake infra apply`)") from exc
+        raise DetectorError(
+            f"infra output {exc} is missing: run notebook 00_provision (or `shoplake infra apply`)"
+        ) from exc
     handler = StreamHandler(detector, StateStore(consumer), topic_arn, dlq_url)
-    settings = lambda_local.MappingSettings(stream="orders", batch_size=batch_size, starting_position="TRIM_HORIZON",
-                                            bisect_on_error=True, max_retry_attempts=3, on_failure=dlq_url)
-    mapping = lambda_local.EventSourceMapping(handler, settings, consumer=consumer,
-                                              function_name=config_name(consumer))
+    settings = lambda_local.MappingSettings(
+        stream="orders",
+        batch_size=batch_size,
+        starting_position="TRIM_HORIZON",
+        bisect_on_error=True,
+        max_retry_attempts=3,
+        on_failure=dlq_url,
+    )
+    mapping = lambda_local.EventSourceMapping(handler, settings, consumer=consumer, function_name=config_name(consumer))
     stats = mapping.run_until_caught_up(timeout=timeout, max_batches=max_batches)
     if final:
         with handler.lock:
@@ -440,8 +545,14 @@ def consume(consumer: str = CONSUMER, config: DetectorConfig | None = None, *,
     counts["dead_lettered"] = handler.dead_lettered
     for status in ("published", "duplicate", "cooled_down"):
         counts[status] = sum(o["status"] == status for o in handler.outcomes)
-    return ConsumeResult(counts=counts, mapping=stats.as_dict(), alarms=handler.outcomes, detector=detector,
-                         elapsed_s=time.perf_counter() - began, state_bytes=handler.state_bytes)
+    return ConsumeResult(
+        counts=counts,
+        mapping=stats.as_dict(),
+        alarms=handler.outcomes,
+        detector=detector,
+        elapsed_s=time.perf_counter() - began,
+        state_bytes=handler.state_bytes,
+    )
 
 
 def config_name(consumer: str) -> str:

@@ -22,8 +22,10 @@ def _outputs() -> dict[str, str]:
 
     outputs = infra.outputs()
     if "topic_arn:alarms" not in outputs or "queue_url:alarm-inbox" not in outputs:
-        raise ShoplakeError("the alarms topic or the alarm-inbox queue is missing: run notebook 00_provision "
-                            "(or `shoplake infra apply`)")
+        raise ShoplakeError(
+            "the alarms topic or the alarm-inbox queue is missing: run notebook 00_provision "
+            "(or `shoplake infra apply`)"
+        )
     return outputs
 
 
@@ -34,14 +36,29 @@ def ensure_inbox() -> str:
     topic, queue_arn = outputs["topic_arn:alarms"], outputs["queue_arn:alarm-inbox"]
     pages = sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic)
     if not any(s["Endpoint"] == queue_arn for page in pages for s in page["Subscriptions"]):
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn,
-                      Attributes={"RawMessageDelivery": "false"}, ReturnSubscriptionArn=True)
+        sns.subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=queue_arn,
+            Attributes={"RawMessageDelivery": "false"},
+            ReturnSubscriptionArn=True,
+        )
         if not config.settings().is_local:  # on aws the queue must allow the topic to send
-            policy = {"Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"}, "Action": "sqs:SendMessage",
-                "Resource": queue_arn, "Condition": {"ArnEquals": {"aws:SourceArn": topic}}}]}
-            config.client("sqs").set_queue_attributes(QueueUrl=outputs["queue_url:alarm-inbox"],
-                                                      Attributes={"Policy": json.dumps(policy)})
+            policy = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "sns.amazonaws.com"},
+                        "Action": "sqs:SendMessage",
+                        "Resource": queue_arn,
+                        "Condition": {"ArnEquals": {"aws:SourceArn": topic}},
+                    }
+                ],
+            }
+            config.client("sqs").set_queue_attributes(
+                QueueUrl=outputs["queue_url:alarm-inbox"], Attributes={"Policy": json.dumps(policy)}
+            )
     return outputs["queue_url:alarm-inbox"]
 
 
@@ -52,16 +69,21 @@ def sent_messages(max_polls: int = 50) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     empty = 0
     for _ in range(max_polls):
-        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0,
-                                    AttributeNames=["All"]).get("Messages", [])
+        batch = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0, WaitTimeSeconds=0, AttributeNames=["All"]
+        ).get("Messages", [])
         new = 0
         for raw in batch:
             body = json.loads(raw["Body"])
             message_id = body.get("MessageId", raw["MessageId"])
             if message_id not in seen:
                 new += 1
-                seen[message_id] = {"message_id": message_id, "subject": body.get("Subject"),
-                                    "text": body.get("Message"), "timestamp": body.get("Timestamp")}
+                seen[message_id] = {
+                    "message_id": message_id,
+                    "subject": body.get("Subject"),
+                    "text": body.get("Message"),
+                    "timestamp": body.get("Timestamp"),
+                }
         empty = empty + 1 if not new else 0
         if empty >= 3:
             break
@@ -77,6 +99,7 @@ def purge_inbox() -> int:
         batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=30).get("Messages", [])
         if not batch:
             return removed
-        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                                                        for i, m in enumerate(batch)])
+        sqs.delete_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)]
+        )
         removed += len(batch)

@@ -182,8 +182,16 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
 
 def process(event: dict[str, Any], table: str, dlq_url: str, dynamodb: Any, sqs: Any) -> dict[str, Any]:
     """Handle one Kinesis batch with explicit clients; returns ``{"batchItemFailures": [...], "counts": {...}}``."""
-    counts = {"records": 0, "written": 0, "dead_lettered": 0, "guest_lines": 0, "cancellations": 0,
-              "cancellations_matched": 0, "cancellations_unmatched": 0, "transient_failures": 0}
+    counts = {
+        "records": 0,
+        "written": 0,
+        "dead_lettered": 0,
+        "guest_lines": 0,
+        "cancellations": 0,
+        "cancellations_matched": 0,
+        "cancellations_unmatched": 0,
+        "transient_failures": 0,
+    }
     failed: set[str] = set()
     valid: list[tuple[str, dict[str, Any], dict[str, Any]]] = []  # (sequence number, event, item)
     for record in event.get("Records", []):
@@ -244,10 +252,19 @@ def _seq_int(sequence: str) -> int:
 
 def _is_transient(exc: Exception) -> bool:
     code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-    return code in {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
-                    "InternalServerError", "ServiceUnavailable", "TransactionConflictException"} or \
-        type(exc).__name__ in {"EndpointConnectionError", "ConnectionClosedError", "ReadTimeoutError",
-                               "ConnectTimeoutError"}
+    return code in {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+    } or type(exc).__name__ in {
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+    }
 
 
 def _batch_write(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> set[tuple[str, str]]:
@@ -277,8 +294,12 @@ def _mark_cancelled(dynamodb: Any, table: str, cancel: dict[str, Any]) -> bool:
         "TableName": table,
         "KeyConditionExpression": "customer_id = :c AND order_key < :k",
         "FilterExpression": "stock_code = :s AND is_cancellation = :f",
-        "ExpressionAttributeValues": {":c": {"S": cancel["CustomerID"]}, ":k": {"S": cancel["InvoiceDate"] + "#"},
-                                      ":s": {"S": cancel["StockCode"]}, ":f": {"BOOL": False}},
+        "ExpressionAttributeValues": {
+            ":c": {"S": cancel["CustomerID"]},
+            ":k": {"S": cancel["InvoiceDate"] + "#"},
+            ":s": {"S": cancel["StockCode"]},
+            ":f": {"BOOL": False},
+        },
         "ScanIndexForward": False,
         "ConsistentRead": True,
     }
@@ -299,10 +320,13 @@ def _mark_cancelled(dynamodb: Any, table: str, cancel: dict[str, Any]) -> bool:
                 Key={"customer_id": candidate["customer_id"], "order_key": candidate["order_key"]},
                 UpdateExpression="SET cancelled_by = :me, cancelled_quantity = :q, #st = :cancelled",
                 ConditionExpression="attribute_exists(order_key) AND (attribute_not_exists(cancelled_by) "
-                                    "OR cancelled_by = :me)",
+                "OR cancelled_by = :me)",
                 ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues={":me": {"S": me}, ":q": {"N": str(abs(cancel["Quantity"]))},
-                                           ":cancelled": {"S": "cancelled"}},
+                ExpressionAttributeValues={
+                    ":me": {"S": me},
+                    ":q": {"N": str(abs(cancel["Quantity"]))},
+                    ":cancelled": {"S": "cancelled"},
+                },
             )
             return True
         except Exception as exc:  # noqa: BLE001
@@ -322,8 +346,12 @@ def _dead_letter(sqs: Any, dlq_url: str, record: dict[str, Any], raw: bytes, rea
         "reason": reason,
         "data_base64": base64.b64encode(raw).decode("ascii"),
         "data_text": text,
-        "source": {"shard_id": record.get("eventID", "").split(":")[0], "sequence_number": kinesis.get("sequenceNumber"),
-                   "partition_key": kinesis.get("partitionKey"), "event_source_arn": record.get("eventSourceARN")},
+        "source": {
+            "shard_id": record.get("eventID", "").split(":")[0],
+            "sequence_number": kinesis.get("sequenceNumber"),
+            "partition_key": kinesis.get("partitionKey"),
+            "event_source_arn": record.get("eventSourceARN"),
+        },
         "function": "order_history",
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

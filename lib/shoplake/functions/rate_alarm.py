@@ -35,8 +35,18 @@ from urllib.parse import urlparse
 
 log = logging.getLogger("rate_alarm")
 
-REQUIRED = ("incident_id", "detector", "kind", "window_start", "window_end", "observed", "expected", "score",
-            "threshold", "raised_at")
+REQUIRED = (
+    "incident_id",
+    "detector",
+    "kind",
+    "window_start",
+    "window_end",
+    "observed",
+    "expected",
+    "score",
+    "threshold",
+    "raised_at",
+)
 DEFAULT_COOLDOWN_SECONDS = 900.0
 _CLIENTS: dict[str, Any] = {}
 
@@ -68,14 +78,22 @@ def message(alarm: dict[str, Any]) -> tuple[str, str]:
     observed, expected = float(alarm["observed"]), float(alarm["expected"])
     ratio = f"x{observed / expected:.1f}" if expected > 0 else "no baseline"
     what = "order SURGE" if alarm["kind"] == "surge" else "order DROP"
-    text = (f"shoplake: {what} {start[11:16]}-{end[11:16]} UTC {start[:10]}: {int(observed)} orders vs "
-            f"~{expected:.0f} expected ({ratio}); score {float(alarm['score']):.0f} > {float(alarm['threshold']):.0f}. "
-            f"Incident {alarm['incident_id']}")
+    text = (
+        f"shoplake: {what} {start[11:16]}-{end[11:16]} UTC {start[:10]}: {int(observed)} orders vs "
+        f"~{expected:.0f} expected ({ratio}); score {float(alarm['score']):.0f} > {float(alarm['threshold']):.0f}. "
+        f"Incident {alarm['incident_id']}"
+    )
     return f"shoplake {what.lower()}", text
 
 
-def process(alarm: dict[str, Any], topic_arn: str, table: str, sns: Any, dynamodb: Any,
-            cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS) -> dict[str, Any]:
+def process(
+    alarm: dict[str, Any],
+    topic_arn: str,
+    table: str,
+    sns: Any,
+    dynamodb: Any,
+    cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS,
+) -> dict[str, Any]:
     """Handle one alarm: ``{"status": published|duplicate|cooled_down, "incident_key", "message_id"?, "text"}``."""
     from botocore.exceptions import ClientError
 
@@ -87,8 +105,13 @@ def process(alarm: dict[str, Any], topic_arn: str, table: str, sns: Any, dynamod
     try:
         dynamodb.put_item(
             TableName=table,
-            Item={"key": {"S": incident_key}, "status": {"S": "pending"}, "raised_at": {"S": alarm["raised_at"]},
-                  "kind": {"S": alarm["kind"]}, "text": {"S": text}},
+            Item={
+                "key": {"S": incident_key},
+                "status": {"S": "pending"},
+                "raised_at": {"S": alarm["raised_at"]},
+                "kind": {"S": alarm["kind"]},
+                "text": {"S": text},
+            },
             ConditionExpression="attribute_not_exists(#k) OR #s = :pending",
             ExpressionAttributeNames={"#k": "key", "#s": "status"},
             ExpressionAttributeValues={":pending": {"S": "pending"}},
@@ -103,8 +126,12 @@ def process(alarm: dict[str, Any], topic_arn: str, table: str, sns: Any, dynamod
             Key={"key": {"S": f"cooldown#{detector}"}},
             UpdateExpression="SET last_alarm_epoch = :t, last_incident = :i, last_alarm_at = :at",
             ConditionExpression="attribute_not_exists(last_alarm_epoch) OR last_alarm_epoch <= :limit OR last_incident = :i",
-            ExpressionAttributeValues={":t": {"N": repr(raised)}, ":i": {"S": incident},
-                                       ":at": {"S": alarm["raised_at"]}, ":limit": {"N": repr(raised - cooldown_seconds)}},
+            ExpressionAttributeValues={
+                ":t": {"N": repr(raised)},
+                ":i": {"S": incident},
+                ":at": {"S": alarm["raised_at"]},
+                ":limit": {"N": repr(raised - cooldown_seconds)},
+            },
         )
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
@@ -123,12 +150,18 @@ def _mark(dynamodb: Any, table: str, key: str, status: str, message_id: str | No
     if message_id:
         expression += ", message_id = :m"
         values[":m"] = {"S": message_id}
-    dynamodb.update_item(TableName=table, Key={"key": {"S": key}}, UpdateExpression=expression,
-                         ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues=values)
+    dynamodb.update_item(
+        TableName=table,
+        Key={"key": {"S": key}},
+        UpdateExpression=expression,
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues=values,
+    )
 
 
-def process_event(event: Any, topic_arn: str, table: str, sns: Any, dynamodb: Any,
-                  cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS) -> dict[str, Any]:
+def process_event(
+    event: Any, topic_arn: str, table: str, sns: Any, dynamodb: Any, cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS
+) -> dict[str, Any]:
     """Handle one alarm or ``{"alarms": [...]}``; returns per-alarm results and counts."""
     alarms = event.get("alarms") if isinstance(event, dict) and "alarms" in event else [event]
     if not isinstance(alarms, list):

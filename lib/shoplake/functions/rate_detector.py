@@ -81,8 +81,9 @@ class WindowState:
 
     windows: EventTimeWindows
     times: dict[str, int] = field(default_factory=dict)  # "<InvoiceNo>#<LineNo>" -> order time (epoch s)
-    counts: dict[str, int] = field(default_factory=lambda: {"records_in": 0, "accepted": 0, "malformed": 0,
-                                                            "late": 0, "duplicate": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"records_in": 0, "accepted": 0, "malformed": 0, "late": 0, "duplicate": 0}
+    )
     first_sequence: str | None = None
     last_sequence: str | None = None
     invocations: int = 0
@@ -112,8 +113,10 @@ class WindowState:
         verdict = self.windows.add(ts, invoice, line)
         if verdict == "late":
             self.counts["late"] += 1
-            return (f"late: order time {iso(ts)} is before the watermark's closed windows "
-                    f"(closed up to {iso(self.windows.next_start or 0)})")
+            return (
+                f"late: order time {iso(ts)} is before the watermark's closed windows "
+                f"(closed up to {iso(self.windows.next_start or 0)})"
+            )
         if verdict == "duplicate":
             self.counts["duplicate"] += 1
             return None
@@ -123,9 +126,14 @@ class WindowState:
 
     def to_state(self) -> dict[str, str]:
         """The ``state`` Lambda carries to the next invocation: a flat map of strings (what every runtime accepts)."""
-        body = {"windows": self.windows.to_state(), "times": self.times, "counts": self.counts,
-                "first_sequence": self.first_sequence, "last_sequence": self.last_sequence,
-                "invocations": self.invocations}
+        body = {
+            "windows": self.windows.to_state(),
+            "times": self.times,
+            "counts": self.counts,
+            "first_sequence": self.first_sequence,
+            "last_sequence": self.last_sequence,
+            "invocations": self.invocations,
+        }
         return {"v": STATE_VERSION, "window": json.dumps(body, separators=(",", ":"))}
 
     @classmethod
@@ -135,8 +143,14 @@ class WindowState:
         if state.get("v") != STATE_VERSION:
             raise DetectorError(f"window state version {state.get('v')!r} is not {STATE_VERSION}: let the window end")
         body = json.loads(state["window"])
-        return cls(EventTimeWindows.from_state(body["windows"]), {k: int(v) for k, v in body["times"].items()},
-                   dict(body["counts"]), body["first_sequence"], body["last_sequence"], int(body["invocations"]))
+        return cls(
+            EventTimeWindows.from_state(body["windows"]),
+            {k: int(v) for k, v in body["times"].items()},
+            dict(body["counts"]),
+            body["first_sequence"],
+            body["last_sequence"],
+            int(body["invocations"]),
+        )
 
     def size(self) -> int:
         return len(self.to_state()["window"])
@@ -179,14 +193,24 @@ class Settings:
         if env.get("DETECTOR_CONFIG"):
             config = DetectorConfig.from_dict(json.loads(env["DETECTOR_CONFIG"]))
         else:
-            config = detector_config(int(env.get("WINDOW_SECONDS", 600)), int(env.get("ALLOWED_LATENESS_SECONDS", 60)),
-                                     cooldown_seconds=float(env.get("COOLDOWN_SECONDS", 900)))
-        return cls(table, topic, env.get("DEAD_LETTER_QUEUE_URL") or None, env.get("DETECTOR_NAME", "rate-detector-fn"),
-                   config, float(env.get("IDLE_SHARD_SECONDS", 300)))
+            config = detector_config(
+                int(env.get("WINDOW_SECONDS", 600)),
+                int(env.get("ALLOWED_LATENESS_SECONDS", 60)),
+                cooldown_seconds=float(env.get("COOLDOWN_SECONDS", 900)),
+            )
+        return cls(
+            table,
+            topic,
+            env.get("DEAD_LETTER_QUEUE_URL") or None,
+            env.get("DETECTOR_NAME", "rate-detector-fn"),
+            config,
+            float(env.get("IDLE_SHARD_SECONDS", 300)),
+        )
 
 
-def seed_state(detector: RateDetector, settings: Settings, dynamodb: Any, shards: list[str] | None = None,
-               overwrite: bool = False) -> None:
+def seed_state(
+    detector: RateDetector, settings: Settings, dynamodb: Any, shards: list[str] | None = None, overwrite: bool = False
+) -> None:
     """Install a (warmed-up) detector as the function's state — e.g. one taught yesterday's windows with ``warm_up``.
 
     ``shards``: the stream's shards, so that the watermark waits for each of them from the first window on.
@@ -209,20 +233,27 @@ def seed_state(detector: RateDetector, settings: Settings, dynamodb: Any, shards
 
 def load_detector(settings: Settings, dynamodb: Any) -> RateDetector | None:
     """The function's detector as saved in ``alarm_state`` (None before its first window), e.g. for a chart."""
-    item = dynamodb.get_item(TableName=settings.state_table, Key={"key": {"S": settings.key}},
-                             ConsistentRead=True).get("Item")
+    item = dynamodb.get_item(TableName=settings.state_table, Key={"key": {"S": settings.key}}, ConsistentRead=True).get(
+        "Item"
+    )
     return RateDetector.from_state(decode_state(item["state"]["B"])) if item else None
 
 
 def _item(settings: Settings, detector: RateDetector, version: int, marks: dict[str, Any]) -> dict[str, Any]:
     blob = encode_state(detector.to_state())
     if len(blob) > MAX_ITEM_BYTES:
-        raise DetectorError(f"detector state is {len(blob)} bytes, over DynamoDB's 400 KB item limit: "
-                            "use fewer trees/shorter windows or a smaller tree_size")
+        raise DetectorError(
+            f"detector state is {len(blob)} bytes, over DynamoDB's 400 KB item limit: "
+            "use fewer trees/shorter windows or a smaller tree_size"
+        )
     closed = detector.windows.next_start
-    item = {"key": {"S": settings.key}, "state": {"B": blob}, "version": {"N": str(version)},
-            "marks": {"S": json.dumps(marks, separators=(",", ":"))},
-            "updated_at": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+    item = {
+        "key": {"S": settings.key},
+        "state": {"B": blob},
+        "version": {"N": str(version)},
+        "marks": {"S": json.dumps(marks, separators=(",", ":"))},
+        "updated_at": {"S": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+    }
     if closed is not None:
         item["closed_before"] = {"N": str(int(closed))}
     return item
@@ -245,8 +276,9 @@ class MergeResult:
 class TumblingDetector:
     """The function's logic with its clients injected (the Lambda entry point builds them from the environment)."""
 
-    def __init__(self, settings: Settings, dynamodb: Any, sns: Any, sqs: Any, kinesis: Any | None = None,
-                 cache: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, dynamodb: Any, sns: Any, sqs: Any, kinesis: Any | None = None, cache: bool = True
+    ) -> None:
         self.settings = settings
         self.dynamodb, self.sns, self.sqs, self.kinesis = dynamodb, sns, sqs, kinesis
         self.cache = cache
@@ -271,17 +303,22 @@ class TumblingDetector:
             window.invocations += 1
         final = bool(event.get("isFinalInvokeForWindow") or event.get("isWindowTerminatedEarly"))
         if final and failures:
-            raise DetectorError(f"the dead-letter queue refused record {failures[0]['itemIdentifier']} in the final "
-                                "invoke of a window: failing it so Lambda retries the window's end")
+            raise DetectorError(
+                f"the dead-letter queue refused record {failures[0]['itemIdentifier']} in the final "
+                "invoke of a window: failing it so Lambda retries the window's end"
+            )
         if final or window.size() > self.settings.spill_bytes:
             self.merge(shard, window, event.get("eventSourceARN"))
             # after the final invoke Lambda drops the state; after a spill the window goes on with a fresh one
-            return {"state": {} if final else WindowState.new(self.settings.config).to_state(),
-                    "batchItemFailures": failures}
+            return {
+                "state": {} if final else WindowState.new(self.settings.config).to_state(),
+                "batchItemFailures": failures,
+            }
         return {"state": window.to_state(), "batchItemFailures": failures}
 
-    def _add(self, window: WindowState, records: list[dict[str, Any]], shard: str,
-             send: bool = True) -> tuple[WindowState, int | None]:
+    def _add(
+        self, window: WindowState, records: list[dict[str, Any]], shard: str, send: bool = True
+    ) -> tuple[WindowState, int | None]:
         closed_before = self.closed_before()
         dead: list[tuple[int, DeadLetter]] = []
         for index, record in enumerate(records):
@@ -298,8 +335,11 @@ class TumblingDetector:
 
     def closed_before(self) -> int | None:
         """Start of the oldest event-time window the detector has not closed yet (records before it are late)."""
-        item = self.dynamodb.get_item(TableName=self.settings.state_table, Key={"key": {"S": self.settings.key}},
-                                      ProjectionExpression="closed_before").get("Item")
+        item = self.dynamodb.get_item(
+            TableName=self.settings.state_table,
+            Key={"key": {"S": self.settings.key}},
+            ProjectionExpression="closed_before",
+        ).get("Item")
         return int(item["closed_before"]["N"]) if item and "closed_before" in item else None
 
     # ------------------------------------------------------------------ the window's end
@@ -308,13 +348,17 @@ class TumblingDetector:
         from botocore.exceptions import ClientError
 
         for attempt in range(1, MAX_SAVE_ATTEMPTS + 1):
-            item = self.dynamodb.get_item(TableName=self.settings.state_table, Key={"key": {"S": self.settings.key}},
-                                          ConsistentRead=True).get("Item")
+            item = self.dynamodb.get_item(
+                TableName=self.settings.state_table, Key={"key": {"S": self.settings.key}}, ConsistentRead=True
+            ).get("Item")
             version = int(item["version"]["N"]) if item and "version" in item else 0
             marks = json.loads(item["marks"]["S"]) if item and "marks" in item else {"shards": {}}
             mark = marks["shards"].get(shard, {})
-            if window.last_sequence and mark.get("last_sequence") \
-                    and int(window.last_sequence) <= int(mark["last_sequence"]):
+            if (
+                window.last_sequence
+                and mark.get("last_sequence")
+                and int(window.last_sequence) <= int(mark["last_sequence"])
+            ):
                 result = MergeResult(shard, "already_merged", attempts=attempt, version=version)
                 self.merges.append(result)
                 return result
@@ -343,8 +387,11 @@ class TumblingDetector:
                     kwargs["ExpressionAttributeNames"] = {"#k": "key"}
                 else:
                     kwargs["ExpressionAttributeValues"] = {":v": {"N": str(version)}}
-                self.dynamodb.put_item(TableName=self.settings.state_table,
-                                       Item=_item(self.settings, detector, version + 1, marks), **kwargs)
+                self.dynamodb.put_item(
+                    TableName=self.settings.state_table,
+                    Item=_item(self.settings, detector, version + 1, marks),
+                    **kwargs,
+                )
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                     raise
@@ -352,14 +399,29 @@ class TumblingDetector:
                 continue
             if self.cache:
                 self._cached = (version + 1, detector)
-            result = MergeResult(shard, "merged", len(records), detector.counts["windows"] - windows_before,
-                                 outcomes, len(dead), attempt, version + 1)
+            result = MergeResult(
+                shard,
+                "merged",
+                len(records),
+                detector.counts["windows"] - windows_before,
+                outcomes,
+                len(dead),
+                attempt,
+                version + 1,
+            )
             self.merges.append(result)
-            log.info("merged %d order lines of %s: %d windows closed, %d alarms", len(records), shard,
-                     result.windows_closed, len(alarms))
+            log.info(
+                "merged %d order lines of %s: %d windows closed, %d alarms",
+                len(records),
+                shard,
+                result.windows_closed,
+                len(alarms),
+            )
             return result
-        raise DetectorError(f"could not save {self.settings.key} after {MAX_SAVE_ATTEMPTS} attempts: shards keep "
-                            "conflicting; Lambda retries the final invoke")
+        raise DetectorError(
+            f"could not save {self.settings.key} after {MAX_SAVE_ATTEMPTS} attempts: shards keep "
+            "conflicting; Lambda retries the final invoke"
+        )
 
     def _detector(self, item: dict[str, Any] | None, version: int, stream_arn: str | None) -> RateDetector:
         if item and "state" in item:
@@ -367,8 +429,11 @@ class TumblingDetector:
                 return self._cached[1]
             detector = RateDetector.from_state(decode_state(item["state"]["B"]))
             if detector.config != self.settings.config:
-                log.warning("%s was saved with another configuration than the function's: keeping the saved one "
-                            "(delete the item to start over with the new one)", self.settings.key)
+                log.warning(
+                    "%s was saved with another configuration than the function's: keeping the saved one "
+                    "(delete the item to start over with the new one)",
+                    self.settings.key,
+                )
             return detector
         return RateDetector(self.settings.config, name=self.settings.name, shards=self.shards(stream_arn))
 
@@ -403,11 +468,18 @@ class TumblingDetector:
         """Hand alarms to the ``rate_alarm`` logic (SNS publish, de-dup per incident, cool-down in ``alarm_state``)."""
         if not alarms:
             return []
-        answer = rate_alarm.process_event({"alarms": [a.as_event() for a in alarms]}, self.settings.topic_arn,
-                                          self.settings.state_table, self.sns, self.dynamodb,
-                                          self.settings.config.policy.cooldown_seconds)
-        return [{**a.as_event(), "status": r["status"], "text": r["text"]}
-                for a, r in zip(alarms, answer["results"], strict=True)]
+        answer = rate_alarm.process_event(
+            {"alarms": [a.as_event() for a in alarms]},
+            self.settings.topic_arn,
+            self.settings.state_table,
+            self.sns,
+            self.dynamodb,
+            self.settings.config.policy.cooldown_seconds,
+        )
+        return [
+            {**a.as_event(), "status": r["status"], "text": r["text"]}
+            for a, r in zip(alarms, answer["results"], strict=True)
+        ]
 
     def dead_letter(self, dead: list[DeadLetter], strict: bool = False) -> list[int]:
         """Send dead letters to ``rate-alarm-dlq`` (same body as the local consumer's); returns refused indices."""
@@ -415,10 +487,21 @@ class TumblingDetector:
             return []
         refused: list[int] = []
         for start in range(0, len(dead), 10):
-            entries = [{"Id": str(start + i), "MessageBody": json.dumps({
-                "reason": d.reason, "data_base64": base64.b64encode(d.data).decode("ascii"),
-                "data_text": d.data.decode("utf-8", "replace")[:1000], "source": d.source,
-                "consumer": self.settings.key})} for i, d in enumerate(dead[start:start + 10])]
+            entries = [
+                {
+                    "Id": str(start + i),
+                    "MessageBody": json.dumps(
+                        {
+                            "reason": d.reason,
+                            "data_base64": base64.b64encode(d.data).decode("ascii"),
+                            "data_text": d.data.decode("utf-8", "replace")[:1000],
+                            "source": d.source,
+                            "consumer": self.settings.key,
+                        }
+                    ),
+                }
+                for i, d in enumerate(dead[start : start + 10])
+            ]
             response = self.sqs.send_message_batch(QueueUrl=self.settings.dlq_url, Entries=entries)
             failed = [int(f["Id"]) for f in response.get("Failed", [])]
             self.dead_lettered += len(entries) - len(failed)
@@ -438,6 +521,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     global _DETECTOR
     if _DETECTOR is None:  # one per warm container: it keeps the planted forest between final invokes
         client = rate_alarm._client
-        _DETECTOR = TumblingDetector(Settings.from_env(), client("dynamodb"), client("sns"), client("sqs"),
-                                     client("kinesis"))
+        _DETECTOR = TumblingDetector(
+            Settings.from_env(), client("dynamodb"), client("sns"), client("sqs"), client("kinesis")
+        )
     return _DETECTOR.handle(event)

@@ -37,7 +37,9 @@ BOT_RE = re.compile(
     r"python-urllib|go-http-client|java/|httpclient|scrapy|headlesschrome|phantomjs|pingdom|uptime|monitor",
     re.IGNORECASE,
 )
-MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+MONTHS = {
+    m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)
+}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "v": "\v", "b": "\b", "f": "\f"}
 MAX_LINE = 65536
 
@@ -94,8 +96,11 @@ def to_utc_iso(stamp: str) -> str | None:
 def _iso_day(day_month_year: str) -> str | None:
     """``10/Oct/2000`` → ``2000-10-10`` (None for an impossible date)."""
     try:
-        return datetime.strptime(day_month_year, "%d/%b/%Y").strftime("%Y-%m-%d") if (
-            len(day_month_year) == 11 and day_month_year[3:6] in MONTHS) else None
+        return (
+            datetime.strptime(day_month_year, "%d/%b/%Y").strftime("%Y-%m-%d")
+            if (len(day_month_year) == 11 and day_month_year[3:6] in MONTHS)
+            else None
+        )
     except ValueError:
         return None
 
@@ -172,9 +177,11 @@ def parse_line(line: str) -> tuple[dict[str, Any] | None, str | None]:
 
 def agent_json_to_line(record: dict[str, Any]) -> str:
     """A Kinesis Agent ``LOGTOJSON`` record back to its log line (the agent keeps fields as written, escapes included)."""
-    line = (f'{record.get("host", "-")} {record.get("ident", "-")} {record.get("authuser", "-")} '
-            f'[{record.get("datetime", "")}] "{record.get("request", "-")}" {record.get("response", "-")} '
-            f'{record.get("bytes", "-")}')
+    line = (
+        f"{record.get('host', '-')} {record.get('ident', '-')} {record.get('authuser', '-')} "
+        f'[{record.get("datetime", "")}] "{record.get("request", "-")}" {record.get("response", "-")} '
+        f"{record.get('bytes', '-')}"
+    )
     if "agent" in record or "referrer" in record:
         line += f' "{record.get("referrer", "-")}" "{record.get("agent", "-")}"'
     return line
@@ -204,7 +211,9 @@ def transform_records(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any
         else:
             doc, reason = parse_line(text)
         if doc is None:
-            results.append(({"recordId": record["recordId"], "result": "ProcessingFailed", "data": record["data"]}, reason))
+            results.append(
+                ({"recordId": record["recordId"], "result": "ProcessingFailed", "data": record["data"]}, reason)
+            )
         else:
             data = base64.b64encode((json.dumps(doc, separators=(",", ":")) + "\n").encode()).decode()
             results.append(({"recordId": record["recordId"], "result": "Ok", "data": data}, None))

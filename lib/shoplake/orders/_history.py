@@ -11,8 +11,19 @@ from typing import Any
 from shoplake import config
 from shoplake.errors import ShoplakeError
 
-LINE_COLUMNS = ["invoice_date", "invoice_no", "line_no", "stock_code", "description", "quantity", "unit_price",
-                "line_amount", "status", "cancelled_by", "country"]
+LINE_COLUMNS = [
+    "invoice_date",
+    "invoice_no",
+    "line_no",
+    "stock_code",
+    "description",
+    "quantity",
+    "unit_price",
+    "line_amount",
+    "status",
+    "cancelled_by",
+    "country",
+]
 ORDER_COLUMNS = ["invoice_date", "invoice_no", "lines", "quantity", "total", "is_cancellation", "cancelled_lines"]
 PAGE_SIZE = 500
 
@@ -38,12 +49,18 @@ class History:
     def message(self) -> str:
         if self.found:
             return f"customer {self.customer_id}: {len(self.orders)} orders, {len(self.lines)} lines"
-        return (f"no orders found for customer {self.customer_id!r} (unknown customer, or nothing in the chosen "
-                "period); guest orders are under 'guest-<InvoiceNo>'")
+        return (
+            f"no orders found for customer {self.customer_id!r} (unknown customer, or nothing in the chosen "
+            "period); guest orders are under 'guest-<InvoiceNo>'"
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"customer_id": self.customer_id, "message": self.message,
-                "orders": _records(self.orders), "lines": _records(self.lines)}
+        return {
+            "customer_id": self.customer_id,
+            "message": self.message,
+            "orders": _records(self.orders),
+            "lines": _records(self.lines),
+        }
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:
@@ -70,13 +87,15 @@ def parse_since(since: str | datetime | None) -> str | None:
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise HistoryError(f"--since {text!r} is not a date: use YYYY-MM-DD or ISO 8601 like 2011-01-05T10:00:00Z")\
-            from exc
+        raise HistoryError(
+            f"--since {text!r} is not a date: use YYYY-MM-DD or ISO 8601 like 2011-01-05T10:00:00Z"
+        ) from exc
     return parse_since(parsed)
 
 
-def history(customer_id: str, limit: int | None = None, since: str | datetime | None = None,
-            table: str | None = None) -> History:
+def history(
+    customer_id: str, limit: int | None = None, since: str | datetime | None = None, table: str | None = None
+) -> History:
     """Orders of ``customer_id`` newest first: the last ``limit`` orders (all if None), on or after ``since``.
 
     Queries the partition page by page (newest first) and stops as soon as ``limit`` orders are complete.
@@ -98,8 +117,13 @@ def history(customer_id: str, limit: int | None = None, since: str | datetime | 
     if start:
         condition += " AND order_key >= :since"
         values[":since"] = {"S": start}
-    kwargs: dict[str, Any] = {"TableName": table, "KeyConditionExpression": condition,
-                              "ExpressionAttributeValues": values, "ScanIndexForward": False, "Limit": PAGE_SIZE}
+    kwargs: dict[str, Any] = {
+        "TableName": table,
+        "KeyConditionExpression": condition,
+        "ExpressionAttributeValues": values,
+        "ScanIndexForward": False,
+        "Limit": PAGE_SIZE,
+    }
     deserialize = TypeDeserializer().deserialize
     client = config.client("dynamodb")
     items: list[dict[str, Any]] = []
@@ -110,8 +134,10 @@ def history(customer_id: str, limit: int | None = None, since: str | datetime | 
             page = client.query(**kwargs)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                raise HistoryError(f"table {table} does not exist: run notebook 00_provision (or `shoplake infra "
-                                   "apply`) and ingest orders (notebook 02_order_history)") from exc
+                raise HistoryError(
+                    f"table {table} does not exist: run notebook 00_provision (or `shoplake infra "
+                    "apply`) and ingest orders (notebook 02_order_history)"
+                ) from exc
             raise
         pages += 1
         for raw in page.get("Items", []):
@@ -133,8 +159,9 @@ def history(customer_id: str, limit: int | None = None, since: str | datetime | 
     if not lines.empty:
         lines["line_no"] = lines["line_no"].astype(int)
         lines["quantity"] = lines["quantity"].astype(int)
-        lines = lines.sort_values(["invoice_date", "invoice_no", "line_no"], ascending=[False, False, True],
-                                  kind="stable").reset_index(drop=True)
+        lines = lines.sort_values(
+            ["invoice_date", "invoice_no", "line_no"], ascending=[False, False, True], kind="stable"
+        ).reset_index(drop=True)
     lines = lines[LINE_COLUMNS + ["is_cancellation"]] if not lines.empty else lines.reindex(columns=LINE_COLUMNS)
     return History(customer_id, lines.drop(columns=["is_cancellation"], errors="ignore"), _orders(lines), pages)
 
@@ -145,10 +172,13 @@ def _orders(lines: Any) -> Any:
     if lines.empty:
         return pd.DataFrame(columns=ORDER_COLUMNS)
     grouped = lines.groupby(["invoice_date", "invoice_no"], sort=False)
-    orders = grouped.agg(lines=("line_no", "size"), quantity=("quantity", "sum"),
-                         total=("line_amount", lambda amounts: sum(amounts, Decimal("0.00"))),
-                         is_cancellation=("is_cancellation", "first"),
-                         cancelled_lines=("cancelled_by", lambda marks: int(marks.notna().sum()))).reset_index()
+    orders = grouped.agg(
+        lines=("line_no", "size"),
+        quantity=("quantity", "sum"),
+        total=("line_amount", lambda amounts: sum(amounts, Decimal("0.00"))),
+        is_cancellation=("is_cancellation", "first"),
+        cancelled_lines=("cancelled_by", lambda marks: int(marks.notna().sum())),
+    ).reset_index()
     orders = orders.sort_values(["invoice_date", "invoice_no"], ascending=False, kind="stable").reset_index(drop=True)
     return orders[ORDER_COLUMNS]
 
@@ -164,10 +194,18 @@ def compare_with_source(order_lines: Any, customer_id: str, found: History | Non
     for row in want.itertuples():
         amount = D(str(row.UnitPrice)).quantize(D("0.01")) * row.Quantity
         totals[row.InvoiceNo] = totals.get(row.InvoiceNo, D("0.00")) + amount
-    same_lines = list(found.lines["invoice_no"]) == list(want["InvoiceNo"]) and \
-        list(found.lines["stock_code"]) == list(want["StockCode"]) and \
-        [int(q) for q in found.lines["quantity"]] == [int(q) for q in want["Quantity"]]
+    same_lines = (
+        list(found.lines["invoice_no"]) == list(want["InvoiceNo"])
+        and list(found.lines["stock_code"]) == list(want["StockCode"])
+        and [int(q) for q in found.lines["quantity"]] == [int(q) for q in want["Quantity"]]
+    )
     same_totals = {r.invoice_no: r.total for r in found.orders.itertuples()} == totals
-    return {"customer_id": customer_id, "lines": len(found.lines), "expected_lines": len(want),
-            "orders": len(found.orders), "same_lines_in_order": bool(same_lines), "same_totals": bool(same_totals),
-            "match": bool(same_lines and same_totals)}
+    return {
+        "customer_id": customer_id,
+        "lines": len(found.lines),
+        "expected_lines": len(want),
+        "orders": len(found.orders),
+        "same_lines_in_order": bool(same_lines),
+        "same_totals": bool(same_totals),
+        "match": bool(same_lines and same_totals),
+    }

@@ -38,8 +38,10 @@ def dlq_url() -> str:
     try:
         return config.client("sqs").get_queue_url(QueueName=config.resource_name("order-history-dlq"))["QueueUrl"]
     except ClientError as exc:
-        raise OrdersError(f"queue {config.resource_name('order-history-dlq')} does not exist: run notebook "
-                          "00_provision (or `shoplake infra apply`) with the same SHOPLAKE_PREFIX") from exc
+        raise OrdersError(
+            f"queue {config.resource_name('order-history-dlq')} does not exist: run notebook "
+            "00_provision (or `shoplake infra apply`) with the same SHOPLAKE_PREFIX"
+        ) from exc
 
 
 def handler() -> lambda_local.Handler:
@@ -53,12 +55,14 @@ def handler() -> lambda_local.Handler:
     return bound
 
 
-def mapping(consumer: str = CONSUMER, handler_fn: lambda_local.Handler | None = None,
-            **overrides: Any) -> lambda_local.EventSourceMapping:
+def mapping(
+    consumer: str = CONSUMER, handler_fn: lambda_local.Handler | None = None, **overrides: Any
+) -> lambda_local.EventSourceMapping:
     """The local event-source mapping ``orders → order_history`` with stack.yaml's settings (``overrides`` win)."""
     settings = lambda_local.mapping_settings(MAPPING, **overrides)
-    return lambda_local.EventSourceMapping(handler_fn or handler(), settings, consumer=consumer,
-                                           function_name=config.resource_name("order-history"))
+    return lambda_local.EventSourceMapping(
+        handler_fn or handler(), settings, consumer=consumer, function_name=config.resource_name("order-history")
+    )
 
 
 def publish(events: Any, speed: float | None = None, progress: bool = True) -> streams.PutResult:
@@ -68,8 +72,9 @@ def publish(events: Any, speed: float | None = None, progress: bool = True) -> s
     return streams.replay(events, STREAM, speed=speed, progress=progress)
 
 
-def consume(timeout: float = 900.0, consumer: str = CONSUMER, max_batches: int | None = None,
-            **overrides: Any) -> lambda_local.MappingStats:
+def consume(
+    timeout: float = 900.0, consumer: str = CONSUMER, max_batches: int | None = None, **overrides: Any
+) -> lambda_local.MappingStats:
     """Run the handler over the stream until caught up (local target); returns the mapping's stats.
 
     On aws the real event-source mapping consumes; this then raises: use :func:`wait_for` instead.
@@ -88,20 +93,29 @@ class IngestReport:
     seconds: float
 
     def as_dict(self) -> dict[str, Any]:
-        return {"put": self.put.counts(), "mapping": self.mapping.as_dict() if self.mapping else None,
-                "seconds": round(self.seconds, 3)}
+        return {
+            "put": self.put.counts(),
+            "mapping": self.mapping.as_dict() if self.mapping else None,
+            "seconds": round(self.seconds, 3),
+        }
 
 
-def ingest(events: Any, speed: float | None = None, progress: bool = True, timeout: float = 900.0,
-           publisher: Callable[[], Any] | None = None) -> IngestReport:
+def ingest(
+    events: Any,
+    speed: float | None = None,
+    progress: bool = True,
+    timeout: float = 900.0,
+    publisher: Callable[[], Any] | None = None,
+) -> IngestReport:
     """Publish ``events`` while the mapping consumes in the background (local), then drain it; on aws wait for the
     deployed Lambda. ``publisher`` replaces the default publish (e.g. the agent shipping log files)."""
     began = time.perf_counter()
     if not config.settings().is_local:
         put = publisher() if publisher else publish(events, speed=speed, progress=progress)
         wait_for(put.sent if isinstance(put, streams.PutResult) else len(events), timeout=timeout)
-        return IngestReport(put if isinstance(put, streams.PutResult) else streams.PutResult(), None,
-                            time.perf_counter() - began)
+        return IngestReport(
+            put if isinstance(put, streams.PutResult) else streams.PutResult(), None, time.perf_counter() - began
+        )
     running = mapping().start()
     try:
         put = publisher() if publisher else publish(events, speed=speed, progress=progress)
@@ -109,8 +123,9 @@ def ingest(events: Any, speed: float | None = None, progress: bool = True, timeo
         running.stop(timeout=60)
         raise
     stats = running.drain(timeout=timeout)
-    return IngestReport(put if isinstance(put, streams.PutResult) else streams.PutResult(), stats,
-                        time.perf_counter() - began)
+    return IngestReport(
+        put if isinstance(put, streams.PutResult) else streams.PutResult(), stats, time.perf_counter() - began
+    )
 
 
 MALFORMED_KINDS = ("not JSON", "missing field", "InvoiceDate", "Quantity", "UnitPrice")
@@ -118,9 +133,17 @@ MALFORMED_KINDS = ("not JSON", "missing field", "InvoiceDate", "Quantity", "Unit
 
 def malformed_samples(n: int) -> list[Any]:
     """``n`` malformed order events of the kinds the handler dead-letters (cycling through MALFORMED_KINDS)."""
-    good = {"InvoiceNo": "900000", "StockCode": "BROKEN", "Description": "malformed sample", "Quantity": 1,
-            "InvoiceDate": "2011-01-01T00:00:00Z", "UnitPrice": 1.0, "CustomerID": None, "Country": "Nowhere",
-            "LineNo": 0}
+    good = {
+        "InvoiceNo": "900000",
+        "StockCode": "BROKEN",
+        "Description": "malformed sample",
+        "Quantity": 1,
+        "InvoiceDate": "2011-01-01T00:00:00Z",
+        "UnitPrice": 1.0,
+        "CustomerID": None,
+        "Country": "Nowhere",
+        "LineNo": 0,
+    }
     out: list[Any] = []
     for i in range(n):
         kind = MALFORMED_KINDS[i % len(MALFORMED_KINDS)]
@@ -160,9 +183,25 @@ def table_items() -> Any:
     rows = []
     for page in config.client("dynamodb").get_paginator("scan").paginate(TableName=table_name(), ConsistentRead=True):
         rows.extend({k: deserialize(v) for k, v in item.items()} for item in page.get("Items", []))
-    columns = ["customer_id", "order_key", "event_id", "invoice_no", "line_no", "stock_code", "description",
-               "quantity", "unit_price", "line_amount", "invoice_date", "country", "is_guest", "is_cancellation",
-               "status", "cancelled_by", "cancelled_quantity"]
+    columns = [
+        "customer_id",
+        "order_key",
+        "event_id",
+        "invoice_no",
+        "line_no",
+        "stock_code",
+        "description",
+        "quantity",
+        "unit_price",
+        "line_amount",
+        "invoice_date",
+        "country",
+        "is_guest",
+        "is_cancellation",
+        "status",
+        "cancelled_by",
+        "cancelled_quantity",
+    ]
     frame = pd.DataFrame(rows)
     for column in columns:
         if column not in frame.columns:
@@ -173,8 +212,11 @@ def table_items() -> Any:
 def item_count() -> int:
     """Number of items in the order history table (a paginated COUNT scan)."""
     total = 0
-    for page in config.client("dynamodb").get_paginator("scan").paginate(TableName=table_name(), Select="COUNT",
-                                                                          ConsistentRead=True):
+    for page in (
+        config.client("dynamodb")
+        .get_paginator("scan")
+        .paginate(TableName=table_name(), Select="COUNT", ConsistentRead=True)
+    ):
         total += page["Count"]
     return total
 
@@ -198,8 +240,19 @@ class DeadLetters:
 
 def _reason_kind(reason: str) -> str:
     """A short class of a dead-letter reason, e.g. ``missing field(s) ['Quantity']`` → ``missing field``."""
-    for kind in ("not JSON", "not a JSON object", "missing field", "InvoiceNo", "StockCode", "Quantity",
-                 "InvoiceDate", "UnitPrice", "LineNo", "CustomerID", "Country"):
+    for kind in (
+        "not JSON",
+        "not a JSON object",
+        "missing field",
+        "InvoiceNo",
+        "StockCode",
+        "Quantity",
+        "InvoiceDate",
+        "UnitPrice",
+        "LineNo",
+        "CustomerID",
+        "Country",
+    ):
         if reason.startswith(kind):
             return kind
     return reason.split(":")[0][:40]
@@ -218,10 +271,17 @@ def dead_letters(wait_seconds: float = 0.0) -> DeadLetters:
     expected = int(attributes.get("ApproximateNumberOfMessages", 0))
     empty_polls = 0
     deadline = time.monotonic() + 300
-    while (len(seen) < expected or (expected == 0 and wait_seconds and empty_polls == 0)) and empty_polls < 5 \
-            and time.monotonic() < deadline:
-        response = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=120,
-                                       WaitTimeSeconds=int(wait_seconds) if not seen else 0)
+    while (
+        (len(seen) < expected or (expected == 0 and wait_seconds and empty_polls == 0))
+        and empty_polls < 5
+        and time.monotonic() < deadline
+    ):
+        response = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=120,
+            WaitTimeSeconds=int(wait_seconds) if not seen else 0,
+        )
         messages = response.get("Messages", [])
         if not messages:
             empty_polls += 1
@@ -236,10 +296,16 @@ def dead_letters(wait_seconds: float = 0.0) -> DeadLetters:
     # make them visible again for the next reader
     handles = [m["ReceiptHandle"] for m in seen.values()]
     for start in range(0, len(handles), 10):
-        sqs.change_message_visibility_batch(QueueUrl=url, Entries=[
-            {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(handles[start:start + 10])])
-    frame = pd.DataFrame(list(rows.values()),
-                         columns=["shard_id", "sequence_number", "kind", "reason", "reason_kind", "data_text"])
+        sqs.change_message_visibility_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0}
+                for i, h in enumerate(handles[start : start + 10])
+            ],
+        )
+    frame = pd.DataFrame(
+        list(rows.values()), columns=["shard_id", "sequence_number", "kind", "reason", "reason_kind", "data_text"]
+    )
     return DeadLetters(frame, len(seen))
 
 
@@ -250,14 +316,28 @@ def _rows_of(body: dict[str, Any]) -> list[dict[str, Any]]:
         out = []
         for record in body.get("records", []):
             raw = base64.b64decode(record["data_base64"])
-            out.append({"shard_id": info["shardId"], "sequence_number": record["sequence_number"], "kind": "exhausted",
-                        "reason": reason, "reason_kind": "retries exhausted",
-                        "data_text": raw.decode("utf-8", errors="replace")})
+            out.append(
+                {
+                    "shard_id": info["shardId"],
+                    "sequence_number": record["sequence_number"],
+                    "kind": "exhausted",
+                    "reason": reason,
+                    "reason_kind": "retries exhausted",
+                    "data_text": raw.decode("utf-8", errors="replace"),
+                }
+            )
         return out
     source = body.get("source", {})
-    return [{"shard_id": source.get("shard_id"), "sequence_number": source.get("sequence_number"), "kind": "malformed",
-             "reason": body.get("reason", ""), "reason_kind": _reason_kind(body.get("reason", "")),
-             "data_text": body.get("data_text")}]
+    return [
+        {
+            "shard_id": source.get("shard_id"),
+            "sequence_number": source.get("sequence_number"),
+            "kind": "malformed",
+            "reason": body.get("reason", ""),
+            "reason_kind": _reason_kind(body.get("reason", "")),
+            "data_text": body.get("data_text"),
+        }
+    ]
 
 
 def purge_dead_letters() -> None:
@@ -271,8 +351,10 @@ def reset() -> dict[str, Any]:
     from shoplake import infra
 
     if not config.settings().is_local:
-        raise OrdersError("orders.reset() empties the table and is only for the local target; on aws use a new "
-                          "SHOPLAKE_PREFIX for a fresh stack")
+        raise OrdersError(
+            "orders.reset() empties the table and is only for the local target; on aws use a new "
+            "SHOPLAKE_PREFIX for a fresh stack"
+        )
     dynamodb = config.client("dynamodb")
     table = table_name()
     dynamodb.delete_table(TableName=table)
@@ -323,8 +405,13 @@ class Reconciliation:
 
     @property
     def exactly_once(self) -> bool:
-        return not self.missing and not self.unexpected and not self.content_mismatches and self.duplicates == 0 \
+        return (
+            not self.missing
+            and not self.unexpected
+            and not self.content_mismatches
+            and self.duplicates == 0
             and self.items == self.valid
+        )
 
     @property
     def balanced(self) -> bool:
@@ -332,11 +419,22 @@ class Reconciliation:
         return self.events_in == self.items + self.dead_lettered
 
     def as_dict(self) -> dict[str, Any]:
-        return {"events_in": self.events_in, "valid": self.valid, "invalid": self.invalid, "items": self.items,
-                "dead_lettered": self.dead_lettered, "missing": len(self.missing), "unexpected": len(self.unexpected),
-                "duplicates": self.duplicates, "content_mismatches": len(self.content_mismatches),
-                "cancellations": self.cancellations, "cancelled_lines": self.cancelled_lines,
-                "guest_lines": self.guest_lines, "exactly_once": self.exactly_once, "balanced": self.balanced}
+        return {
+            "events_in": self.events_in,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "items": self.items,
+            "dead_lettered": self.dead_lettered,
+            "missing": len(self.missing),
+            "unexpected": len(self.unexpected),
+            "duplicates": self.duplicates,
+            "content_mismatches": len(self.content_mismatches),
+            "cancellations": self.cancellations,
+            "cancelled_lines": self.cancelled_lines,
+            "guest_lines": self.guest_lines,
+            "exactly_once": self.exactly_once,
+            "balanced": self.balanced,
+        }
 
 
 def expected_items(events: Any) -> tuple[dict[tuple[str, str], dict[str, Any]], int]:
@@ -386,12 +484,17 @@ def reconcile(events: Any, items: Any = None, dead: DeadLetters | None = None) -
                 break
     cancelled = items["cancelled_by"].map(lambda v: not _is_missing(v)).sum() if len(items) else 0
     return Reconciliation(
-        events_in=len(records), valid=len(records) - invalid, invalid=invalid, items=len(have),
+        events_in=len(records),
+        valid=len(records) - invalid,
+        invalid=invalid,
+        items=len(have),
         dead_lettered=len(dead),
         missing=sorted(expected[k]["event_id"] for k in expected.keys() - have.keys()),
         unexpected=sorted(str(k) for k in have.keys() - expected.keys()),
-        duplicates=len(records) - invalid - len(expected), content_mismatches=mismatches,
-        cancellations=sum(1 for v in expected.values() if v["is_cancellation"]), cancelled_lines=int(cancelled),
+        duplicates=len(records) - invalid - len(expected),
+        content_mismatches=mismatches,
+        cancellations=sum(1 for v in expected.values() if v["is_cancellation"]),
+        cancelled_lines=int(cancelled),
         guest_lines=sum(1 for v in expected.values() if v["is_guest"]),
     )
 

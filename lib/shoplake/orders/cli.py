@@ -58,6 +58,8 @@ def ingest_cmd(scale: str | None, seed: int | None, speed: float | None, as_json
     put, mapped = report.put, report.mapping
     click.echo(f"put {put.sent} events ({put.failed} failed, {put.rejected} rejected) in {put.elapsed_s:.1f} s")
     if mapped:
-        click.echo(f"handled {mapped.records_done} records in {mapped.invocations} invocations "
-                   f"({mapped.retries} retries, {mapped.records_to_on_failure} to the on-failure queue)")
+        click.echo(
+            f"handled {mapped.records_done} records in {mapped.invocations} invocations "
+            f"({mapped.retries} retries, {mapped.records_to_on_failure} to the on-failure queue)"
+        )
     click.echo(f"table now holds {summary['table_items']} items; {summary['dead_lettered']} records dead-lettered")

@@ -16,6 +16,20 @@ from shoplake.warehouse._redshift import (
 )
 from shoplake.warehouse._reference import run_reference
 
-__all__ = ["STAR_SCHEMA", "QueryError", "build_star", "catalog_tables", "crawl", "create_table_sql",
-           "list_queries", "load_query", "load_warehouse", "query_warehouse", "run_query", "run_query_set",
-           "run_reference", "translate", "warehouse_counts"]
+__all__ = [
+    "STAR_SCHEMA",
+    "QueryError",
+    "build_star",
+    "catalog_tables",
+    "crawl",
+    "create_table_sql",
+    "list_queries",
+    "load_query",
+    "load_warehouse",
+    "query_warehouse",
+    "run_query",
+    "run_query_set",
+    "run_reference",
+    "translate",
+    "warehouse_counts",
+]

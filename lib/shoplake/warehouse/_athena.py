@@ -71,8 +71,10 @@ def _parse(query: Query) -> Any:
         statements = _parse_sql(query.sql)
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
-        raise QueryError(f"{query.where(first.get('line'))}: SQL does not parse (Athena/Trino dialect): "
-                         f"{first.get('description', exc)}") from exc
+        raise QueryError(
+            f"{query.where(first.get('line'))}: SQL does not parse (Athena/Trino dialect): "
+            f"{first.get('description', exc)}"
+        ) from exc
     except TokenError as exc:
         raise QueryError(f"{query.where(_line_of_token_error(str(exc)))}: SQL does not parse: {exc}") from exc
     statements = [s for s in statements if s is not None]
@@ -153,8 +155,9 @@ def _run_athena(query: Query) -> pd.DataFrame:
 
     output = f"s3://{infra.outputs()['bucket:artifacts']}/athena-results/"
     try:
-        return wr.athena.read_sql_query(query.sql, database=config.glue_database(), ctas_approach=False,
-                                        s3_output=output, boto3_session=session)
+        return wr.athena.read_sql_query(
+            query.sql, database=config.glue_database(), ctas_approach=False, s3_output=output, boto3_session=session
+        )
     except Exception as exc:  # Athena reports "line L:C: message" in the original SQL's coordinates
         message = str(exc)
         match = re.search(r"line (\d+):\d+", message)
@@ -225,9 +228,11 @@ def _run_duckdb(query: Query, local: LocalConnection | None = None) -> pd.DataFr
             continue
         definition = glue_table(table)
         if definition is None:
-            raise QueryError(f"{query.where(line)}: unknown table {table!r}: it is not in the Glue database "
-                             f"{config.glue_database()} (tables there: {_catalog_tables() or 'none'}). Curate the "
-                             "lake (shoplake.lake.curate_orders) and run `shoplake warehouse crawl`, or fix the name")
+            raise QueryError(
+                f"{query.where(line)}: unknown table {table!r}: it is not in the Glue database "
+                f"{config.glue_database()} (tables there: {_catalog_tables() or 'none'}). Curate the "
+                "lake (shoplake.lake.curate_orders) and run `shoplake warehouse crawl`, or fix the name"
+            )
         attach_table(con, table, definition)
         local.attached.add(table)
     sql = translate(query)

@@ -89,7 +89,7 @@ def infer_table(bucket: str, prefix: str) -> tuple[dict[str, str], dict[str, str
     partition_names: list[str] = []
     partitions: dict[str, list[str]] = {}
     for key in keys:
-        parts = [p.split("=", 1) for p in key[len(prefix):].split("/")[:-1] if "=" in p]
+        parts = [p.split("=", 1) for p in key[len(prefix) :].split("/")[:-1] if "=" in p]
         if parts and not partition_names:
             partition_names = [name for name, _ in parts]
         if parts:
@@ -109,7 +109,7 @@ def crawl(prefix: str = lake.CURATED_PREFIX) -> CrawlResult:
     bucket = lake.bucket()
     result = CrawlResult()
     for folder in _folders(bucket, prefix):
-        table = folder[len(prefix):].strip("/").lower()
+        table = folder[len(prefix) :].strip("/").lower()
         inferred = infer_table(bucket, folder)
         if inferred is None:
             continue
@@ -122,13 +122,24 @@ def crawl(prefix: str = lake.CURATED_PREFIX) -> CrawlResult:
             if existing is not None:
                 result.changed_tables.append(table)
             wr.catalog.create_parquet_table(
-                database=database, table=table, path=f"s3://{bucket}/{folder}", columns_types=columns,
-                partitions_types=partition_types or None, compression="snappy", mode="overwrite",
-                description=f"shoplake {table} (found by shoplake warehouse crawl)", boto3_session=session)
+                database=database,
+                table=table,
+                path=f"s3://{bucket}/{folder}",
+                columns_types=columns,
+                partitions_types=partition_types or None,
+                compression="snappy",
+                mode="overwrite",
+                description=f"shoplake {table} (found by shoplake warehouse crawl)",
+                boto3_session=session,
+            )
         result.new_partitions += lake.register_partitions(table, partitions)
         result.partitions += len(partitions)
-    log.info("crawled %d tables (%d new), %d new partitions", len(result.tables), len(result.new_tables),
-             result.new_partitions)
+    log.info(
+        "crawled %d tables (%d new), %d new partitions",
+        len(result.tables),
+        len(result.new_tables),
+        result.new_partitions,
+    )
     return result
 
 
@@ -150,8 +161,15 @@ def catalog_tables() -> dict[str, dict[str, Any]]:
         if definition is None:
             continue
         columns, partition_keys = _types_of(definition)
-        partitions = wr.catalog.get_parquet_partitions(database=database, table=name, boto3_session=session) \
-            if partition_keys else {}
-        out[name] = {"location": definition["StorageDescriptor"]["Location"], "columns": columns,
-                     "partition_keys": partition_keys, "partitions": len(partitions)}
+        partitions = (
+            wr.catalog.get_parquet_partitions(database=database, table=name, boto3_session=session)
+            if partition_keys
+            else {}
+        )
+        out[name] = {
+            "location": definition["StorageDescriptor"]["Location"],
+            "columns": columns,
+            "partition_keys": partition_keys,
+            "partitions": len(partitions),
+        }
     return out

@@ -44,29 +44,74 @@ class TableSpec:
         return [c for c, _ in self.columns]
 
 
-STAR_SCHEMA: dict[str, TableSpec] = {spec.name: spec for spec in (
-    TableSpec("dim_date", (
-        ("date_key", "INTEGER NOT NULL"), ("full_date", "DATE NOT NULL"), ("year", "SMALLINT NOT NULL"),
-        ("quarter", "SMALLINT NOT NULL"), ("month", "SMALLINT NOT NULL"), ("day", "SMALLINT NOT NULL"),
-        ("day_of_week", "SMALLINT NOT NULL"), ("is_weekend", "BOOLEAN NOT NULL"),
-    ), "date_key", sortkey=("date_key",)),
-    TableSpec("dim_customer", (
-        ("customer_id", "VARCHAR(32) NOT NULL"), ("country", "VARCHAR(64)"), ("first_order_ts", "TIMESTAMP"),
-        ("last_order_ts", "TIMESTAMP"), ("orders", "INTEGER NOT NULL"), ("lines", "INTEGER NOT NULL"),
-    ), "customer_id", sortkey=("customer_id",)),
-    TableSpec("dim_product", (
-        ("stock_code", "VARCHAR(32) NOT NULL"), ("description", "VARCHAR(256)"), ("unit_price", "NUMERIC(12,2)"),
-        ("lines", "INTEGER NOT NULL"), ("quantity", "BIGINT NOT NULL"), ("first_order_date", "DATE"),
-        ("last_order_date", "DATE"),
-    ), "stock_code", sortkey=("stock_code",)),
-    TableSpec("fact_order_line", (
-        ("event_id", "VARCHAR(64) NOT NULL"), ("invoice_no", "VARCHAR(32) NOT NULL"), ("line_no", "INTEGER NOT NULL"),
-        ("date_key", "INTEGER NOT NULL"), ("stock_code", "VARCHAR(32) NOT NULL"), ("customer_id", "VARCHAR(32)"),
-        ("country", "VARCHAR(64) NOT NULL"), ("invoice_ts", "TIMESTAMP NOT NULL"), ("quantity", "BIGINT NOT NULL"),
-        ("unit_price", "NUMERIC(12,2) NOT NULL"), ("line_amount", "NUMERIC(14,2) NOT NULL"),
-        ("is_cancellation", "BOOLEAN NOT NULL"),
-    ), "event_id", diststyle="KEY", distkey="customer_id", sortkey=("date_key",)),
-)}
+STAR_SCHEMA: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        TableSpec(
+            "dim_date",
+            (
+                ("date_key", "INTEGER NOT NULL"),
+                ("full_date", "DATE NOT NULL"),
+                ("year", "SMALLINT NOT NULL"),
+                ("quarter", "SMALLINT NOT NULL"),
+                ("month", "SMALLINT NOT NULL"),
+                ("day", "SMALLINT NOT NULL"),
+                ("day_of_week", "SMALLINT NOT NULL"),
+                ("is_weekend", "BOOLEAN NOT NULL"),
+            ),
+            "date_key",
+            sortkey=("date_key",),
+        ),
+        TableSpec(
+            "dim_customer",
+            (
+                ("customer_id", "VARCHAR(32) NOT NULL"),
+                ("country", "VARCHAR(64)"),
+                ("first_order_ts", "TIMESTAMP"),
+                ("last_order_ts", "TIMESTAMP"),
+                ("orders", "INTEGER NOT NULL"),
+                ("lines", "INTEGER NOT NULL"),
+            ),
+            "customer_id",
+            sortkey=("customer_id",),
+        ),
+        TableSpec(
+            "dim_product",
+            (
+                ("stock_code", "VARCHAR(32) NOT NULL"),
+                ("description", "VARCHAR(256)"),
+                ("unit_price", "NUMERIC(12,2)"),
+                ("lines", "INTEGER NOT NULL"),
+                ("quantity", "BIGINT NOT NULL"),
+                ("first_order_date", "DATE"),
+                ("last_order_date", "DATE"),
+            ),
+            "stock_code",
+            sortkey=("stock_code",),
+        ),
+        TableSpec(
+            "fact_order_line",
+            (
+                ("event_id", "VARCHAR(64) NOT NULL"),
+                ("invoice_no", "VARCHAR(32) NOT NULL"),
+                ("line_no", "INTEGER NOT NULL"),
+                ("date_key", "INTEGER NOT NULL"),
+                ("stock_code", "VARCHAR(32) NOT NULL"),
+                ("customer_id", "VARCHAR(32)"),
+                ("country", "VARCHAR(64) NOT NULL"),
+                ("invoice_ts", "TIMESTAMP NOT NULL"),
+                ("quantity", "BIGINT NOT NULL"),
+                ("unit_price", "NUMERIC(12,2) NOT NULL"),
+                ("line_amount", "NUMERIC(14,2) NOT NULL"),
+                ("is_cancellation", "BOOLEAN NOT NULL"),
+            ),
+            "event_id",
+            diststyle="KEY",
+            distkey="customer_id",
+            sortkey=("date_key",),
+        ),
+    )
+}
 
 
 @dataclass
@@ -86,8 +131,13 @@ class LoadResult:
         return self.total_rows / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "lake_rows": self.lake_rows, "seconds": round(self.seconds, 3),
-                "total_rows": self.total_rows, "rows_per_s": round(self.rows_per_s, 1)}
+        return {
+            "rows": self.rows,
+            "lake_rows": self.lake_rows,
+            "seconds": round(self.seconds, 3),
+            "total_rows": self.total_rows,
+            "rows_per_s": round(self.rows_per_s, 1),
+        }
 
 
 def warehouse_schema() -> str:
@@ -120,37 +170,55 @@ def build_star(order_lines: pd.DataFrame, products: pd.DataFrame, customers: pd.
     """The four tables as DataFrames, from the curated lake tables."""
     days = pd.to_datetime(order_lines["order_date"].astype(str))
     calendar = pd.date_range(days.min(), days.max(), freq="D") if len(days) else pd.DatetimeIndex([])
-    dim_date = pd.DataFrame({
-        "date_key": (calendar.year * 10000 + calendar.month * 100 + calendar.day).astype("int32"),
-        "full_date": calendar.date,
-        "year": calendar.year.astype("int16"), "quarter": calendar.quarter.astype("int16"),
-        "month": calendar.month.astype("int16"), "day": calendar.day.astype("int16"),
-        "day_of_week": (calendar.dayofweek + 1).astype("int16"), "is_weekend": calendar.dayofweek >= 5,
-    })
-    dim_customer = pd.DataFrame({
-        "customer_id": customers["customer_id"].astype(str), "country": customers["country"].astype(object),
-        "first_order_ts": _naive_utc(customers["first_order_ts"]), "last_order_ts": _naive_utc(customers["last_order_ts"]),
-        "orders": customers["orders"].astype("int64"), "lines": customers["lines"].astype("int64"),
-    })
-    dim_product = pd.DataFrame({
-        "stock_code": products["stock_code"].astype(str),
-        "description": products["description"].astype(object).where(products["description"].notna(), None),
-        "unit_price": products["unit_price"].astype(object), "lines": products["lines"].astype("int64"),
-        "quantity": products["quantity"].astype("int64"),
-        "first_order_date": pd.to_datetime(products["first_order_date"].astype(str)).dt.date,
-        "last_order_date": pd.to_datetime(products["last_order_date"].astype(str)).dt.date,
-    })
-    fact = pd.DataFrame({
-        "event_id": order_lines["event_id"].astype(str), "invoice_no": order_lines["invoice_no"].astype(str),
-        "line_no": order_lines["line_no"].astype("int64"),
-        "date_key": (days.dt.year * 10000 + days.dt.month * 100 + days.dt.day).astype("int64"),
-        "stock_code": order_lines["stock_code"].astype(str),
-        "customer_id": order_lines["customer_id"].astype(object).where(order_lines["customer_id"].notna(), None),
-        "country": order_lines["country"].astype(str), "invoice_ts": _naive_utc(order_lines["invoice_ts"]),
-        "quantity": order_lines["quantity"].astype("int64"), "unit_price": order_lines["unit_price"].astype(object),
-        "line_amount": order_lines["line_amount"].astype(object),
-        "is_cancellation": order_lines["is_cancellation"].astype(bool),
-    })
+    dim_date = pd.DataFrame(
+        {
+            "date_key": (calendar.year * 10000 + calendar.month * 100 + calendar.day).astype("int32"),
+            "full_date": calendar.date,
+            "year": calendar.year.astype("int16"),
+            "quarter": calendar.quarter.astype("int16"),
+            "month": calendar.month.astype("int16"),
+            "day": calendar.day.astype("int16"),
+            "day_of_week": (calendar.dayofweek + 1).astype("int16"),
+            "is_weekend": calendar.dayofweek >= 5,
+        }
+    )
+    dim_customer = pd.DataFrame(
+        {
+            "customer_id": customers["customer_id"].astype(str),
+            "country": customers["country"].astype(object),
+            "first_order_ts": _naive_utc(customers["first_order_ts"]),
+            "last_order_ts": _naive_utc(customers["last_order_ts"]),
+            "orders": customers["orders"].astype("int64"),
+            "lines": customers["lines"].astype("int64"),
+        }
+    )
+    dim_product = pd.DataFrame(
+        {
+            "stock_code": products["stock_code"].astype(str),
+            "description": products["description"].astype(object).where(products["description"].notna(), None),
+            "unit_price": products["unit_price"].astype(object),
+            "lines": products["lines"].astype("int64"),
+            "quantity": products["quantity"].astype("int64"),
+            "first_order_date": pd.to_datetime(products["first_order_date"].astype(str)).dt.date,
+            "last_order_date": pd.to_datetime(products["last_order_date"].astype(str)).dt.date,
+        }
+    )
+    fact = pd.DataFrame(
+        {
+            "event_id": order_lines["event_id"].astype(str),
+            "invoice_no": order_lines["invoice_no"].astype(str),
+            "line_no": order_lines["line_no"].astype("int64"),
+            "date_key": (days.dt.year * 10000 + days.dt.month * 100 + days.dt.day).astype("int64"),
+            "stock_code": order_lines["stock_code"].astype(str),
+            "customer_id": order_lines["customer_id"].astype(object).where(order_lines["customer_id"].notna(), None),
+            "country": order_lines["country"].astype(str),
+            "invoice_ts": _naive_utc(order_lines["invoice_ts"]),
+            "quantity": order_lines["quantity"].astype("int64"),
+            "unit_price": order_lines["unit_price"].astype(object),
+            "line_amount": order_lines["line_amount"].astype(object),
+            "is_cancellation": order_lines["is_cancellation"].astype(bool),
+        }
+    )
     return {"dim_date": dim_date, "dim_customer": dim_customer, "dim_product": dim_product, "fact_order_line": fact}
 
 
@@ -172,8 +240,10 @@ def connect() -> Any:
 
     secret = os.environ.get("SHOPLAKE_REDSHIFT_SECRET_ID")
     if not secret:
-        raise WarehouseError("target aws needs SHOPLAKE_REDSHIFT_SECRET_ID: the Secrets Manager secret of the "
-                             "Redshift cluster or workgroup (host, port, username, password, dbname)")
+        raise WarehouseError(
+            "target aws needs SHOPLAKE_REDSHIFT_SECRET_ID: the Secrets Manager secret of the "
+            "Redshift cluster or workgroup (host, port, username, password, dbname)"
+        )
     return wr.redshift.connect(secret_id=secret, boto3_session=config.configure_wrangler())
 
 
@@ -195,8 +265,11 @@ def create_schema(con: Any, schema: str | None = None) -> None:
     if target == "aws":
         role = os.environ.get("SHOPLAKE_REDSHIFT_IAM_ROLE")
         if role:
-            _execute(con, f"CREATE EXTERNAL SCHEMA IF NOT EXISTS {SPECTRUM_SCHEMA} FROM DATA CATALOG "
-                          f"DATABASE '{config.glue_database()}' IAM_ROLE '{role}'")
+            _execute(
+                con,
+                f"CREATE EXTERNAL SCHEMA IF NOT EXISTS {SPECTRUM_SCHEMA} FROM DATA CATALOG "
+                f"DATABASE '{config.glue_database()}' IAM_ROLE '{role}'",
+            )
     con.commit()
 
 
@@ -211,8 +284,7 @@ def load_warehouse(frames: dict[str, pd.DataFrame] | None = None, progress: bool
     if frames is None:
         order_lines, products, customers = read_lake_tables()
         frames = build_star(order_lines, products, customers)
-        lake_rows = {"fact_order_line": len(order_lines), "dim_product": len(products),
-                     "dim_customer": len(customers)}
+        lake_rows = {"fact_order_line": len(order_lines), "dim_product": len(products), "dim_customer": len(customers)}
     else:
         lake_rows = {}
     schema = warehouse_schema()
@@ -224,9 +296,17 @@ def load_warehouse(frames: dict[str, pd.DataFrame] | None = None, progress: bool
         for name in tqdm(list(STAR_SCHEMA), desc="load warehouse", unit="table", disable=not progress):
             df = frames[name][STAR_SCHEMA[name].column_names]
             if config.settings().is_local:
-                wr.postgresql.to_sql(df, con, table=name, schema=schema, mode="overwrite",
-                                     overwrite_method="truncate", use_column_names=True, chunksize=2000,
-                                     commit_transaction=False)
+                wr.postgresql.to_sql(
+                    df,
+                    con,
+                    table=name,
+                    schema=schema,
+                    mode="overwrite",
+                    overwrite_method="truncate",
+                    use_column_names=True,
+                    chunksize=2000,
+                    commit_transaction=False,
+                )
             else:
                 _copy_to_redshift(df, con, STAR_SCHEMA[name], schema)
             result.rows[name] = len(df)
@@ -248,8 +328,18 @@ def _copy_to_redshift(df: pd.DataFrame, con: Any, spec: TableSpec, schema: str) 
 
     role = os.environ.get("SHOPLAKE_REDSHIFT_IAM_ROLE")
     staging = f"s3://{infra.outputs()['bucket:artifacts']}/redshift-staging/{spec.name}/"
-    wr.redshift.copy(df, path=staging, con=con, table=spec.name, schema=schema, iam_role=role, mode="overwrite",
-                     overwrite_method="truncate", commit_transaction=False, boto3_session=config.configure_wrangler())
+    wr.redshift.copy(
+        df,
+        path=staging,
+        con=con,
+        table=spec.name,
+        schema=schema,
+        iam_role=role,
+        mode="overwrite",
+        overwrite_method="truncate",
+        commit_transaction=False,
+        boto3_session=config.configure_wrangler(),
+    )
 
 
 def query_warehouse(sql: str) -> pd.DataFrame:

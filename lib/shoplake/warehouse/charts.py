@@ -22,8 +22,12 @@ def revenue_trend(daily: pd.DataFrame) -> Any:
     fig = go.Figure()
     fig.add_bar(x=df["order_date"], y=_money(df["sales"]), name="sales", marker_color="#4c78a8")
     fig.add_bar(x=df["order_date"], y=_money(df["cancelled"]), name="cancelled", marker_color="#e45756")
-    fig.add_scatter(x=df["order_date"], y=_money(df["net_revenue"]).rolling(7, min_periods=1).mean(),
-                    name="net revenue, 7-day mean", line={"color": "#222", "width": 2})
+    fig.add_scatter(
+        x=df["order_date"],
+        y=_money(df["net_revenue"]).rolling(7, min_periods=1).mean(),
+        name="net revenue, 7-day mean",
+        line={"color": "#222", "width": 2},
+    )
     fig.update_layout(title="Revenue per day", barmode="relative", yaxis_title="revenue", height=380)
     return fig
 
@@ -31,10 +35,18 @@ def revenue_trend(daily: pd.DataFrame) -> Any:
 def top_products_chart(top: pd.DataFrame, n: int = 10) -> Any:
     import plotly.express as px
 
-    df = top.head(n).assign(sales=lambda d: _money(d["sales"]),
-                            label=lambda d: d["stock_code"] + " " + d["description"].fillna("").str.slice(0, 32))
-    fig = px.bar(df.iloc[::-1], x="sales", y="label", orientation="h", hover_data=["units", "orders"],
-                 title=f"Top {len(df)} products by sales")
+    df = top.head(n).assign(
+        sales=lambda d: _money(d["sales"]),
+        label=lambda d: d["stock_code"] + " " + d["description"].fillna("").str.slice(0, 32),
+    )
+    fig = px.bar(
+        df.iloc[::-1],
+        x="sales",
+        y="label",
+        orientation="h",
+        hover_data=["units", "orders"],
+        title=f"Top {len(df)} products by sales",
+    )
     fig.update_layout(yaxis_title=None, height=60 + 32 * len(df))
     return fig
 
@@ -43,11 +55,20 @@ def country_map(by_country: pd.DataFrame) -> Any:
     """Net revenue by country on a world map (plotly choropleth, country names)."""
     import plotly.express as px
 
-    df = by_country.assign(net_revenue=_money(by_country["net_revenue"]),
-                           map_name=by_country["country"].map(lambda c: COUNTRY_NAMES.get(c, c)))
-    fig = px.choropleth(df, locations="map_name", locationmode="country names", color="net_revenue",
-                        hover_name="country", hover_data=["orders", "customers"], color_continuous_scale="Blues",
-                        title="Net revenue by country")
+    df = by_country.assign(
+        net_revenue=_money(by_country["net_revenue"]),
+        map_name=by_country["country"].map(lambda c: COUNTRY_NAMES.get(c, c)),
+    )
+    fig = px.choropleth(
+        df,
+        locations="map_name",
+        locationmode="country names",
+        color="net_revenue",
+        hover_name="country",
+        hover_data=["orders", "customers"],
+        color_continuous_scale="Blues",
+        title="Net revenue by country",
+    )
     fig.update_layout(height=420, margin={"l": 0, "r": 0, "t": 40, "b": 0})
     return fig
 
@@ -56,9 +77,14 @@ def cohort_heatmap(cohorts: pd.DataFrame) -> Any:
     import plotly.express as px
 
     grid = cohorts.pivot(index="cohort", columns="months_since_first", values="retention").sort_index()
-    fig = px.imshow(grid, text_auto=".0%", color_continuous_scale="Greens", aspect="auto",
-                    labels={"x": "months since first order", "y": "cohort (first order month)", "color": "retention"},
-                    title="Monthly cohort retention")
+    fig = px.imshow(
+        grid,
+        text_auto=".0%",
+        color_continuous_scale="Greens",
+        aspect="auto",
+        labels={"x": "months since first order", "y": "cohort (first order month)", "color": "retention"},
+        title="Monthly cohort retention",
+    )
     fig.update_layout(height=120 + 28 * len(grid))
     return fig
 
@@ -67,8 +93,15 @@ def rfm_chart(segments: pd.DataFrame) -> Any:
     import plotly.express as px
 
     df = segments.assign(sales=_money(segments["sales"]))
-    fig = px.bar(df, x="segment", y="customers", color="sales", color_continuous_scale="Viridis",
-                 hover_data=["orders", "min_recency_days", "max_recency_days"], title="RFM segments")
+    fig = px.bar(
+        df,
+        x="segment",
+        y="customers",
+        color="sales",
+        color_continuous_scale="Viridis",
+        hover_data=["orders", "min_recency_days", "max_recency_days"],
+        title="RFM segments",
+    )
     fig.update_layout(height=360)
     return fig
 

@@ -24,8 +24,10 @@ def crawl_cmd(as_json: bool) -> None:
     if as_json:
         echo_json(result.as_dict())
         return
-    click.echo(f"tables: {', '.join(result.tables) or '-'}; new: {', '.join(result.new_tables) or '-'}; "
-               f"new partitions: {result.new_partitions} of {result.partitions}")
+    click.echo(
+        f"tables: {', '.join(result.tables) or '-'}; new: {', '.join(result.new_tables) or '-'}; "
+        f"new partitions: {result.new_partitions} of {result.partitions}"
+    )
 
 
 @warehouse.command("query")

@@ -30,8 +30,15 @@ def _log_span_s(path: Path) -> float:
     return (pd.Timestamp(stamps[1]) - pd.Timestamp(stamps[0])).total_seconds()
 
 
-def stream_dataset(dataset: Any, index: LogIndex, source: str = "agent", seconds: float = 15.0,
-                   lines_per_batch: int = 200, timeout_s: float = 180.0, progress: bool = True) -> StreamReport:
+def stream_dataset(
+    dataset: Any,
+    index: LogIndex,
+    source: str = "agent",
+    seconds: float = 15.0,
+    lines_per_batch: int = 200,
+    timeout_s: float = 180.0,
+    progress: bool = True,
+) -> StreamReport:
     """Stream ``dataset.access_log_path`` into ``index`` in about ``seconds`` of wall time, measuring freshness.
 
     ``source="generator"``: shoplake ships the lines itself at a steady rate (:func:`stream_log`): a line's freshness
@@ -43,8 +50,14 @@ def stream_dataset(dataset: Any, index: LogIndex, source: str = "agent", seconds
     path = Path(dataset.access_log_path)
     n_lines = sum(1 for _ in iter_lines(path))
     if source == "generator":
-        return stream_log(path, index, lines_per_batch=lines_per_batch, lines_per_second=n_lines / max(seconds, 0.1),
-                          timeout_s=timeout_s, progress=progress)
+        return stream_log(
+            path,
+            index,
+            lines_per_batch=lines_per_batch,
+            lines_per_second=n_lines / max(seconds, 0.1),
+            timeout_s=timeout_s,
+            progress=progress,
+        )
     if source != "agent":
         raise DeliveryError(f"source must be 'generator' or 'agent', got {source!r}")
     if not isinstance(index, LocalIndex):
@@ -81,8 +94,9 @@ def stream_dataset(dataset: Any, index: LogIndex, source: str = "agent", seconds
             if follower.errors:
                 raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
             if time.perf_counter() > deadline:
-                raise DeliveryError(f"{follower.counts.lines} of {report.shipped} shipped lines were indexed "
-                                    f"within {timeout_s:.0f} s")
+                raise DeliveryError(
+                    f"{follower.counts.lines} of {report.shipped} shipped lines were indexed within {timeout_s:.0f} s"
+                )
             time.sleep(0.05)
     finally:
         follower.stop()
@@ -90,8 +104,13 @@ def stream_dataset(dataset: Any, index: LogIndex, source: str = "agent", seconds
     report.indexed, report.rejected = follower.counts.indexed, follower.counts.rejected
     report.delivery = {**follower.counts.as_dict(), "agent": outcome["counts"]["weblogs"], "speed": round(speed, 1)}
     # freshness: commit time of the batch holding the line minus the line's time on the servers' compressed clock
-    rows = index._cur().execute(  # noqa: SLF001 - the local index's own commit times
-        "SELECT epoch(d.ts), epoch(s.ingested_at) FROM docs d JOIN sources s USING (source)").fetchall()
+    rows = (
+        index._cur()
+        .execute(  # noqa: SLF001 - the local index's own commit times
+            "SELECT epoch(d.ts), epoch(s.ingested_at) FROM docs d JOIN sources s USING (source)"
+        )
+        .fetchall()
+    )
     if rows:
         ts = np.array([r[0] for r in rows], dtype=float)
         visible = np.array([r[1] for r in rows], dtype=float)
@@ -125,13 +144,25 @@ def investigate(index: LogIndex, incidents: list[dict[str, Any]], interval: str 
             s = overlapping.iloc[0]
             top = index.terms("path", "status_class:5xx", 1, s["start"], s["end"])
             top_path = top["key"].iloc[0] if not top.empty else None
-        rows.append({"start": start, "end": end, "path": inc["path"], "status": inc.get("status"),
-                     "expected_requests": inc.get("requests"), "found_requests": found,
-                     "spike_found": not overlapping.empty, "spike_top_path": top_path,
-                     "path_matches": top_path == inc["path"]})
+        rows.append(
+            {
+                "start": start,
+                "end": end,
+                "path": inc["path"],
+                "status": inc.get("status"),
+                "expected_requests": inc.get("requests"),
+                "found_requests": found,
+                "spike_found": not overlapping.empty,
+                "spike_top_path": top_path,
+                "path_matches": top_path == inc["path"],
+            }
+        )
     table = pd.DataFrame(rows)
     table.attrs["spikes"] = spikes
-    matched = sum(1 for _, s in spikes.iterrows() if any(
-        pd.Timestamp(i["start"]) < s["end"] and pd.Timestamp(i["end"]) > s["start"] for i in incidents))
+    matched = sum(
+        1
+        for _, s in spikes.iterrows()
+        if any(pd.Timestamp(i["start"]) < s["end"] and pd.Timestamp(i["end"]) > s["start"] for i in incidents)
+    )
     table.attrs["false_spikes"] = len(spikes) - matched
     return table

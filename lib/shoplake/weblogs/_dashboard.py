@@ -19,10 +19,20 @@ from shoplake.weblogs._index import LogIndex
 
 log = logging.getLogger(__name__)
 
-WINDOWS = {"all": None, "30d": pd.Timedelta(days=30), "1d": pd.Timedelta(days=1), "1h": pd.Timedelta(hours=1),
-           "15m": pd.Timedelta(minutes=15)}
-AUTO_INTERVALS = (("1m", pd.Timedelta(minutes=1)), ("5m", pd.Timedelta(minutes=5)), ("15m", pd.Timedelta(minutes=15)),
-                  ("1h", pd.Timedelta(hours=1)), ("1d", pd.Timedelta(days=1)))
+WINDOWS = {
+    "all": None,
+    "30d": pd.Timedelta(days=30),
+    "1d": pd.Timedelta(days=1),
+    "1h": pd.Timedelta(hours=1),
+    "15m": pd.Timedelta(minutes=15),
+}
+AUTO_INTERVALS = (
+    ("1m", pd.Timedelta(minutes=1)),
+    ("5m", pd.Timedelta(minutes=5)),
+    ("15m", pd.Timedelta(minutes=15)),
+    ("1h", pd.Timedelta(hours=1)),
+    ("1d", pd.Timedelta(days=1)),
+)
 MAX_BUCKETS = 400
 STATUS_COLOURS = {"1xx": "#9e9e9e", "2xx": "#2e7d32", "3xx": "#1565c0", "4xx": "#f9a825", "5xx": "#c62828"}
 
@@ -44,8 +54,14 @@ def auto_interval(start: pd.Timestamp | None, end: pd.Timestamp | None) -> str:
     return "1d"
 
 
-def find_spikes(errors: pd.DataFrame, interval: str, min_count: int = 3, factor: float = 5.0,
-                start: pd.Timestamp | None = None, end: pd.Timestamp | None = None) -> pd.DataFrame:
+def find_spikes(
+    errors: pd.DataFrame,
+    interval: str,
+    min_count: int = 3,
+    factor: float = 5.0,
+    start: pd.Timestamp | None = None,
+    end: pd.Timestamp | None = None,
+) -> pd.DataFrame:
     """5xx spikes: buckets with ``count ≥ max(min_count, factor × mean 5xx per bucket)``, adjacent buckets merged.
 
     ``errors`` is a 5xx date histogram (columns ``time``, ``count``). Returns ``start``, ``end``, ``count``, ``peak``.
@@ -94,8 +110,14 @@ class Snapshot:
     taken_at: str
 
     def kpis(self) -> dict[str, Any]:
-        return {"requests": self.requests, "errors_5xx": self.errors_5xx, "bytes": self.bytes["sum"],
-                "bots": self.bots, "rejected": self.rejected, "p95_bytes": self.bytes.get("p95")}
+        return {
+            "requests": self.requests,
+            "errors_5xx": self.errors_5xx,
+            "bytes": self.bytes["sum"],
+            "bots": self.bots,
+            "rejected": self.rejected,
+            "p95_bytes": self.bytes.get("p95"),
+        }
 
 
 def snapshot(index: LogIndex, query: str = "", window: str = "all", top: int = 10) -> Snapshot:
@@ -112,7 +134,11 @@ def snapshot(index: LogIndex, query: str = "", window: str = "all", top: int = 1
     errors_query = combine(query, "status_class:5xx")
     errors = index.date_histogram(errors_query, interval, None, start, end)
     return Snapshot(
-        query=query, window=window, start=start, end=end, interval=interval,
+        query=query,
+        window=window,
+        start=start,
+        end=end,
+        interval=interval,
         requests=index.count(query, start, end),
         errors_5xx=index.count(errors_query, start, end),
         bots=index.count(combine(query, "bot:true"), start, end),
@@ -147,22 +173,42 @@ def figures(snap: Snapshot) -> dict[str, Any]:
     for key in sorted(snap.histogram["key"].unique()) if not snap.histogram.empty else []:
         part = snap.histogram[snap.histogram["key"] == key]
         status.add_bar(x=part["time"], y=part["count"] / per, name=key, marker_color=STATUS_COLOURS.get(key))
-    status.update_layout(barmode="stack", title=f"Requests per minute by status class ({snap.interval} buckets)",
-                         yaxis_title="requests / minute", height=320, margin={"t": 40, "b": 30, "l": 50, "r": 10})
+    status.update_layout(
+        barmode="stack",
+        title=f"Requests per minute by status class ({snap.interval} buckets)",
+        yaxis_title="requests / minute",
+        height=320,
+        margin={"t": 40, "b": 30, "l": 50, "r": 10},
+    )
     errors = go.Figure()
-    errors.add_scatter(x=snap.errors["time"], y=snap.errors["count"], mode="lines+markers", name="5xx",
-                       line_color=STATUS_COLOURS["5xx"])
+    errors.add_scatter(
+        x=snap.errors["time"],
+        y=snap.errors["count"],
+        mode="lines+markers",
+        name="5xx",
+        line_color=STATUS_COLOURS["5xx"],
+    )
     for row in snap.spikes.itertuples():
         errors.add_vrect(x0=row.start, x1=row.end, fillcolor="red", opacity=0.15, line_width=0)
-    errors.update_layout(title=f"5xx per {snap.interval} bucket ({len(snap.spikes)} spikes shaded)", height=320,
-                         margin={"t": 40, "b": 30, "l": 50, "r": 10})
+    errors.update_layout(
+        title=f"5xx per {snap.interval} bucket ({len(snap.spikes)} spikes shaded)",
+        height=320,
+        margin={"t": 40, "b": 30, "l": 50, "r": 10},
+    )
     paths = go.Figure(go.Bar(x=snap.top_paths["count"][::-1], y=snap.top_paths["key"][::-1], orientation="h"))
     paths.update_layout(title="Top paths", height=320, margin={"t": 40, "b": 30, "l": 140, "r": 10})
-    agents = go.Figure(go.Bar(x=snap.top_agents["count"][::-1], y=_labels(snap.top_agents["key"])[::-1],
-                              orientation="h"))
+    agents = go.Figure(
+        go.Bar(x=snap.top_agents["count"][::-1], y=_labels(snap.top_agents["key"])[::-1], orientation="h")
+    )
     agents.update_layout(title="Top user agents (people)", height=320, margin={"t": 40, "b": 30, "l": 320, "r": 10})
-    bots = go.Figure(go.Bar(x=snap.top_bots["count"][::-1], y=_labels(snap.top_bots["key"])[::-1],
-                            orientation="h", marker_color="#6a1b9a"))
+    bots = go.Figure(
+        go.Bar(
+            x=snap.top_bots["count"][::-1],
+            y=_labels(snap.top_bots["key"])[::-1],
+            orientation="h",
+            marker_color="#6a1b9a",
+        )
+    )
     bots.update_layout(title="Bots and scripts", height=320, margin={"t": 40, "b": 30, "l": 320, "r": 10})
     return {"status": status, "errors": errors, "paths": paths, "agents": agents, "bots": bots}
 
@@ -183,46 +229,120 @@ def create_app(index: LogIndex, refresh_s: float = 3.0, title: str = "shoplake �
     from dash import Dash, Input, Output, State, dcc, html
 
     app = Dash(__name__, title=title, update_title=None)
-    kpi_names = [("requests", "Requests"), ("errors_5xx", "5xx errors"), ("bytes", "Bytes served"),
-                 ("bots", "Bot requests"), ("rejected", "Rejected lines"), ("p95_bytes", "p95 response bytes")]
-    card = {"display": "inline-block", "padding": "8px 16px", "margin": "4px", "border": "1px solid #ddd",
-            "borderRadius": "6px", "minWidth": "140px", "fontFamily": "sans-serif"}
-    app.layout = html.Div(style={"fontFamily": "sans-serif", "margin": "12px"}, children=[
-        html.H2(title),
-        html.Div([
-            dcc.Input(id="search", type="text", debounce=True, placeholder='search: status:500, path:/product/*, "mug"',
-                      style={"width": "420px", "padding": "6px"}),
-            html.Button("Search", id="search-button", n_clicks=0, style={"marginLeft": "6px"}),
-            dcc.Dropdown(id="window", options=[{"label": w, "value": w} for w in WINDOWS], value="all",
-                         clearable=False, style={"width": "100px", "display": "inline-block", "marginLeft": "12px",
-                                                 "verticalAlign": "middle"}),
-            html.Span(id="status-line", style={"marginLeft": "12px", "color": "#666"}),
-        ]),
-        html.Div(id="error", style={"color": "#c62828"}),
-        html.Div([html.Div([html.Div(label, style={"color": "#666", "fontSize": "12px"}),
-                            html.Div("…", id=f"kpi-{name}", className="kpi", **{"data-kpi": name},
-                                     style={"fontSize": "22px", "fontWeight": "bold"})], style=card)
-                  for name, label in kpi_names]),
-        html.Div([dcc.Graph(id="graph-status", style={"width": "50%", "display": "inline-block"}),
-                  dcc.Graph(id="graph-errors", style={"width": "50%", "display": "inline-block"})]),
-        html.Div([dcc.Graph(id="graph-paths", style={"width": "33%", "display": "inline-block"}),
-                  dcc.Graph(id="graph-agents", style={"width": "33%", "display": "inline-block"}),
-                  dcc.Graph(id="graph-bots", style={"width": "33%", "display": "inline-block"})]),
-        html.Div([html.Div([html.H4("Top paths"), html.Table(id="table-paths")],
-                           style={"width": "48%", "display": "inline-block", "verticalAlign": "top"}),
-                  html.Div([html.H4("5xx spikes"), html.Ul(id="spikes")],
-                           style={"width": "48%", "display": "inline-block", "verticalAlign": "top"})]),
-        dcc.Interval(id="tick", interval=int(refresh_s * 1000), n_intervals=0),
-    ])
+    kpi_names = [
+        ("requests", "Requests"),
+        ("errors_5xx", "5xx errors"),
+        ("bytes", "Bytes served"),
+        ("bots", "Bot requests"),
+        ("rejected", "Rejected lines"),
+        ("p95_bytes", "p95 response bytes"),
+    ]
+    card = {
+        "display": "inline-block",
+        "padding": "8px 16px",
+        "margin": "4px",
+        "border": "1px solid #ddd",
+        "borderRadius": "6px",
+        "minWidth": "140px",
+        "fontFamily": "sans-serif",
+    }
+    app.layout = html.Div(
+        style={"fontFamily": "sans-serif", "margin": "12px"},
+        children=[
+            html.H2(title),
+            html.Div(
+                [
+                    dcc.Input(
+                        id="search",
+                        type="text",
+                        debounce=True,
+                        placeholder='search: status:500, path:/product/*, "mug"',
+                        style={"width": "420px", "padding": "6px"},
+                    ),
+                    html.Button("Search", id="search-button", n_clicks=0, style={"marginLeft": "6px"}),
+                    dcc.Dropdown(
+                        id="window",
+                        options=[{"label": w, "value": w} for w in WINDOWS],
+                        value="all",
+                        clearable=False,
+                        style={
+                            "width": "100px",
+                            "display": "inline-block",
+                            "marginLeft": "12px",
+                            "verticalAlign": "middle",
+                        },
+                    ),
+                    html.Span(id="status-line", style={"marginLeft": "12px", "color": "#666"}),
+                ]
+            ),
+            html.Div(id="error", style={"color": "#c62828"}),
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.Div(label, style={"color": "#666", "fontSize": "12px"}),
+                            html.Div(
+                                "…",
+                                id=f"kpi-{name}",
+                                className="kpi",
+                                **{"data-kpi": name},
+                                style={"fontSize": "22px", "fontWeight": "bold"},
+                            ),
+                        ],
+                        style=card,
+                    )
+                    for name, label in kpi_names
+                ]
+            ),
+            html.Div(
+                [
+                    dcc.Graph(id="graph-status", style={"width": "50%", "display": "inline-block"}),
+                    dcc.Graph(id="graph-errors", style={"width": "50%", "display": "inline-block"}),
+                ]
+            ),
+            html.Div(
+                [
+                    dcc.Graph(id="graph-paths", style={"width": "33%", "display": "inline-block"}),
+                    dcc.Graph(id="graph-agents", style={"width": "33%", "display": "inline-block"}),
+                    dcc.Graph(id="graph-bots", style={"width": "33%", "display": "inline-block"}),
+                ]
+            ),
+            html.Div(
+                [
+                    html.Div(
+                        [html.H4("Top paths"), html.Table(id="table-paths")],
+                        style={"width": "48%", "display": "inline-block", "verticalAlign": "top"},
+                    ),
+                    html.Div(
+                        [html.H4("5xx spikes"), html.Ul(id="spikes")],
+                        style={"width": "48%", "display": "inline-block", "verticalAlign": "top"},
+                    ),
+                ]
+            ),
+            dcc.Interval(id="tick", interval=int(refresh_s * 1000), n_intervals=0),
+        ],
+    )
     lock = threading.Lock()
 
     @app.callback(
         [Output(f"kpi-{name}", "children") for name, _ in kpi_names]
-        + [Output("graph-status", "figure"), Output("graph-errors", "figure"), Output("graph-paths", "figure"),
-           Output("graph-agents", "figure"), Output("graph-bots", "figure"), Output("table-paths", "children"),
-           Output("spikes", "children"), Output("status-line", "children"), Output("error", "children")],
-        [Input("tick", "n_intervals"), Input("search-button", "n_clicks"), Input("search", "value"),
-         Input("window", "value")],
+        + [
+            Output("graph-status", "figure"),
+            Output("graph-errors", "figure"),
+            Output("graph-paths", "figure"),
+            Output("graph-agents", "figure"),
+            Output("graph-bots", "figure"),
+            Output("table-paths", "children"),
+            Output("spikes", "children"),
+            Output("status-line", "children"),
+            Output("error", "children"),
+        ],
+        [
+            Input("tick", "n_intervals"),
+            Input("search-button", "n_clicks"),
+            Input("search", "value"),
+            Input("window", "value"),
+        ],
         [State("search", "value")],
     )
     def refresh(_tick: int, _clicks: int, _value: str | None, window: str, query: str | None) -> list[Any]:
@@ -237,12 +357,27 @@ def create_app(index: LogIndex, refresh_s: float = 3.0, title: str = "shoplake �
         figs = figures(snap)
         rows = [html.Tr([html.Th("path"), html.Th("requests")])] + [
             html.Tr([html.Td(r.key, className="path"), html.Td(_fmt(r.count), className="count")])
-            for r in snap.top_paths.itertuples()]
-        spikes = [html.Li(f"{r.start:%Y-%m-%d %H:%M} – {r.end:%Y-%m-%d %H:%M} UTC: {r.count} errors (peak {r.peak})",
-                          className="spike") for r in snap.spikes.itertuples()] or [html.Li("none")]
+            for r in snap.top_paths.itertuples()
+        ]
+        spikes = [
+            html.Li(
+                f"{r.start:%Y-%m-%d %H:%M} – {r.end:%Y-%m-%d %H:%M} UTC: {r.count} errors (peak {r.peak})",
+                className="spike",
+            )
+            for r in snap.spikes.itertuples()
+        ] or [html.Li("none")]
         line = f"{snap.requests:,} documents · {index.backend} · buckets {snap.interval} · refreshed {snap.taken_at}"
-        return ([_fmt(kpis[name]) for name, _ in kpi_names]
-                + [figs["status"], figs["errors"], figs["paths"], figs["agents"], figs["bots"], rows, spikes, line, ""])
+        return [_fmt(kpis[name]) for name, _ in kpi_names] + [
+            figs["status"],
+            figs["errors"],
+            figs["paths"],
+            figs["agents"],
+            figs["bots"],
+            rows,
+            spikes,
+            line,
+            "",
+        ]
 
     return app
 

@@ -77,8 +77,9 @@ def _list_keys(bucket: str, prefix: str) -> list[str]:
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
     except Exception as exc:
         if "NoSuchBucket" in str(exc):
-            raise DeliveryError(f"the lake bucket {bucket} does not exist: run notebook 00_provision "
-                                "(or `shoplake infra apply`) first") from exc
+            raise DeliveryError(
+                f"the lake bucket {bucket} does not exist: run notebook 00_provision (or `shoplake infra apply`) first"
+            ) from exc
         raise
     return sorted(keys)
 
@@ -92,8 +93,10 @@ def ship_lines(lines: Iterable[str], stream: str = WEBLOGS_FIREHOSE) -> Any:
 
     result = streams.put_firehose(stream, (line.rstrip("\r\n") for line in lines), newline=True)
     if result.failed or result.rejected:
-        raise DeliveryError(f"Firehose {stream} refused {result.failed + result.rejected} of {result.submitted} "
-                            f"lines, e.g. {(result.failed_records or result.rejected_records)[0]['reason']}")
+        raise DeliveryError(
+            f"Firehose {stream} refused {result.failed + result.rejected} of {result.submitted} "
+            f"lines, e.g. {(result.failed_records or result.rejected_records)[0]['reason']}"
+        )
     return result
 
 
@@ -119,13 +122,23 @@ def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[
             doc["_id"] = f"{key}#{n}"
             docs.append(doc)
         else:
-            rejected.append({"_id": f"{key}#{n}", "line_no": n + 1, "reason": reason or "ProcessingFailed",
-                             "line": lines[n].decode("utf-8", errors="backslashreplace").rstrip("\r")})
+            rejected.append(
+                {
+                    "_id": f"{key}#{n}",
+                    "line_no": n + 1,
+                    "reason": reason or "ProcessingFailed",
+                    "line": lines[n].decode("utf-8", errors="backslashreplace").rstrip("\r"),
+                }
+            )
     return docs, rejected
 
 
 def _failed_key(key: str) -> str:
-    return FAILED_PREFIX + "processing-failed/" + key[len(RAW_PREFIX):] if key.startswith(RAW_PREFIX) else FAILED_PREFIX + key
+    return (
+        FAILED_PREFIX + "processing-failed/" + key[len(RAW_PREFIX) :]
+        if key.startswith(RAW_PREFIX)
+        else FAILED_PREFIX + key
+    )
 
 
 def write_failed(bucket: str, key: str, rejected: Sequence[dict[str, Any]]) -> str | None:
@@ -136,11 +149,23 @@ def write_failed(bucket: str, key: str, rejected: Sequence[dict[str, Any]]) -> s
 
     now_ms = int(time.time() * 1000)
     lambda_arn = infra.arn("function", TRANSFORM_FUNCTION)
-    body = "".join(json.dumps({
-        "attemptsMade": 1, "arrivalTimestamp": now_ms, "errorCode": "Lambda.ProcessingFailed",
-        "errorMessage": r["reason"], "attemptEndingTimestamp": now_ms,
-        "rawData": base64.b64encode(r["line"].encode()).decode(), "lambdaArn": lambda_arn,
-        "sourceObject": key, "lineNo": r["line_no"]}) + "\n" for r in rejected)
+    body = "".join(
+        json.dumps(
+            {
+                "attemptsMade": 1,
+                "arrivalTimestamp": now_ms,
+                "errorCode": "Lambda.ProcessingFailed",
+                "errorMessage": r["reason"],
+                "attemptEndingTimestamp": now_ms,
+                "rawData": base64.b64encode(r["line"].encode()).decode(),
+                "lambdaArn": lambda_arn,
+                "sourceObject": key,
+                "lineNo": r["line_no"],
+            }
+        )
+        + "\n"
+        for r in rejected
+    )
     failed_key = _failed_key(key)
     config.client("s3").put_object(Bucket=bucket, Key=failed_key, Body=body.encode())
     return failed_key
@@ -154,14 +179,20 @@ def read_failed(bucket: str | None = None) -> list[dict[str, Any]]:
     for key in _list_keys(bucket, FAILED_PREFIX):
         for raw in _object_lines(s3.get_object(Bucket=bucket, Key=key)["Body"].read()):
             rec = json.loads(raw)
-            out.append({"source": rec.get("sourceObject", key), "line_no": rec.get("lineNo"),
-                        "reason": rec.get("errorMessage"),
-                        "line": base64.b64decode(rec.get("rawData", "")).decode("utf-8", errors="backslashreplace")})
+            out.append(
+                {
+                    "source": rec.get("sourceObject", key),
+                    "line_no": rec.get("lineNo"),
+                    "reason": rec.get("errorMessage"),
+                    "line": base64.b64decode(rec.get("rawData", "")).decode("utf-8", errors="backslashreplace"),
+                }
+            )
     return out
 
 
-def deliver_new(index: LogIndex, bucket: str | None = None, ignore: set[str] | None = None,
-                progress: bool = False) -> DeliveryCounts:
+def deliver_new(
+    index: LogIndex, bucket: str | None = None, ignore: set[str] | None = None, progress: bool = False
+) -> DeliveryCounts:
     """Index every object under ``raw/weblogs/`` the index has not ingested yet (idempotent: replay-safe)."""
     from tqdm.auto import tqdm
 
@@ -180,8 +211,9 @@ def deliver_new(index: LogIndex, bucket: str | None = None, ignore: set[str] | N
         return key, docs, rejected, len(docs) + len(rejected)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for key, docs, rejected, n_lines in tqdm(pool.map(fetch, keys), total=len(keys), desc="deliver weblogs",
-                                                 disable=not progress):
+        for key, docs, rejected, n_lines in tqdm(
+            pool.map(fetch, keys), total=len(keys), desc="deliver weblogs", disable=not progress
+        ):
             result = index.ingest(docs, source=key, rejected=rejected)
             if result.skipped_source:
                 counts.skipped_objects += 1
@@ -201,8 +233,13 @@ def existing_objects(bucket: str | None = None) -> set[str]:
 class Follower:
     """Indexes new Firehose objects every ``interval_s`` in a background thread (the local Firehose→index leg)."""
 
-    def __init__(self, index: LogIndex, interval_s: float = 1.0, only_new: bool = False,
-                 on_pass: Callable[[DeliveryCounts], None] | None = None) -> None:
+    def __init__(
+        self,
+        index: LogIndex,
+        interval_s: float = 1.0,
+        only_new: bool = False,
+        on_pass: Callable[[DeliveryCounts], None] | None = None,
+    ) -> None:
         self.index = index
         self.interval_s = interval_s
         self.bucket = lake_bucket()
@@ -266,10 +303,18 @@ class StreamReport:
         return float(np.percentile(self.freshness_s, q)) if self.freshness_s else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"shipped": self.shipped, "indexed": self.indexed, "rejected": self.rejected, "batches": self.batches,
-                "seconds": round(self.seconds, 3), "lines_per_s": round(self.shipped / self.seconds, 1) if self.seconds else None,
-                "freshness_p50_s": self.percentile(50), "freshness_p95_s": self.percentile(95),
-                "freshness_max_s": max(self.freshness_s) if self.freshness_s else None, "delivery": self.delivery}
+        return {
+            "shipped": self.shipped,
+            "indexed": self.indexed,
+            "rejected": self.rejected,
+            "batches": self.batches,
+            "seconds": round(self.seconds, 3),
+            "lines_per_s": round(self.shipped / self.seconds, 1) if self.seconds else None,
+            "freshness_p50_s": self.percentile(50),
+            "freshness_p95_s": self.percentile(95),
+            "freshness_max_s": max(self.freshness_s) if self.freshness_s else None,
+            "delivery": self.delivery,
+        }
 
 
 def _batches(lines: Iterable[str], size: int) -> Iterable[list[str]]:
@@ -283,9 +328,16 @@ def _batches(lines: Iterable[str], size: int) -> Iterable[list[str]]:
         yield batch
 
 
-def stream_log(lines: Iterable[str] | str | Path, index: LogIndex, lines_per_batch: int = 200,
-               lines_per_second: float | None = 2000.0, poll_s: float = 0.1, timeout_s: float = 120.0,
-               max_lines: int | None = None, progress: bool = True) -> StreamReport:
+def stream_log(
+    lines: Iterable[str] | str | Path,
+    index: LogIndex,
+    lines_per_batch: int = 200,
+    lines_per_second: float | None = 2000.0,
+    poll_s: float = 0.1,
+    timeout_s: float = 120.0,
+    max_lines: int | None = None,
+    progress: bool = True,
+) -> StreamReport:
     """Ship log lines to Firehose at a steady rate while a follower indexes them; measure freshness.
 
     A line's freshness is the time from its put to Firehose until the dashboard's count query (documents +
@@ -332,8 +384,10 @@ def stream_log(lines: Iterable[str] | str | Path, index: LogIndex, lines_per_bat
             if follower.errors:
                 raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
             if time.perf_counter() > deadline:
-                raise DeliveryError(f"only {seen[-1][0] if seen else 0} of {report.shipped} shipped lines reached the "
-                                    f"index within {timeout_s:.0f} s; is the emulator up (shoplake stack status)?")
+                raise DeliveryError(
+                    f"only {seen[-1][0] if seen else 0} of {report.shipped} shipped lines reached the "
+                    f"index within {timeout_s:.0f} s; is the emulator up (shoplake stack status)?"
+                )
             time.sleep(poll_s / 2)
     finally:
         follower.stop()

@@ -32,11 +32,34 @@ from shoplake.weblogs._query import FIELDS, KEYWORD_FIELDS, NUMERIC_FIELDS, TEXT
 
 log = logging.getLogger(__name__)
 
-INTERVALS = {"1s": "1 second", "10s": "10 seconds", "1m": "1 minute", "5m": "5 minutes", "15m": "15 minutes",
-             "1h": "1 hour", "1d": "1 day"}
+INTERVALS = {
+    "1s": "1 second",
+    "10s": "10 seconds",
+    "1m": "1 minute",
+    "5m": "5 minutes",
+    "15m": "15 minutes",
+    "1h": "1 hour",
+    "1d": "1 day",
+}
 TERMS_FIELDS = (*KEYWORD_FIELDS, *TEXT_FIELDS, "status", "bot")
-DOC_COLUMNS = ("_id", "@timestamp", "client_ip", "ident", "user", "method", "path", "query", "protocol", "request",
-               "status", "bytes", "referrer", "agent", "bot", "source")
+DOC_COLUMNS = (
+    "_id",
+    "@timestamp",
+    "client_ip",
+    "ident",
+    "user",
+    "method",
+    "path",
+    "query",
+    "protocol",
+    "request",
+    "status",
+    "bytes",
+    "referrer",
+    "agent",
+    "bot",
+    "source",
+)
 INDEX_PREFIX = "weblogs"
 
 
@@ -79,8 +102,9 @@ class LogIndex(ABC):
     backend = "abstract"
 
     @abstractmethod
-    def ingest(self, docs: Sequence[dict[str, Any]], source: str | None = None,
-               rejected: Sequence[dict[str, Any]] = ()) -> IngestCounts:
+    def ingest(
+        self, docs: Sequence[dict[str, Any]], source: str | None = None, rejected: Sequence[dict[str, Any]] = ()
+    ) -> IngestCounts:
         """Index a micro-batch of documents (and store its rejected lines) at once."""
 
     @abstractmethod
@@ -92,8 +116,14 @@ class LogIndex(ABC):
         """The newest matching documents."""
 
     @abstractmethod
-    def date_histogram(self, query: str = "", interval: str = "1m", split: str | None = "status_class",
-                       start: Any = None, end: Any = None) -> pd.DataFrame:
+    def date_histogram(
+        self,
+        query: str = "",
+        interval: str = "1m",
+        split: str | None = "status_class",
+        start: Any = None,
+        end: Any = None,
+    ) -> pd.DataFrame:
         """Counts per time bucket (columns ``time``, ``key``, ``count``), split by status class or not at all."""
 
     @abstractmethod
@@ -101,8 +131,14 @@ class LogIndex(ABC):
         """Most frequent values of ``field`` (columns ``key``, ``count``)."""
 
     @abstractmethod
-    def stats(self, field: str = "bytes", query: str = "", percentiles: Sequence[float] = (50, 95, 99),
-              start: Any = None, end: Any = None) -> dict[str, Any]:
+    def stats(
+        self,
+        field: str = "bytes",
+        query: str = "",
+        percentiles: Sequence[float] = (50, 95, 99),
+        start: Any = None,
+        end: Any = None,
+    ) -> dict[str, Any]:
         """``count``, ``sum``, ``min``, ``max``, ``avg`` and ``p<N>`` of a numeric field."""
 
     @abstractmethod
@@ -174,8 +210,9 @@ class LocalIndex(LogIndex):
             params.append(_as_ts(end))
         return cond, params
 
-    def ingest(self, docs: Sequence[dict[str, Any]], source: str | None = None,
-               rejected: Sequence[dict[str, Any]] = ()) -> IngestCounts:
+    def ingest(
+        self, docs: Sequence[dict[str, Any]], source: str | None = None, rejected: Sequence[dict[str, Any]] = ()
+    ) -> IngestCounts:
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -191,27 +228,35 @@ class LocalIndex(LogIndex):
                     cols[name] = [source] * len(docs)
                 else:
                     cols[name] = [d.get(name) for d in docs]
-            table = pa.table({
-                "_id": pa.array(cols["_id"], pa.string()),
-                "ts": pc.strptime(pa.array(cols["@timestamp"], pa.string()), format="%Y-%m-%dT%H:%M:%SZ", unit="s"),
-                **{c: pa.array(cols[c], pa.string()) for c in ("client_ip", "ident", "user", "method", "path", "query",
-                                                                "protocol", "request")},
-                "status": pa.array(cols["status"], pa.int16()),
-                "bytes": pa.array(cols["bytes"], pa.int64()),
-                "referrer": pa.array(cols["referrer"], pa.string()),
-                "agent": pa.array(cols["agent"], pa.string()),
-                "bot": pa.array(cols["bot"], pa.bool_()),
-                "source": pa.array(cols["source"], pa.string()),
-            })
+            table = pa.table(
+                {
+                    "_id": pa.array(cols["_id"], pa.string()),
+                    "ts": pc.strptime(pa.array(cols["@timestamp"], pa.string()), format="%Y-%m-%dT%H:%M:%SZ", unit="s"),
+                    **{
+                        c: pa.array(cols[c], pa.string())
+                        for c in ("client_ip", "ident", "user", "method", "path", "query", "protocol", "request")
+                    },
+                    "status": pa.array(cols["status"], pa.int16()),
+                    "bytes": pa.array(cols["bytes"], pa.int64()),
+                    "referrer": pa.array(cols["referrer"], pa.string()),
+                    "agent": pa.array(cols["agent"], pa.string()),
+                    "bot": pa.array(cols["bot"], pa.bool_()),
+                    "source": pa.array(cols["source"], pa.string()),
+                }
+            )
             now = datetime.now(UTC).replace(tzinfo=None)
-            bad = pa.table({
-                "_id": pa.array([r.get("_id") or f"{source or 'batch'}#r{i}" for i, r in enumerate(rejected)], pa.string()),
-                "source": pa.array([source] * len(rejected), pa.string()),
-                "line_no": pa.array([r.get("line_no") for r in rejected], pa.int64()),
-                "line": pa.array([r.get("line") for r in rejected], pa.string()),
-                "reason": pa.array([r.get("reason") for r in rejected], pa.string()),
-                "received_at": pa.array([now] * len(rejected), pa.timestamp("us")),
-            })
+            bad = pa.table(
+                {
+                    "_id": pa.array(
+                        [r.get("_id") or f"{source or 'batch'}#r{i}" for i, r in enumerate(rejected)], pa.string()
+                    ),
+                    "source": pa.array([source] * len(rejected), pa.string()),
+                    "line_no": pa.array([r.get("line_no") for r in rejected], pa.int64()),
+                    "line": pa.array([r.get("line") for r in rejected], pa.string()),
+                    "reason": pa.array([r.get("reason") for r in rejected], pa.string()),
+                    "received_at": pa.array([now] * len(rejected), pa.timestamp("us")),
+                }
+            )
             cur.execute("BEGIN TRANSACTION")
             try:
                 cur.register("_batch_docs", table)
@@ -237,14 +282,22 @@ class LocalIndex(LogIndex):
         cond, params = self._where(query, start, end)
         cur = self._cur()
         frame = cur.execute(
-            f"SELECT _id, ts AS \"@timestamp\", client_ip, method, path, query, protocol, status, bytes, referrer, agent, "
-            f"bot, request FROM docs WHERE {cond} ORDER BY ts DESC, _id LIMIT ?", [*params, int(size)]).df()
+            f'SELECT _id, ts AS "@timestamp", client_ip, method, path, query, protocol, status, bytes, referrer, agent, '
+            f"bot, request FROM docs WHERE {cond} ORDER BY ts DESC, _id LIMIT ?",
+            [*params, int(size)],
+        ).df()
         if not frame.empty:
             frame["@timestamp"] = pd.to_datetime(frame["@timestamp"]).dt.tz_localize("UTC")
         return frame
 
-    def date_histogram(self, query: str = "", interval: str = "1m", split: str | None = "status_class",
-                       start: Any = None, end: Any = None) -> pd.DataFrame:
+    def date_histogram(
+        self,
+        query: str = "",
+        interval: str = "1m",
+        split: str | None = "status_class",
+        start: Any = None,
+        end: Any = None,
+    ) -> pd.DataFrame:
         cond, params = self._where(query, start, end)
         bucket = f"time_bucket(INTERVAL '{INTERVALS[_check_interval(interval)]}', ts)"
         if split == "status_class":
@@ -253,8 +306,9 @@ class LocalIndex(LogIndex):
             key = "'all'"
         else:
             key = f'CAST("{_check_field(split, TERMS_FIELDS)}" AS VARCHAR)'
-        rows = self._rows(f"SELECT {bucket} AS t, {key} AS k, count(*) FROM docs WHERE {cond} "
-                          f"GROUP BY t, k ORDER BY t, k", params)
+        rows = self._rows(
+            f"SELECT {bucket} AS t, {key} AS k, count(*) FROM docs WHERE {cond} GROUP BY t, k ORDER BY t, k", params
+        )
         frame = pd.DataFrame(rows, columns=["time", "key", "count"])
         frame["time"] = pd.to_datetime(frame["time"]).dt.tz_localize("UTC")
         frame["count"] = frame["count"].astype("int64")
@@ -263,21 +317,38 @@ class LocalIndex(LogIndex):
     def terms(self, field: str, query: str = "", size: int = 10, start: Any = None, end: Any = None) -> pd.DataFrame:
         col = '"user"' if field == "user" else _check_field(field, TERMS_FIELDS)
         cond, params = self._where(query, start, end)
-        rows = self._rows(f"SELECT {col} AS k, count(*) AS c FROM docs WHERE {cond} AND {col} IS NOT NULL "
-                          f"GROUP BY k ORDER BY c DESC, k LIMIT ?", [*params, int(size)])
+        rows = self._rows(
+            f"SELECT {col} AS k, count(*) AS c FROM docs WHERE {cond} AND {col} IS NOT NULL "
+            f"GROUP BY k ORDER BY c DESC, k LIMIT ?",
+            [*params, int(size)],
+        )
         frame = pd.DataFrame(rows, columns=["key", "count"])
         frame["count"] = frame["count"].astype("int64")
         return frame
 
-    def stats(self, field: str = "bytes", query: str = "", percentiles: Sequence[float] = (50, 95, 99),
-              start: Any = None, end: Any = None) -> dict[str, Any]:
+    def stats(
+        self,
+        field: str = "bytes",
+        query: str = "",
+        percentiles: Sequence[float] = (50, 95, 99),
+        start: Any = None,
+        end: Any = None,
+    ) -> dict[str, Any]:
         col = _check_field(field, NUMERIC_FIELDS)
         cond, params = self._where(query, start, end)
         qs = [float(p) / 100.0 for p in percentiles]
-        row = self._rows(f"SELECT count({col}), sum({col}), min({col}), max({col}), avg({col}), "
-                         f"quantile_cont({col}, ?::DOUBLE[]) FROM docs WHERE {cond}", [qs, *params])[0]
-        out: dict[str, Any] = {"count": int(row[0]), "sum": int(row[1] or 0), "min": row[2], "max": row[3],
-                               "avg": float(row[4]) if row[4] is not None else None}
+        row = self._rows(
+            f"SELECT count({col}), sum({col}), min({col}), max({col}), avg({col}), "
+            f"quantile_cont({col}, ?::DOUBLE[]) FROM docs WHERE {cond}",
+            [qs, *params],
+        )[0]
+        out: dict[str, Any] = {
+            "count": int(row[0]),
+            "sum": int(row[1] or 0),
+            "min": row[2],
+            "max": row[3],
+            "avg": float(row[4]) if row[4] is not None else None,
+        }
         for p, v in zip(percentiles, row[5] or [None] * len(qs), strict=True):
             out[f"p{p:g}"] = float(v) if v is not None else None
         return out
@@ -286,8 +357,14 @@ class LocalIndex(LogIndex):
         return int(self._rows("SELECT count(*) FROM rejected")[0][0])
 
     def rejected(self, limit: int = 20) -> pd.DataFrame:
-        return self._cur().execute("SELECT source, line_no, reason, line FROM rejected ORDER BY received_at, source, "
-                                   "line_no LIMIT ?", [int(limit)]).df()
+        return (
+            self._cur()
+            .execute(
+                "SELECT source, line_no, reason, line FROM rejected ORDER BY received_at, source, line_no LIMIT ?",
+                [int(limit)],
+            )
+            .df()
+        )
 
     def sources(self) -> set[str]:
         return {r[0] for r in self._rows("SELECT source FROM sources")}
@@ -323,11 +400,21 @@ def dsl_filter(query: str, start: Any = None, end: Any = None) -> dict[str, Any]
 
 def dsl_histogram(query: str, interval: str, split: str | None, start: Any = None, end: Any = None) -> dict[str, Any]:
     """Body of the date-histogram request (status classes as a ``range`` sub-aggregation on ``status``)."""
-    aggs: dict[str, Any] = {"t": {"date_histogram": {"field": "@timestamp", "fixed_interval": _check_interval(interval),
-                                                     "min_doc_count": 1}}}
+    aggs: dict[str, Any] = {
+        "t": {
+            "date_histogram": {"field": "@timestamp", "fixed_interval": _check_interval(interval), "min_doc_count": 1}
+        }
+    }
     if split == "status_class":
-        aggs["t"]["aggs"] = {"k": {"range": {"field": "status", "keyed": True, "ranges": [
-            {"key": f"{c}xx", "from": c * 100, "to": (c + 1) * 100} for c in range(1, 6)]}}}
+        aggs["t"]["aggs"] = {
+            "k": {
+                "range": {
+                    "field": "status",
+                    "keyed": True,
+                    "ranges": [{"key": f"{c}xx", "from": c * 100, "to": (c + 1) * 100} for c in range(1, 6)],
+                }
+            }
+        }
     elif split is not None:
         aggs["t"]["aggs"] = {"k": {"terms": {"field": _check_field(split, TERMS_FIELDS), "size": 20}}}
     return {"size": 0, "track_total_hits": True, "query": dsl_filter(query, start, end), "aggs": aggs}
@@ -351,22 +438,46 @@ def _keyword(field: str) -> str:
 
 
 def dsl_terms(field: str, query: str, size: int, start: Any = None, end: Any = None) -> dict[str, Any]:
-    return {"size": 0, "query": dsl_filter(query, start, end),
-            "aggs": {"k": {"terms": {"field": _keyword(_check_field(field, TERMS_FIELDS)), "size": int(size),
-                                     "order": [{"_count": "desc"}, {"_key": "asc"}]}}}}
+    return {
+        "size": 0,
+        "query": dsl_filter(query, start, end),
+        "aggs": {
+            "k": {
+                "terms": {
+                    "field": _keyword(_check_field(field, TERMS_FIELDS)),
+                    "size": int(size),
+                    "order": [{"_count": "desc"}, {"_key": "asc"}],
+                }
+            }
+        },
+    }
 
 
-def dsl_stats(field: str, query: str, percentiles: Sequence[float], start: Any = None, end: Any = None) -> dict[str, Any]:
+def dsl_stats(
+    field: str, query: str, percentiles: Sequence[float], start: Any = None, end: Any = None
+) -> dict[str, Any]:
     field = _check_field(field, NUMERIC_FIELDS)
-    return {"size": 0, "track_total_hits": True, "query": dsl_filter(query, start, end),
-            "aggs": {"s": {"stats": {"field": field}}, "p": {"percentiles": {"field": field, "percents": list(percentiles)}}}}
+    return {
+        "size": 0,
+        "track_total_hits": True,
+        "query": dsl_filter(query, start, end),
+        "aggs": {
+            "s": {"stats": {"field": field}},
+            "p": {"percentiles": {"field": field, "percents": list(percentiles)}},
+        },
+    }
 
 
 def parse_stats(response: dict[str, Any], percentiles: Sequence[float]) -> dict[str, Any]:
     s = response["aggregations"]["s"]
     values = response["aggregations"]["p"]["values"]
-    out: dict[str, Any] = {"count": int(s["count"]), "sum": int(s["sum"] or 0), "min": s["min"], "max": s["max"],
-                           "avg": s["avg"]}
+    out: dict[str, Any] = {
+        "count": int(s["count"]),
+        "sum": int(s["sum"] or 0),
+        "min": s["min"],
+        "max": s["max"],
+        "avg": s["avg"],
+    }
     for p in percentiles:
         v = values.get(f"{float(p)}") if f"{float(p)}" in values else values.get(str(p))
         out[f"p{p:g}"] = float(v) if v is not None else None
@@ -385,8 +496,9 @@ class OpenSearchIndex(LogIndex):
             settings = config.settings()
             endpoint = endpoint or self.domain_endpoint()
             auth = Urllib3AWSV4SignerAuth(config.session().get_credentials(), settings.region, "es")
-            client = OpenSearch(hosts=[{"host": endpoint, "port": 443}], http_auth=auth, use_ssl=True,
-                                verify_certs=True, timeout=30)
+            client = OpenSearch(
+                hosts=[{"host": endpoint, "port": 443}], http_auth=auth, use_ssl=True, verify_certs=True, timeout=30
+            )
         self.client = client
         self.pattern = f"{INDEX_PREFIX}-*"
 
@@ -398,8 +510,10 @@ class OpenSearchIndex(LogIndex):
         status = config.client("opensearch").describe_domain(DomainName=name)["DomainStatus"]
         endpoint = status.get("Endpoint") or (status.get("Endpoints") or {}).get("vpc")
         if not endpoint:
-            raise LogIndexError(f"OpenSearch domain {name} has no endpoint yet: wait until it is active "
-                              "(aws opensearch describe-domain) and retry")
+            raise LogIndexError(
+                f"OpenSearch domain {name} has no endpoint yet: wait until it is active "
+                "(aws opensearch describe-domain) and retry"
+            )
         return endpoint
 
     def put_template(self) -> None:
@@ -412,12 +526,19 @@ class OpenSearchIndex(LogIndex):
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.client.search(index=self.pattern, body=body, ignore_unavailable=True, allow_no_indices=True)
 
-    def ingest(self, docs: Sequence[dict[str, Any]], source: str | None = None,
-               rejected: Sequence[dict[str, Any]] = ()) -> IngestCounts:
+    def ingest(
+        self, docs: Sequence[dict[str, Any]], source: str | None = None, rejected: Sequence[dict[str, Any]] = ()
+    ) -> IngestCounts:
         from opensearchpy import helpers
 
-        actions = [{"_index": daily_index(d["@timestamp"]), "_id": d.get("_id") or f"{source or 'batch'}#{i}",
-                    "_source": {k: v for k, v in d.items() if k != "_id"}} for i, d in enumerate(docs)]
+        actions = [
+            {
+                "_index": daily_index(d["@timestamp"]),
+                "_id": d.get("_id") or f"{source or 'batch'}#{i}",
+                "_source": {k: v for k, v in d.items() if k != "_id"},
+            }
+            for i, d in enumerate(docs)
+        ]
         ok, errors = helpers.bulk(self.client, actions, raise_on_error=False, refresh="wait_for")
         if errors:
             raise LogIndexError(f"{len(errors)} documents were refused by OpenSearch, e.g. {errors[0]}")
@@ -425,28 +546,40 @@ class OpenSearchIndex(LogIndex):
 
     def count(self, query: str = "", start: Any = None, end: Any = None) -> int:
         body = {"query": dsl_filter(query, start, end)}
-        return int(self.client.count(index=self.pattern, body=body, ignore_unavailable=True,
-                                     allow_no_indices=True)["count"])
+        return int(
+            self.client.count(index=self.pattern, body=body, ignore_unavailable=True, allow_no_indices=True)["count"]
+        )
 
     def search(self, query: str = "", size: int = 20, start: Any = None, end: Any = None) -> pd.DataFrame:
-        body = {"size": int(size), "query": dsl_filter(query, start, end),
-                "sort": [{"@timestamp": "desc"}]}
+        body = {"size": int(size), "query": dsl_filter(query, start, end), "sort": [{"@timestamp": "desc"}]}
         hits = self._search(body)["hits"]["hits"]
         frame = pd.DataFrame([{"_id": h["_id"], **h["_source"]} for h in hits])
         if not frame.empty:
             frame["@timestamp"] = pd.to_datetime(frame["@timestamp"], utc=True)
         return frame
 
-    def date_histogram(self, query: str = "", interval: str = "1m", split: str | None = "status_class",
-                       start: Any = None, end: Any = None) -> pd.DataFrame:
+    def date_histogram(
+        self,
+        query: str = "",
+        interval: str = "1m",
+        split: str | None = "status_class",
+        start: Any = None,
+        end: Any = None,
+    ) -> pd.DataFrame:
         return parse_histogram(self._search(dsl_histogram(query, interval, split, start, end)), split)
 
     def terms(self, field: str, query: str = "", size: int = 10, start: Any = None, end: Any = None) -> pd.DataFrame:
         buckets = self._search(dsl_terms(field, query, size, start, end))["aggregations"]["k"]["buckets"]
         return pd.DataFrame([(b["key"], int(b["doc_count"])) for b in buckets], columns=["key", "count"])
 
-    def stats(self, field: str = "bytes", query: str = "", percentiles: Sequence[float] = (50, 95, 99),
-              start: Any = None, end: Any = None) -> dict[str, Any]:
+    def stats(
+        self,
+        field: str = "bytes",
+        query: str = "",
+        percentiles: Sequence[float] = (50, 95, 99),
+        start: Any = None,
+        end: Any = None,
+    ) -> dict[str, Any]:
         return parse_stats(self._search(dsl_stats(field, query, percentiles, start, end)), percentiles)
 
     def rejected_count(self) -> int:
@@ -478,11 +611,21 @@ def wait_for_count(index: LogIndex, expected: int, timeout_s: float = 30.0, poll
     began = time.perf_counter()
     while index.total_processed() < expected:
         if time.perf_counter() - began > timeout_s:
-            raise LogIndexError(f"the index holds {index.total_processed()} of {expected} lines after {timeout_s:.0f} s: "
-                              "is the delivery running (shoplake logs index / the dashboard follower)?")
+            raise LogIndexError(
+                f"the index holds {index.total_processed()} of {expected} lines after {timeout_s:.0f} s: "
+                "is the delivery running (shoplake logs index / the dashboard follower)?"
+            )
         time.sleep(poll_s)
     return time.perf_counter() - began
 
 
-__all__ = ["FIELDS", "IngestCounts", "LocalIndex", "LogIndex", "OpenSearchIndex", "daily_index", "open_index",
-           "wait_for_count"]
+__all__ = [
+    "FIELDS",
+    "IngestCounts",
+    "LocalIndex",
+    "LogIndex",
+    "OpenSearchIndex",
+    "daily_index",
+    "open_index",
+    "wait_for_count",
+]

@@ -16,8 +16,17 @@ from typing import Any
 from shoplake.errors import DataError
 from shoplake.functions.weblogs_transform import is_bot, parse_line, to_utc_iso, unescape
 
-__all__ = ["ParseResult", "Rejected", "iter_lines", "parse_file", "parse_lines", "parse_line", "is_bot",
-           "to_utc_iso", "unescape"]
+__all__ = [
+    "ParseResult",
+    "Rejected",
+    "iter_lines",
+    "parse_file",
+    "parse_lines",
+    "parse_line",
+    "is_bot",
+    "to_utc_iso",
+    "unescape",
+]
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,23 @@ KEYWORD_FIELDS = ("client_ip", "method", "path", "query", "protocol", "user", "i
 TEXT_FIELDS = ("request", "referrer", "agent")
 NUMERIC_FIELDS = ("status", "bytes")
 FIELDS = ("@timestamp", *KEYWORD_FIELDS, *TEXT_FIELDS, *NUMERIC_FIELDS, "bot", "status_class")
-ALIASES = {"ip": "client_ip", "host": "client_ip", "clientip": "client_ip", "response": "status", "code": "status",
-           "url": "path", "uri": "path", "timestamp": "@timestamp", "time": "@timestamp", "useragent": "agent",
-           "user_agent": "agent", "referer": "referrer", "verb": "method", "size": "bytes", "authuser": "user"}
+ALIASES = {
+    "ip": "client_ip",
+    "host": "client_ip",
+    "clientip": "client_ip",
+    "response": "status",
+    "code": "status",
+    "url": "path",
+    "uri": "path",
+    "timestamp": "@timestamp",
+    "time": "@timestamp",
+    "useragent": "agent",
+    "user_agent": "agent",
+    "referer": "referrer",
+    "verb": "method",
+    "size": "bytes",
+    "authuser": "user",
+}
 FREE_TEXT_FIELDS = ("request", "referrer", "agent")
 _FIELD_RE = re.compile(r"^([A-Za-z_@][\w.@]*):(.*)$", re.DOTALL)
 _RANGE_RE = re.compile(r"^([\[{])\s*(\S+)\s+TO\s+(\S+)\s*([\]}])$")
@@ -175,7 +189,9 @@ def _term(kind: str, text: str) -> Term:
         return Term(None, "phrase", text)
     m = _FIELD_RE.match(text)
     if m is None:
-        return Term(None, "wildcard" if _has_wildcard(text) else "phrase", text if _has_wildcard(text) else _plain(text))
+        return Term(
+            None, "wildcard" if _has_wildcard(text) else "phrase", text if _has_wildcard(text) else _plain(text)
+        )
     name, value = m.group(1), m.group(2)
     field = ALIASES.get(name.lower(), name)
     if field not in FIELDS:
@@ -216,8 +232,12 @@ def _typed(field: str, kind: str, value: Any) -> Term:
     """Normalise a field term: numbers checked, status wildcards/classes become ranges, bot a boolean."""
     if field == "status_class" or (field == "status" and kind == "wildcard"):
         digits = str(value).lower().rstrip("x*?")
-        if not digits.isdigit() or len(digits) > 3 or not "1" <= digits[0] <= "5" or (
-                field == "status_class" and len(digits) != 1):
+        if (
+            not digits.isdigit()
+            or len(digits) > 3
+            or not "1" <= digits[0] <= "5"
+            or (field == "status_class" and len(digits) != 1)
+        ):
             raise QueryError(f"{field}:{value} is not a status class: write status_class:5xx or status:5*")
         scale = 10 ** (3 - len(digits))
         return Term("status", "range", (int(digits) * scale, True, (int(digits) + 1) * scale - 1, True))
@@ -321,8 +341,15 @@ def to_sql(text: str | None) -> tuple[str, list[Any]]:
 def _dsl_term(t: Term) -> dict[str, Any]:
     if t.field is None:
         if t.kind == "wildcard":
-            return {"bool": {"should": [{"wildcard": {f"{f}.keyword": {"value": f"*{t.value}*", "case_insensitive": True}}}
-                                        for f in FREE_TEXT_FIELDS], "minimum_should_match": 1}}
+            return {
+                "bool": {
+                    "should": [
+                        {"wildcard": {f"{f}.keyword": {"value": f"*{t.value}*", "case_insensitive": True}}}
+                        for f in FREE_TEXT_FIELDS
+                    ],
+                    "minimum_should_match": 1,
+                }
+            }
         return {"multi_match": {"query": t.value, "type": "phrase", "fields": list(FREE_TEXT_FIELDS)}}
     if t.kind == "range":
         lo, lo_incl, hi, hi_incl = t.value

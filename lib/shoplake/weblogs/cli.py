@@ -32,8 +32,10 @@ def parse_cmd(file: Path, as_json: bool, show_rejected: int) -> None:
         summary["rejected_lines"] = [r.as_dict() for r in result.rejected[:show_rejected]]
         echo_json(summary)
         return
-    click.echo(f"{file}: {summary['lines']} lines, {summary['parsed']} parsed, {summary['rejected']} rejected, "
-               f"{summary['bytes']:,} bytes, {summary['bots']} bot requests")
+    click.echo(
+        f"{file}: {summary['lines']} lines, {summary['parsed']} parsed, {summary['rejected']} rejected, "
+        f"{summary['bytes']:,} bytes, {summary['bots']} bot requests"
+    )
     click.echo("status: " + ", ".join(f"{k}={v}" for k, v in summary["status_counts"].items()))
     for r in result.rejected[:show_rejected]:
         click.echo(f"  line {r.line_no}: {r.reason}")
@@ -51,10 +53,19 @@ def ship_cmd(file: Path) -> None:
 
 
 @logs.command("index")
-@click.option("--file", "file", type=click.Path(path_type=Path), default=None,
-              help="index FILE directly (parsed here) instead of what Firehose delivered to the lake")
-@click.option("--index-path", type=click.Path(path_type=Path), default=None,
-              help="local index file (DuckDB); default .shoplake/weblogs/<prefix>.duckdb")
+@click.option(
+    "--file",
+    "file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="index FILE directly (parsed here) instead of what Firehose delivered to the lake",
+)
+@click.option(
+    "--index-path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="local index file (DuckDB); default .shoplake/weblogs/<prefix>.duckdb",
+)
 def index_cmd(file: Path | None, index_path: Path | None) -> None:
     """Index what Firehose delivered to ``raw/weblogs/`` (locally), or a log FILE; print the counts."""
     from shoplake import config
@@ -66,16 +77,26 @@ def index_cmd(file: Path | None, index_path: Path | None) -> None:
     began = time.perf_counter()
     if file is not None:
         result = parse_file(file)
-        counts = index.ingest(result.docs, source=f"file:{Path(file).resolve()}",
-                              rejected=[r.as_dict() for r in result.rejected])
-        out = {"lines": result.lines, "indexed": counts.indexed, "rejected": counts.rejected,
-               "already_indexed": counts.skipped_source}
+        counts = index.ingest(
+            result.docs, source=f"file:{Path(file).resolve()}", rejected=[r.as_dict() for r in result.rejected]
+        )
+        out = {
+            "lines": result.lines,
+            "indexed": counts.indexed,
+            "rejected": counts.rejected,
+            "already_indexed": counts.skipped_source,
+        }
     else:
         if not config.settings().is_local:
             raise click.UsageError("on aws Firehose indexes into OpenSearch itself; use --file to index a file")
         out = deliver_new(index, progress=True).as_dict()
-    out.update({"documents_in_index": index.count(), "rejected_in_index": index.rejected_count(),
-                "seconds": round(time.perf_counter() - began, 3)})
+    out.update(
+        {
+            "documents_in_index": index.count(),
+            "rejected_in_index": index.rejected_count(),
+            "seconds": round(time.perf_counter() - began, 3),
+        }
+    )
     echo_json(out)
 
 
