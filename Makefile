@@ -45,6 +45,7 @@ run: $(STAMP)
 
 test: $(STAMP) browser
 	$(BIN)/ruff check lib tests bench
+	$(BIN)/ruff format --check lib tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
