@@ -75,13 +75,13 @@ def settings(**overrides: Any) -> Settings:
     env = os.environ
     target = env.get("SHOPLAKE_TARGET", "local").strip().lower() or "local"
     if target == "aws":
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or _profile_region(env.get("AWS_PROFILE"))
     else:
         region = LOCAL_REGION
     base = Settings(
         target=target,
         prefix=env.get("SHOPLAKE_PREFIX", "dev"),
-        region=region or LOCAL_REGION,
+        region=region,  # aws: "" until AWS_REGION or the profile names one (ensure_ready says so)
         scale=env.get("SHOPLAKE_SCALE", "small"),
         seed=int(env.get("SHOPLAKE_SEED", "42")),
         home=Path(env["SHOPLAKE_HOME"]) if env.get("SHOPLAKE_HOME") else REPO_ROOT / ".shoplake",
@@ -89,6 +89,66 @@ def settings(**overrides: Any) -> Settings:
         profile=env.get("AWS_PROFILE") if target == "aws" else None,
     )
     return base.with_(**overrides)
+
+
+@lru_cache(maxsize=8)
+def _profile_region(profile: str | None) -> str:
+    """The region of the AWS profile (``~/.aws/config``), as the AWS CLI would pick it; "" when it has none."""
+    try:
+        import botocore.session
+
+        return botocore.session.Session(profile=profile).get_config_variable("region") or ""
+    except Exception:  # an unknown profile is reported by the session that uses it, with its own message
+        return ""
+
+
+def by_target(*, local: Any, aws: Any) -> Any:
+    """The one place a part chooses between its local and its aws backend (``open_index``, ``trainer``, ...).
+
+    Parts call this inside their ``open_*`` verb; notebooks and CLIs never look at the target themselves.
+    """
+    return local if settings().is_local else aws
+
+
+def ensure_ready() -> Settings:
+    """Make the current target usable: local → the shared stack is up; aws → region, endpoints and credentials.
+
+    Idempotent and cheap when already ready; every notebook (``workbook.start``) and CLI verb calls it first.
+    """
+    s = settings()
+    if s.is_local:
+        from shoplake import stack  # local import: stack imports config
+
+        stack.ensure()
+        clear_caches()
+        return s
+    _check_aws_environment(s)
+    _aws_identity(s.region, s.profile)
+    return s
+
+
+def _check_aws_environment(s: Settings) -> None:
+    if not s.region:
+        raise ConfigError("target aws needs a region: set AWS_REGION (e.g. eu-west-1) or a region in your AWS profile")
+    for key, value in os.environ.items():
+        if key.startswith("AWS_ENDPOINT_URL") and value:
+            raise ConfigError(
+                f"{key}={value} is set while SHOPLAKE_TARGET=aws: a leftover endpoint would send real credentials "
+                "elsewhere. Unset it (it is only for emulators), or use SHOPLAKE_TARGET=local."
+            )
+
+
+@lru_cache(maxsize=4)
+def _aws_identity(region: str, profile: str | None) -> str:
+    """The account id behind the credentials (checked once per region/profile); a clear error without them."""
+    try:
+        return client("sts").get_caller_identity()["Account"]
+    except Exception as exc:
+        name = type(exc).__name__
+        raise ConfigError(
+            f"target aws: no usable AWS credentials ({name}: {str(exc)[:160]}). Run `aws configure` or "
+            "`aws sso login`, or set AWS_PROFILE to a profile that works."
+        ) from exc
 
 
 def apply_parameters(target: str | None = None, **overrides: Any) -> Settings:
@@ -165,7 +225,8 @@ def _session(target: str, region: str, profile: str | None, url: str | None) -> 
         session.events.register("before-send", _refuse_non_loopback)
         return session
     if not region:
-        raise ConfigError("target aws needs a region: set AWS_REGION (e.g. eu-west-1)")
+        raise ConfigError("target aws needs a region: set AWS_REGION (e.g. eu-west-1) or a region in your AWS profile")
+    _check_aws_environment(settings())
     return boto3.Session(profile_name=profile, region_name=region)
 
 
@@ -245,6 +306,8 @@ def clear_caches() -> None:
     """Forget cached sessions and clients (after the stack restarts or settings change)."""
     _session.cache_clear()
     _client.cache_clear()
+    _aws_identity.cache_clear()
+    _profile_region.cache_clear()
 
 
 def glue_database(prefix: str | None = None) -> str:

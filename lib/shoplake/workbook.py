@@ -37,10 +37,7 @@ class NotebookFailed(ShoplakeError):
 def start(target: str = "local", scale: str = "small", seed: int = 42, **_: Any) -> config.Settings:
     """First call of every notebook: make the parameters the settings, bring the local stack up, set up plotly."""
     settings = config.apply_parameters(target=target, scale=scale, seed=seed)
-    if settings.is_local:
-        from shoplake import stack
-
-        stack.ensure()
+    config.ensure_ready()
     setup_plotly()
     return settings
 
