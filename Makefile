@@ -13,6 +13,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run         run the whole workbook on the local target (SCALE=tiny|small|full), HTML reports in reports/"
+	@echo "                 TARGET=aws PREFIX=name: the same notebooks on a real account (README: Running on AWS)"
 	@echo "make test        install what is missing, lint, run every test"
 	@echo "make test-fast   unit tests only (no notebooks, Spark or browser)"
 	@echo "make lab         start the local stack and JupyterLab on notebooks/"
@@ -40,8 +41,9 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "could not install chromium: the browser test will be skipped with a reason"; }
 
+# TARGET=aws PREFIX=name run the same notebooks against a real account (README: Running on AWS)
 run: $(STAMP)
-	$(BIN)/shoplake run --scale $(SCALE) $(if $(ONLY),--only $(ONLY)) $(if $(KEEP_STACK),--keep-stack)
+	$(if $(TARGET),SHOPLAKE_TARGET=$(TARGET)) $(if $(PREFIX),SHOPLAKE_PREFIX=$(PREFIX)) $(BIN)/shoplake run --scale $(SCALE) $(if $(ONLY),--only $(ONLY)) $(if $(KEEP_STACK),--keep-stack)
 
 test: $(STAMP) browser
 	$(BIN)/ruff check lib tests bench

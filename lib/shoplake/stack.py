@@ -398,6 +398,21 @@ def ensure() -> Status:
 up = ensure
 
 
+@contextlib.contextmanager
+def held_for_run(keep: bool = False) -> Iterator[config.Settings]:
+    """The target made ready for one run (``shoplake run``); afterwards the local stack is stopped only if this
+    call started it, so a JupyterLab session or a test session sharing the stack keeps its data. On aws: nothing
+    to start or stop."""
+    settings = config.settings()
+    started_here = settings.is_local and not status().up
+    config.ensure_ready()
+    try:
+        yield settings
+    finally:
+        if started_here and not keep:
+            down()
+
+
 def down(purge: bool = False) -> None:
     """Stop every process of the local stack; ``purge`` also deletes the PostgreSQL data and the state."""
     with _lock():

@@ -207,17 +207,12 @@ def run_notebooks(
 @click.option("--keep-going", is_flag=True, help="run the remaining notebooks after a failure")
 def cli(scale: str, seed: int, only: str | None, out_dir: Path | None, keep_stack: bool, keep_going: bool) -> None:
     """Run the notebooks in order (papermill) and write HTML reports to reports/."""
-    settings = config.settings()
-    results = []
-    try:
-        results = run_notebooks(
-            scale=scale, seed=seed, only=only.split(",") if only else None, out_dir=out_dir, keep_going=keep_going
-        )
-    finally:
-        if settings.is_local and not keep_stack:
-            from shoplake import stack
+    from shoplake import stack
 
-            stack.down()
+    names = only.split(",") if only else None
+    notebooks(names)  # a typo in --only fails here, before anything is started
+    with stack.held_for_run(keep=keep_stack):
+        results = run_notebooks(scale=scale, seed=seed, only=names, out_dir=out_dir, keep_going=keep_going)
     for r in results:
         mark = "ok " if r.ok else "FAIL"
         click.echo(f"{mark} {r.name:<28} {r.seconds:7.1f} s" + (f"  {r.error}" if r.error else ""))

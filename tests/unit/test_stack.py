@@ -97,3 +97,14 @@ def test_cli_status_exit_codes(tmp_path):
     finally:
         down = _run_stack(home, "stack", "down", "--purge")
         assert down.returncode == 0, down.stderr
+
+
+def test_a_run_stops_only_the_stack_it_started(private_stack):
+    stack = private_stack
+    with stack.held_for_run():
+        assert stack.status().up
+    assert not stack.status().up, "a run that started the stack stops it"
+    stack.ensure()
+    with stack.held_for_run():
+        pass
+    assert stack.status().up, "a run must not stop a stack someone else started (JupyterLab, tests)"
