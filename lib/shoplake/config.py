@@ -208,7 +208,24 @@ def endpoint_url() -> str | None:
     from shoplake import stack  # local import: stack imports config
 
     url = stack.moto_url()
+    bypass_proxies_for_loopback()
     return assert_loopback(url, "emulator URL")
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def bypass_proxies_for_loopback() -> None:
+    """Keep loopback traffic off HTTP(S)_PROXY: botocore, urllib, requests and aiohttp all honour NO_PROXY.
+
+    Set process-wide (and so for notebook kernels started from here), because awswrangler and s3fs build clients of
+    their own from the session; a proxy in the environment would otherwise receive the local target's requests.
+    """
+    for key in ("NO_PROXY", "no_proxy"):
+        have = [h.strip() for h in os.environ.get(key, "").split(",") if h.strip()]
+        missing = [h for h in LOOPBACK_HOSTS if h not in have]
+        if missing:
+            os.environ[key] = ",".join(have + missing)
 
 
 @lru_cache(maxsize=4)

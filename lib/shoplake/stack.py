@@ -47,6 +47,7 @@ class Status:
     postgres: dict[str, Any] | None
     postgres_healthy: bool
     home: Path
+    moto_pid: int | None = None
 
     @property
     def up(self) -> bool:
@@ -140,14 +141,41 @@ def _port_open(port: int) -> bool:
 # --------------------------------------------------------------------------- moto
 
 
-def _moto_healthy(url: str | None) -> bool:
+# Loopback health checks never go through HTTP_PROXY/HTTPS_PROXY (a proxy would answer for a dead emulator, or
+# refuse for a live one).
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _moto_healthy(url: str | None, timeout: float = 2.0) -> bool:
     if not url:
         return False
     try:
-        with urllib.request.urlopen(url + "/moto-api/", timeout=2) as response:
+        with _DIRECT.open(url + "/moto-api/", timeout=timeout) as response:
             return response.status == 200
     except OSError:
         return False
+
+
+def _is_our_emulator(pid: int | None) -> bool:
+    """True when ``pid`` is alive and is shoplake's emulator process (not a recycled pid of something else)."""
+    if not _pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): a live pid from our state file is assumed to be ours, never killed
+    return b"shoplake._moto_server" in cmdline
+
+
+def _emulator_answers(url: str | None, patience_s: float = 10.0) -> bool:
+    """A live emulator may be busy (a large batch): give it a few chances before calling it stuck."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        if _moto_healthy(url, timeout=3.0):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def _start_moto() -> dict[str, Any]:
@@ -369,6 +397,7 @@ def status() -> Status:
         postgres=pg,
         postgres_healthy=bool(pg) and _pid_alive(pg.get("pid")) and _pg_healthy(pg),
         home=home(),
+        moto_pid=(moto or {}).get("pid"),
     )
 
 
@@ -379,9 +408,14 @@ def ensure() -> Status:
     with _lock():
         state = read_state()
         moto = state.get("moto")
-        if not (moto and _pid_alive(moto.get("pid")) and _moto_healthy(moto.get("url"))):
-            if moto and _pid_alive(moto.get("pid")):
-                _kill(moto["pid"])  # alive but not answering: replace it
+        if moto and _is_our_emulator(moto.get("pid")):
+            if not _emulator_answers(moto.get("url")):
+                # never kill a live emulator (and its in-memory data) on a failed health check
+                raise StackError(
+                    f"the AWS emulator (pid {moto['pid']}) is running but does not answer at {moto.get('url')}; "
+                    f"see {moto.get('log')}. If it is stuck, `shoplake stack down` stops it (its data is lost)."
+                )
+        else:
             state["moto"] = _start_moto()
             state["moto_generation"] = state.get("moto_generation", 0) + 1
             _write_state(state)  # recorded at once, so a PostgreSQL failure below leaves no orphan behind

@@ -108,3 +108,34 @@ def test_a_run_stops_only_the_stack_it_started(private_stack):
     with stack.held_for_run():
         pass
     assert stack.status().up, "a run must not stop a stack someone else started (JupyterLab, tests)"
+
+
+def test_proxies_in_the_environment_never_see_loopback_traffic(private_stack, monkeypatch):
+    """A proxy on a refused port: the health check and every client must still reach the emulator directly, and
+    ensure() must not replace a healthy emulator (and lose its data) because a proxied check failed."""
+    from shoplake import config
+
+    stack = private_stack
+    first = stack.ensure()
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(key, "http://127.0.0.1:9")  # discard port: nothing listens, every proxied request fails
+    for key in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    config.clear_caches()
+    config.client("s3").create_bucket(Bucket="proxy-probe")
+    second = stack.ensure()
+    assert second.moto_pid == first.moto_pid, "a healthy emulator was replaced"
+    assert "proxy-probe" in [b["Name"] for b in config.client("s3").list_buckets()["Buckets"]]
+
+
+def test_a_live_but_silent_emulator_is_reported_not_killed(private_stack):
+    stack = private_stack
+    status = stack.ensure()
+    os.kill(status.moto_pid, signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        with pytest.raises(stack.StackError, match="does not answer"):
+            stack.ensure()
+        assert _alive(status.moto_pid)
+    finally:
+        os.kill(status.moto_pid, signal.SIGCONT)
+    assert stack.ensure().moto_pid == status.moto_pid
