@@ -95,8 +95,11 @@ def _expand(value: Any) -> Any:
     return value
 
 
-def load_spec(path: Path = SPEC_PATH, target: str | None = None) -> list[Resource]:
-    """The resources of ``path`` for ``target`` (default: the current one), in apply order."""
+def load_spec(path: Path = SPEC_PATH, target: str | None = None, expand: bool = True) -> list[Resource]:
+    """The resources of ``path`` for ``target`` (default: the current one), in apply order.
+
+    ``expand=False`` keeps ``${VAR}`` values as written (the CloudFormation renderer makes them parameters).
+    """
     target = target or config.settings().target
     try:
         doc = yaml.safe_load(Path(path).read_text())
@@ -116,7 +119,7 @@ def load_spec(path: Path = SPEC_PATH, target: str | None = None) -> list[Resourc
             continue
         props = {k: v for k, v in entry.items() if k not in ("type", "name", "targets", "local", "aws")}
         props.update(entry.get(target) or {})
-        resource = Resource(rtype, name, _expand(props))
+        resource = Resource(rtype, name, _expand(props) if expand else props)
         if resource.key in seen:
             raise InfraError(f"{path}: {resource.key} is declared twice")
         seen.add(resource.key)
