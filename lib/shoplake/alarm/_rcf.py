@@ -27,14 +27,18 @@ How it scores (one point per closed window, never per event — rrcf streaming c
 from __future__ import annotations
 
 import math
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import rrcf
 
 from shoplake.errors import ConfigError
+
+with warnings.catch_warnings():  # rrcf 0.4.4 imports pkg_resources (setuptools < 82) for __version__; it warns
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    import rrcf
 
 DAY_SECONDS = 86_400
 
