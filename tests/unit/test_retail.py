@@ -144,7 +144,7 @@ def test_missing_file_and_wrong_header_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_retail(tmp_path / "nope.csv")
     wrong = tmp_path / "wrong.csv"
-    wrong.write_text("Invoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country\n1,2,3,4,5,6,7,8\n")
+    wrong.write_text("Invoice,Stock,Description,Quantity,InvoiceDate,Price,Customer ID,Country\n1,2,3,4,5,6,7,8\n")
     with pytest.raises(DataError, match="wrong header"):
         load_retail(wrong)
     empty = tmp_path / "empty.csv"
@@ -190,3 +190,129 @@ def test_retail_dataset_folder_for_the_notebooks(tmp_path, monkeypatch):
     assert loaded.manifest["source_sha256"] == dataset.manifest["source_sha256"]
     monkeypatch.setenv("SHOPLAKE_RETAIL_FILE", str(SAMPLE))
     assert datagen.load(scale="tiny", seed=42).dir == loaded.dir
+
+
+# --------------------------------------------------------------------------- exports as people publish them
+
+HEAD = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+
+
+def _csv(tmp_path, rows, head=HEAD, name="export.csv", encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes((head + "".join(r + "\n" for r in rows)).encode(encoding))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("dates", "order", "ambiguous", "first"),
+    [
+        (["12/1/2010 8:26", "12/13/2010 9:00"], "month-first", False, "2010-12-01T08:26:00Z"),
+        (["1/12/2010 8:26", "13/12/2010 9:00"], "day-first", False, "2010-12-01T08:26:00Z"),
+        (["1/12/10 8:26", "25/12/10 9:00"], "day-first", False, "2010-12-01T08:26:00Z"),  # two-digit years
+        (["1/12/2010 8:26", "2/12/2010 9:00"], "month-first", True, "2010-01-12T08:26:00Z"),  # all ambiguous
+        (["2010-12-01 08:26:00", "2010-12-13 09:00:00"], "month-first", False, "2010-12-01T08:26:00Z"),
+    ],
+)
+def test_auto_date_order_is_decided_per_file(tmp_path, dates, order, ambiguous, first):
+    rows = [f"5363{i},85123A,WHITE HANGING HEART,6,{d},2.55,17850,United Kingdom" for i, d in enumerate(dates)]
+    events, report = load_retail(_csv(tmp_path, rows))
+    assert (report["date_order"], report["date_order_ambiguous"], report["rejected"]) == (order, ambiguous, 0)
+    assert events["InvoiceDate"].iloc[0] == first
+
+
+def test_day_first_forced_and_mixed_orders_rejected(tmp_path):
+    rows = ["536365,85123A,X,6,1/12/2010 8:26,2.55,17850,United Kingdom"]
+    events, report = load_retail(_csv(tmp_path, rows), date_order="day-first")
+    assert events["InvoiceDate"].iloc[0] == "2010-12-01T08:26:00Z" and not report["date_order_ambiguous"]
+    mixed = rows + ["536366,85123A,X,6,13/12/2010 8:26,2.55,17850,UK", "536367,85123A,X,6,12/13/2010 8:26,2.55,1,UK"]
+    with pytest.raises(DataError, match="mixes day-first .* and month-first"):
+        load_retail(_csv(tmp_path, mixed, name="mixed.csv"))
+    with pytest.raises(DataError, match="date order must be one of"):
+        load_retail(_csv(tmp_path, rows), date_order="sideways")
+
+
+def test_second_edition_csv_with_bom_and_float_customer_ids(tmp_path):
+    head = "\ufeffInvoice,StockCode,Description,Quantity,InvoiceDate,Price,Customer ID,Country\n"
+    rows = ["489434,85048,15CM CHRISTMAS GLASS BALL,12,12/01/2009 07:45,6.95,13085.0,United Kingdom"]
+    events, report = load_retail(_csv(tmp_path, rows, head=head))
+    assert report["edition"] == "II" and report["rejected"] == 0
+    assert events.iloc[0]["CustomerID"] == "13085" and events.iloc[0]["InvoiceDate"] == "2009-12-01T07:45:00Z"
+
+
+def test_second_edition_xlsx_reads_every_sheet(tmp_path):
+    import datetime as dt
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    first = book.active
+    first.title = "Year 2009-2010"
+    second = book.create_sheet("Year 2010-2011")
+    header = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]
+    first.append(header)
+    first.append(["489434", "85048", "BALL", 12, dt.datetime(2009, 12, 1, 7, 45), 6.95, 13085.0, "United Kingdom"])
+    second.append(header)
+    second.append(["536365", "85123A", "HEART", 6, dt.datetime(2010, 12, 1, 8, 26), 2.55, 17850.0, "United Kingdom"])
+    second.append(["536366", "", "NO CODE", 6, dt.datetime(2010, 12, 1, 8, 28), 1.85, 17850.0, "United Kingdom"])
+    path = tmp_path / "online_retail_II.xlsx"
+    book.save(path)
+    events, report = load_retail(path)
+    assert list(events["InvoiceNo"]) == ["489434", "536365"] and report["edition"] == "II"
+    assert report["rejects"][0]["reason"] == "missing StockCode" and "Year 2010-2011" in report["rejects"][0]["raw"]
+
+
+def test_values_out_of_range_are_rejected_not_wrapped(tmp_path):
+    rows = [
+        "536365,85123A,X,6,12/1/2999 8:26,2.55,17850,United Kingdom",
+        "536366,85123A,X,99999999999999999999,12/1/2010 8:26,2.55,17850,United Kingdom",
+        "536367,85123A,X,1e30,12/1/2010 8:26,2.55,17850,United Kingdom",
+        "536368,85123A,X,6,12/1/2010 8:26,1e40,17850,United Kingdom",
+        "536369,85123A,X,6,12/1/2010 8:26,2.55,17850,United Kingdom",
+    ]
+    events, report = load_retail(_csv(tmp_path, rows))
+    assert list(events["InvoiceNo"]) == ["536369"]
+    assert report["rejected_by_reason"] == {
+        "InvoiceDate out of range": 1,
+        "Quantity out of range": 2,
+        "UnitPrice out of range": 1,
+    }
+
+
+def test_mixed_utf8_and_latin1_lines_both_decode(tmp_path):
+    path = tmp_path / "mixed.csv"
+    good = "536365,85123A,CAFÉ MUG,6,12/1/2010 8:26,2.55,17850,United Kingdom\n".encode()
+    latin = "536366,85123B,CRÈME JAR,6,12/1/2010 8:27,2.55,17850,United Kingdom\n".encode("latin-1")
+    path.write_bytes(HEAD.encode() + good + latin)
+    events, report = load_retail(path)
+    assert list(events["Description"]) == ["CAFÉ MUG", "CRÈME JAR"]
+    assert report["encoding"].startswith("mixed")
+
+
+def test_retail_out_dir_refuses_a_folder_holding_something_else(tmp_path):
+    from shoplake.datagen import load_retail_dataset
+
+    sample = config.REPO_ROOT / "data" / "samples" / "online_retail_sample.csv"
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "thesis.txt").write_text("mine")
+    with pytest.raises(DataError, match="not empty"):
+        load_retail_dataset(sample, out_dir=other)
+    assert (other / "thesis.txt").read_text() == "mine"
+    first = load_retail_dataset(sample, out_dir=tmp_path / "ds")
+    two = _csv(tmp_path, ["536365,85123A,X,6,12/1/2010 8:26,2.55,17850,United Kingdom"])
+    with pytest.raises(DataError, match="already holds another dataset"):
+        load_retail_dataset(two, out_dir=first.dir)
+
+
+def test_generate_refuses_to_replace_a_folder_it_did_not_write(tmp_path):
+    from shoplake.datagen import generate
+
+    home = tmp_path / "photos"
+    home.mkdir()
+    (home / "holiday.jpg").write_bytes(b"\xff\xd8 not a dataset")
+    with pytest.raises(DataError, match="holds no shoplake dataset"):
+        generate("tiny", 7, out_dir=home, progress=False)
+    assert (home / "holiday.jpg").exists()
+    dataset = generate("tiny", 7, out_dir=tmp_path / "shop", progress=False)
+    again = generate("tiny", 7, out_dir=dataset.dir, progress=False)  # a dataset folder of ours may be replaced
+    assert again.manifest["counts"] == dataset.manifest["counts"]

@@ -292,6 +292,23 @@ def _same_content(tmp: Path, final: Path) -> bool:
         return False
 
 
+def refuse_foreign_folder(final: Path) -> None:
+    """A dataset is only ever written over an empty folder or a dataset folder this tool wrote (with its manifest)."""
+    if final.exists() and not final.is_dir():
+        raise DataError(f"{final} is a file: choose a folder for the dataset (--out-dir)")
+    if final.is_dir() and any(final.iterdir()):
+        try:
+            manifest = json.loads((final / "manifest.json").read_text())
+            ours = isinstance(manifest, dict) and {"files", "counts"} <= manifest.keys()
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            raise DataError(
+                f"{final} is not empty and holds no shoplake dataset (no manifest.json): refusing to replace its "
+                "contents; choose an empty or new --out-dir"
+            )
+
+
 def publish(tmp: Path, final: Path, replace: bool) -> Path:
     """Rename the finished ``tmp`` folder to ``final`` atomically; the loser of a race uses the winner's folder.
 
@@ -352,6 +369,7 @@ def generate(
     final = Path(out_dir) if out_dir is not None else dataset_dir(scale, seed)
     if not replace and (final / "manifest.json").exists():
         return Dataset(final)
+    refuse_foreign_folder(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -32,7 +32,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "file"
 
 
-def load_retail_dataset(path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> Dataset:
+def load_retail_dataset(
+    path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None, date_order: str = "auto"
+) -> Dataset:
     """Load the real Online Retail file once into ``data/generated/retail-<name>-<sha>/`` and return it as a Dataset.
 
     Same files as a generated dataset (order_lines.parquet/.csv, products, customers, manifest with the load
@@ -44,14 +46,26 @@ def load_retail_dataset(path: str | os.PathLike[str], out_dir: str | os.PathLike
     if not path.is_file():
         raise DataError(f"{path} does not exist or is not a file: pass the Online Retail .csv or .xlsx file")
     digest = _sha256(path)
+    suffix = "" if date_order == "auto" else f"-{date_order}"
     final = (
         Path(out_dir)
         if out_dir is not None
-        else (Path(config.settings().data_dir) / f"retail-{_slug(path.stem)}-{digest[:10]}")
+        else (Path(config.settings().data_dir) / f"retail-{_slug(path.stem)}-{digest[:10]}{suffix}")
     )
     if (final / "manifest.json").exists():
-        return Dataset(final)
-    events, report = load_retail(path)
+        existing = Dataset(final)
+        same = existing.manifest.get("source_sha256") == digest and (
+            existing.manifest.get("date_order_requested", "auto") == date_order
+        )
+        if not same:
+            raise DataError(
+                f"{final} already holds another dataset ({existing.manifest.get('source_file') or 'generated'}): "
+                "choose an empty or new --out-dir"
+            )
+        return existing
+    if final.exists() and any(final.iterdir()):
+        raise DataError(f"{final} is not empty and is not a dataset folder: choose an empty or new --out-dir")
+    events, report = load_retail(path, date_order=date_order)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
@@ -84,6 +98,7 @@ def load_retail_dataset(path: str | os.PathLike[str], out_dir: str | os.PathLike
             "source": "online-retail",
             "source_file": str(path.resolve()),
             "source_sha256": digest,
+            "date_order_requested": date_order,
             "scale": None,
             "seed": None,
             "counts": {

@@ -55,7 +55,14 @@ def generate(scale: str | None, seed: int | None, out_dir: Path | None, as_json:
     default=None,
     help="also write the events as a dataset folder the notebooks can use (retail_file parameter)",
 )
-def load_retail(file: Path, as_json: bool, out_dir: Path | None) -> None:
+@click.option(
+    "--date-order",
+    type=click.Choice(["auto", "month-first", "day-first"]),
+    default="auto",
+    show_default=True,
+    help="how slash dates read: auto decides per file (1/12/2010 is 12 January month-first, 1 December day-first)",
+)
+def load_retail(file: Path, as_json: bool, out_dir: Path | None, date_order: str) -> None:
     """Read a UCI Online Retail file (.csv or .xlsx) into order events; report counts and rejected rows."""
     from shoplake.cli import echo_json
     from shoplake.retail import load_retail as _load_retail
@@ -63,11 +70,11 @@ def load_retail(file: Path, as_json: bool, out_dir: Path | None) -> None:
     if out_dir is not None:
         from shoplake.datagen import load_retail_dataset
 
-        dataset = load_retail_dataset(file, out_dir=out_dir)
+        dataset = load_retail_dataset(file, out_dir=out_dir, date_order=date_order)
         report = dict(dataset.manifest["report"])
         report["dir"] = str(dataset.dir)
     else:
-        _events, report = _load_retail(file)
+        _events, report = _load_retail(file, date_order=date_order)
         report = dict(report)
     rejects = report.get("rejects", [])
     if len(rejects) > MAX_REJECTS_SHOWN:
@@ -78,6 +85,8 @@ def load_retail(file: Path, as_json: bool, out_dir: Path | None) -> None:
         return
     for key in ("rows", "line_items", "orders", "cancellations", "missing_customer", "rejected"):
         click.echo(f"  {key:<18} {report[key]:>10,}")
+    ambiguous = " (every date was ambiguous: assumed)" if report["date_order_ambiguous"] else ""
+    click.echo(f"  dates read {report['date_order']}{ambiguous}; edition {report['edition']}, {report['encoding']}")
     for reason, count in sorted(report["rejected_by_reason"].items()):
         click.echo(f"    rejected: {reason:<28} {count:>6,}")
     if "dir" in report:
