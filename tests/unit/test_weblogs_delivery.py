@@ -1,4 +1,4 @@
-"""Firehose ``weblogs`` → lake → transformation → index on the emulator: counts, failed records, replay, freshness."""
+"""Firehose ``weblogs`` → lake → transformation → index on the emulator: counts, rejected lines, replay, freshness."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from shoplake import config
-from shoplake.weblogs import LocalIndex, deliver_new, find_spikes, iter_lines, read_failed, ship_lines, stream_log
+from shoplake.weblogs import LakeFollower, LocalIndex, deliver_new, find_spikes, iter_lines, ship_lines, stream_log
 
 SAMPLE = config.REPO_ROOT / "data" / "samples" / "access_tricky.log"
 WEBLOGS_RESOURCES = ("lake", "weblogs", "firehose-delivery", "weblogs-transform", "weblogs-transform-fn")
@@ -32,8 +32,9 @@ def test_shipped_equals_indexed_plus_rejected_and_replay_does_not_duplicate(webl
     assert counts.lines == shipped == counts.indexed + counts.rejected
     assert (counts.indexed, counts.rejected) == (21, 10)
     assert index.count() == before.indexed + 21 and index.count("status:5*") >= 2
-    failed = [f for f in read_failed() if f["line"] == "this is not a log line"]
-    assert failed and failed[0]["reason"] == "not an Apache common or combined log line"
+    rejected = index.rejected(1000)
+    failed = rejected[rejected["line"] == "this is not a log line"]
+    assert failed["reason"].tolist()[:1] == ["not an Apache common or combined log line"]
     # replay: the same index skips what it has, a new index rebuilt from the lake gets each line once
     assert deliver_new(index).objects == 0
     rebuilt = LocalIndex()
@@ -45,6 +46,7 @@ def test_shipped_equals_indexed_plus_rejected_and_replay_does_not_duplicate(webl
 def test_stream_measures_freshness(weblogs_stack):
     lines = list(iter_lines(SAMPLE)) * 4
     index = LocalIndex()
+    assert isinstance(index.follower(), LakeFollower)  # the local index brings its own delivery leg
     report = stream_log(lines, index, lines_per_batch=10, lines_per_second=100, poll_s=0.1, progress=False)
     assert report.shipped == 124 == report.indexed + report.rejected
     assert (report.indexed, report.rejected) == (84, 40)

@@ -127,10 +127,13 @@ def test_opensearch_dsl():
 def test_template_maps_every_document_field():
     import json
 
-    from shoplake.weblogs import parse_line
+    from shoplake.functions.weblogs_transform import rejected_document
+    from shoplake.weblogs import index_template, parse_line
 
     template = json.loads((config.REPO_ROOT / "infra" / "opensearch" / "weblogs-template.json").read_text())
+    assert index_template() == template
     props = template["template"]["mappings"]["properties"]
     doc, _ = parse_line('1.2.3.4 - - [01/Jan/2024:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "x"')
-    assert set(doc) == set(props)
+    rejected = rejected_document("x", "not an Apache common or combined log line")
+    assert set(doc) | set(rejected) == set(props)  # dynamic: strict, so every field of both kinds is mapped
     assert props["client_ip"]["type"] == "ip" and props["@timestamp"]["type"] == "date"

@@ -109,11 +109,19 @@ def test_firehose_transformation_contract():
     event = {
         "records": [{"recordId": str(i), "data": base64.b64encode(x.encode()).decode()} for i, x in enumerate(lines)]
     }
+    event["records"][1]["approximateArrivalTimestamp"] = 1704103200123  # 2024-01-01T10:00:00.123Z
     out = weblogs_transform.handler(event)["records"]
-    assert [(r["recordId"], r["result"]) for r in out] == [("0", "Ok"), ("1", "ProcessingFailed")]
+    assert [(r["recordId"], r["result"]) for r in out] == [("0", "Ok"), ("1", "Ok")]
     doc = json.loads(base64.b64decode(out[0]["data"]))
     assert doc["@timestamp"] == "2024-01-01T09:00:00Z" and doc["path"] == "/a" and doc["bot"] is True
-    assert out[1]["data"] == event["records"][1]["data"]  # the original goes to the error prefix
+    # a refused line becomes a rejected-line document carrying the parser's reason (not Firehose's generic error)
+    assert json.loads(base64.b64decode(out[1]["data"])) == {
+        "rejected": True,
+        "reason": "not an Apache common or combined log line",
+        "line": "garbage",
+        "line_chars": 7,
+        "received_at": "2024-01-01T10:00:00Z",
+    }
 
 
 def test_agent_logtojson_records_are_accepted():

@@ -1,10 +1,17 @@
 """Firehose record transformation for the ``weblogs`` stream: Apache access-log lines → JSON search documents.
 
 The equivalent of the Firehose "Apache log to JSON" Lambda blueprint (``kinesis-firehose-apachelog-to-json``):
-each incoming record (one log line, base64) comes back with the same ``recordId`` and ``result`` ``Ok`` (data:
-one JSON document) or ``ProcessingFailed`` (data: the original line, so Firehose writes it under the error
-prefix). Stdlib only, so the file alone is the deployment zip. ``shoplake.weblogs`` runs the very same
-functions locally (:func:`parse_line`, :func:`transform_records`), so there is one parser.
+each incoming record (one log line, base64) comes back with the same ``recordId``, ``result`` ``Ok`` and one JSON
+document as data. A line the parser refuses comes back ``Ok`` too, as a *rejected-line document*
+``{"rejected": true, "reason": <the parser's reason>, "line": <the line>, "line_chars": n, "received_at": ...}``,
+and lands in the same daily index, where ``shoplake.weblogs`` counts and lists it apart from the access documents.
+Why not ``ProcessingFailed``: Firehose then writes the record under ``processing-failed/`` with its own generic
+``errorMessage`` ("The Lambda function was successfully invoked but it returned an error result for the record")
+and the record's original data; nothing of the function's reason survives, and the Firehose OpenSearch destination
+has one index name (no routing of rejected lines elsewhere). ``processing-failed/`` in the S3 backup then only holds
+records the function could not handle at all (invocation errors, timeouts) — still counted by ``shoplake.weblogs``.
+Stdlib only, so the file alone is the deployment zip. ``shoplake.weblogs`` runs the very same functions locally
+(:func:`parse_line`, :func:`transform_records`), so there is one parser.
 
 Formats: Apache *combined* and *common* log format, IPv4/IPv6 clients, Apache's escapes (``\\"``, ``\\\\``,
 ``\\xhh``) in request/referrer/agent, ``-`` for bytes, any method token, any ``±hhmm`` time zone (converted to
@@ -19,7 +26,7 @@ import ipaddress
 import json
 import logging
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -200,8 +207,35 @@ def decode_record(data: bytes) -> str:
     return text
 
 
+def rejected_document(line: str, reason: str, arrival_ms: int | None = None) -> dict[str, Any]:
+    """The document a refused line becomes: the parser's reason, the line (cut at ``MAX_LINE``), arrival time."""
+    arrived = (
+        datetime.fromtimestamp(arrival_ms / 1000.0, UTC) if arrival_ms is not None else datetime.now(UTC)
+    ).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "rejected": True,
+        "reason": reason,
+        "line": line[:MAX_LINE],
+        "line_chars": len(line),
+        "received_at": arrived,
+    }
+
+
+def is_rejected(doc: dict[str, Any]) -> bool:
+    """True for a rejected-line document (:func:`rejected_document`)."""
+    return doc.get("rejected") is True
+
+
+def _encode(doc: dict[str, Any]) -> str:
+    return base64.b64encode((json.dumps(doc, separators=(",", ":")) + "\n").encode()).decode()
+
+
 def transform_records(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str | None]]:
-    """Firehose records → ``(output record, reason)`` pairs; reason is None for ``Ok`` records."""
+    """Firehose records → ``(output record, reason)`` pairs; reason is None for a parsed line.
+
+    Every output record is ``Ok``: a parsed line carries its access document, a refused one its rejected-line
+    document (reason included), so the reason reaches the index instead of Firehose's generic error.
+    """
     results: list[tuple[dict[str, Any], str | None]] = []
     for record in records:
         raw = base64.b64decode(record["data"])
@@ -211,20 +245,16 @@ def transform_records(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any
         else:
             doc, reason = parse_line(text)
         if doc is None:
-            results.append(
-                ({"recordId": record["recordId"], "result": "ProcessingFailed", "data": record["data"]}, reason)
-            )
-        else:
-            data = base64.b64encode((json.dumps(doc, separators=(",", ":")) + "\n").encode()).decode()
-            results.append(({"recordId": record["recordId"], "result": "Ok", "data": data}, None))
+            doc = rejected_document(text, reason or "unparseable", record.get("approximateArrivalTimestamp"))
+        results.append(({"recordId": record["recordId"], "result": "Ok", "data": _encode(doc)}, reason))
     return results
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
-    """The Lambda entry point Firehose invokes with ``{"records": [{"recordId", "data"}, ...]}``."""
+    """The Lambda entry point Firehose invokes with ``{"records": [{"recordId", "data", ...}, ...]}``."""
     results = transform_records(event.get("records", []))
-    failed = [(out["recordId"], reason) for out, reason in results if reason]
-    for record_id, reason in failed[:20]:
+    rejected = [(out["recordId"], reason) for out, reason in results if reason]
+    for record_id, reason in rejected[:20]:
         log.warning("record %s: %s", record_id, reason)
-    print(json.dumps({"records": len(results), "ok": len(results) - len(failed), "processing_failed": len(failed)}))
+    print(json.dumps({"records": len(results), "parsed": len(results) - len(rejected), "rejected": len(rejected)}))
     return {"records": [out for out, _ in results]}

@@ -1,8 +1,11 @@
 """Web-server access logs: parse (Apache common/combined), deliver through Firehose, index, search, dashboard.
 
-Verbs: ``parse_file`` / ``parse_lines`` / ``parse_line``; ``open_index`` (OpenSearch on aws, DuckDB locally);
-``ship_lines`` (to Firehose ``weblogs``), ``deliver_new`` / ``Follower`` (lake → index, locally), ``stream_log``
-(steady-rate producer measuring freshness), ``stream_dataset`` / ``investigate`` (notebook 05); ``snapshot`` / ``figures`` / ``create_app`` (the dashboard).
+Verbs: ``parse_file`` / ``parse_lines`` / ``parse_line``; ``open_index`` (OpenSearch on aws, DuckDB locally,
+chosen once) and its ``index.follower()`` (locally a ``LakeFollower`` indexing Firehose's lake deliveries, on aws an
+``IndexObserver``: Firehose writes to OpenSearch itself); ``ship_lines`` (to Firehose ``weblogs``), ``stream_log``
+(steady-rate producer measuring freshness), ``stream_dataset`` / ``investigate`` (notebook 05); ``snapshot`` /
+``figures`` / ``create_app`` (the dashboard); ``index_template`` / ``TEMPLATE_PATH`` (the OpenSearch index template
+``infra apply`` installs on aws).
 """
 
 from shoplake.weblogs._analysis import investigate, load_incidents, stream_dataset
@@ -11,22 +14,40 @@ from shoplake.weblogs._delivery import (
     DeliveryCounts,
     DeliveryError,
     Follower,
+    IndexObserver,
+    LakeFollower,
     StreamReport,
+    buffering_seconds,
     deliver_new,
     read_failed,
     ship_lines,
     stream_log,
     transform_object,
 )
-from shoplake.weblogs._index import IngestCounts, LocalIndex, LogIndex, LogIndexError, OpenSearchIndex, open_index
+from shoplake.weblogs._index import (
+    TEMPLATE_NAME,
+    TEMPLATE_PATH,
+    IngestCounts,
+    LocalIndex,
+    LogIndex,
+    LogIndexError,
+    OpenSearchIndex,
+    daily_index,
+    index_template,
+    open_index,
+)
 from shoplake.weblogs._parser import ParseResult, Rejected, iter_lines, parse_file, parse_line, parse_lines
 from shoplake.weblogs._query import QueryError, parse_query, to_dsl, to_sql
 
 __all__ = [
+    "TEMPLATE_NAME",
+    "TEMPLATE_PATH",
     "DashboardServer",
     "DeliveryCounts",
     "DeliveryError",
     "Follower",
+    "IndexObserver",
+    "LakeFollower",
     "IngestCounts",
     "LocalIndex",
     "LogIndex",
@@ -41,9 +62,12 @@ __all__ = [
     "investigate",
     "load_incidents",
     "stream_dataset",
+    "buffering_seconds",
+    "daily_index",
     "deliver_new",
     "figures",
     "find_spikes",
+    "index_template",
     "iter_lines",
     "open_index",
     "parse_file",

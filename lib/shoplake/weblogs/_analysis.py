@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from shoplake.weblogs._dashboard import find_spikes
-from shoplake.weblogs._delivery import DeliveryError, Follower, StreamReport, stream_log
-from shoplake.weblogs._index import LocalIndex, LogIndex
+from shoplake.weblogs._delivery import DeliveryError, StreamReport, stream_log
+from shoplake.weblogs._index import LogIndex
 from shoplake.weblogs._parser import iter_lines
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,43 @@ def _log_span_s(path: Path) -> float:
     if len(stamps) < 2:
         return 0.0
     return (pd.Timestamp(stamps[1]) - pd.Timestamp(stamps[0])).total_seconds()
+
+
+def _written_offsets(path: Path) -> np.ndarray:
+    """Each line's place on the log's own clock (seconds after its first timestamp), in file order.
+
+    A line the parser refuses has no time of its own: it takes the time of the line before it.
+    """
+    from shoplake.functions.weblogs_transform import parse_line
+
+    stamps: list[float] = []
+    last = None
+    for line in iter_lines(path):
+        doc, _ = parse_line(line)
+        if doc is not None:
+            last = pd.Timestamp(doc["@timestamp"]).timestamp()
+        stamps.append(last if last is not None else float("nan"))
+    values = np.array(stamps, dtype=float)
+    if values.size == 0 or np.isnan(values).all():
+        return np.zeros(values.size)
+    values = np.nan_to_num(values, nan=np.nanmin(values))
+    return values - values.min()
+
+
+def freshness_by_count(written_at: np.ndarray, seen: list[tuple[int, float]]) -> list[float]:
+    """Per line: the first observation whose count covers it (in write order) minus its write time (seconds, ≥ 0).
+
+    ``written_at``: wall-clock write times of the lines, ``seen``: ``(lines visible, wall time)`` observations.
+    Lines are taken to become visible in the order they were written (Firehose delivers in arrival order).
+    """
+    if not seen or written_at.size == 0:
+        return []
+    order = np.sort(written_at)
+    counts = np.maximum.accumulate(np.array([c for c, _ in seen]))
+    times = np.array([t for _, t in seen])
+    first = np.searchsorted(counts, np.arange(1, order.size + 1), side="left")  # first observation covering line k
+    first = np.minimum(first, len(seen) - 1)
+    return np.clip(times[first] - order, 0.0, None).tolist()
 
 
 def stream_dataset(
@@ -44,8 +81,12 @@ def stream_dataset(
     ``source="generator"``: shoplake ships the lines itself at a steady rate (:func:`stream_log`): a line's freshness
     is its put time → the first dashboard count covering it. ``source="agent"``: simulated web servers write the log
     with the shop's rhythm compressed into ``seconds`` and the shipping agent tails and ships it
-    (``shoplake.agent.ship_dataset``); a line's write time is its place on that compressed clock, and it is visible
-    when the batch holding it is committed to the index (conservative: the clock starts before the servers do).
+    (``shoplake.agent.ship_dataset``) to Firehose ``weblogs``; a line's write time is its place on that compressed
+    clock, and it is visible at the first count of the index (documents + rejected lines) that covers it. The
+    index's own follower (``index.follower()``) brings the deliveries in — locally from the lake, on aws Firehose
+    writes to OpenSearch and the follower watches — so both targets measure freshness from the index the same way.
+    Waiting for the last lines lasts ``timeout_s`` or the backend's expected delivery delay (Firehose buffering on
+    aws), the longer.
     """
     path = Path(dataset.access_log_path)
     n_lines = sum(1 for _ in iter_lines(path))
@@ -60,14 +101,15 @@ def stream_dataset(
         )
     if source != "agent":
         raise DeliveryError(f"source must be 'generator' or 'agent', got {source!r}")
-    if not isinstance(index, LocalIndex):
-        raise DeliveryError("freshness of the agent path is measured on the local index (target local)")
     from shoplake import agent
 
     span = _log_span_s(path)
     speed = max(span / max(seconds, 0.1), 1.0)
     report = StreamReport()
-    follower = Follower(index, interval_s=0.1, only_new=True)
+    seen: list[tuple[int, float]] = []  # (lines of this run visible in the index, wall time)
+    follower = index.follower(
+        interval_s=0.1, only_new=True, on_pass=lambda _: seen.append((follower.counts.lines, time.time()))
+    )
     began_wall = time.time()
     began = time.perf_counter()
     follower.start()
@@ -89,13 +131,15 @@ def stream_dataset(
             raise DeliveryError(f"the agent did not finish shipping within {timeout_s:.0f} s")
         counts = outcome["counts"]["weblogs"]
         report.shipped = int(counts["records_sent"])
-        deadline = time.perf_counter() + timeout_s
+        wait_s = max(timeout_s, follower.expected_delay_s)
+        deadline = time.perf_counter() + wait_s
         while follower.counts.lines < report.shipped:
             if follower.errors:
                 raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
             if time.perf_counter() > deadline:
                 raise DeliveryError(
-                    f"{follower.counts.lines} of {report.shipped} shipped lines were indexed within {timeout_s:.0f} s"
+                    f"{follower.counts.lines} of {report.shipped} shipped lines reached the index within "
+                    f"{wait_s:.0f} s; {follower.hint}"
                 )
             time.sleep(0.05)
     finally:
@@ -103,19 +147,9 @@ def stream_dataset(
     report.seconds = time.perf_counter() - began
     report.indexed, report.rejected = follower.counts.indexed, follower.counts.rejected
     report.delivery = {**follower.counts.as_dict(), "agent": outcome["counts"]["weblogs"], "speed": round(speed, 1)}
-    # freshness: commit time of the batch holding the line minus the line's time on the servers' compressed clock
-    rows = (
-        index._cur()
-        .execute(  # noqa: SLF001 - the local index's own commit times
-            "SELECT epoch(d.ts), epoch(s.ingested_at) FROM docs d JOIN sources s USING (source)"
-        )
-        .fetchall()
-    )
-    if rows:
-        ts = np.array([r[0] for r in rows], dtype=float)
-        visible = np.array([r[1] for r in rows], dtype=float)
-        written = began_wall + (ts - ts.min()) / speed
-        report.freshness_s = np.clip(visible - written, 0.0, None).tolist()
+    # freshness: first index count covering the line minus the line's time on the servers' compressed clock
+    written_at = began_wall + _written_offsets(path) / speed
+    report.freshness_s = freshness_by_count(written_at[: report.shipped], seen)
     return report
 
 

@@ -1,13 +1,17 @@
-"""Delivery of access logs: ship lines to Firehose ``weblogs``, turn what it delivers into index documents.
+"""Delivery of access logs: ship lines to Firehose ``weblogs``, and the follower that brings them into the index.
 
-On aws Firehose runs the transformation Lambda (``functions/weblogs_transform.py``) and writes the documents to
-OpenSearch itself, failed records to S3 ``weblogs-failed/``. Locally the emulator's Firehose lands the raw lines in
-the lake under ``raw/weblogs/`` (one object per put); :func:`deliver_new` reads the objects not indexed yet, runs
-them through the *same* transformation function with Firehose's record contract, indexes the ``Ok`` documents and
-writes the ``ProcessingFailed`` ones to ``weblogs-failed/`` in Firehose's error-record format, with the reason.
-:class:`Follower` does that every second in a thread (what the dashboard and the notebook run while logs stream),
-and :func:`stream_log` is a steady-rate producer that measures freshness: line written → visible in a dashboard
-query.
+On aws Firehose runs the transformation Lambda (``functions/weblogs_transform.py``) and writes its documents to
+OpenSearch itself (access documents and rejected-line documents carrying the parser's reason); records it cannot
+deliver go to the S3 backup ``weblogs-failed/`` of the lake bucket. Locally the emulator's Firehose lands the raw
+lines in the lake under ``raw/weblogs/`` (one object per put); :func:`deliver_new` reads the objects not indexed
+yet, runs them through the *same* transformation function with Firehose's record contract and indexes the
+documents (rejected lines into the index's rejected table, with the reason).
+
+The index brings its own :class:`Follower` (``index.follower()``, chosen with the index by ``open_index``):
+:class:`LakeFollower` locally (does the delivery above every ``interval_s``), :class:`IndexObserver` on aws (Firehose
+delivers; it only watches the index fill up). Both have the same verbs — ``start``/``stop``/``run_once``,
+``counts``, ``errors``, ``expected_delay_s`` — which is what the dashboard and the notebook run while logs stream.
+:func:`stream_log` is a steady-rate producer that measures freshness: line written → visible in a dashboard query.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,7 +32,7 @@ import numpy as np
 
 from shoplake import config
 from shoplake.errors import ShoplakeError
-from shoplake.functions.weblogs_transform import transform_records
+from shoplake.functions.weblogs_transform import is_rejected, transform_records
 from shoplake.weblogs._index import LogIndex
 
 log = logging.getLogger(__name__)
@@ -111,14 +116,14 @@ def _object_lines(body: bytes) -> list[bytes]:
 
 
 def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One delivered object → (documents with ``_id``, rejected lines) through the Firehose transformation."""
+    """One delivered object → (access documents with ``_id``, rejected lines) through the Firehose transformation."""
     lines = _object_lines(body)
     records = [{"recordId": str(n), "data": base64.b64encode(line).decode()} for n, line in enumerate(lines)]
     docs: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     for n, (out, reason) in enumerate(transform_records(records)):
-        if out["result"] == "Ok":
-            doc = json.loads(base64.b64decode(out["data"]))
+        doc = json.loads(base64.b64decode(out["data"])) if out["result"] == "Ok" else None
+        if doc is not None and not is_rejected(doc):
             doc["_id"] = f"{key}#{n}"
             docs.append(doc)
         else:
@@ -126,68 +131,38 @@ def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[
                 {
                     "_id": f"{key}#{n}",
                     "line_no": n + 1,
-                    "reason": reason or "ProcessingFailed",
+                    "reason": (doc or {}).get("reason") or reason or out["result"],
                     "line": lines[n].decode("utf-8", errors="backslashreplace").rstrip("\r"),
                 }
             )
     return docs, rejected
 
 
-def _failed_key(key: str) -> str:
-    return (
-        FAILED_PREFIX + "processing-failed/" + key[len(RAW_PREFIX) :]
-        if key.startswith(RAW_PREFIX)
-        else FAILED_PREFIX + key
-    )
+def read_failed_object(bucket: str, key: str) -> list[dict[str, Any]]:
+    """The failed records of one S3 backup object: ``source``, ``line_no``, ``reason``, ``line``.
 
-
-def write_failed(bucket: str, key: str, rejected: Sequence[dict[str, Any]]) -> str | None:
-    """Rejected lines of one object to ``weblogs-failed/processing-failed/...`` as Firehose error records."""
-    if not rejected:
-        return None
-    from shoplake import infra
-
-    now_ms = int(time.time() * 1000)
-    lambda_arn = infra.arn("function", TRANSFORM_FUNCTION)
-    body = "".join(
-        json.dumps(
+    Firehose's backup records (``processing-failed/``, ``opensearch-failed/``) hold ``errorMessage`` and the base64
+    ``rawData``; keys it does not write (``sourceObject``, ``lineNo``) are read when present.
+    """
+    out: list[dict[str, Any]] = []
+    body = config.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    for raw in _object_lines(body):
+        rec = json.loads(raw)
+        out.append(
             {
-                "attemptsMade": 1,
-                "arrivalTimestamp": now_ms,
-                "errorCode": "Lambda.ProcessingFailed",
-                "errorMessage": r["reason"],
-                "attemptEndingTimestamp": now_ms,
-                "rawData": base64.b64encode(r["line"].encode()).decode(),
-                "lambdaArn": lambda_arn,
-                "sourceObject": key,
-                "lineNo": r["line_no"],
+                "source": rec.get("sourceObject", key),
+                "line_no": rec.get("lineNo"),
+                "reason": rec.get("errorMessage") or rec.get("ErrorMessage") or rec.get("errorCode"),
+                "line": base64.b64decode(rec.get("rawData", "")).decode("utf-8", errors="backslashreplace"),
             }
         )
-        + "\n"
-        for r in rejected
-    )
-    failed_key = _failed_key(key)
-    config.client("s3").put_object(Bucket=bucket, Key=failed_key, Body=body.encode())
-    return failed_key
+    return out
 
 
 def read_failed(bucket: str | None = None) -> list[dict[str, Any]]:
-    """Every failed record under ``weblogs-failed/``: ``source``, ``line_no``, ``reason``, ``line``."""
+    """Every record Firehose could not deliver, from the S3 backup ``weblogs-failed/`` (see :func:`read_failed_object`)."""
     bucket = bucket or lake_bucket()
-    s3 = config.client("s3")
-    out: list[dict[str, Any]] = []
-    for key in _list_keys(bucket, FAILED_PREFIX):
-        for raw in _object_lines(s3.get_object(Bucket=bucket, Key=key)["Body"].read()):
-            rec = json.loads(raw)
-            out.append(
-                {
-                    "source": rec.get("sourceObject", key),
-                    "line_no": rec.get("lineNo"),
-                    "reason": rec.get("errorMessage"),
-                    "line": base64.b64decode(rec.get("rawData", "")).decode("utf-8", errors="backslashreplace"),
-                }
-            )
-    return out
+    return [rec for key in _list_keys(bucket, FAILED_PREFIX) for rec in read_failed_object(bucket, key)]
 
 
 def deliver_new(
@@ -207,7 +182,6 @@ def deliver_new(
     def fetch(key: str) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]], int]:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         docs, rejected = transform_object(key, body)
-        write_failed(bucket, key, rejected)
         return key, docs, rejected, len(docs) + len(rejected)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -230,8 +204,15 @@ def existing_objects(bucket: str | None = None) -> set[str]:
     return set(_list_keys(bucket or lake_bucket(), RAW_PREFIX))
 
 
-class Follower:
-    """Indexes new Firehose objects every ``interval_s`` in a background thread (the local Firehose→index leg)."""
+class Follower(ABC):
+    """The delivery leg of a log index, run every ``interval_s`` in a background thread (``index.follower()``).
+
+    ``counts`` add up what reached the index since the follower was made (``only_new``: lines already delivered
+    before are left out), ``errors`` keeps what went wrong in the thread, ``expected_delay_s`` is how long a shipped
+    line may take to become visible on this backend, ``hint`` what to check when lines do not arrive.
+    """
+
+    hint = ""
 
     def __init__(
         self,
@@ -242,16 +223,25 @@ class Follower:
     ) -> None:
         self.index = index
         self.interval_s = interval_s
-        self.bucket = lake_bucket()
-        self.ignore = existing_objects(self.bucket) if only_new else set()
+        self.only_new = only_new
         self.on_pass = on_pass
         self.counts = DeliveryCounts()
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def run_once(self) -> DeliveryCounts:
-        counts = deliver_new(self.index, self.bucket, self.ignore)
+    @property
+    def expected_delay_s(self) -> float:
+        """Seconds a line may take from its put to Firehose until the index shows it."""
+        return self.interval_s
+
+    @abstractmethod
+    def _pass(self, progress: bool) -> DeliveryCounts:
+        """One delivery pass: what newly reached the index."""
+
+    def run_once(self, progress: bool = False) -> DeliveryCounts:
+        """One pass now (in the caller's thread); returns what it brought and adds it to ``counts``."""
+        counts = self._pass(progress)
         self.counts.add(counts)
         if self.on_pass is not None:
             self.on_pass(counts)
@@ -282,6 +272,112 @@ class Follower:
 
     def __exit__(self, *_: Any) -> None:
         self.stop()
+
+
+class LakeFollower(Follower):
+    """Local: indexes the objects the emulator's Firehose delivers to ``raw/weblogs/`` (:func:`deliver_new`)."""
+
+    hint = "is the emulator up (shoplake stack status)?"
+
+    def __init__(
+        self,
+        index: LogIndex,
+        interval_s: float = 1.0,
+        only_new: bool = False,
+        on_pass: Callable[[DeliveryCounts], None] | None = None,
+    ) -> None:
+        super().__init__(index, interval_s, only_new, on_pass)
+        self.bucket = lake_bucket()
+        self.ignore = existing_objects(self.bucket) if only_new else set()
+
+    def _pass(self, progress: bool) -> DeliveryCounts:
+        return deliver_new(self.index, self.bucket, self.ignore, progress=progress)
+
+
+# Firehose's defaults when a stream sets no buffering of its own (CreateDeliveryStream API reference)
+DEFAULT_DESTINATION_BUFFER_S = 300
+DEFAULT_PROCESSOR_BUFFER_S = 60
+VISIBILITY_SLACK_S = 30.0  # Lambda run, bulk request, index refresh (1 s in the template) and polling
+
+
+class IndexObserver(Follower):
+    """aws: Firehose delivers into OpenSearch itself; this follower only watches the index's counts grow.
+
+    A pass reads ``count()`` and ``rejected_count()`` (rejected-line documents + the S3 backup) and reports what is
+    new since the previous pass; it polls at most once a second.
+    """
+
+    def __init__(
+        self,
+        index: LogIndex,
+        interval_s: float = 1.0,
+        only_new: bool = False,
+        on_pass: Callable[[DeliveryCounts], None] | None = None,
+    ) -> None:
+        super().__init__(index, max(interval_s, 1.0), only_new, on_pass)
+        self._seen = (index.count(), index.rejected_count()) if only_new else (0, 0)
+        self._delay: float | None = None
+
+    @property
+    def hint(self) -> str:  # type: ignore[override]
+        return (
+            f"Firehose {streams_name(WEBLOGS_FIREHOSE)} buffers up to {self.expected_delay_s:.0f} s before it "
+            "writes to OpenSearch; see its DeliveryToAmazonOpenSearchService.* metrics, the transform function's "
+            f"logs and the S3 backup {FAILED_PREFIX} in the lake bucket"
+        )
+
+    @property
+    def expected_delay_s(self) -> float:
+        """Firehose's buffering of the stream (transform + OpenSearch destination) plus slack, from its description."""
+        if self._delay is None:
+            self._delay = buffering_seconds(WEBLOGS_FIREHOSE) + VISIBILITY_SLACK_S
+        return self._delay
+
+    def _pass(self, progress: bool) -> DeliveryCounts:
+        indexed, rejected = self.index.count(), self.index.rejected_count()
+        new_indexed, new_rejected = max(0, indexed - self._seen[0]), max(0, rejected - self._seen[1])
+        self._seen = (max(indexed, self._seen[0]), max(rejected, self._seen[1]))
+        return DeliveryCounts(lines=new_indexed + new_rejected, indexed=new_indexed, rejected=new_rejected)
+
+
+def streams_name(short: str) -> str:
+    from shoplake import streams
+
+    return streams.stream_name(short)
+
+
+def buffering_seconds(delivery_stream: str = WEBLOGS_FIREHOSE) -> int:
+    """Longest time Firehose may hold a record of ``delivery_stream`` before its destination sees it (seconds).
+
+    The transform's buffer (``ProcessingConfiguration`` ``BufferIntervalInSeconds``, default 60 s) plus the
+    destination's (``BufferingHints.IntervalInSeconds``, default 300 s), as the stream's description states them.
+    """
+    name = streams_name(delivery_stream)
+    try:
+        description = config.client("firehose").describe_delivery_stream(DeliveryStreamName=name)
+    except Exception as exc:
+        if "ResourceNotFoundException" in f"{type(exc).__name__} {exc}":
+            raise DeliveryError(
+                f"Firehose delivery stream {name} does not exist: run notebook 00_provision (or `shoplake infra apply`)"
+            ) from exc
+        raise
+    longest = 0
+    for dest in description["DeliveryStreamDescription"].get("Destinations", []):
+        for key, value in dest.items():
+            if not key.endswith("DestinationDescription") or key.startswith("S3"):
+                continue
+            hints = value.get("BufferingHints") or {}
+            total = int(hints.get("IntervalInSeconds", DEFAULT_DESTINATION_BUFFER_S))
+            processing = value.get("ProcessingConfiguration") or {}
+            if processing.get("Enabled"):
+                params = {
+                    p["ParameterName"]: p["ParameterValue"]
+                    for proc in processing.get("Processors", [])
+                    for p in proc.get("Parameters", [])
+                }
+                total += int(params.get("BufferIntervalInSeconds", DEFAULT_PROCESSOR_BUFFER_S))
+            longest = max(longest, total)
+    return longest
 
 
 # --------------------------------------------------------------------------- streaming with freshness
@@ -341,8 +437,8 @@ def stream_log(
     """Ship log lines to Firehose at a steady rate while a follower indexes them; measure freshness.
 
     A line's freshness is the time from its put to Firehose until the dashboard's count query (documents +
-    rejected lines) first covers it. Objects already in ``raw/weblogs/`` before the run are left out, so the
-    counts are those of this run.
+    rejected lines) first covers it. What the index held before the run is left out, so the counts are those of
+    this run. The wait for the last lines lasts ``timeout_s`` or the backend's ``expected_delay_s``, the longer.
     """
     from tqdm.auto import tqdm
 
@@ -355,14 +451,13 @@ def stream_log(
     if max_lines is not None:
         lines = (line for n, line in enumerate(lines) if n < max_lines)
     report = StreamReport()
-    base = index.total_processed()
     written: list[tuple[int, float]] = []  # (cumulative lines after the batch, time the batch was put)
-    seen: list[tuple[int, float]] = []  # (lines visible to the dashboard query, when)
+    seen: list[tuple[int, float]] = []  # (lines of this run visible to the dashboard's count queries, when)
 
     def observe(_: DeliveryCounts) -> None:
-        seen.append((index.total_processed() - base, time.perf_counter()))
+        seen.append((follower.counts.lines, time.perf_counter()))
 
-    follower = Follower(index, interval_s=poll_s, only_new=True, on_pass=observe)
+    follower = index.follower(interval_s=poll_s, only_new=True, on_pass=observe)
     began = time.perf_counter()
     follower.start()
     try:
@@ -379,14 +474,15 @@ def stream_log(
             written.append((report.shipped, put_at))
             bar.update(len(batch))
         bar.close()
-        deadline = time.perf_counter() + timeout_s
+        wait_s = max(timeout_s, follower.expected_delay_s)
+        deadline = time.perf_counter() + wait_s
         while not seen or seen[-1][0] < report.shipped:
             if follower.errors:
                 raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
             if time.perf_counter() > deadline:
                 raise DeliveryError(
                     f"only {seen[-1][0] if seen else 0} of {report.shipped} shipped lines reached the "
-                    f"index within {timeout_s:.0f} s; is the emulator up (shoplake stack status)?"
+                    f"index within {wait_s:.0f} s; {follower.hint}"
                 )
             time.sleep(poll_s / 2)
     finally:

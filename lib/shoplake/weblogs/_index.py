@@ -5,6 +5,10 @@ status class, terms aggregations, sum/avg/percentiles of a numeric field, the re
 micro-batch; a batch carries the name of its source (a Firehose object in the lake), and a source already
 ingested is skipped, so replaying the lake never duplicates documents.
 
+The backend is chosen once, by :func:`open_index` (``config.by_target``), and it brings its own delivery leg,
+:meth:`LogIndex.follower`: locally a follower that reads Firehose's S3 deliveries into DuckDB; on aws Firehose
+writes to OpenSearch itself, so that follower only observes the index filling up. Same verbs on both sides.
+
 Why DuckDB locally: it is already a dependency (the Athena stand-in), well kept, embedded (no server, no JVM),
 columnar and vectorised, so the dashboard's aggregations (``time_bucket`` histograms, ``GROUP BY`` terms,
 ``quantile_cont`` percentiles, ``ILIKE`` search) over a million log lines answer in tens of milliseconds, and
@@ -28,7 +32,15 @@ import pandas as pd
 
 from shoplake import config
 from shoplake.errors import ShoplakeError
-from shoplake.weblogs._query import FIELDS, KEYWORD_FIELDS, NUMERIC_FIELDS, TEXT_FIELDS, to_dsl, to_sql
+from shoplake.weblogs._query import (
+    FIELDS,
+    KEYWORD_FIELDS,
+    NUMERIC_FIELDS,
+    TEXT_FIELDS,
+    keyword_field,
+    to_dsl,
+    to_sql,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +72,9 @@ DOC_COLUMNS = (
     "bot",
     "source",
 )
-INDEX_PREFIX = "weblogs"
+INDEX_PREFIX = "weblogs"  # the Firehose IndexName (infra/stack.yaml); OneDay rotation appends -YYYY-MM-DD
+TEMPLATE_PATH = config.REPO_ROOT / "infra" / "opensearch" / "weblogs-template.json"
+TEMPLATE_NAME = INDEX_PREFIX
 
 
 class LogIndexError(ShoplakeError):
@@ -156,6 +170,12 @@ class LogIndex(ABC):
     def total_processed(self) -> int:
         """Documents + rejected lines: every shipped line ends up in one of the two."""
         return self.count() + self.rejected_count()
+
+    @abstractmethod
+    def follower(
+        self, interval_s: float = 1.0, only_new: bool = False, on_pass: Any = None
+    ) -> Any:  # -> shoplake.weblogs._delivery.Follower
+        """This backend's delivery leg (not started): what brings Firehose's deliveries into this index."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends
         """Release the backend's resources."""
@@ -369,6 +389,12 @@ class LocalIndex(LogIndex):
     def sources(self) -> set[str]:
         return {r[0] for r in self._rows("SELECT source FROM sources")}
 
+    def follower(self, interval_s: float = 1.0, only_new: bool = False, on_pass: Any = None) -> Any:
+        """A :class:`~shoplake.weblogs._delivery.LakeFollower`: indexes what Firehose delivers to ``raw/weblogs/``."""
+        from shoplake.weblogs._delivery import LakeFollower
+
+        return LakeFollower(self, interval_s=interval_s, only_new=only_new, on_pass=on_pass)
+
     def time_range(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
         lo, hi = self._rows("SELECT min(ts), max(ts) FROM docs")[0]
         return (pd.Timestamp(lo, tz="UTC") if lo else None, pd.Timestamp(hi, tz="UTC") if hi else None)
@@ -380,22 +406,65 @@ class LocalIndex(LogIndex):
 # --------------------------------------------------------------------------- aws: OpenSearch
 
 
-def daily_index(timestamp: str) -> str:
-    """The daily index Firehose writes a document to (``IndexRotationPeriod: OneDay``): ``weblogs-YYYY-MM-DD``."""
-    return f"{INDEX_PREFIX}-{timestamp[:10]}"
+def index_template() -> dict[str, Any]:
+    """The composable index template of the daily ``weblogs-*`` indices (``infra/opensearch/weblogs-template.json``).
+
+    Install it before the first document arrives (``infra apply`` does on aws): an index created without it maps
+    ``path`` and the other keyword fields as text, and the dashboard's terms aggregations then fail with HTTP 400.
+    """
+    import json
+
+    return json.loads(TEMPLATE_PATH.read_text())
+
+
+def daily_index(arrival: datetime | None = None) -> str:
+    """The daily index a document lands in: ``weblogs-YYYY-MM-DD`` of its *arrival* day (UTC), not of ``@timestamp``.
+
+    That is what Firehose does with ``IndexRotationPeriod: OneDay``: it appends the UTC date at which the record
+    arrived at Firehose to the index name; the document's own time plays no part (an old log shipped today lands in
+    today's index). Searches use ``weblogs-*`` and filter on ``@timestamp``, so they do not depend on it; deleting
+    old daily indices removes what *arrived* that day. Direct ingestion (:meth:`OpenSearchIndex.ingest`) follows
+    the same rule, so both ways of filling the index look alike.
+    """
+    return f"{INDEX_PREFIX}-{(arrival or datetime.now(UTC)).astimezone(UTC):%Y-%m-%d}"
+
+
+ACCESS_ONLY = {"bool": {"must_not": [{"term": {"rejected": True}}]}}
+REJECTED_ONLY = {"term": {"rejected": True}}
 
 
 def dsl_filter(query: str, start: Any = None, end: Any = None) -> dict[str, Any]:
-    """The query clause of a search string plus an ``@timestamp`` range."""
-    clause = to_dsl(query)
-    if start is None and end is None:
-        return clause
-    bounds: dict[str, Any] = {}
-    if start is not None:
-        bounds["gte"] = _as_ts(start)
-    if end is not None:
-        bounds["lt"] = _as_ts(end)
-    return {"bool": {"filter": [clause, {"range": {"@timestamp": bounds}}]}}
+    """The query clause of a search string plus an ``@timestamp`` range, over access documents only.
+
+    Rejected-line documents share the daily indices (see ``functions/weblogs_transform``); every search leaves them out.
+    """
+    clauses = [to_dsl(query), ACCESS_ONLY]
+    if start is not None or end is not None:
+        bounds: dict[str, Any] = {}
+        if start is not None:
+            bounds["gte"] = _as_ts(start)
+        if end is not None:
+            bounds["lt"] = _as_ts(end)
+        clauses.append({"range": {"@timestamp": bounds}})
+    return {"bool": {"filter": clauses}}
+
+
+def dsl_count(query: str, start: Any = None, end: Any = None) -> dict[str, Any]:
+    """Body of the count request."""
+    return {"query": dsl_filter(query, start, end)}
+
+
+def dsl_search(query: str, size: int, start: Any = None, end: Any = None) -> dict[str, Any]:
+    """Body of the search request: the newest matching documents."""
+    return {"size": int(size), "query": dsl_filter(query, start, end), "sort": [{"@timestamp": "desc"}]}
+
+
+def dsl_rejected(size: int) -> dict[str, Any]:
+    """Body of the request for rejected-line documents, in arrival order (``size`` 0: only their number)."""
+    body: dict[str, Any] = {"size": int(size), "track_total_hits": True, "query": {"bool": {"filter": [REJECTED_ONLY]}}}
+    if size:
+        body["sort"] = [{"received_at": "asc"}]
+    return body
 
 
 def dsl_histogram(query: str, interval: str, split: str | None, start: Any = None, end: Any = None) -> dict[str, Any]:
@@ -416,7 +485,7 @@ def dsl_histogram(query: str, interval: str, split: str | None, start: Any = Non
             }
         }
     elif split is not None:
-        aggs["t"]["aggs"] = {"k": {"terms": {"field": _check_field(split, TERMS_FIELDS), "size": 20}}}
+        aggs["t"]["aggs"] = {"k": {"terms": {"field": keyword_field(_check_field(split, TERMS_FIELDS)), "size": 20}}}
     return {"size": 0, "track_total_hits": True, "query": dsl_filter(query, start, end), "aggs": aggs}
 
 
@@ -433,10 +502,6 @@ def parse_histogram(response: dict[str, Any], split: str | None) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["time", "key", "count"])
 
 
-def _keyword(field: str) -> str:
-    return f"{field}.keyword" if field in TEXT_FIELDS else field
-
-
 def dsl_terms(field: str, query: str, size: int, start: Any = None, end: Any = None) -> dict[str, Any]:
     return {
         "size": 0,
@@ -444,7 +509,7 @@ def dsl_terms(field: str, query: str, size: int, start: Any = None, end: Any = N
         "aggs": {
             "k": {
                 "terms": {
-                    "field": _keyword(_check_field(field, TERMS_FIELDS)),
+                    "field": keyword_field(_check_field(field, TERMS_FIELDS)),
                     "size": int(size),
                     "order": [{"_count": "desc"}, {"_key": "asc"}],
                 }
@@ -484,12 +549,22 @@ def parse_stats(response: dict[str, Any], percentiles: Sequence[float]) -> dict[
     return out
 
 
+def _total(hits: dict[str, Any]) -> int:
+    total = hits["total"]
+    return int(total["value"] if isinstance(total, dict) else total)
+
+
 class OpenSearchIndex(LogIndex):
-    """The OpenSearch domain ``logs`` (daily indices ``weblogs-YYYY-MM-DD``), signed with the target's credentials."""
+    """The OpenSearch domain ``logs`` (daily indices ``weblogs-YYYY-MM-DD``), signed with the target's credentials.
+
+    Lines the transformation refused are rejected-line documents in the same indices; records Firehose itself
+    could not deliver (Lambda invocation errors, documents OpenSearch refused) are in the lake bucket's S3 backup
+    ``weblogs-failed/``. :meth:`rejected_count` and :meth:`rejected` report both, so shipped = indexed + rejected.
+    """
 
     backend = "opensearch"
 
-    def __init__(self, endpoint: str | None = None, client: Any = None) -> None:
+    def __init__(self, endpoint: str | None = None, client: Any = None, failed_bucket: str | None = None) -> None:
         if client is None:
             from opensearchpy import OpenSearch, Urllib3AWSV4SignerAuth
 
@@ -501,13 +576,22 @@ class OpenSearchIndex(LogIndex):
             )
         self.client = client
         self.pattern = f"{INDEX_PREFIX}-*"
+        self._failed_bucket = failed_bucket
+        self._failed: dict[str, list[dict[str, Any]]] = {}  # S3 backup objects read so far (they never change)
 
     @staticmethod
     def domain_endpoint() -> str:
         from shoplake import infra
 
         name = infra.outputs()["opensearch:logs"]
-        status = config.client("opensearch").describe_domain(DomainName=name)["DomainStatus"]
+        try:
+            status = config.client("opensearch").describe_domain(DomainName=name)["DomainStatus"]
+        except Exception as exc:
+            if "ResourceNotFoundException" in f"{type(exc).__name__} {exc}":
+                raise LogIndexError(
+                    f"OpenSearch domain {name} does not exist: run notebook 00_provision (or `shoplake infra apply`)"
+                ) from exc
+            raise
         endpoint = status.get("Endpoint") or (status.get("Endpoints") or {}).get("vpc")
         if not endpoint:
             raise LogIndexError(
@@ -517,11 +601,8 @@ class OpenSearchIndex(LogIndex):
         return endpoint
 
     def put_template(self) -> None:
-        """Install ``infra/opensearch/weblogs-template.json`` (mappings of the daily indices)."""
-        import json
-
-        body = json.loads((config.REPO_ROOT / "infra" / "opensearch" / "weblogs-template.json").read_text())
-        self.client.indices.put_index_template(name=INDEX_PREFIX, body=body)
+        """Install :func:`index_template` as the composable template ``weblogs`` (idempotent)."""
+        self.client.indices.put_index_template(name=TEMPLATE_NAME, body=index_template())
 
     def _search(self, body: dict[str, Any]) -> dict[str, Any]:
         return self.client.search(index=self.pattern, body=body, ignore_unavailable=True, allow_no_indices=True)
@@ -531,28 +612,38 @@ class OpenSearchIndex(LogIndex):
     ) -> IngestCounts:
         from opensearchpy import helpers
 
+        from shoplake.functions.weblogs_transform import rejected_document
+
+        target = daily_index()
         actions = [
             {
-                "_index": daily_index(d["@timestamp"]),
+                "_index": target,
                 "_id": d.get("_id") or f"{source or 'batch'}#{i}",
                 "_source": {k: v for k, v in d.items() if k != "_id"},
             }
             for i, d in enumerate(docs)
+        ] + [
+            {
+                "_index": target,
+                "_id": r.get("_id") or f"{source or 'batch'}#r{i}",
+                "_source": rejected_document(r["line"], r["reason"]),
+            }
+            for i, r in enumerate(rejected)
         ]
         ok, errors = helpers.bulk(self.client, actions, raise_on_error=False, refresh="wait_for")
         if errors:
             raise LogIndexError(f"{len(errors)} documents were refused by OpenSearch, e.g. {errors[0]}")
-        return IngestCounts(indexed=int(ok), rejected=len(rejected))
+        return IngestCounts(indexed=len(docs), rejected=len(rejected))
 
     def count(self, query: str = "", start: Any = None, end: Any = None) -> int:
-        body = {"query": dsl_filter(query, start, end)}
         return int(
-            self.client.count(index=self.pattern, body=body, ignore_unavailable=True, allow_no_indices=True)["count"]
+            self.client.count(
+                index=self.pattern, body=dsl_count(query, start, end), ignore_unavailable=True, allow_no_indices=True
+            )["count"]
         )
 
     def search(self, query: str = "", size: int = 20, start: Any = None, end: Any = None) -> pd.DataFrame:
-        body = {"size": int(size), "query": dsl_filter(query, start, end), "sort": [{"@timestamp": "desc"}]}
-        hits = self._search(body)["hits"]["hits"]
+        hits = self._search(dsl_search(query, size, start, end))["hits"]["hits"]
         frame = pd.DataFrame([{"_id": h["_id"], **h["_source"]} for h in hits])
         if not frame.empty:
             frame["@timestamp"] = pd.to_datetime(frame["@timestamp"], utc=True)
@@ -582,23 +673,44 @@ class OpenSearchIndex(LogIndex):
     ) -> dict[str, Any]:
         return parse_stats(self._search(dsl_stats(field, query, percentiles, start, end)), percentiles)
 
-    def rejected_count(self) -> int:
-        from shoplake.weblogs._delivery import read_failed
+    def delivery_failures(self) -> list[dict[str, Any]]:
+        """Records Firehose could not deliver, from the S3 backup ``weblogs-failed/`` (each object read once)."""
+        from shoplake.weblogs._delivery import FAILED_PREFIX, _list_keys, lake_bucket, read_failed_object
 
-        return len(read_failed())
+        bucket = self._failed_bucket = self._failed_bucket or lake_bucket()
+        for key in _list_keys(bucket, FAILED_PREFIX):
+            if key not in self._failed:
+                self._failed[key] = read_failed_object(bucket, key)
+        return [rec for key in sorted(self._failed) for rec in self._failed[key]]
+
+    def rejected_count(self) -> int:
+        return _total(self._search(dsl_rejected(0))["hits"]) + len(self.delivery_failures())
 
     def rejected(self, limit: int = 20) -> pd.DataFrame:
-        from shoplake.weblogs._delivery import read_failed
-
-        return pd.DataFrame(read_failed()[:limit])
+        hits = self._search(dsl_rejected(limit))["hits"]["hits"]
+        rows = [
+            {"source": h["_index"], "line_no": None, "reason": h["_source"].get("reason"), "line": h["_source"]["line"]}
+            for h in hits
+        ]
+        rows += self.delivery_failures()[: max(0, int(limit) - len(rows))]
+        return pd.DataFrame(rows, columns=["source", "line_no", "reason", "line"])
 
     def sources(self) -> set[str]:
         return set()  # Firehose delivers to OpenSearch itself; documents carry their own ids
 
+    def follower(self, interval_s: float = 1.0, only_new: bool = False, on_pass: Any = None) -> Any:
+        """An :class:`~shoplake.weblogs._delivery.IndexObserver`: Firehose fills the domain; it watches the counts."""
+        from shoplake.weblogs._delivery import IndexObserver
+
+        return IndexObserver(self, interval_s=interval_s, only_new=only_new, on_pass=on_pass)
+
 
 def open_index(backend: str | None = None, path: str | Path | None = None) -> LogIndex:
-    """The index of the current target: OpenSearch on aws, embedded DuckDB locally (in memory unless ``path``)."""
-    backend = backend or ("opensearch" if config.settings().target == "aws" else "local")
+    """The index of the current target: OpenSearch on aws, embedded DuckDB locally (in memory unless ``path``).
+
+    ``backend`` ("local" | "opensearch") overrides the target's choice (tests, a local copy of aws documents).
+    """
+    backend = backend or config.by_target(local="local", aws="opensearch")
     if backend in ("local", "duckdb"):
         return LocalIndex(path)
     if backend == "opensearch":
@@ -621,6 +733,8 @@ def wait_for_count(index: LogIndex, expected: int, timeout_s: float = 30.0, poll
 
 __all__ = [
     "FIELDS",
+    "TEMPLATE_PATH",
+    "index_template",
     "IngestCounts",
     "LocalIndex",
     "LogIndex",

@@ -42,6 +42,9 @@ ALIASES = {
     "authuser": "user",
 }
 FREE_TEXT_FIELDS = ("request", "referrer", "agent")
+# fields the OpenSearch template maps as text or ip with a ``.keyword`` sub-field: exact, wildcard, range and terms
+# questions go to the sub-field (the string as written, like the local index compares it)
+KEYWORD_SUBFIELD = (*TEXT_FIELDS, "client_ip")
 _FIELD_RE = re.compile(r"^([A-Za-z_@][\w.@]*):(.*)$", re.DOTALL)
 _RANGE_RE = re.compile(r"^([\[{])\s*(\S+)\s+TO\s+(\S+)\s*([\]}])$")
 _CMP_RE = re.compile(r"^(>=|<=|>|<)(.+)$")
@@ -338,6 +341,11 @@ def to_sql(text: str | None) -> tuple[str, list[Any]]:
 # --------------------------------------------------------------------------- OpenSearch DSL
 
 
+def keyword_field(field: str) -> str:
+    """The field (or ``.keyword`` sub-field) of the OpenSearch template that compares whole strings."""
+    return f"{field}.keyword" if field in KEYWORD_SUBFIELD else field
+
+
 def _dsl_term(t: Term) -> dict[str, Any]:
     if t.field is None:
         if t.kind == "wildcard":
@@ -358,14 +366,14 @@ def _dsl_term(t: Term) -> dict[str, Any]:
             bounds["gte" if lo_incl else "gt"] = lo
         if hi is not None:
             bounds["lte" if hi_incl else "lt"] = hi
-        return {"range": {t.field: bounds}}
+        return {"range": {keyword_field(t.field): bounds}}
     if t.field in TEXT_FIELDS:
         if t.kind == "wildcard":
-            return {"wildcard": {f"{t.field}.keyword": {"value": f"*{t.value}*", "case_insensitive": True}}}
+            return {"wildcard": {keyword_field(t.field): {"value": f"*{t.value}*", "case_insensitive": True}}}
         return {"match_phrase": {t.field: t.value}}
     if t.kind == "wildcard":
-        return {"wildcard": {t.field: {"value": t.value}}}
-    return {"term": {t.field: t.value}}
+        return {"wildcard": {keyword_field(t.field): {"value": t.value}}}
+    return {"term": {keyword_field(t.field): t.value}}
 
 
 def _dsl(node: Any) -> dict[str, Any]:

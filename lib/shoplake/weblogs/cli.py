@@ -45,9 +45,11 @@ def parse_cmd(file: Path, as_json: bool, show_rejected: int) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def ship_cmd(file: Path) -> None:
     """Put the lines of FILE to Firehose ``weblogs`` (one line per record)."""
+    from shoplake import config
     from shoplake.weblogs._delivery import ship_lines
     from shoplake.weblogs._parser import iter_lines
 
+    config.ensure_ready()
     result = ship_lines(iter_lines(file))
     echo_json({"sent": result.sent, "calls": result.calls, "seconds": round(result.elapsed_s, 3)})
 
@@ -67,12 +69,16 @@ def ship_cmd(file: Path) -> None:
     help="local index file (DuckDB); default .shoplake/weblogs/<prefix>.duckdb",
 )
 def index_cmd(file: Path | None, index_path: Path | None) -> None:
-    """Index what Firehose delivered to ``raw/weblogs/`` (locally), or a log FILE; print the counts."""
+    """Bring what Firehose delivered into the index (one pass of its follower), or index a log FILE; print counts.
+
+    Locally the pass indexes the lake's ``raw/weblogs/`` objects not indexed yet; on aws Firehose writes to
+    OpenSearch itself and the pass reports what the domain holds.
+    """
     from shoplake import config
-    from shoplake.weblogs._delivery import deliver_new
     from shoplake.weblogs._index import open_index
     from shoplake.weblogs._parser import parse_file
 
+    config.ensure_ready()
     index = open_index(path=index_path or _default_index_path())
     began = time.perf_counter()
     if file is not None:
@@ -87,11 +93,10 @@ def index_cmd(file: Path | None, index_path: Path | None) -> None:
             "already_indexed": counts.skipped_source,
         }
     else:
-        if not config.settings().is_local:
-            raise click.UsageError("on aws Firehose indexes into OpenSearch itself; use --file to index a file")
-        out = deliver_new(index, progress=True).as_dict()
+        out = index.follower().run_once(progress=True).as_dict()
     out.update(
         {
+            "backend": index.backend,
             "documents_in_index": index.count(),
             "rejected_in_index": index.rejected_count(),
             "seconds": round(time.perf_counter() - began, 3),
@@ -107,8 +112,10 @@ def index_cmd(file: Path | None, index_path: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def search_cmd(query: str, size: int, index_path: Path | None, as_json: bool) -> None:
     """Search the index: ``status:500``, ``path:/product/*``, ``"phrase"``, AND/OR/NOT."""
+    from shoplake import config
     from shoplake.weblogs._index import open_index
 
+    config.ensure_ready()
     index = open_index(path=index_path or _default_index_path())
     hits = index.search(query, size=size)
     total = index.count(query)
@@ -120,11 +127,12 @@ def search_cmd(query: str, size: int, index_path: Path | None, as_json: bool) ->
         click.echo(f"{hit['@timestamp']:%Y-%m-%dT%H:%M:%SZ} {hit['status']} {hit['client_ip']} {hit['request']}")
 
 
-def _default_index_path() -> Path | None:
+def _default_index_path() -> Path:
+    """Where the local index file lives (``.shoplake/weblogs/<prefix>.duckdb``); the OpenSearch backend ignores it."""
     from shoplake import config
 
     s = config.settings()
-    return s.home / "weblogs" / f"{s.prefix}.duckdb" if s.is_local else None
+    return s.home / "weblogs" / f"{s.prefix}.duckdb"
 
 
 @click.command("dashboard")
@@ -132,22 +140,14 @@ def _default_index_path() -> Path | None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--refresh", type=float, default=3.0, show_default=True, help="seconds between page refreshes")
 def dashboard(port: int, host: str, refresh: float) -> None:
-    """Serve the live log dashboard; locally it keeps indexing what Firehose delivers to the lake."""
+    """Serve the live log dashboard; the index's follower keeps bringing in what Firehose delivers."""
     from shoplake import config
     from shoplake.weblogs._dashboard import DashboardServer, create_app
-    from shoplake.weblogs._delivery import Follower
     from shoplake.weblogs._index import open_index
 
-    settings = config.settings()
-    follower = None
-    if settings.is_local:
-        from shoplake import stack
-
-        stack.ensure()
-        index = open_index("local")  # in memory, rebuilt from the lake: one writer, no file locks
-        follower = Follower(index, interval_s=1.0).start()
-    else:
-        index = open_index("opensearch")
+    settings = config.ensure_ready()
+    index = open_index()  # locally in memory, rebuilt from the lake by the follower: one writer, no file locks
+    follower = index.follower(interval_s=1.0).start()
     server = DashboardServer(create_app(index, refresh_s=refresh), host=host, port=port).start()
     click.echo(f"dashboard on {server.url} ({index.backend}, prefix {settings.prefix}); Ctrl-C stops it")
     try:
@@ -157,5 +157,4 @@ def dashboard(port: int, host: str, refresh: float) -> None:
         pass
     finally:
         server.stop()
-        if follower is not None:
-            follower.stop()
+        follower.stop()
