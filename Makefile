@@ -62,7 +62,8 @@ bench: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/shoplake stack up
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	@if [ "$$(id -u)" = 0 ]; then echo "running as root (a container or CI?): starting JupyterLab with --allow-root"; fi
+	$(BIN)/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 stack-up: $(STAMP)
 	$(BIN)/shoplake stack up

@@ -130,6 +130,23 @@ def _failing_cell(exc: Exception) -> str:
     return f"{where}: {name}: {value}"
 
 
+def _share_plotlyjs(body: str, report_dir: Path) -> str:
+    """Reports stay openable offline, but share one plotly.js (~4.8 MB) written next to them instead of one each."""
+    import plotly
+    import plotly.offline
+
+    inline = "<script>" + plotly.offline.get_plotlyjs() + "</script>"
+    if inline not in body:
+        return body
+    name = f"plotly-{plotly.__version__}.min.js"
+    shared = report_dir / name
+    if not shared.exists():
+        tmp = shared.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(plotly.offline.get_plotlyjs(), encoding="utf-8")
+        os.replace(tmp, shared)
+    return body.replace(inline, f'<script src="{name}"></script>', 1)
+
+
 def export_html(executed: Path, report_dir: Path) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
@@ -137,6 +154,7 @@ def export_html(executed: Path, report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     nb = nbformat.read(executed, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
+    body = _share_plotlyjs(body, report_dir)
     path = report_dir / f"{executed.stem}.html"
     path.write_text(body, encoding="utf-8")
     return path
@@ -167,7 +185,9 @@ def run_notebooks(
     bar = tqdm(paths, desc="workbook", unit="notebook", disable=not progress)
     for path in bar:
         bar.set_postfix_str(path.stem)
-        params = {"target": target, "scale": scale, "seed": seed, "out_dir": str(out_dir.resolve())}
+        # relative to the notebook's folder (papermill's cwd): reports carry no machine paths
+        notebook_out_dir = os.path.relpath(out_dir.resolve(), path.parent.resolve())
+        params = {"target": target, "scale": scale, "seed": seed, "out_dir": notebook_out_dir}
         params.update((extra_parameters or {}).get(path.stem, {}))
         executed = executed_dir / path.name
         began = time.perf_counter()
@@ -198,6 +218,68 @@ def run_notebooks(
     return results
 
 
+def _get(metrics: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(metrics, dict) or key not in metrics:
+            return None
+        metrics = metrics[key]
+    return metrics
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+# per notebook: (label, path into its recorded metrics); a figure a notebook did not record is left out
+HEADLINES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "00_provision": [("resources", ("resources",)), ("second apply changes", ("second_apply_changes",))],
+    "01_generate_data": [("order lines", ("order_lines",)), ("customers", ("customers",))],
+    "02_order_history": [
+        ("events in", ("events_in",)),
+        ("written", ("items",)),
+        ("dead-lettered", ("dead_lettered",)),
+        ("balanced", ("balanced",)),
+        ("exactly once", ("exactly_once",)),
+    ],
+    "03_recommendations": [
+        ("MAP@k ALS", ("models", "spark-als", "map@10")),
+        ("× most-popular", ("map_ratio_vs_popular",)),
+    ],
+    "04_transaction_alarm": [
+        ("forest recall", ("rcf", "recall")),
+        ("precision", ("rcf", "precision")),
+        ("rule recall", ("rule", "recall")),
+    ],
+    "05_log_analytics": [
+        ("indexed", ("indexed",)),
+        ("rejected", ("rejected",)),
+        ("freshness p95 s", ("freshness_p95_s",)),
+        ("incidents found", ("incidents_found",)),
+    ],
+    "06_warehouse": [
+        ("lake revenue", ("revenue", "lake_net")),
+        ("warehouse revenue", ("revenue", "warehouse_net")),
+    ],
+}
+
+
+def summary_lines(results: list[NotebookResult]) -> list[str]:
+    """The one-screen summary ``shoplake run`` prints: per notebook its time and headline figures."""
+    lines = []
+    for r in results:
+        mark = "ok  " if r.ok else "FAIL"
+        figures = [
+            f"{label} {_fmt(value)}"
+            for label, path in HEADLINES.get(r.name, [])
+            if (value := _get(r.metrics or {}, *path)) is not None
+        ]
+        detail = r.error if r.error else ", ".join(figures)
+        lines.append(f"{mark} {r.name:<22} {r.seconds:7.1f} s  {detail}".rstrip())
+    return lines
+
+
 @click.command("run")
 @click.option("--scale", type=click.Choice(config.SCALES), default="small", show_default=True)
 @click.option("--seed", type=int, default=42, show_default=True)
@@ -213,10 +295,9 @@ def cli(scale: str, seed: int, only: str | None, out_dir: Path | None, keep_stac
     notebooks(names)  # a typo in --only fails here, before anything is started
     with stack.held_for_run(keep=keep_stack):
         results = run_notebooks(scale=scale, seed=seed, only=names, out_dir=out_dir, keep_going=keep_going)
-    for r in results:
-        mark = "ok " if r.ok else "FAIL"
-        click.echo(f"{mark} {r.name:<28} {r.seconds:7.1f} s" + (f"  {r.error}" if r.error else ""))
-    click.echo(f"reports in {REPORT_DIR}")
+    for line in summary_lines(results):
+        click.echo(line)
+    click.echo(f"reports in {os.path.relpath(REPORT_DIR)}")
     failed = [r for r in results if not r.ok]
     if failed:
         raise NotebookFailed(

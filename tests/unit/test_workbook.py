@@ -75,3 +75,35 @@ def test_record_metrics_makes_values_json_safe(tmp_path):
     assert workbook.read_metrics(tmp_path, "nb")["a"] == 3
     with pytest.raises(ShoplakeError, match="run notebook"):
         workbook.read_metrics(tmp_path, "missing")
+
+
+def test_reports_carry_no_machine_paths_and_share_one_plotlyjs(tiny_workbook):
+    nbdir = tiny_workbook / "notebooks"
+    _notebook(
+        nbdir / "03_figure.ipynb",
+        "target='local'\nscale='small'\nseed=1\nout_dir='x'",
+        "from shoplake import workbook\nimport plotly.express as px\nworkbook.setup_plotly()\n"
+        "px.bar(x=[1, 2], y=[3, 4]).show()\nprint(out_dir)",
+    )
+    reports = tiny_workbook / "reports"
+    results = workbook.run_notebooks(
+        only=["00", "03"], out_dir=tiny_workbook / "build", report_dir=reports, progress=False
+    )
+    assert all(r.ok for r in results), results
+    html = (reports / "03_figure.html").read_text()
+    assert str(tiny_workbook) not in html, "the report shows a machine path"
+    shared = list(reports.glob("plotly-*.min.js"))
+    assert len(shared) == 1 and shared[0].stat().st_size > 1_000_000
+    assert f'<script src="{shared[0].name}"></script>' in html and len(html) < 1_000_000
+
+
+def test_run_summary_shows_headline_figures():
+    results = [
+        workbook.NotebookResult("02_order_history", 12.5, True, metrics={"events_in": 1931, "balanced": True}),
+        workbook.NotebookResult("03_recommendations", 30.0, False, error="cell 4: ValueError: bad"),
+    ]
+    lines = workbook.summary_lines(results)
+    assert (
+        lines[0].startswith("ok   02_order_history") and "events in 1,931" in lines[0] and "balanced True" in lines[0]
+    )
+    assert lines[1].startswith("FAIL 03_recommendations") and "cell 4: ValueError" in lines[1]
