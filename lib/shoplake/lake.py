@@ -32,9 +32,10 @@ import logging
 import math
 import re
 import shutil
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -127,13 +128,15 @@ class LakeError(ShoplakeError):
 
 @dataclass
 class DeliveryCounts:
-    """What ``deliver_orders`` put to Firehose: ``events == delivered + failed + rejected``."""
+    """What ``deliver_orders`` put to Firehose (``events == delivered + failed + rejected``) and what landed in S3."""
 
     events: int = 0
     delivered: int = 0
     failed: int = 0
     rejected: int = 0
     retried: int = 0
+    landed: int = 0  # records found in the new raw objects of the lake when the wait ended (>= delivered)
+    waited_s: float = 0.0
     failed_records: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, int]:
@@ -244,12 +247,29 @@ def order_events(events: pd.DataFrame | Iterable[dict[str, Any]]) -> Iterator[di
             yield {k: _json_value(v) for k, v in event.items()}
 
 
+# Firehose buffers up to 60 s / 5 MB (orders-to-lake in infra/stack.yaml) before it writes an object; a wait that sees
+# no new record for this long has stalled (delivery errors go to the stream's CloudWatch log and S3 error prefix).
+DELIVERY_STALL_S = 240.0
+DELIVERY_POLL_S = 5.0
+
+
 def deliver_orders(
-    events: pd.DataFrame | Iterable[dict[str, Any]], stream: str = ORDERS_FIREHOSE, progress: bool = False
+    events: pd.DataFrame | Iterable[dict[str, Any]],
+    stream: str = ORDERS_FIREHOSE,
+    progress: bool = False,
+    *,
+    wait: bool = True,
+    stall_timeout_s: float = DELIVERY_STALL_S,
 ) -> DeliveryCounts:
-    """Put order events to the Firehose delivery stream ``orders-to-lake`` (which lands them in ``raw/orders/``)."""
+    """Put order events to the Firehose delivery stream ``orders-to-lake`` (which lands them in ``raw/orders/``).
+
+    With ``wait`` (default) it returns only when the lake holds every delivered record (:func:`wait_for_delivery`):
+    on AWS Firehose buffers for up to a minute, and curating before that would read a partial lake.
+    """
     from shoplake import streams
 
+    name = _check_bucket()
+    before = set(list_keys(name, RAW_ORDERS_PREFIX)) if wait else set()
     records = list(order_events(events))
     result = streams.put_firehose(stream, records, progress=progress)
     counts = DeliveryCounts(
@@ -266,14 +286,93 @@ def deliver_orders(
             counts.failed + counts.rejected,
             stream,
         )
+    if wait and counts.delivered:
+        landed = wait_for_delivery(counts.delivered, before, stall_timeout_s=stall_timeout_s, progress=progress)
+        counts.landed, counts.waited_s = landed.records, landed.seconds
     log.info("delivered %d of %d order events to %s", counts.delivered, counts.events, stream)
     return counts
+
+
+@dataclass
+class Landed:
+    """What :func:`wait_for_delivery` found: records and objects new since ``before``, and how long it waited."""
+
+    records: int
+    objects: int
+    seconds: float
+
+
+def _count_lines(body: bytes) -> int:
+    return sum(1 for line in body.decode("utf-8", errors="replace").splitlines() if line.strip())
+
+
+def wait_for_delivery(
+    expected: int,
+    before: Collection[str] = (),
+    *,
+    prefix: str = RAW_ORDERS_PREFIX,
+    stall_timeout_s: float = DELIVERY_STALL_S,
+    poll_s: float = DELIVERY_POLL_S,
+    progress: bool = False,
+) -> Landed:
+    """Wait until the raw objects that are new since ``before`` (keys listed before the put) hold ``expected`` records.
+
+    Records are counted as :func:`read_raw_lines` reads them (non-blank lines). Each new object is read once. Raises
+    :class:`LakeError` when no new record lands for ``stall_timeout_s`` (Firehose stopped delivering).
+    """
+    from tqdm.auto import tqdm
+
+    name = bucket()
+    s3 = config.client("s3")
+    seen = set(before)
+    counted: dict[str, int] = {}
+    began = last_progress = time.monotonic()
+    records = 0
+
+    def fetch(key: str) -> int:
+        return _count_lines(s3.get_object(Bucket=name, Key=key)["Body"].read())
+
+    with tqdm(total=expected, desc="landed in the lake", unit="rec", disable=not progress) as bar:
+        while True:
+            new_keys = [k for k in list_keys(name, prefix) if k not in seen and k not in counted]
+            if new_keys:
+                with ThreadPoolExecutor(max_workers=8) as pool:
+                    counted.update(zip(new_keys, pool.map(fetch, new_keys), strict=True))
+                landed = sum(counted.values())
+                if landed > records:
+                    bar.update(min(landed, expected) - min(records, expected))
+                    records, last_progress = landed, time.monotonic()
+            now = time.monotonic()
+            if records >= expected:
+                return Landed(records, len(counted), now - began)
+            if now - last_progress >= stall_timeout_s:
+                raise LakeError(
+                    f"Firehose delivered {records} of {expected} records to s3://{name}/{prefix} in "
+                    f"{now - began:.0f} s and nothing new for {stall_timeout_s:.0f} s: check the delivery stream "
+                    "(describe-delivery-stream, its CloudWatch error log, the bucket's error prefix), then re-run"
+                )
+            time.sleep(min(poll_s, max(0.0, stall_timeout_s - (now - last_progress))))
+
+
+def ensure_curated(
+    events: Callable[[], pd.DataFrame | Iterable[dict[str, Any]]], progress: bool = False
+) -> dict[str, Any] | None:
+    """Deliver and curate ``events()`` when the curated lake has no order lines yet; None when it already has them.
+
+    Returns ``{"delivery": ..., "curation": ...}`` counts. Curation is idempotent, so this never duplicates.
+    """
+    if curated_exists("order_lines"):
+        return None
+    delivery = deliver_orders(events(), progress=progress)
+    curation = curate_orders(progress=progress)
+    return {"delivery": delivery.as_dict(), "curation": curation.as_dict()}
 
 
 # --------------------------------------------------------------------------- reading raw
 
 
-def _list_keys(bucket_name: str, prefix: str) -> list[str]:
+def list_keys(bucket_name: str, prefix: str) -> list[str]:
+    """Every object key under ``prefix`` of the bucket, sorted."""
     s3 = config.client("s3")
     keys: list[str] = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket_name, Prefix=prefix):
@@ -286,7 +385,7 @@ def read_raw_lines(prefix: str = RAW_ORDERS_PREFIX, progress: bool = False) -> t
     from tqdm.auto import tqdm
 
     name = _check_bucket()
-    keys = _list_keys(name, prefix)
+    keys = list_keys(name, prefix)
     s3 = config.client("s3")
 
     def fetch(key: str) -> list[tuple[str, str]]:
@@ -606,8 +705,6 @@ def _to_parquet(
     New files are written first, then the old files of the replaced partitions are deleted, so a reader never sees
     a partition empty. (awswrangler's ``to_parquet`` does the same but builds a client per file: slow locally.)
     """
-    import awswrangler as wr
-
     name = bucket()
     prefix = f"{CURATED_PREFIX}{table}/"
     run_id = uuid.uuid4().hex
@@ -621,7 +718,7 @@ def _to_parquet(
             partitions[f"s3://{name}/{folder}"] = [str(value)]
     else:
         files[f"{prefix}{run_id}.snappy.parquet"] = _parquet_bytes(df, data_types)
-    existing = _list_keys(name, prefix)
+    existing = list_keys(name, prefix)
     s3 = config.client("s3")
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(lambda item: s3.put_object(Bucket=name, Key=item[0], Body=item[1]), files.items()))
@@ -629,29 +726,78 @@ def _to_parquet(
     stale = [k for k in existing if mode == "overwrite" or k.rsplit("/", 1)[0] + "/" in replaced]
     _delete_keys(name, stale)
 
-    session = config.configure_wrangler()
-    database = config.glue_database()
-    wr.catalog.create_parquet_table(
-        database=database,
-        table=table,
-        path=f"s3://{name}/{prefix}",
-        columns_types=data_types,
-        partitions_types={partition_col: types[partition_col]} if partition_col else None,
-        compression="snappy",
+    register_table(
+        table,
+        f"s3://{name}/{prefix}",
+        data_types,
+        {partition_col: types[partition_col]} if partition_col else None,
         description=f"shoplake curated {table} (shoplake.lake)",
-        mode="overwrite",
-        boto3_session=session,
     )
-    register_partitions(table, partitions)
+    if partition_col:  # Glue's partitions = the folders that hold files now (kept ones + this run's), as DuckDB reads
+        stale_set = set(stale)
+        for key in existing:
+            if key not in stale_set and key.endswith(".parquet"):
+                folder = key.rsplit("/", 1)[0] + "/"
+                values = [p.split("=", 1)[1] for p in folder[len(prefix) :].strip("/").split("/") if "=" in p]
+                partitions.setdefault(f"s3://{name}/{folder}", values)
+        register_partitions(table, partitions, prune=True)
     return list(files)
 
 
-def register_partitions(table: str, partitions: dict[str, list[str]]) -> int:
-    """Add the partitions (``s3 path → values``) the Glue table does not know yet; returns how many were new."""
+def register_table(
+    table: str,
+    location: str,
+    columns_types: dict[str, str],
+    partitions_types: dict[str, str] | None = None,
+    description: str | None = None,
+) -> str | None:
+    """Create the Glue table, or replace its definition when the columns changed; partitions are left alone.
+
+    Returns ``"new"``, ``"changed"`` or None (unchanged: nothing is written, so no partition is ever dropped).
+    awswrangler's ``create_parquet_table(mode="overwrite")`` deletes every partition of an existing table; after a
+    change, :func:`register_partitions` with every partition on S3 restores them.
+    """
     import awswrangler as wr
 
-    if not partitions:
-        return 0
+    session = config.configure_wrangler()
+    database = config.glue_database()
+    glue = config.client("glue")
+    try:
+        existing = glue.get_table(DatabaseName=database, Name=table)["Table"]
+    except glue.exceptions.EntityNotFoundException:
+        existing = None
+    if existing is not None:
+        columns = {c["Name"]: c["Type"] for c in existing["StorageDescriptor"].get("Columns", [])}
+        keys = {c["Name"]: c["Type"] for c in existing.get("PartitionKeys", [])}
+        same = (
+            columns == columns_types
+            and keys == (partitions_types or {})
+            and existing["StorageDescriptor"].get("Location", "").rstrip("/") == location.rstrip("/")
+        )
+        if same:
+            return None
+    wr.catalog.create_parquet_table(
+        database=database,
+        table=table,
+        path=location,
+        columns_types=columns_types,
+        partitions_types=partitions_types or None,
+        compression="snappy",
+        description=description,
+        mode="overwrite",
+        boto3_session=session,
+    )
+    return "new" if existing is None else "changed"
+
+
+def register_partitions(table: str, partitions: dict[str, list[str]], prune: bool = False) -> int:
+    """Add the partitions (``s3 path → values``) the Glue table does not know yet; returns how many were new.
+
+    Additive: partitions Glue already has stay. ``prune=True`` (``partitions`` is then every partition on S3) also
+    removes Glue partitions whose folder is gone, so Athena sees exactly the files DuckDB reads.
+    """
+    import awswrangler as wr
+
     session = config.configure_wrangler()
     database = config.glue_database()
     known = wr.catalog.get_parquet_partitions(database=database, table=table, boto3_session=session)
@@ -660,6 +806,9 @@ def register_partitions(table: str, partitions: dict[str, list[str]]) -> int:
         wr.catalog.add_parquet_partitions(
             database=database, table=table, partitions_values=new, compression="snappy", boto3_session=session
         )
+    gone = [values for path, values in known.items() if path not in partitions] if prune else []
+    if gone:
+        wr.catalog.delete_partitions(table=table, database=database, partitions_values=gone, boto3_session=session)
     return len(new)
 
 
@@ -669,9 +818,14 @@ def _delete_keys(bucket_name: str, keys: list[str]) -> None:
         s3.delete_objects(Bucket=bucket_name, Delete={"Objects": [{"Key": k} for k in keys[start : start + 1000]]})
 
 
-def _delete_prefix(prefix: str) -> None:
+def delete_prefix(prefix: str) -> None:
+    """Delete every object under ``prefix`` of the lake bucket."""
     name = bucket()
-    _delete_keys(name, _list_keys(name, prefix))
+    _delete_keys(name, list_keys(name, prefix))
+
+
+_list_keys = list_keys  # the old private names, still used by tests of other parts
+_delete_prefix = delete_prefix
 
 
 def write_curated(curated: Curated) -> CurationCounts:
@@ -690,7 +844,7 @@ def write_curated(curated: Curated) -> CurationCounts:
             _to_parquet(customers, "customers", CUSTOMER_TYPES, "overwrite")
         counts.products, counts.customers = len(products), len(customers)
     if curated.set_aside.empty:
-        _delete_prefix(CURATED_PREFIX + "set_aside/")
+        delete_prefix(CURATED_PREFIX + "set_aside/")
         wr.catalog.delete_table_if_exists(
             database=config.glue_database(), table="set_aside", boto3_session=config.configure_wrangler()
         )
@@ -746,7 +900,7 @@ def read_arrow(location: str, columns: list[str] | None = None, partition_filter
     name, _, prefix = location.removeprefix("s3://").partition("/")
     prefix = prefix.rstrip("/") + "/"
     wanted: list[tuple[str, dict[str, str]]] = []
-    for key in _list_keys(name, prefix):
+    for key in list_keys(name, prefix):
         if not key.endswith(".parquet"):
             continue
         parts = dict(p.split("=", 1) for p in key[len(prefix) :].split("/")[:-1] if "=" in p)

@@ -120,3 +120,42 @@ def test_download_curated_gives_a_local_copy(delivered, tmp_path):
     local = pd.read_parquet(root / "order_lines")
     assert len(local) == len(lake.read_curated_order_lines())
     assert (root / "products").is_dir() and (root / "customers").is_dir()
+
+
+def test_delivery_waits_until_the_lake_holds_every_record(delivered):
+    first = delivered["first"]
+    assert first.landed >= first.delivered == len(delivered["events"])
+    # nothing new lands: the wait reports the stall with the counts instead of returning a partial lake
+    keys = set(lake.list_keys(lake.bucket(), lake.RAW_ORDERS_PREFIX))
+    with pytest.raises(lake.LakeError, match=r"delivered 0 of 5 records .* nothing new for 0 s"):
+        lake.wait_for_delivery(5, keys, stall_timeout_s=0.0, poll_s=0.0)
+
+
+def _glue_partitions(table: str) -> set[str]:
+    import awswrangler as wr
+
+    found = wr.catalog.get_parquet_partitions(
+        database=config.glue_database(), table=table, boto3_session=config.configure_wrangler()
+    )
+    return {path.rstrip("/").rsplit("=", 1)[1] for path in found}
+
+
+def test_glue_partitions_are_what_the_files_are(lake_stack):
+    """A run that rewrites some partitions keeps the others registered; a full overwrite drops the gone ones."""
+    table = "partition_probe"
+    types = {"n": "bigint", "day": "string"}
+    lake.delete_prefix(f"{lake.CURATED_PREFIX}{table}/")
+    frame = pd.DataFrame({"n": [1, 2, 3], "day": ["2024-01-01", "2024-01-02", "2024-01-03"]})
+    lake._to_parquet(frame.iloc[:2], table, types, "overwrite_partitions", "day")
+    lake._to_parquet(frame.iloc[2:], table, types, "overwrite_partitions", "day")
+    assert _glue_partitions(table) == {"2024-01-01", "2024-01-02", "2024-01-03"}
+    assert lake.read_dataset(f"{lake.CURATED_PREFIX}{table}")["n"].sort_values().tolist() == [1, 2, 3]
+    lake._to_parquet(frame.iloc[1:2], table, types, "overwrite", "day")
+    assert _glue_partitions(table) == {"2024-01-02"}
+    assert lake.read_dataset(f"{lake.CURATED_PREFIX}{table}")["n"].tolist() == [2]
+    lake.delete_prefix(f"{lake.CURATED_PREFIX}{table}/")
+    import awswrangler as wr
+
+    wr.catalog.delete_table_if_exists(
+        database=config.glue_database(), table=table, boto3_session=config.configure_wrangler()
+    )

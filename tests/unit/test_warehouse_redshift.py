@@ -7,18 +7,17 @@ from decimal import Decimal
 import pytest
 
 from shoplake import lake, warehouse
-from shoplake.warehouse import _redshift
 
 LAKE_RESOURCES = {"s3_bucket", "iam_role", "firehose_delivery_stream", "glue_database"}
 
 
 def test_redshift_only_clauses_live_in_one_place():
     fact = warehouse.STAR_SCHEMA["fact_order_line"]
-    aws = warehouse.create_table_sql(fact, "s", "aws")
-    local = warehouse.create_table_sql(fact, "s", "local")
+    aws = warehouse.create_table_sql(fact, "s", "redshift")
+    local = warehouse.create_table_sql(fact, "s", "postgresql")
     assert "DISTKEY (customer_id)" in aws and "SORTKEY (date_key)" in aws
     assert "DIST" not in local and "SORTKEY" not in local
-    assert "DISTSTYLE ALL" in warehouse.create_table_sql(warehouse.STAR_SCHEMA["dim_date"], "s", "aws")
+    assert "DISTSTYLE ALL" in warehouse.create_table_sql(warehouse.STAR_SCHEMA["dim_date"], "s", "redshift")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def pd_date(text: str):
 
 def test_money_and_keys_survive_the_load(loaded):
     order_lines = lake.read_curated_order_lines()
-    schema = _redshift.warehouse_schema()
+    schema = warehouse.warehouse_schema()
     totals = warehouse.query_warehouse(
         f"SELECT sum(line_amount) AS amount, count(DISTINCT event_id) AS events, "
         f"count(*) FILTER (WHERE customer_id IS NULL) AS guests FROM {schema}.fact_order_line"

@@ -1,14 +1,17 @@
-"""Athena SQL over the lake: the query files (Trino dialect, written once), run by Athena on aws, by DuckDB locally.
+"""The SQL engine over the lake: query files in Athena's (Trino) dialect, written once, run by one of two backends.
 
-Locally each query is translated with sqlglot (trino → duckdb); every table it names is looked up in the Glue
-database (its S3 location) and its Parquet files are read from the emulator's S3 with boto3 + pyarrow into an
-Arrow table DuckDB scans (DuckDB's httpfs extension is not needed, so it works offline).
-Results come back as pandas DataFrames with decimals kept as ``Decimal`` (exact to the cent) on both targets.
+:func:`open_engine` chooses once (``config.by_target``): :class:`DuckDBEngine` locally — each query is translated
+with sqlglot (trino → duckdb); every table it names is looked up in the Glue database (its S3 location) and its
+Parquet files are read from S3 with boto3 + pyarrow into an Arrow table DuckDB scans (no httpfs, works offline) —
+or :class:`AthenaEngine` on aws (``wr.athena`` in the workgroup ``SHOPLAKE_ATHENA_WORKGROUP``, default ``primary``,
+results under ``s3://<artifacts bucket>/athena-results/``). Both have the same verbs (``run``, ``close``) and return
+pandas DataFrames with money kept as ``Decimal`` (exact to the cent) and counts as integers.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -129,46 +132,34 @@ def _locate(query: Query, needle: str) -> int | None:
     return None
 
 
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- the engines
+
+ATHENA_RESULTS_PREFIX = "athena-results/"
 
 
-def run_query(name_or_file: str | Path, connection: LocalConnection | None = None) -> pd.DataFrame:
-    """Run a query of the set (or a .sql file) on the current target; returns a DataFrame."""
-    query = load_query(name_or_file)
-    if config.settings().is_local:
-        return _run_duckdb(query, connection)
-    return _run_athena(query)
+class SqlEngine:
+    """A SQL engine over the Glue catalog of the lake; :func:`open_engine` picks the target's."""
+
+    name = "sql"
+
+    def run(self, query: Query) -> pd.DataFrame:
+        """The query's result as a DataFrame (raises :class:`QueryError` saying file and line)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the engine holds (connections, attached tables)."""
+
+    def __enter__(self) -> SqlEngine:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
 
 
-def run_query_set(names: list[str] | None = None) -> dict[str, pd.DataFrame]:
-    """Every query of the set (or ``names``) → its result; locally one DuckDB connection serves them all."""
-    connection = local_connection() if config.settings().is_local else None
-    return {name: run_query(name, connection) for name in (names or list_queries())}
+class DuckDBEngine(SqlEngine):
+    """Local: DuckDB in UTC; each Glue table a query names is read from S3 once and attached (zero copy)."""
 
-
-def _run_athena(query: Query) -> pd.DataFrame:
-    import awswrangler as wr
-
-    referenced_tables(query)  # parse errors are reported with the file and line before anything is sent
-    session = config.configure_wrangler()
-    from shoplake import infra
-
-    output = f"s3://{infra.outputs()['bucket:artifacts']}/athena-results/"
-    try:
-        return wr.athena.read_sql_query(
-            query.sql, database=config.glue_database(), ctas_approach=False, s3_output=output, boto3_session=session
-        )
-    except Exception as exc:  # Athena reports "line L:C: message" in the original SQL's coordinates
-        message = str(exc)
-        match = re.search(r"line (\d+):\d+", message)
-        raise QueryError(f"{query.where(int(match[1]) if match else None)}: Athena failed: {message}") from exc
-
-
-# --------------------------------------------------------------------------- local: DuckDB over the lake
-
-
-class LocalConnection:
-    """A DuckDB connection in UTC plus the Glue tables already attached to it (each is attached once)."""
+    name = "duckdb"
 
     def __init__(self) -> None:
         import duckdb
@@ -180,10 +171,110 @@ class LocalConnection:
     def close(self) -> None:
         self.con.close()
 
+    def run(self, query: Query) -> pd.DataFrame:
+        import duckdb
 
-def local_connection() -> LocalConnection:
-    """A DuckDB connection for :func:`run_query` locally (tables are attached from Glue on first use)."""
-    return LocalConnection()
+        tables = referenced_tables(query)
+        for table, line in tables.items():
+            if table in self.attached:
+                continue
+            definition = glue_table(table)
+            if definition is None:
+                raise QueryError(
+                    f"{query.where(line)}: unknown table {table!r}: it is not in the Glue database "
+                    f"{config.glue_database()} (tables there: {_catalog_tables() or 'none'}). Curate the "
+                    "lake (shoplake.lake.curate_orders) and run `shoplake warehouse crawl`, or fix the name"
+                )
+            attach_table(self.con, table, definition)
+            self.attached.add(table)
+        sql = translate(query)
+        try:
+            reader = self.con.sql(sql).arrow()
+        except duckdb.Error as exc:
+            message = str(exc).splitlines()[0]
+            quoted = re.findall(r'"([^"]+)"', message)
+            line = next((_locate(query, q) for q in quoted if _locate(query, q)), None)
+            raise QueryError(f"{query.where(line)}: the query failed: {message}") from exc
+        table = reader.read_all() if hasattr(reader, "read_all") else reader
+        return arrow_to_frame(table)
+
+
+def athena_workgroup() -> str:
+    """The Athena workgroup queries run in (``SHOPLAKE_ATHENA_WORKGROUP``, default ``primary``)."""
+    return os.environ.get("SHOPLAKE_ATHENA_WORKGROUP", "").strip() or "primary"
+
+
+class AthenaEngine(SqlEngine):
+    """aws: ``wr.athena.read_sql_query`` in the workgroup, results written under the artifacts bucket."""
+
+    name = "athena"
+
+    def __init__(self, workgroup: str | None = None, output: str | None = None) -> None:
+        from shoplake import infra
+
+        self.workgroup = workgroup or athena_workgroup()
+        self.output = output or f"s3://{infra.outputs()['bucket:artifacts']}/{ATHENA_RESULTS_PREFIX}"
+        self.session = config.configure_wrangler()
+
+    def run(self, query: Query) -> pd.DataFrame:
+        import awswrangler as wr
+
+        referenced_tables(query)  # parse errors are reported with the file and line before anything is sent
+        try:
+            df = wr.athena.read_sql_query(
+                query.sql,
+                database=config.glue_database(),
+                ctas_approach=False,
+                workgroup=self.workgroup,
+                s3_output=self.output,
+                keep_files=False,
+                boto3_session=self.session,
+            )
+        except Exception as exc:  # Athena reports "line L:C: message" in the original SQL's coordinates
+            message = str(exc)
+            match = re.search(r"line (\d+):\d+", message)
+            raise QueryError(
+                f"{query.where(int(match[1]) if match else None)}: Athena failed (workgroup {self.workgroup}): "
+                f"{message}"
+            ) from exc
+        return _plain_frame(df)
+
+
+def _plain_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Athena's nullable dtypes → the local engine's: integers without nulls int64, strings ``string``."""
+    out = df.copy()
+    for col in out.columns:
+        dtype = out[col].dtype
+        if pd.api.types.is_integer_dtype(dtype) and not out[col].isna().any():
+            out[col] = out[col].astype("int64")
+        elif pd.api.types.is_object_dtype(dtype) and out[col].map(lambda v: v is None or isinstance(v, str)).all():
+            out[col] = out[col].astype(pd.StringDtype())
+    return out
+
+
+def open_engine() -> SqlEngine:
+    """The target's SQL engine: DuckDB over the lake locally, Athena on aws (the one place that chooses)."""
+    return config.by_target(local=DuckDBEngine, aws=AthenaEngine)()
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_query(name_or_file: str | Path, engine: SqlEngine | None = None) -> pd.DataFrame:
+    """Run a query of the set (or a .sql file) on the target's engine (or ``engine``); returns a DataFrame."""
+    query = load_query(name_or_file)
+    if engine is not None:
+        return engine.run(query)
+    with open_engine() as own:
+        return own.run(query)
+
+
+def run_query_set(names: list[str] | None = None, engine: SqlEngine | None = None) -> dict[str, pd.DataFrame]:
+    """Every query of the set (or ``names``) → its result, all on one engine (DuckDB reads each table once)."""
+    if engine is not None:
+        return {name: run_query(name, engine) for name in (names or list_queries())}
+    with open_engine() as own:
+        return {name: run_query(name, own) for name in (names or list_queries())}
 
 
 def glue_table(table: str) -> dict[str, Any] | None:
@@ -217,36 +308,6 @@ def attach_table(con: Any, table: str, definition: dict[str, Any]) -> None:
     con.register(table, read_arrow(definition["StorageDescriptor"]["Location"]))
 
 
-def _run_duckdb(query: Query, local: LocalConnection | None = None) -> pd.DataFrame:
-    import duckdb
-
-    local = local or local_connection()
-    con = local.con
-    tables = referenced_tables(query)
-    for table, line in tables.items():
-        if table in local.attached:
-            continue
-        definition = glue_table(table)
-        if definition is None:
-            raise QueryError(
-                f"{query.where(line)}: unknown table {table!r}: it is not in the Glue database "
-                f"{config.glue_database()} (tables there: {_catalog_tables() or 'none'}). Curate the "
-                "lake (shoplake.lake.curate_orders) and run `shoplake warehouse crawl`, or fix the name"
-            )
-        attach_table(con, table, definition)
-        local.attached.add(table)
-    sql = translate(query)
-    try:
-        reader = con.sql(sql).arrow()
-    except duckdb.Error as exc:
-        message = str(exc).splitlines()[0]
-        quoted = re.findall(r'"([^"]+)"', message)
-        line = next((_locate(query, q) for q in quoted if _locate(query, q)), None)
-        raise QueryError(f"{query.where(line)}: the query failed: {message}") from exc
-    table = reader.read_all() if hasattr(reader, "read_all") else reader
-    return arrow_to_frame(table)
-
-
 def arrow_to_frame(table: Any) -> pd.DataFrame:
     """Arrow result → DataFrame: whole-number decimals (DuckDB's HUGEINT sums) become int64, money stays Decimal."""
     import pyarrow as pa
@@ -255,3 +316,8 @@ def arrow_to_frame(table: Any) -> pd.DataFrame:
         if (pa.types.is_decimal(f.type) and f.type.scale == 0) or pa.types.is_integer(f.type):
             table = table.set_column(i, f.name, table.column(i).cast(pa.int64()))
     return table.to_pandas(types_mapper={pa.string(): pd.StringDtype(), pa.large_string(): pd.StringDtype()}.get)
+
+
+def local_connection() -> DuckDBEngine:
+    """A local DuckDB engine (kept for bench/bench_warehouse.py, which attaches in-memory tables to ``.con``)."""
+    return DuckDBEngine()

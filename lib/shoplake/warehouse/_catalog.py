@@ -83,7 +83,7 @@ def _schema_of(bucket: str, key: str) -> Any:
 
 def infer_table(bucket: str, prefix: str) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]] | None:
     """(column types, partition types, partitions {s3 path: values}) of the Parquet dataset under ``prefix``."""
-    keys = [k for k in lake._list_keys(bucket, prefix) if k.endswith(".parquet")]
+    keys = [k for k in lake.list_keys(bucket, prefix) if k.endswith(".parquet")]
     if not keys:
         return None
     partition_names: list[str] = []
@@ -102,10 +102,7 @@ def infer_table(bucket: str, prefix: str) -> tuple[dict[str, str], dict[str, str
 
 def crawl(prefix: str = lake.CURATED_PREFIX) -> CrawlResult:
     """Register every Parquet table under ``s3://<lake>/<prefix>`` in Glue, with new partitions; idempotent."""
-    import awswrangler as wr
-
-    database = lake.ensure_database()
-    session = config.configure_wrangler()
+    lake.ensure_database()
     bucket = lake.bucket()
     result = CrawlResult()
     for folder in _folders(bucket, prefix):
@@ -115,24 +112,19 @@ def crawl(prefix: str = lake.CURATED_PREFIX) -> CrawlResult:
             continue
         columns, partition_types, partitions = inferred
         result.tables.append(table)
-        existing = glue_table(table)
-        if existing is None:
+        change = lake.register_table(
+            table,
+            f"s3://{bucket}/{folder}",
+            columns,
+            partition_types or None,
+            description=f"shoplake {table} (found by shoplake warehouse crawl)",
+        )
+        if change == "new":
             result.new_tables.append(table)
-        if existing is None or _types_of(existing) != (columns, partition_types):
-            if existing is not None:
-                result.changed_tables.append(table)
-            wr.catalog.create_parquet_table(
-                database=database,
-                table=table,
-                path=f"s3://{bucket}/{folder}",
-                columns_types=columns,
-                partitions_types=partition_types or None,
-                compression="snappy",
-                mode="overwrite",
-                description=f"shoplake {table} (found by shoplake warehouse crawl)",
-                boto3_session=session,
-            )
-        result.new_partitions += lake.register_partitions(table, partitions)
+        elif change == "changed":
+            result.changed_tables.append(table)
+        if partitions:
+            result.new_partitions += lake.register_partitions(table, partitions, prune=True)
         result.partitions += len(partitions)
     log.info(
         "crawled %d tables (%d new), %d new partitions",

@@ -1,16 +1,22 @@
-"""The Redshift warehouse: a star schema (fact_order_line, dim_customer, dim_product, dim_date) loaded from the lake.
+"""The warehouse database: a star schema (fact_order_line, dim_customer, dim_product, dim_date) loaded from the lake.
 
-On aws: tables with DISTKEY/SORTKEY, loaded by ``awswrangler.redshift.copy`` (staged in S3, then COPY), queried with
-``wr.redshift``, plus a Spectrum external schema over the Glue database. Locally: the same tables in the embedded
-PostgreSQL, loaded and queried with ``wr.postgresql``. The Redshift-only clauses live in :func:`create_table_sql`
-and nowhere else. Loads are idempotent: each load truncates and refills every table in one transaction.
+Two backends with the same verbs (``load``, ``query``, ``counts``), chosen once by :func:`open_warehouse`
+(``config.by_target``): :class:`PostgresWarehouse` — the embedded PostgreSQL locally, loaded with ``COPY ... FROM
+STDIN`` (CSV) over pg8000 and queried with ``wr.postgresql`` — and :class:`RedshiftWarehouse` on aws — Parquet staged
+in the artifacts bucket, loaded with ``COPY ... FORMAT AS PARQUET``, queried with ``wr.redshift``, plus a Spectrum
+external schema over the Glue database. :data:`STAR_SCHEMA` is the ONE definition of the tables: the DDL, the Arrow
+schema of what is loaded (types, precision/scale, nullability) and Redshift's DISTKEY/SORTKEY all derive from it.
+A load is one transaction (:func:`load_sql`): every table is emptied and refilled, or nothing changes.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import re
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +28,8 @@ from shoplake.errors import ShoplakeError
 log = logging.getLogger(__name__)
 
 SPECTRUM_SCHEMA = "lake_spectrum"
+REDSHIFT_STAGING_PREFIX = "redshift-staging/"
+DIALECTS = ("postgresql", "redshift")
 
 
 class WarehouseError(ShoplakeError):
@@ -145,17 +153,108 @@ def warehouse_schema() -> str:
     return config.glue_database()
 
 
-def create_table_sql(spec: TableSpec, schema: str, target: str) -> str:
-    """CREATE TABLE for ``target`` — the ONE place Redshift-only clauses (DISTSTYLE/DISTKEY/SORTKEY) are added."""
+def create_table_sql(spec: TableSpec, schema: str, dialect: str = "postgresql") -> str:
+    """CREATE TABLE in ``dialect`` — the ONE place Redshift-only clauses (DISTSTYLE/DISTKEY/SORTKEY) are added."""
+    if dialect not in DIALECTS:
+        raise WarehouseError(f"dialect must be one of {DIALECTS}, got {dialect!r}")
     columns = ",\n    ".join(f"{name} {sql_type}" for name, sql_type in spec.columns)
     sql = f"CREATE TABLE IF NOT EXISTS {schema}.{spec.name} (\n    {columns},\n    PRIMARY KEY ({spec.primary_key})\n)"
-    if target == "aws":
+    if dialect == "redshift":
         sql += f"\nDISTSTYLE {spec.diststyle}"
         if spec.distkey:
             sql += f" DISTKEY ({spec.distkey})"
         if spec.sortkey:
             sql += f"\nCOMPOUND SORTKEY ({', '.join(spec.sortkey)})"
     return sql
+
+
+def arrow_type(sql_type: str) -> Any:
+    """The Arrow type that loads into the SQL column type exactly (``NUMERIC(12,2)`` → ``decimal128(12, 2)``)."""
+    import pyarrow as pa
+
+    base = sql_type.upper().replace("NOT NULL", "").strip()
+    simple = {
+        "SMALLINT": pa.int16(),
+        "INTEGER": pa.int32(),
+        "BIGINT": pa.int64(),
+        "BOOLEAN": pa.bool_(),
+        "DATE": pa.date32(),
+        "TIMESTAMP": pa.timestamp("us"),
+    }
+    if base in simple:
+        return simple[base]
+    if re.fullmatch(r"VARCHAR\(\d+\)", base):
+        return pa.string()
+    match = re.fullmatch(r"NUMERIC\((\d+),\s*(\d+)\)", base)
+    if match:
+        return pa.decimal128(int(match[1]), int(match[2]))
+    raise WarehouseError(f"no Arrow type for the column type {sql_type!r}: add it to shoplake.warehouse.arrow_type")
+
+
+def arrow_schema(spec: TableSpec) -> Any:
+    """The Arrow schema of ``spec`` (column order, types, NOT NULL → non-nullable): what every load writes."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field(name, arrow_type(sql_type), nullable="NOT NULL" not in sql_type.upper())
+            for name, sql_type in spec.columns
+        ]
+    )
+
+
+def star_table(spec: TableSpec, df: pd.DataFrame) -> Any:
+    """``df`` as an Arrow table of exactly :func:`arrow_schema` (a clear error for a null in a NOT NULL column)."""
+    import pyarrow as pa
+
+    schema = arrow_schema(spec)
+    missing = [c for c in spec.column_names if c not in df.columns]
+    if missing:
+        raise WarehouseError(f"{spec.name}: the frame lacks the columns {missing}")
+    for f in schema:
+        if not f.nullable and df[f.name].isna().any():
+            raise WarehouseError(
+                f"{spec.name}.{f.name} is NOT NULL but {int(df[f.name].isna().sum())} rows are null: fix the lake"
+            )
+    try:
+        return pa.Table.from_pandas(df[spec.column_names], schema=schema, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
+        raise WarehouseError(f"{spec.name}: a value does not fit its column type: {exc}") from exc
+
+
+def star_tables(frames: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """Every table of :data:`STAR_SCHEMA` as an Arrow table of its schema, in load order."""
+    return {name: star_table(spec, frames[name]) for name, spec in STAR_SCHEMA.items()}
+
+
+def load_sql(
+    dialect: str, schema: str, sources: dict[str, str] | None = None, iam_role: str | None = None
+) -> list[str]:
+    """The statements of one load, in order: ONE transaction (``BEGIN`` … ``COMMIT``) that creates what is missing,
+    empties and refills every table of the star.
+
+    postgresql: ``TRUNCATE`` (transactional there) and ``COPY … FROM STDIN`` (CSV with a header);
+    redshift: ``DELETE`` (Redshift's TRUNCATE commits at once) and ``COPY … FROM '<sources[table]>' FORMAT AS
+    PARQUET`` with ``IAM_ROLE`` (the role's ARN, or ``default``: the role set as the cluster's default).
+    """
+    if dialect not in DIALECTS:
+        raise WarehouseError(f"dialect must be one of {DIALECTS}, got {dialect!r}")
+    statements = ["BEGIN", f"CREATE SCHEMA IF NOT EXISTS {schema}"]
+    statements += [create_table_sql(spec, schema, dialect) for spec in STAR_SCHEMA.values()]
+    if dialect == "postgresql":
+        statements.append("TRUNCATE " + ", ".join(f"{schema}.{name}" for name in STAR_SCHEMA))
+    for name, spec in STAR_SCHEMA.items():
+        columns = ", ".join(spec.column_names)
+        if dialect == "postgresql":
+            statements.append(f"COPY {schema}.{name} ({columns}) FROM STDIN WITH (FORMAT csv, HEADER true)")
+        else:
+            if not sources or name not in sources:
+                raise WarehouseError(f"no staged Parquet for {name}: stage the star before loading Redshift")
+            role = "default" if not iam_role or iam_role == "default" else f"'{iam_role}'"
+            statements.append(f"DELETE FROM {schema}.{name}")
+            statements.append(f"COPY {schema}.{name} FROM '{sources[name]}' IAM_ROLE {role} FORMAT AS PARQUET")
+    statements.append("COMMIT")
+    return statements
 
 
 # --------------------------------------------------------------------------- frames from the lake
@@ -227,58 +326,213 @@ def read_lake_tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return lake.read_curated_order_lines(), lake.read_curated("products"), lake.read_curated("customers")
 
 
-# --------------------------------------------------------------------------- connections
+# --------------------------------------------------------------------------- the two backends
 
 
-def connect() -> Any:
-    """A connection to the warehouse: the embedded PostgreSQL locally, Redshift on aws."""
-    if config.settings().is_local:
+class Warehouse:
+    """The warehouse database; :func:`open_warehouse` picks the target's. Same verbs on both sides."""
+
+    dialect = "postgresql"
+
+    def __init__(self, schema: str | None = None) -> None:
+        self.schema = schema or warehouse_schema()
+
+    def connect(self) -> Any:
+        """A DB-API connection (pg8000 / redshift_connector)."""
+        raise NotImplementedError
+
+    def load(self, tables: dict[str, Any]) -> None:
+        """Replace every table of the star with ``tables`` (Arrow tables of :func:`arrow_schema`) in one transaction."""
+        raise NotImplementedError
+
+    def read_sql(self, sql: str, con: Any) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def query(self, sql: str) -> pd.DataFrame:
+        """Run SQL on the warehouse; a DataFrame."""
+        con = self.connect()
+        try:
+            return self.read_sql(sql, con)
+        finally:
+            con.close()
+
+    def counts(self) -> dict[str, int]:
+        """Rows per star-schema table (0 for a table not created yet)."""
+        con = self.connect()
+        counts: dict[str, int] = {}
+        try:
+            for name in STAR_SCHEMA:
+                cursor = con.cursor()
+                try:
+                    cursor.execute(f"SELECT count(*) FROM {self.schema}.{name}")
+                    counts[name] = int(cursor.fetchone()[0])
+                except Exception:
+                    con.rollback()
+                    counts[name] = 0
+                finally:
+                    cursor.close()
+        finally:
+            con.close()
+        return counts
+
+    def _run_script(self, con: Any, statements: list[str], streams: dict[str, Any] | None = None) -> None:
+        """Execute :func:`load_sql`'s statements in autocommit mode, so BEGIN/COMMIT are exactly the script's;
+        on any error the transaction is rolled back and nothing changed."""
+        streams = streams or {}
+        con.autocommit = True
+        cursor = con.cursor()
+        try:
+            for sql in statements:
+                stream = next(
+                    (data for name, data in streams.items() if sql.startswith(f"COPY {self.schema}.{name} ")), None
+                )
+                if stream is not None:
+                    cursor.execute(sql, stream=stream)
+                else:
+                    cursor.execute(sql)
+        except Exception:
+            try:
+                cursor.execute("ROLLBACK")
+            except Exception:  # the connection itself failed: the server rolls back the open transaction
+                log.debug("rollback after a failed load did not reach the server", exc_info=True)
+            raise
+        finally:
+            cursor.close()
+
+
+class PostgresWarehouse(Warehouse):
+    """Local: the embedded PostgreSQL; loaded with COPY FROM STDIN (CSV), queried with ``wr.postgresql``."""
+
+    dialect = "postgresql"
+
+    def connect(self) -> Any:
         from shoplake import stack
 
         return stack.postgres_connection()
-    import awswrangler as wr
 
-    secret = os.environ.get("SHOPLAKE_REDSHIFT_SECRET_ID")
-    if not secret:
-        raise WarehouseError(
-            "target aws needs SHOPLAKE_REDSHIFT_SECRET_ID: the Secrets Manager secret of the "
-            "Redshift cluster or workgroup (host, port, username, password, dbname)"
-        )
-    return wr.redshift.connect(secret_id=secret, boto3_session=config.configure_wrangler())
+    def load(self, tables: dict[str, Any]) -> None:
+        streams = {name: _csv_stream(table) for name, table in tables.items()}
+        con = self.connect()
+        try:
+            self._run_script(con, load_sql(self.dialect, self.schema), streams)
+        finally:
+            con.close()
 
+    def read_sql(self, sql: str, con: Any) -> pd.DataFrame:
+        import awswrangler as wr
 
-def _execute(con: Any, sql: str) -> None:
-    cursor = con.cursor()
-    try:
-        cursor.execute(sql)
-    finally:
-        cursor.close()
+        return wr.postgresql.read_sql_query(sql, con)
 
 
-def create_schema(con: Any, schema: str | None = None) -> None:
-    """Create the schema and the star's tables when missing (and, on aws, the Spectrum schema over Glue)."""
-    schema = schema or warehouse_schema()
-    target = config.settings().target
-    _execute(con, f"CREATE SCHEMA IF NOT EXISTS {schema}")
-    for spec in STAR_SCHEMA.values():
-        _execute(con, create_table_sql(spec, schema, target))
-    if target == "aws":
-        role = os.environ.get("SHOPLAKE_REDSHIFT_IAM_ROLE")
-        if role:
-            _execute(
-                con,
-                f"CREATE EXTERNAL SCHEMA IF NOT EXISTS {SPECTRUM_SCHEMA} FROM DATA CATALOG "
-                f"DATABASE '{config.glue_database()}' IAM_ROLE '{role}'",
+def _csv_stream(table: Any) -> io.BytesIO:
+    """An Arrow table as CSV for PostgreSQL's COPY: a header, every value quoted, a null as an empty unquoted field."""
+    import pyarrow.csv as pacsv
+
+    sink = io.BytesIO()
+    pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=True, quoting_style="all_valid"))
+    sink.seek(0)
+    return sink
+
+
+class RedshiftWarehouse(Warehouse):
+    """aws: Redshift (provisioned or Serverless) through ``wr.redshift``; loads are Parquet COPYs from S3.
+
+    Needs ``SHOPLAKE_REDSHIFT_SECRET_ID`` (a Secrets Manager secret with host, port, username, password, dbname)
+    and a role Redshift may assume to read the staging prefix (``SHOPLAKE_REDSHIFT_IAM_ROLE``, or the cluster's
+    default IAM role). ``SHOPLAKE_REDSHIFT_IAM_ROLE`` also creates the Spectrum schema over the Glue database.
+    """
+
+    dialect = "redshift"
+
+    def __init__(self, schema: str | None = None, secret_id: str | None = None, iam_role: str | None = None) -> None:
+        super().__init__(schema)
+        self.secret_id = secret_id or os.environ.get("SHOPLAKE_REDSHIFT_SECRET_ID", "").strip() or None
+        self.iam_role = iam_role or os.environ.get("SHOPLAKE_REDSHIFT_IAM_ROLE", "").strip() or None
+
+    def connect(self) -> Any:
+        import awswrangler as wr
+
+        if not self.secret_id:
+            raise WarehouseError(
+                "target aws needs SHOPLAKE_REDSHIFT_SECRET_ID: the Secrets Manager secret of the Redshift cluster "
+                "or Serverless workgroup (host, port, username, password, dbname)"
             )
-    con.commit()
+        return wr.redshift.connect(secret_id=self.secret_id, boto3_session=config.configure_wrangler())
+
+    def staging_root(self) -> str:
+        from shoplake import infra
+
+        return f"s3://{infra.outputs()['bucket:artifacts']}/{REDSHIFT_STAGING_PREFIX}{self.schema}/"
+
+    def stage(self, tables: dict[str, Any]) -> dict[str, str]:
+        """Write each table as one Parquet file of its exact schema under a fresh staging prefix; table → prefix."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        run = f"{self.staging_root()}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}/"
+        bucket, _, root = run.removeprefix("s3://").partition("/")
+        s3 = config.client("s3")
+        sources: dict[str, str] = {}
+        for name, table in tables.items():
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, compression="snappy", coerce_timestamps="us")
+            s3.put_object(
+                Bucket=bucket, Key=f"{root}{name}/part-00000.snappy.parquet", Body=sink.getvalue().to_pybytes()
+            )
+            sources[name] = f"{run}{name}/"
+        return sources
+
+    def unstage(self, sources: dict[str, str]) -> None:
+        """Delete the staged files (they are copies; nothing is left to pay for)."""
+        s3 = config.client("s3")
+        for path in sources.values():
+            bucket, _, prefix = path.removeprefix("s3://").partition("/")
+            keys = lake.list_keys(bucket, prefix)
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys]})
+
+    def load(self, tables: dict[str, Any]) -> None:
+        sources = self.stage(tables)
+        try:
+            con = self.connect()
+            try:
+                self._create_spectrum_schema(con)
+                self._run_script(con, load_sql(self.dialect, self.schema, sources, self.iam_role))
+            finally:
+                con.close()
+        finally:
+            self.unstage(sources)
+
+    def _create_spectrum_schema(self, con: Any) -> None:
+        """Spectrum over the Glue database (outside the load's transaction: external DDL cannot run inside one)."""
+        if not self.iam_role:
+            return
+        con.autocommit = True
+        cursor = con.cursor()
+        try:
+            cursor.execute(
+                f"CREATE EXTERNAL SCHEMA IF NOT EXISTS {SPECTRUM_SCHEMA} FROM DATA CATALOG "
+                f"DATABASE '{config.glue_database()}' IAM_ROLE '{self.iam_role}'"
+            )
+        finally:
+            cursor.close()
+
+    def read_sql(self, sql: str, con: Any) -> pd.DataFrame:
+        import awswrangler as wr
+
+        return wr.redshift.read_sql_query(sql, con)
 
 
-# --------------------------------------------------------------------------- loads
+def open_warehouse() -> Warehouse:
+    """The target's warehouse database: PostgreSQL locally, Redshift on aws (the one place that chooses)."""
+    return config.by_target(local=PostgresWarehouse, aws=RedshiftWarehouse)()
+
+
+# --------------------------------------------------------------------------- verbs
 
 
 def load_warehouse(frames: dict[str, pd.DataFrame] | None = None, progress: bool = False) -> LoadResult:
-    """Load the star schema from the curated lake; re-loading replaces the rows (never duplicates)."""
-    import awswrangler as wr
+    """Load the star schema from the curated lake (or ``frames``); re-loading replaces the rows (never duplicates)."""
     from tqdm.auto import tqdm
 
     if frames is None:
@@ -287,90 +541,36 @@ def load_warehouse(frames: dict[str, pd.DataFrame] | None = None, progress: bool
         lake_rows = {"fact_order_line": len(order_lines), "dim_product": len(products), "dim_customer": len(customers)}
     else:
         lake_rows = {}
-    schema = warehouse_schema()
+    db = open_warehouse()
     result = LoadResult(lake_rows=lake_rows)
     began = time.perf_counter()
-    con = connect()
-    try:
-        create_schema(con, schema)
-        for name in tqdm(list(STAR_SCHEMA), desc="load warehouse", unit="table", disable=not progress):
-            df = frames[name][STAR_SCHEMA[name].column_names]
-            if config.settings().is_local:
-                wr.postgresql.to_sql(
-                    df,
-                    con,
-                    table=name,
-                    schema=schema,
-                    mode="overwrite",
-                    overwrite_method="truncate",
-                    use_column_names=True,
-                    chunksize=2000,
-                    commit_transaction=False,
-                )
-            else:
-                _copy_to_redshift(df, con, STAR_SCHEMA[name], schema)
-            result.rows[name] = len(df)
-        con.commit()
-    except Exception:
-        con.rollback()
-        raise
-    finally:
-        con.close()
+    with tqdm(total=2, desc=f"load {db.dialect}", unit="step", disable=not progress) as bar:
+        tables = star_tables(frames)
+        bar.update()
+        db.load(tables)
+        bar.update()
+    result.rows = {name: table.num_rows for name, table in tables.items()}
     result.seconds = time.perf_counter() - began
-    log.info("loaded %d rows into %s in %.1f s", result.total_rows, schema, result.seconds)
+    log.info("loaded %d rows into %s in %.1f s", result.total_rows, db.schema, result.seconds)
     return result
-
-
-def _copy_to_redshift(df: pd.DataFrame, con: Any, spec: TableSpec, schema: str) -> None:
-    import awswrangler as wr
-
-    from shoplake import infra
-
-    role = os.environ.get("SHOPLAKE_REDSHIFT_IAM_ROLE")
-    staging = f"s3://{infra.outputs()['bucket:artifacts']}/redshift-staging/{spec.name}/"
-    wr.redshift.copy(
-        df,
-        path=staging,
-        con=con,
-        table=spec.name,
-        schema=schema,
-        iam_role=role,
-        mode="overwrite",
-        overwrite_method="truncate",
-        commit_transaction=False,
-        boto3_session=config.configure_wrangler(),
-    )
 
 
 def query_warehouse(sql: str) -> pd.DataFrame:
     """Run SQL on the warehouse (PostgreSQL locally, Redshift on aws)."""
-    import awswrangler as wr
-
-    con = connect()
-    try:
-        if config.settings().is_local:
-            return wr.postgresql.read_sql_query(sql, con)
-        return wr.redshift.read_sql_query(sql, con)
-    finally:
-        con.close()
+    return open_warehouse().query(sql)
 
 
 def warehouse_counts() -> dict[str, int]:
     """Rows per star-schema table (0 for a table not created yet)."""
+    return open_warehouse().counts()
+
+
+def monthly_revenue() -> pd.DataFrame:
+    """Order lines and net revenue per month, from the star (fact joined to dim_date): year, month, lines, net."""
     schema = warehouse_schema()
-    con = connect()
-    counts: dict[str, int] = {}
-    try:
-        for name in STAR_SCHEMA:
-            cursor = con.cursor()
-            try:
-                cursor.execute(f"SELECT count(*) FROM {schema}.{name}")
-                counts[name] = int(cursor.fetchone()[0])
-            except Exception:
-                con.rollback()
-                counts[name] = 0
-            finally:
-                cursor.close()
-    finally:
-        con.close()
-    return counts
+    df = query_warehouse(
+        f"SELECT d.year, d.month, count(*) AS lines, sum(f.line_amount) AS net_revenue "
+        f"FROM {schema}.fact_order_line f JOIN {schema}.dim_date d ON d.date_key = f.date_key "
+        f"GROUP BY d.year, d.month ORDER BY d.year, d.month"
+    )
+    return df.astype({"year": "int64", "month": "int64", "lines": "int64"})
