@@ -83,12 +83,25 @@ def settings(**overrides: Any) -> Settings:
         prefix=env.get("SHOPLAKE_PREFIX", "dev"),
         region=region,  # aws: "" until AWS_REGION or the profile names one (ensure_ready says so)
         scale=env.get("SHOPLAKE_SCALE", "small"),
-        seed=int(env.get("SHOPLAKE_SEED", "42")),
+        seed=_int_setting(env, "SHOPLAKE_SEED", 42),
         home=Path(env["SHOPLAKE_HOME"]) if env.get("SHOPLAKE_HOME") else REPO_ROOT / ".shoplake",
         data_dir=Path(env["SHOPLAKE_DATA_DIR"]) if env.get("SHOPLAKE_DATA_DIR") else REPO_ROOT / "data" / "generated",
         profile=env.get("AWS_PROFILE") if target == "aws" else None,
     )
     return base.with_(**overrides)
+
+
+def _int_setting(env: Any, key: str, default: int) -> int:
+    raw = env.get(key)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a whole number: set it to e.g. {default}, or unset it") from None
+    if value < 0:
+        raise ConfigError(f"{key}={raw!r} must be 0 or more")
+    return value
 
 
 @lru_cache(maxsize=8)
@@ -234,10 +247,18 @@ def _session(target: str, region: str, profile: str | None, url: str | None) -> 
 
     if target == "local":
         _check_no_real_endpoint_env()
+        import botocore.session
+
+        # the local target reads no AWS profile or config file at all: a user's AWS_PROFILE (even a broken one)
+        # neither breaks it nor leaks into it
+        core = botocore.session.Session(session_vars={"profile": (None, None, None, None)})  # ignore AWS_PROFILE
+        core.set_config_variable("config_file", os.devnull)
+        core.set_config_variable("credentials_file", os.devnull)
         session = boto3.Session(
             aws_access_key_id=LOCAL_ACCESS_KEY,
             aws_secret_access_key=LOCAL_SECRET_KEY,
             region_name=region,
+            botocore_session=core,
         )
         session.events.register("before-send", _refuse_non_loopback)
         return session

@@ -80,3 +80,22 @@ def test_aws_target_needs_a_region(monkeypatch):
 def test_storage_options_point_at_the_emulator(local_stack):
     opts = config.storage_options()
     assert opts["client_kwargs"]["endpoint_url"] == local_stack.moto_url
+
+
+def test_a_bad_seed_is_a_one_line_error(monkeypatch):
+    from shoplake.errors import ConfigError
+
+    monkeypatch.setenv("SHOPLAKE_SEED", "abc")
+    with pytest.raises(ConfigError, match="SHOPLAKE_SEED='abc' is not a whole number"):
+        config.settings()
+
+
+def test_the_local_target_reads_no_aws_profile(monkeypatch):
+    monkeypatch.setenv("AWS_PROFILE", "doesnotexist")
+    config.clear_caches()
+    try:
+        session = config._session("local", config.LOCAL_REGION, None, "http://127.0.0.1:1")
+        assert session.get_credentials().access_key == config.LOCAL_ACCESS_KEY
+        assert session.client("s3", endpoint_url="http://127.0.0.1:1").meta.region_name == config.LOCAL_REGION
+    finally:
+        config.clear_caches()
