@@ -10,8 +10,8 @@ poller, the same way for any handler (``order_history``, the rate alarm detector
 - a function error (exception) fails the whole batch: with ``bisect_on_error`` the batch is split in two halves
   that are retried in order (splits do not count as retries, as on Lambda); with ``ReportBatchItemFailures`` a response ``{"batchItemFailures": [...]}``
   checkpoints up to the first failed record and retries from it; after ``max_retry_attempts`` retries (-1 =
-  forever) the batch's metadata and records go to the on-failure destination (an SQS queue) and the shard
-  moves on;
+  forever) the batch's metadata (shard, sequence range, batch size — Lambda's exact on-failure message, no records)
+  goes to the on-failure destination (an SQS queue) and the shard moves on;
 - runs until caught up (:meth:`EventSourceMapping.run_until_caught_up`), or in the background
   (:meth:`~EventSourceMapping.start` / :meth:`~EventSourceMapping.drain` / :meth:`~EventSourceMapping.stop`).
 
@@ -140,6 +140,13 @@ class MappingStats:
         return out
 
 
+def _iso_ms(epoch: float) -> str:
+    """Epoch seconds as Lambda writes times in on-failure messages: ``2019-11-14T00:38:04.835Z``."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 class _Context:
     """The bits of a Lambda context object handlers use."""
 
@@ -240,8 +247,8 @@ class EventSourceMapping:
         self._batches_left: int | None = None
         self._began = 0.0
         self._region = config.settings().region
-        account = config.client("sts").get_caller_identity()["Account"]
-        self._stream_arn = f"arn:aws:kinesis:{self._region}:{account}:stream/{self.stream_name}"
+        self._account = config.client("sts").get_caller_identity()["Account"]
+        self._stream_arn = f"arn:aws:kinesis:{self._region}:{self._account}:stream/{self.stream_name}"
         self._sqs = config.client("sqs") if settings.on_failure else None
 
     # ------------------------------------------------------------------ running
@@ -483,34 +490,27 @@ class EventSourceMapping:
             reason,
         )
         if self.settings.on_failure:
+            # exactly what Lambda sends to a Kinesis mapping's on-failure destination: metadata only, no records
+            # (readers fetch the records back from the stream by the sequence range: streams.read_range)
             message = {
                 "requestContext": {
                     "requestId": str(uuid.uuid4()),
-                    "functionArn": self.function_name,
+                    "functionArn": f"arn:aws:lambda:{self._region}:{self._account}:function:{self.function_name}",
                     "condition": "RetryAttemptsExhausted",
                     "approximateInvokeCount": attempts + 1,
                 },
-                "responseContext": {"functionError": reason},
+                "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": reason},
                 "version": "1.0",
-                "timestamp": streams.utc_now_iso(),
+                "timestamp": _iso_ms(time.time()),
                 "KinesisBatchInfo": {
                     "shardId": shard_id,
                     "startSequenceNumber": records[0].sequence_number,
                     "endSequenceNumber": records[-1].sequence_number,
+                    "approximateArrivalOfFirstRecord": _iso_ms(records[0].arrival),
+                    "approximateArrivalOfLastRecord": _iso_ms(records[-1].arrival),
                     "batchSize": len(records),
-                    "approximateArrivalOfFirstRecord": records[0].arrival,
-                    "approximateArrivalOfLastRecord": records[-1].arrival,
                     "streamArn": self._stream_arn,
                 },
-                # local extension (Lambda sends only the metadata above): the records themselves
-                "records": [
-                    {
-                        "sequence_number": r.sequence_number,
-                        "partition_key": r.partition_key,
-                        "data_base64": base64.b64encode(r.data).decode("ascii"),
-                    }
-                    for r in records
-                ],
             }
             assert self._sqs is not None
             self._sqs.send_message(QueueUrl=self.settings.on_failure, MessageBody=json.dumps(message))

@@ -9,11 +9,14 @@ Producers::
 Both producers batch within the service limits (Kinesis: ≤ 500 records / 5 MiB per call, 1 MiB per record incl.
 partition key; Firehose: ≤ 500 records / 4 MiB per call, 1,000 KiB per record), reject oversized records to the
 result without sending them, and retry only the records the service reports as failed (``FailedRecordCount`` /
-``FailedPutCount`` with a per-record ``ErrorCode``) with exponential backoff and full jitter, a bounded number of
-times. Nothing is dropped silently: every input record is ``sent``, ``failed`` (after the last attempt) or
+``FailedPutCount`` with a per-record ``ErrorCode``, e.g. ``ProvisionedThroughputExceededException`` when a shard's
+1 MB/s or 1,000 records/s is exceeded) with exponential backoff and full jitter, **for as long as the stream keeps
+accepting records**: a record fails only when no record at all was accepted for ``stall_seconds`` (default 60 s), or
+after ``max_attempts`` if one is given. Nothing is dropped silently: every input record is ``sent``, ``failed`` (after the last attempt) or
 ``rejected``, each failed/rejected record kept in the :class:`PutResult` with its reason.
 
-Readers: :func:`shards`, :func:`read_shard`, :func:`read_all` (what tests and the alarm detector use).
+Readers: :func:`shards`, :func:`read_shard`, :func:`read_all` (what tests and the alarm detector use), and
+:func:`read_range` (one shard's records between two sequence numbers: what a Lambda on-failure message names).
 
 Stream names may be short (``orders`` → ``shoplake-<prefix>-orders``), full names, or ARNs.
 """
@@ -43,7 +46,8 @@ FIREHOSE_MAX_RECORDS = 500
 FIREHOSE_MAX_BATCH_BYTES = 4 * 1024 * 1024
 FIREHOSE_MAX_RECORD_BYTES = 1000 * 1024
 
-DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_MAX_ATTEMPTS: int | None = None  # no attempt limit: throttled records are retried while others get through
+DEFAULT_STALL_SECONDS = 60.0  # ... and fail only when no record was accepted for this long
 DEFAULT_BASE_DELAY_S = 0.05
 DEFAULT_MAX_DELAY_S = 5.0
 # Per-record error codes that another attempt cannot fix (everything else is retried).
@@ -225,7 +229,32 @@ def _batches(entries: Iterable[_Entry], max_records: int, max_bytes: int) -> Ite
 
 def _backoff(attempt: int, base: float, cap: float) -> float:
     """Full-jitter exponential backoff: uniform(0, min(cap, base * 2**attempt))."""
-    return random.uniform(0, min(cap, base * (2**attempt)))
+    return random.uniform(0, min(cap, base * (2 ** min(attempt, 30))))
+
+
+@dataclass
+class _Budget:
+    """How long a producer keeps retrying: while any record is accepted within ``stall_seconds`` (and, if set, up to
+    ``max_attempts`` per record)."""
+
+    max_attempts: int | None
+    stall_seconds: float
+    last_accepted: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise StreamError(f"max_attempts must be ≥ 1 (or None: no limit), got {self.max_attempts}")
+        if self.stall_seconds <= 0:
+            raise StreamError(f"stall_seconds must be > 0, got {self.stall_seconds}")
+
+    def exhausted(self, attempt: int) -> str | None:
+        """Why a still-failing record must now be given up on, or None to retry it."""
+        if self.max_attempts is not None and attempt >= self.max_attempts:
+            return f"after {attempt} attempts"
+        stalled = time.monotonic() - self.last_accepted
+        if stalled >= self.stall_seconds:
+            return f"no record accepted for {stalled:.1f} s (stall_seconds={self.stall_seconds:g})"
+        return None
 
 
 def _is_permanent(code: str | None) -> bool:
@@ -236,7 +265,7 @@ def _send_with_retries(
     batch: list[_Entry],
     call: Callable[[list[_Entry]], list[dict[str, Any]]],
     result: PutResult,
-    max_attempts: int,
+    budget: _Budget,
     base_delay: float,
     max_delay: float,
     what: str,
@@ -262,6 +291,9 @@ def _send_with_retries(
             responses = [{"ErrorCode": code, "ErrorMessage": str(exc)} for _ in pending]
         result.calls += 1
         retry: list[_Entry] = []
+        if any(not response.get("ErrorCode") for response in responses):
+            budget.last_accepted = time.monotonic()
+        give_up = budget.exhausted(attempt)
         for entry, response in zip(pending, responses, strict=True):
             code = response.get("ErrorCode")
             if not code:
@@ -271,9 +303,15 @@ def _send_with_retries(
                     result.sequence_numbers[shard] = response.get("SequenceNumber", "")
                 continue
             reason = f"{code}: {response.get('ErrorMessage', '')}".strip()
-            if _is_permanent(code) or attempt >= max_attempts:
+            if _is_permanent(code) or give_up:
                 result.failed += 1
-                result.failed_records.append({"record": entry.record, "reason": reason, "attempts": attempt})
+                result.failed_records.append(
+                    {
+                        "record": entry.record,
+                        "reason": reason if _is_permanent(code) else f"{reason} ({give_up})",
+                        "attempts": attempt,
+                    }
+                )
             else:
                 retry.append(entry)
         if retry:
@@ -303,7 +341,8 @@ def put_records(
     partition_key: PartitionKey = None,
     progress: bool = False,
     *,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
+    stall_seconds: float = DEFAULT_STALL_SECONDS,
     base_delay: float = DEFAULT_BASE_DELAY_S,
     max_delay: float = DEFAULT_MAX_DELAY_S,
     client: Any = None,
@@ -314,8 +353,7 @@ def put_records(
     itself); or None: order events (dicts with ``InvoiceNo``) by customer (``guest-<InvoiceNo>`` for guests), other
     records by the SHA-1 of their bytes. ``client`` overrides the Kinesis client (default ``config.client``).
     """
-    if max_attempts < 1:
-        raise StreamError(f"max_attempts must be ≥ 1, got {max_attempts}")
+    budget = _Budget(max_attempts, stall_seconds)
     name = stream_name(stream)
     kinesis = client or config.client("kinesis")
     result = PutResult()
@@ -346,7 +384,7 @@ def put_records(
 
     with _progress_bar(progress, f"put {name}", _len_or_none(records)) as bar:
         for batch in _batches(entries(), KINESIS_MAX_RECORDS, KINESIS_MAX_BATCH_BYTES):
-            _send_with_retries(batch, call, result, max_attempts, base_delay, max_delay, f"Kinesis stream {name}")
+            _send_with_retries(batch, call, result, budget, base_delay, max_delay, f"Kinesis stream {name}")
             bar.update(len(batch))
     result.elapsed_s = time.perf_counter() - began
     if result.failed or result.rejected:
@@ -362,7 +400,8 @@ def put_firehose(
     progress: bool = False,
     *,
     newline: bool = True,
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    max_attempts: int | None = DEFAULT_MAX_ATTEMPTS,
+    stall_seconds: float = DEFAULT_STALL_SECONDS,
     base_delay: float = DEFAULT_BASE_DELAY_S,
     max_delay: float = DEFAULT_MAX_DELAY_S,
     client: Any = None,
@@ -372,8 +411,7 @@ def put_firehose(
     Dicts become JSON lines, str/bytes are sent as given; ``newline`` terminates each record with ``\\n`` (so the
     objects Firehose writes are JSON-lines / log files). Only records with an ``ErrorCode`` are retried.
     """
-    if max_attempts < 1:
-        raise StreamError(f"max_attempts must be ≥ 1, got {max_attempts}")
+    budget = _Budget(max_attempts, stall_seconds)
     name = stream_name(delivery_stream)
     firehose = client or config.client("firehose")
     result = PutResult()
@@ -399,7 +437,7 @@ def put_firehose(
 
     with _progress_bar(progress, f"put {name}", _len_or_none(records)) as bar:
         for batch in _batches(entries(), FIREHOSE_MAX_RECORDS, FIREHOSE_MAX_BATCH_BYTES):
-            _send_with_retries(batch, call, result, max_attempts, base_delay, max_delay, f"Firehose stream {name}")
+            _send_with_retries(batch, call, result, budget, base_delay, max_delay, f"Firehose stream {name}")
             bar.update(len(batch))
     result.elapsed_s = time.perf_counter() - began
     if result.failed or result.rejected:
@@ -653,6 +691,43 @@ def read_all(stream: str, *, position: str = "TRIM_HORIZON", client: Any = None)
     out: list[StreamRecord] = []
     for shard_id in shards(stream, client=client):
         out.extend(read_shard(stream, shard_id, position=position, client=client))
+    return out
+
+
+def read_range(
+    stream: str, shard_id: str, start_sequence: str, end_sequence: str, *, limit: int = 10_000, client: Any = None
+) -> list[StreamRecord]:
+    """The records of one shard from ``start_sequence`` to ``end_sequence`` (both inclusive), e.g. the batch a Lambda
+    on-failure message names by its ``KinesisBatchInfo``. Records trimmed by the retention period are simply absent."""
+    from botocore.exceptions import ClientError
+
+    kinesis = client or config.client("kinesis")
+    end = int(end_sequence)
+    if int(start_sequence) > end:
+        raise StreamError(f"sequence range {start_sequence}..{end_sequence} is empty (start after end)")
+    try:
+        iterator: str | None = kinesis.get_shard_iterator(
+            StreamName=stream_name(stream),
+            ShardId=shard_id,
+            ShardIteratorType="AT_SEQUENCE_NUMBER",
+            StartingSequenceNumber=str(start_sequence),
+        )["ShardIterator"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("InvalidArgumentException", "ResourceNotFoundException"):
+            log.warning("cannot read %s %s from %s: %s", stream, shard_id, start_sequence, exc)
+            return []  # expired beyond the retention period, or the shard is gone
+        raise
+    out: list[StreamRecord] = []
+    while iterator:
+        response = kinesis.get_records(ShardIterator=iterator, Limit=limit)
+        records = response.get("Records", [])
+        for raw in records:
+            if int(raw["SequenceNumber"]) > end:
+                return out
+            out.append(StreamRecord.from_kinesis(raw, shard_id))
+        if not records and int(response.get("MillisBehindLatest", 0) or 0) == 0:
+            return out
+        iterator = response.get("NextShardIterator")
     return out
 
 

@@ -316,3 +316,30 @@ def test_handler_refuses_a_non_loopback_endpoint(tmp_path):
         timeout=60,
     )
     assert done.returncode != 0 and "not a loopback address" in done.stderr
+
+
+def test_a_huge_malformed_record_is_dead_lettered_truncated_with_its_hash(resources):
+    """A 900 KB malformed record (Kinesis takes up to 1 MiB) would not fit in one SQS message (256 KiB): the dead
+    letter embeds a prefix, the full length and the SHA-256; the rest of the batch is written."""
+    import hashlib
+
+    table, queue = resources
+    customer = uuid.uuid4().hex[:10]
+    huge = b'{"InvoiceNo": "6000X", "Description": "' + b"\x01\x02 control-heavy text " * 40_000
+    payloads = [line("600900", "S1", 1, "2011-01-05T10:00:00Z", customer), huge]
+    response = run(resources, payloads)
+    assert response["batchItemFailures"] == [] and response["counts"]["dead_lettered"] == 1
+    assert len(items_of(table, customer)) == 1
+    dead = drain_queue(queue)
+    assert len(dead) == 1 and dead[0]["reason"].startswith("not JSON")
+    assert len(json.dumps(dead[0])) < 256 * 1024
+    assert dead[0]["truncated"] and dead[0]["data_length"] == len(huge)
+    assert dead[0]["data_sha256"] == hashlib.sha256(huge).hexdigest()
+    embedded = base64.b64decode(dead[0]["data_base64"])
+    assert 0 < len(embedded) < len(huge) and huge.startswith(embedded)
+
+
+def test_a_small_malformed_record_is_embedded_whole():
+    body = json.loads(order_history.dead_letter_body({"eventID": "shardId-1:5"}, b'{"x": 1', "not JSON: cut"))
+    assert base64.b64decode(body["data_base64"]) == b'{"x": 1' and body["data_text"] == '{"x": 1'
+    assert not body["truncated"] and body["data_length"] == 7 and body["source"]["shard_id"] == "shardId-1"

@@ -206,3 +206,25 @@ def test_put_firehose_writes_json_lines(delivery_stream):
     assert "raw line" in lines
     invoices = sorted(json.loads(line)["InvoiceNo"] for line in lines if line != "raw line")
     assert invoices == sorted(f"5{i:05d}" for i in range(1100))
+
+
+def test_throttled_records_are_retried_for_as_long_as_others_are_accepted(stream, kinesis):
+    """Under throttling (2 shards, a large replay) records fail many times over; while the stream keeps accepting
+    others, nothing is given up on, and every re-send is counted."""
+    flaky = FlakyKinesis(kinesis, fail_first=40, fail_times=12)
+    events = [order_event(i) for i in range(600)]
+    result = streams.put_records(stream, events, client=flaky, base_delay=0.001, max_delay=0.005)
+    assert (result.sent, result.failed) == (600, 0)
+    assert result.retried == 40 * 12
+    assert len(streams.read_all(stream)) == 600
+
+
+def test_records_fail_only_after_no_record_is_accepted_for_the_stall_time(stream, kinesis):
+    flaky = FlakyKinesis(kinesis, fail_first=4, fail_times=10**6)
+    result = streams.put_records(
+        stream, [order_event(i) for i in range(4)], client=flaky, stall_seconds=0.3, base_delay=0.001, max_delay=0.02
+    )
+    assert (result.sent, result.failed) == (0, 4) and result.retried > 4
+    assert all("no record accepted for" in f["reason"] for f in result.failed_records)
+    with pytest.raises(streams.StreamError, match="stall_seconds"):
+        streams.put_records(stream, [order_event(0)], stall_seconds=0)

@@ -1,7 +1,9 @@
 """The rate detector: order events → event-time windows → random cut forest (+ the classic rule) → alarm policy.
 
 :class:`RateDetector` is the transport-free core (records in, alarms out, state as JSON). :func:`consume` runs it
-as its own consumer of the ``orders`` stream through ``shoplake.lambda_local`` (Kinesis event-source-mapping
+through the target's Lambda runtime (``shoplake.lambda_runtime``; on aws the deployed ``rate-detector`` function does
+the work and consume waits for it and reads its state back); locally as its own consumer of the ``orders`` stream
+through ``shoplake.lambda_local`` (Kinesis event-source-mapping
 semantics, checkpoints per shard under consumer ``rate-detector`` in the ``checkpoints`` table — independent of
 the order-history consumer), keeps its state in DynamoDB ``alarm_state`` (item ``detector#<name>``, saved after
 every batch, before the mapping checkpoints it), hands alarms to the ``rate_alarm`` handler (SNS + de-dup +
@@ -507,36 +509,66 @@ def consume(
     batch_size: int = 500,
     timeout: float = 900.0,
     reset_first: bool = False,
+    expected: int | None = None,
+    idle_seconds: float | None = None,
 ) -> ConsumeResult:
-    """Run the detector over the ``orders`` stream until caught up (or ``max_batches``), from its checkpoints.
+    """Let the detector catch up with the ``orders`` stream through the Lambda runtime of the target
+    (``shoplake.lambda_runtime``, mapping ``orders-to-rate-detector``).
 
-    ``final=True`` closes the last open windows at the end (a finished replay); a live deployment never does.
+    Locally the detector runs in this process as its own consumer (checkpoints under ``consumer``) until caught up
+    (or ``max_batches``); ``final=True`` then closes the last open windows (a finished replay; a live deployment never
+    does). On aws the deployed ``rate-detector`` function does the work: this waits while its state in
+    ``alarm_state`` moves (``expected``: the ``records_in`` to reach; by default until it stops moving for
+    ``idle_seconds``) and reads the detector and its alarms' outcomes back; ``consumer``/``config``/``warmup`` are
+    then the function's (``DETECTOR_NAME`` in stack.yaml), and ``final`` cannot apply.
     """
-    from shoplake import infra, lambda_local, streams
+    from shoplake import lambda_runtime
 
     began = time.perf_counter()
     if reset_first:
         reset(consumer)
-    shards = streams.shards("orders")
-    detector = load_detector(consumer, config, warmup, shards)
-    outputs = infra.outputs()
-    try:
-        topic_arn, dlq_url = outputs["topic_arn:alarms"], outputs["queue_url:rate-alarm-dlq"]
-    except KeyError as exc:
-        raise DetectorError(
-            f"infra output {exc} is missing: run notebook 00_provision (or `shoplake infra apply`)"
-        ) from exc
-    handler = StreamHandler(detector, StateStore(consumer), topic_arn, dlq_url)
-    settings = lambda_local.MappingSettings(
-        stream="orders",
-        batch_size=batch_size,
-        starting_position="TRIM_HORIZON",
-        bisect_on_error=True,
-        max_retry_attempts=3,
-        on_failure=dlq_url,
+    local: dict[str, Any] = {}
+
+    def local_mapping() -> Any:
+        from shoplake import infra, lambda_local, streams
+
+        detector = load_detector(consumer, config, warmup, streams.shards("orders"))
+        outputs = infra.outputs()
+        try:
+            topic_arn, dlq_url = outputs["topic_arn:alarms"], outputs["queue_url:rate-alarm-dlq"]
+        except KeyError as exc:
+            raise DetectorError(
+                f"infra output {exc} is missing: run notebook 00_provision (or `shoplake infra apply`)"
+            ) from exc
+        handler = StreamHandler(detector, StateStore(consumer), topic_arn, dlq_url)
+        local.update(detector=detector, handler=handler)
+        settings = lambda_local.MappingSettings(
+            stream="orders",
+            batch_size=batch_size,
+            starting_position="TRIM_HORIZON",
+            bisect_on_error=True,
+            max_retry_attempts=3,
+            on_failure=dlq_url,
+        )
+        return lambda_local.EventSourceMapping(
+            handler, settings, consumer=consumer, function_name=config_name(consumer)
+        )
+
+    deployed = StateStore(_deployed_detector_name())
+
+    def probe() -> lambda_runtime.Progress:
+        state = deployed.load() or {"counts": {}}
+        counts = {k: v for k, v in state.get("counts", {}).items() if isinstance(v, int)}
+        dead = counts.get("malformed", 0) + counts.get("late", 0)
+        return lambda_runtime.Progress(handled=counts.get("records_in", 0) - dead, dead_lettered=dead, detail=counts)
+
+    runtime = lambda_runtime.open_runtime(
+        "orders-to-rate-detector", local=local_mapping, probe=probe, timeout=timeout, idle_seconds=idle_seconds
     )
-    mapping = lambda_local.EventSourceMapping(handler, settings, consumer=consumer, function_name=config_name(consumer))
-    stats = mapping.run_until_caught_up(timeout=timeout, max_batches=max_batches)
+    stats = runtime.run_until_caught_up(expected=expected, max_batches=max_batches)
+    if "handler" not in local:  # the deployed function did the work: read its detector and alarms back
+        return _deployed_result(deployed, stats.as_dict(), time.perf_counter() - began)
+    detector, handler = local["detector"], local["handler"]
     if final:
         with handler.lock:
             handler.deliver(detector.flush())
@@ -553,6 +585,43 @@ def consume(
         elapsed_s=time.perf_counter() - began,
         state_bytes=handler.state_bytes,
     )
+
+
+def _deployed_detector_name() -> str:
+    """The ``DETECTOR_NAME`` the deployed rate-detector function keeps its state under (stack.yaml)."""
+    from shoplake import infra
+
+    environment = infra.find("lambda_function", "rate-detector").props.get("environment") or {}
+    return str(environment.get("DETECTOR_NAME") or "rate-detector-fn")
+
+
+_STATUS = {"sent": "published", "suppressed": "cooled_down", "pending": "pending"}
+
+
+def _deployed_result(store: StateStore, mapping: dict[str, Any], elapsed_s: float) -> ConsumeResult:
+    """The deployed detector as saved in ``alarm_state``, each alarm with the outcome ``rate_alarm`` recorded."""
+    state = store.load()
+    if state is None:
+        raise DetectorError(
+            f"the deployed rate detector has saved no state under {store.key} in {store.table} yet: its tumbling "
+            "windows merge at their end (about a minute after orders arrive); check the function's logs"
+        )
+    detector = RateDetector.from_state(state)
+    outcomes = []
+    for alarm in detector.alarms:
+        event = alarm.as_event()
+        item = store.client.get_item(
+            TableName=store.table,
+            Key={"key": {"S": f"incident#{event['detector']}#{event['incident_id']}"}},
+            ConsistentRead=True,
+        ).get("Item", {})
+        status = _STATUS.get(item.get("status", {}).get("S", ""), "unknown")
+        outcomes.append({**event, "status": status, "text": item.get("text", {}).get("S", ""), "published_wall": None})
+    counts = dict(detector.counts)
+    counts["dead_lettered"] = counts.get("malformed", 0) + counts.get("late", 0)
+    for status in ("published", "duplicate", "cooled_down"):
+        counts[status] = sum(o["status"] == status for o in outcomes)
+    return ConsumeResult(counts, mapping, outcomes, detector, elapsed_s, len(encode_state(state)))
 
 
 def config_name(consumer: str) -> str:

@@ -22,15 +22,21 @@ Policies:
   rewrites it without its mark; the cancellation that follows it in the shard (same customer → same shard, later)
   is replayed too and marks it again.
 - **Malformed** records (not JSON, missing/ill-typed fields, bad date) go to the dead-letter queue as one
-  message each: ``{"reason", "data_base64", "data_text", "source": {shard_id, sequence_number, event_source_arn}}``.
-  They count as handled (not retried).
+  message each: ``{"reason", "data_base64", "data_text", "data_length", "data_sha256", "truncated", "source":
+  {shard_id, sequence_number, event_source_arn}}`` — the record is embedded up to 96 KiB (text up to 16 KiB), so a
+  message stays under SQS's 256 KiB even for a 1 MiB Kinesis record. They count as handled (not retried).
 - **Transient** failures (throttling, unprocessed items, the dead-letter queue unreachable) are reported in
-  ``batchItemFailures`` so the event-source mapping retries from the first failed record.
+  ``batchItemFailures`` so the event-source mapping retries from the first failed record. Anything else raises (a
+  function error: the mapping retries, bisects, then sends the batch's metadata to its on-failure queue).
+
+AWS calls (for the role's least privilege): ``dynamodb:BatchWriteItem``, ``dynamodb:Query`` and
+``dynamodb:UpdateItem`` on the table, ``sqs:SendMessage`` on the dead-letter queue.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import json
 import logging
@@ -48,6 +54,9 @@ DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country", "LineNo")
 BATCH_WRITE_MAX = 25
 WRITE_ATTEMPTS = 5
+MAX_MESSAGE_BYTES = 200 * 1024  # SQS accepts 256 KiB per message; keep a margin for attributes
+EMBED_BYTES = 96 * 1024  # a malformed record's bytes embedded in its dead letter (base64: 128 KiB)
+EMBED_TEXT_BYTES = 16 * 1024  # ... and as text, for reading (JSON escaping may grow it up to 6×)
 
 _CLIENTS: dict[str, Any] = {}
 
@@ -335,17 +344,24 @@ def _mark_cancelled(dynamodb: Any, table: str, cancel: dict[str, Any]) -> bool:
     return False
 
 
-def _dead_letter(sqs: Any, dlq_url: str, record: dict[str, Any], raw: bytes, reason: str) -> bool:
-    """Send one malformed record to the dead-letter queue; False if the queue cannot be reached (retry later)."""
+def dead_letter_body(record: dict[str, Any], raw: bytes, reason: str) -> str:
+    """The DLQ message of a malformed record, always under SQS's 256 KiB: the record embedded as base64 (and as text
+    when it is UTF-8) up to ``EMBED_BYTES``, with its full length and SHA-256 so a truncated copy stays checkable."""
     kinesis = record.get("kinesis", {})
+    embedded = raw[:EMBED_BYTES]
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
+        text: str | None = raw[:EMBED_TEXT_BYTES].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # a multi-byte character cut at the limit is still text; anything else is binary
+        cut = len(raw) > EMBED_TEXT_BYTES and exc.reason == "unexpected end of data"
+        text = raw[: exc.start].decode("utf-8") if cut else None
     body = {
-        "reason": reason,
-        "data_base64": base64.b64encode(raw).decode("ascii"),
+        "reason": reason[:2000],
+        "data_base64": base64.b64encode(embedded).decode("ascii"),
         "data_text": text,
+        "data_length": len(raw),
+        "data_sha256": hashlib.sha256(raw).hexdigest(),
+        "truncated": len(embedded) < len(raw) or (text is not None and len(text.encode("utf-8")) < len(raw)),
         "source": {
             "shard_id": record.get("eventID", "").split(":")[0],
             "sequence_number": kinesis.get("sequenceNumber"),
@@ -355,8 +371,20 @@ def _dead_letter(sqs: Any, dlq_url: str, record: dict[str, Any], raw: bytes, rea
         "function": "order_history",
         "failed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    message = json.dumps(body)  # ASCII only (ensure_ascii): SQS-safe characters, 1 byte each
+    if len(message) > MAX_MESSAGE_BYTES:  # text of control characters escapes 6×: keep the base64 copy only
+        body["data_text"], body["truncated"] = None, True
+        message = json.dumps(body)
+    return message
+
+
+def _dead_letter(sqs: Any, dlq_url: str, record: dict[str, Any], raw: bytes, reason: str) -> bool:
+    """Send one malformed record to the dead-letter queue; False if the queue cannot be reached (retry later).
+
+    Errors that another attempt cannot fix (a message SQS refuses, access denied) are not transient: they raise, so
+    the mapping retries the batch and finally sends it to the on-failure destination — the record is never lost."""
     try:
-        sqs.send_message(QueueUrl=dlq_url, MessageBody=json.dumps(body))
+        sqs.send_message(QueueUrl=dlq_url, MessageBody=dead_letter_body(record, raw, reason))
         return True
     except Exception as exc:  # noqa: BLE001
         if _is_transient(exc):

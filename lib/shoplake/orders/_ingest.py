@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import time
@@ -11,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoplake import config, lambda_local, streams
+from shoplake import config, lambda_local, lambda_runtime, streams
 from shoplake.errors import ShoplakeError
 from shoplake.functions import order_history
 
@@ -65,6 +64,35 @@ def mapping(
     )
 
 
+def progress() -> lambda_runtime.Progress:
+    """What the consumer has accounted for so far: items in the table + distinct dead-lettered records."""
+    dead = dead_letters()
+    exhausted = int((dead.records["kind"] == "exhausted").sum()) if len(dead) else 0
+    return lambda_runtime.Progress(
+        handled=item_count(),
+        dead_lettered=len(dead),
+        detail={"dead_lettered": len(dead) - exhausted, "exhausted": exhausted},
+    )
+
+
+def runtime(
+    consumer: str = CONSUMER,
+    timeout: float | None = 900.0,
+    idle_seconds: float | None = None,
+    **overrides: Any,
+) -> lambda_runtime.Runtime:
+    """The order-history consumer for the current target (``shoplake.lambda_runtime``): locally the handler run by
+    the in-process event-source mapping (``timeout`` bounds it); on aws the deployed ``order-history`` function,
+    watched through :func:`progress` (``idle_seconds`` of no progress → error)."""
+    return lambda_runtime.open_runtime(
+        MAPPING,
+        local=lambda: mapping(consumer, **overrides),
+        probe=progress,
+        timeout=timeout,
+        idle_seconds=idle_seconds,
+    )
+
+
 def publish(events: Any, speed: float | None = None, progress: bool = True) -> streams.PutResult:
     """Replay order events (a DataFrame like ``Dataset.order_lines``, or dicts/bytes) to the ``orders`` stream."""
     if isinstance(events, list) and any(isinstance(e, bytes | str) for e in events):
@@ -72,16 +100,31 @@ def publish(events: Any, speed: float | None = None, progress: bool = True) -> s
     return streams.replay(events, STREAM, speed=speed, progress=progress)
 
 
-def consume(
-    timeout: float = 900.0, consumer: str = CONSUMER, max_batches: int | None = None, **overrides: Any
-) -> lambda_local.MappingStats:
-    """Run the handler over the stream until caught up (local target); returns the mapping's stats.
+def expected_total(events: Any) -> int:
+    """What the consumer must account for after ``events``: distinct table keys + records the handler rejects."""
+    expected, invalid = expected_items(events)
+    return len(expected) + invalid
 
-    On aws the real event-source mapping consumes; this then raises: use :func:`wait_for` instead.
+
+def consume(
+    timeout: float = 900.0,
+    consumer: str = CONSUMER,
+    max_batches: int | None = None,
+    *,
+    expected: int | None = None,
+    idle_seconds: float | None = None,
+    **overrides: Any,
+) -> lambda_local.MappingStats:
+    """Let the consumer catch up with the ``orders`` stream; returns the mapping's stats (same type on both targets).
+
+    Locally the handler runs in this process until every shard is read to its end (``timeout`` bounds it,
+    ``max_batches`` stops early). On aws the deployed function does the work and this waits until the table and the
+    dead-letter queue account for ``expected`` records — by default everything now in the stream (read back to
+    count its distinct keys) — failing only after ``idle_seconds`` without progress.
     """
-    if not config.settings().is_local:
-        raise OrdersError("on aws the deployed Lambda consumes the stream: call orders.wait_for(expected) instead")
-    return mapping(consumer, **overrides).run_until_caught_up(timeout=timeout, max_batches=max_batches)
+    rt = runtime(consumer, timeout=timeout, idle_seconds=idle_seconds, **overrides)
+    target = expected if expected is not None else (lambda: expected_total([r.data for r in streams.read_all(STREAM)]))
+    return rt.run_until_caught_up(expected=target, max_batches=max_batches)
 
 
 @dataclass
@@ -91,10 +134,12 @@ class IngestReport:
     put: streams.PutResult
     mapping: lambda_local.MappingStats | None
     seconds: float
+    shipped: dict[str, Any] | None = None  # the agent's counts when it shipped the events
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "put": self.put.counts(),
+            "shipped": self.shipped,
             "mapping": self.mapping.as_dict() if self.mapping else None,
             "seconds": round(self.seconds, 3),
         }
@@ -106,26 +151,60 @@ def ingest(
     progress: bool = True,
     timeout: float = 900.0,
     publisher: Callable[[], Any] | None = None,
+    idle_seconds: float | None = None,
 ) -> IngestReport:
-    """Publish ``events`` while the mapping consumes in the background (local), then drain it; on aws wait for the
-    deployed Lambda. ``publisher`` replaces the default publish (e.g. the agent shipping log files)."""
+    """Publish ``events`` while the consumer runs (locally in the background, on aws the deployed function), then
+    wait until it has accounted for them. ``publisher`` replaces the default publish (e.g. the agent shipping log
+    files); ``events`` must still be what it publishes (to know what to wait for)."""
     began = time.perf_counter()
-    if not config.settings().is_local:
-        put = publisher() if publisher else publish(events, speed=speed, progress=progress)
-        wait_for(put.sent if isinstance(put, streams.PutResult) else len(events), timeout=timeout)
-        return IngestReport(
-            put if isinstance(put, streams.PutResult) else streams.PutResult(), None, time.perf_counter() - began
-        )
-    running = mapping().start()
+    rt = runtime(timeout=timeout, idle_seconds=idle_seconds).start()
     try:
         put = publisher() if publisher else publish(events, speed=speed, progress=progress)
     except BaseException:
-        running.stop(timeout=60)
+        rt.stop()
         raise
-    stats = running.drain(timeout=timeout)
+    stats = rt.drain(expected=lambda: expected_total(events))
+    shipped = None if isinstance(put, streams.PutResult) else put
     return IngestReport(
-        put if isinstance(put, streams.PutResult) else streams.PutResult(), stats, time.perf_counter() - began
+        put if isinstance(put, streams.PutResult) else streams.PutResult(),
+        stats,
+        time.perf_counter() - began,
+        shipped,
     )
+
+
+def ship(
+    dataset: Any,
+    source: str = "generator",
+    malformed: int = 0,
+    speed: float | None = None,
+    progress: bool = True,
+    timeout: float = 900.0,
+    idle_seconds: float | None = None,
+) -> tuple[IngestReport, list[Any]]:
+    """Ingest a ``datagen`` dataset's order lines plus ``malformed`` bad events, sent by ``source``:
+    ``"generator"`` (``shoplake.streams`` replays them) or ``"agent"`` (the Kinesis Agent ships the shop's log
+    files, the malformed events are put directly). Returns (the report, the events sent — for :func:`reconcile`)."""
+    if source not in ("generator", "agent"):
+        raise OrdersError(f"source must be 'generator' or 'agent', got {source!r}")
+    if malformed < 0:
+        raise OrdersError(f"malformed must be ≥ 0, got {malformed}")
+    events = with_malformed(dataset.order_lines, malformed)
+    publisher = None
+    if source == "agent":
+
+        def publisher() -> dict[str, Any]:
+            from shoplake import agent
+
+            shipped = agent.ship_dataset(dataset, flows=["orders"], speed=speed, progress=progress)
+            if malformed:
+                streams.put_records(STREAM, malformed_samples(malformed))
+            return shipped
+
+    report = ingest(
+        events, speed=speed, progress=progress, timeout=timeout, publisher=publisher, idle_seconds=idle_seconds
+    )
+    return report, events
 
 
 MALFORMED_KINDS = ("not JSON", "missing field", "InvoiceDate", "Quantity", "UnitPrice")
@@ -259,8 +338,15 @@ def _reason_kind(reason: str) -> str:
 
 
 def dead_letters(wait_seconds: float = 0.0) -> DeadLetters:
-    """Read (without deleting) every message of the DLQ; records are de-duplicated by shard and sequence number,
-    so a replay that dead-letters the same record again does not count it twice."""
+    """Read (without deleting) every message of the DLQ; one row per distinct dead-lettered stream record.
+
+    Two kinds of messages share the queue: the handler's malformed records (the record embedded, maybe truncated)
+    and the mapping's on-failure messages (Lambda sends only ``KinesisBatchInfo``: shard and sequence range — the
+    records are read back from the stream, :func:`streams.read_range`). Records are de-duplicated by shard and
+    sequence number, so a replay that dead-letters the same record again does not count it twice; messages by
+    their id (SQS may deliver one twice). Long polls; stops after two empty receives once the queue's approximate
+    count is reached (``wait_seconds`` waits that long for a first message).
+    """
     import pandas as pd
 
     sqs = config.client("sqs")
@@ -270,26 +356,23 @@ def dead_letters(wait_seconds: float = 0.0) -> DeadLetters:
     attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
     expected = int(attributes.get("ApproximateNumberOfMessages", 0))
     empty_polls = 0
-    deadline = time.monotonic() + 300
-    while (
-        (len(seen) < expected or (expected == 0 and wait_seconds and empty_polls == 0))
-        and empty_polls < 5
-        and time.monotonic() < deadline
-    ):
+    read_back: dict[tuple[str, str, str], list[streams.StreamRecord]] = {}
+    while empty_polls < 2 and (len(seen) < expected or (wait_seconds and not seen and empty_polls == 0)):
         response = sqs.receive_message(
             QueueUrl=url,
             MaxNumberOfMessages=10,
             VisibilityTimeout=120,
-            WaitTimeSeconds=int(wait_seconds) if not seen else 0,
+            WaitTimeSeconds=min(20, max(1, int(wait_seconds))) if not seen else 1,
         )
-        messages = response.get("Messages", [])
+        messages = [m for m in response.get("Messages", []) if m["MessageId"] not in seen]
         if not messages:
             empty_polls += 1
             continue
+        empty_polls = 0
         for message in messages:
             seen[message["MessageId"]] = message
             body = json.loads(message["Body"])
-            for row in _rows_of(body):
+            for row in _rows_of(body, read_back):
                 rows.setdefault((row["shard_id"], row["sequence_number"]), row)
     if len(seen) < expected:
         log.warning("read %d of the %d messages of the dead-letter queue", len(seen), expected)
@@ -309,24 +392,11 @@ def dead_letters(wait_seconds: float = 0.0) -> DeadLetters:
     return DeadLetters(frame, len(seen))
 
 
-def _rows_of(body: dict[str, Any]) -> list[dict[str, Any]]:
-    if "KinesisBatchInfo" in body:  # a batch given up on by the mapping (on-failure destination)
-        info = body["KinesisBatchInfo"]
-        reason = f"retries exhausted: {body.get('responseContext', {}).get('functionError', '')}"
-        out = []
-        for record in body.get("records", []):
-            raw = base64.b64decode(record["data_base64"])
-            out.append(
-                {
-                    "shard_id": info["shardId"],
-                    "sequence_number": record["sequence_number"],
-                    "kind": "exhausted",
-                    "reason": reason,
-                    "reason_kind": "retries exhausted",
-                    "data_text": raw.decode("utf-8", errors="replace"),
-                }
-            )
-        return out
+def _rows_of(
+    body: dict[str, Any], read_back: dict[tuple[str, str, str], list[streams.StreamRecord]] | None = None
+) -> list[dict[str, Any]]:
+    if "KinesisBatchInfo" in body:  # a batch the mapping gave up on (on-failure destination): metadata only
+        return _exhausted_rows(body, {} if read_back is None else read_back)
     source = body.get("source", {})
     return [
         {
@@ -340,47 +410,108 @@ def _rows_of(body: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def purge_dead_letters() -> None:
-    """Empty the dead-letter queue (a fresh notebook run starts from an empty one)."""
-    config.client("sqs").purge_queue(QueueUrl=dlq_url())
+def _exhausted_rows(
+    body: dict[str, Any], read_back: dict[tuple[str, str, str], list[streams.StreamRecord]]
+) -> list[dict[str, Any]]:
+    """One row per record of an on-failure message's batch, read back from the stream by its sequence range;
+    records the stream no longer holds (past retention) are still counted, as ``unreadable`` rows."""
+    info = body["KinesisBatchInfo"]
+    shard, first, last = info["shardId"], str(info["startSequenceNumber"]), str(info["endSequenceNumber"])
+    size = int(info.get("batchSize") or 0)
+    context = body.get("responseContext") or {}
+    condition = (body.get("requestContext") or {}).get("condition", "RetryAttemptsExhausted")
+    reason = f"retries exhausted ({condition}): {context.get('functionError', '')}".strip()
+    key = (info.get("streamArn") or STREAM, shard, f"{first}-{last}")
+    if key not in read_back:
+        stream = info.get("streamArn") or STREAM
+        read_back[key] = streams.read_range(stream, shard, first, last)
+    records = read_back[key]
+    out = [
+        {
+            "shard_id": shard,
+            "sequence_number": r.sequence_number,
+            "kind": "exhausted",
+            "reason": reason,
+            "reason_kind": "retries exhausted",
+            "data_text": r.data.decode("utf-8", errors="replace"),
+        }
+        for r in records
+    ]
+    for i in range(max(0, size - len(records))):
+        out.append(
+            {
+                "shard_id": shard,
+                "sequence_number": f"{first}..{last}#{i}",
+                "kind": "exhausted",
+                "reason": f"{reason}; record no longer in the stream (retention)",
+                "reason_kind": "retries exhausted",
+                "data_text": None,
+            }
+        )
+    return out
+
+
+def purge_dead_letters() -> int:
+    """Empty the dead-letter queue (a fresh notebook run starts from an empty one); returns the messages deleted.
+
+    Deletes message by message (PurgeQueue may run only once a minute on AWS and is asynchronous)."""
+    sqs = config.client("sqs")
+    url = dlq_url()
+    deleted = 0
+    empty = 0
+    while empty < 2:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+        if not messages:
+            empty += 1
+            continue
+        response = sqs.delete_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)]
+        )
+        deleted += len(response.get("Successful", []))
+    return deleted
+
+
+def _empty_table() -> int:
+    """Delete every item of the order history table (the table itself stays: the deployed function writes to it)."""
+    dynamodb = config.client("dynamodb")
+    table = table_name()
+    deleted = 0
+    pages = dynamodb.get_paginator("scan").paginate(
+        TableName=table, ProjectionExpression="customer_id, order_key", ConsistentRead=True
+    )
+    for page in pages:
+        keys = [{"DeleteRequest": {"Key": item}} for item in page.get("Items", [])]
+        for start in range(0, len(keys), 25):
+            requests = keys[start : start + 25]
+            for attempt in range(50):
+                response = dynamodb.batch_write_item(RequestItems={table: requests})
+                requests = response.get("UnprocessedItems", {}).get(table, [])
+                if not requests:
+                    break
+                time.sleep(min(2.0, 0.05 * 2**attempt))
+            if requests:
+                raise OrdersError(f"could not empty {table}: {len(requests)} deletes stayed unprocessed (throttled)")
+            deleted += len(keys[start : start + 25])
+    return deleted
 
 
 def reset() -> dict[str, Any]:
-    """Start the order history afresh (local target): empty table and dead-letter queue, and the consumer's
-    checkpoints moved to the end of the stream, so the next ingestion counts only its own events."""
-    from shoplake import infra
-
-    if not config.settings().is_local:
-        raise OrdersError(
-            "orders.reset() empties the table and is only for the local target; on aws use a new "
-            "SHOPLAKE_PREFIX for a fresh stack"
-        )
-    dynamodb = config.client("dynamodb")
-    table = table_name()
-    dynamodb.delete_table(TableName=table)
-    dynamodb.get_waiter("table_not_exists").wait(TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
-    infra.apply([infra.find("dynamodb_table", "order_history")])
-    purge_dead_letters()
-    checkpoints = lambda_local.Checkpoints(CONSUMER)
-    moved = {}
-    for shard_id in streams.shards(STREAM):
-        last = checkpoints.get(shard_id)
-        for records, _behind in streams.read_batches(STREAM, shard_id, after_sequence=last):
-            last = records[-1].sequence_number if records else last
-        if last:
-            checkpoints.put(shard_id, last, 0)
-        moved[shard_id] = last
-    return moved
+    """Start the order history afresh, on either target, touching only what this stack's prefix owns: deletes every
+    item of ``shoplake-<prefix>-order_history`` (the table stays), empties ``shoplake-<prefix>-order-history-dlq``,
+    and moves the consumer past what is already in the stream (locally its checkpoints go to the stream's end; the
+    deployed mapping on aws keeps its own position). The next ingestion then counts only its own events.
+    Returns what it did: ``{"items_deleted", "dead_letters_deleted", "skipped_to": {shard: sequence}}``."""
+    return {
+        "items_deleted": _empty_table(),
+        "dead_letters_deleted": purge_dead_letters(),
+        "skipped_to": runtime().skip_to_end(),
+    }
 
 
-def wait_for(expected: int, timeout: float = 900.0, poll: float = 5.0) -> int:
-    """Wait until items + dead letters reach ``expected`` (on aws, where the real Lambda consumes)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        have = item_count() + len(dead_letters())
-        if have >= expected or time.monotonic() > deadline:
-            return have
-        time.sleep(poll)
+def wait_for(expected: int, idle_seconds: float | None = None) -> lambda_local.MappingStats:
+    """Wait until the table and the DLQ account for ``expected`` records (the consumer's progress); locally the
+    in-process consumer runs until caught up. Fails only after ``idle_seconds`` without progress."""
+    return runtime(idle_seconds=idle_seconds).run_until_caught_up(expected=expected)
 
 
 # --------------------------------------------------------------------------- reconciliation
