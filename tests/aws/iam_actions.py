@@ -67,6 +67,7 @@ IAM_ONLY_ACTIONS = frozenset(
         "s3:ListBucketMultipartUploads",
         "s3:ListMultipartUploadParts",
         "lambda:InvokeFunction",
+        "iam:PassRole",
         "es:ESHttpGet",
         "es:ESHttpHead",
         "es:ESHttpPost",
@@ -185,6 +186,26 @@ SERVICE_SIDE: dict[str, tuple[tuple[str, ...], str]] = {
     "firehose-opensearch-get": (("es:ESHttpGet",), FIREHOSE_ES),
 }
 
+EMR_SERVICE = "https://docs.aws.amazon.com/emr/latest/ManagementGuide/emr-iam-role.html"
+EMR_EC2 = (
+    "https://docs.aws.amazon.com/emr/latest/ManagementGuide/emr-iam-role-for-ec2.html#emr-ec2-role-least-privilege"
+)
+SERVICE_SIDE |= {
+    # the service role passes the instance role to the cluster's EC2 instances (RunJobFlow's JobFlowRole)
+    "emr-pass-instance-role": (("iam:PassRole",), EMR_SERVICE),
+    # the nodes (instance role) fetch the bootstrap script, the step's script and --py-files, upload the logs
+    "emr-node-job-files": (("s3:GetObject",), EMR_EC2),
+    "emr-node-logs": (("s3:PutObject",), EMR_EC2),
+    # EMRFS on the nodes: Spark's s3:// reads (list + get) and overwriting writes (multipart, deletes, and
+    # ``<folder>_$folder$`` marker objects next to each written folder)
+    "emrfs-bucket": (("s3:ListBucket", "s3:GetBucketLocation"), EMR_EC2),
+    "emrfs-read": (("s3:GetObject",), EMR_EC2),
+    "emrfs-write": (
+        ("s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"),
+        EMR_EC2,
+    ),
+}
+
 # the paths Firehose reads with GET on the domain (FIREHOSE_ES), with a concrete example path for each
 OPENSEARCH_GET_PATHS = (
     "_all/_settings",
@@ -278,3 +299,48 @@ def check_role(policy: dict[str, Any], uses: list[Use], allowed_unused: dict[str
             if not used and resource not in allowed_unused:
                 problems.append(f"unused: resource {resource} for {actions}")
     return problems
+
+
+def _s3_parts(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    return bucket, key
+
+
+def emr_uses(requests: list[dict[str, Any]], account: str, physical_role: str, job_argv: Any) -> list[Use]:
+    """What EMR does with the role named ``physical_role`` for the recorded ``RunJobFlow`` requests.
+
+    ``job_argv(step_args)`` returns the job's parsed configuration (``input``, ``output``, ``recommendations_output``)
+    from a step's ``spark-submit`` arguments.
+    """
+    uses: list[Use] = []
+    for request in requests:
+        if request.get("ServiceRole") == physical_role:
+            instance_role = f"arn:aws:iam::{account}:role/{request['JobFlowRole']}"
+            uses += _need("emr-pass-instance-role", instance_role, "EMR starts the cluster's instances")
+        if request.get("JobFlowRole") != physical_role:
+            continue
+        what = "the EMR cluster's nodes"
+        bucket, key = _s3_parts(request["LogUri"])
+        uses += _need("emr-node-logs", f"arn:aws:s3:::{bucket}/{key}node/i-0/applications.gz", what)
+        files = [b["ScriptBootstrapAction"]["Path"] for b in request.get("BootstrapActions", [])]
+        for step in request.get("Steps", []):
+            args = step["HadoopJarStep"]["Args"]
+            py_files = args[args.index("--py-files") + 1]
+            script = args[args.index("--py-files") + 2]
+            files += [py_files, script]
+            cfg = job_argv(args[args.index(script) + 1 :])
+            for uri, kind in [(cfg.input, "emrfs-read")] + [
+                (uri, "emrfs-write") for uri in (cfg.output, cfg.recommendations_output) if uri
+            ]:
+                bucket, key = _s3_parts(uri)
+                uses += _need("emrfs-bucket", f"arn:aws:s3:::{bucket}", f"EMRFS {kind[7:]}s {uri}")
+                folder = key.rstrip("/")
+                objects = [f"{folder}/part-00000.parquet"]
+                if kind == "emrfs-write":
+                    objects.append(f"{folder}_$folder$")
+                for obj in objects:
+                    uses += _need(kind, f"arn:aws:s3:::{bucket}/{obj}", f"EMRFS {kind[7:]}s {uri}")
+        for uri in files:
+            bucket, key = _s3_parts(uri)
+            uses += _need("emr-node-job-files", f"arn:aws:s3:::{bucket}/{key}", what)
+    return uses

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from iam_actions import check_role, known_action, service_side_uses, uses_of_call
+from iam_actions import check_role, emr_uses, known_action, service_side_uses, uses_of_call
 
 from shoplake import config, infra
 
@@ -191,16 +191,45 @@ def firehose_delivery(rec: Any, out: dict[str, str], patch: pytest.MonkeyPatch) 
     """Firehose's role: no code of ours runs with it; its needs are all service-side (iam_actions.SERVICE_SIDE)."""
 
 
+def _submit_als_job() -> dict[str, Any]:
+    """The user's session (no role) submits the ALS job on a transient cluster: the recorder keeps its RunJobFlow."""
+    from shoplake.recommend import emr
+
+    return emr.submit(emr.job_config(run_id="iam-check"))
+
+
+def emr_service(rec: Any, out: dict[str, str], patch: pytest.MonkeyPatch) -> None:
+    """EMR's service role: no code of ours runs with it; the RunJobFlow request says what EMR does with it."""
+    _submit_als_job()
+
+
+def emr_ec2(rec: Any, out: dict[str, str], patch: pytest.MonkeyPatch) -> None:
+    """The cluster's instance role: the job's own boto3 writes (report.json, the DynamoDB serving items) with the
+    configuration of the submitted step; Spark's s3:// reads and writes (EMRFS) are service-side (iam_actions)."""
+    from shoplake.recommend import als_job
+
+    _submit_als_job()
+    [request] = [c.params for c in rec.calls if c.operation == "RunJobFlow"]
+    args = request["Steps"][0]["HadoopJarStep"]["Args"]
+    cfg = als_job.parse_args(args[args.index("--py-files") + 3 :])
+    with rec.as_role("emr-ec2"):
+        als_job.write_text(f"{cfg.output.rstrip('/')}/report.json", "{}", cfg.region)
+        written = als_job.write_dynamodb([{"customer_id": "17850", "items": []}], cfg.dynamodb_table, region=cfg.region)
+    assert written == 1
+
+
 SCENARIOS: dict[str, Callable[[Any, dict[str, str], pytest.MonkeyPatch], None]] = {
     "order-history-fn": order_history_fn,
     "rate-detector-fn": rate_detector_fn,
     "rate-alarm-fn": rate_alarm_fn,
     "weblogs-transform-fn": weblogs_transform_fn,
     "firehose-delivery": firehose_delivery,
+    "emr-service": emr_service,
+    "emr-ec2": emr_ec2,
 }
 
 # resources a scenario needs (the rest of the stack, e.g. the OpenSearch domain, is not created)
-NEEDED = ("kinesis_stream", "dynamodb_table", "sqs_queue", "sns_topic", "iam_role")
+NEEDED = ("s3_bucket", "kinesis_stream", "dynamodb_table", "sqs_queue", "sns_topic", "iam_role")
 
 
 def _roles() -> list[str]:
@@ -224,6 +253,11 @@ def test_role_grants_exactly_what_is_used(aws_target, monkeypatch, role):
     calls = [c for c in aws_target.calls if c.role == role]
     uses = [u for c in calls for u in uses_of_call(c, region, ACCOUNT, previous)]
     uses += service_side_uses(role, spec, infra.arn, infra.physical_name)
+    requests = [c.params for c in aws_target.calls if c.service == "emr" and c.operation == "RunJobFlow"]
+    if requests:
+        from shoplake.recommend.als_job import parse_args
+
+        uses += emr_uses(requests, ACCOUNT, infra.physical_name(infra.find("iam_role", role)), parse_args)
     policy = infra.HANDLERS["iam_role"].policy_document(infra.find("iam_role", role))
     problems = check_role(policy, uses, ALLOWED_UNUSED.get(role))
     assert not problems, f"{role}:\n  " + "\n  ".join(problems)
