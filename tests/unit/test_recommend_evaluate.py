@@ -116,23 +116,27 @@ def test_job_arguments_round_trip_and_validation():
         als_job.JobConfig(input="i", output="o", feedback="clicks").validate()
 
 
-def test_job_script_runs_without_the_shoplake_package(tmp_path):
-    """On EMR only als_job.py and evaluate.py (--py-files) exist: the script must import without shoplake."""
-    import shutil
+def test_job_script_runs_with_only_the_shipped_modules(tmp_path):
+    """On EMR only als_job.py and the --py-files zip exist: the script imports from the zip, nothing else."""
     import subprocess
     import sys
     from pathlib import Path
 
-    here = Path(als_job.__file__).parent
-    for name in ("als_job.py", "evaluate.py"):
-        shutil.copy(here / name, tmp_path / name)
+    from shoplake.recommend import emr
+
+    (tmp_path / "als_job.py").write_bytes(Path(als_job.__file__).read_bytes())
+    (tmp_path / "shoplake-job.zip").write_bytes(emr.job_bundle())
     code = (
-        "import sys; sys.modules['shoplake'] = None; sys.path.insert(0, sys.argv[1]); import als_job; "
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/shoplake-job.zip']; import als_job; "
         "print(als_job.evaluate.__file__); print(als_job.JobError.__mro__[1].__name__); "
         "print(als_job.parse_args(['--input', 'i', '--output', 'o']).ranks)"
     )
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True)
+    # -I -S: no site-packages (no numpy, pandas or the installed shoplake), as on a cluster before the bootstrap
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code, str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
     evaluate_file, error_base, ranks = done.stdout.split("\n")[:3]
-    assert evaluate_file == str(tmp_path / "evaluate.py")
-    assert error_base == "Exception"
+    assert evaluate_file == str(tmp_path / "shoplake-job.zip" / "shoplake" / "recommend" / "evaluate.py")
+    assert error_base == "ShoplakeError"
     assert ranks == "[8, 16]"

@@ -4,10 +4,11 @@ One plain script, three ways to run it:
 
 * ``spark-submit lib/shoplake/recommend/als_job.py --input DIR --output DIR [--k 10 --rank 16,32 ...]``
 * on EMR as a step: the same file uploaded to the artifacts bucket (``shoplake.recommend.emr``), ``s3://`` paths;
-  ``evaluate.py`` travels with it through ``--py-files``;
+  the shoplake modules it imports travel with it as a zip through ``--py-files``;
 * in-process from the notebook and the CLI: :func:`run` with a :class:`JobConfig` (and an existing SparkSession).
 
-It imports only pyspark, numpy, pandas and the standard library (plus ``evaluate.py``), never the rest of shoplake.
+It imports only pyspark, numpy, pandas, boto3 (on EMR) and the standard library, plus ``shoplake.errors`` and
+``shoplake.recommend.evaluate`` (standard library only; :data:`SHIPPED_MODULES`), and runs on Python 3.9.
 
 Choices (documented here because they decide what the metrics mean):
 
@@ -27,6 +28,10 @@ Choices (documented here because they decide what the metrics mean):
   floats: 100k customers at rank 32 are 13 MB), which makes excluding bought items exact.
 """
 
+# Runs on EMR 7's default Python 3.9 (tests/aws/test_recommend_emr.py checks it with vermin and python3.9):
+# no datetime.UTC (3.11), no zip(strict=) (3.10), no match, no runtime `X | Y` types.
+# ruff: noqa: UP017, B905
+
 from __future__ import annotations
 
 import argparse
@@ -37,12 +42,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+from shoplake.errors import ShoplakeError
+from shoplake.recommend import evaluate
+
+if TYPE_CHECKING:  # imported where used: the command line and JobConfig load with the standard library alone
+    import numpy as np
+    import pandas as pd
 
 try:
     from tqdm.auto import tqdm
@@ -52,25 +61,16 @@ except ImportError:  # EMR without tqdm: no progress bars
         return iterable
 
 
-try:  # inside the shoplake package
-    from shoplake.recommend import evaluate
-except ImportError:  # on EMR: evaluate.py is shipped next to this script with --py-files
-    import evaluate  # type: ignore[no-redef]
-
 log = logging.getLogger("shoplake.recommend.als_job")
 
+# the shoplake modules this script imports: shipped to EMR in a zip with --py-files (shoplake.recommend.emr)
+SHIPPED_MODULES = ("__init__.py", "errors.py", "recommend/evaluate.py")
 MODEL_NAME = "spark-als"
 REQUIRED_COLUMNS = ("customer_id", "stock_code", "quantity", "invoice_ts", "invoice_no")
 FEEDBACK = ("counts", "quantity")
 
 
-try:  # a ShoplakeError inside the package (the CLI prints it); a plain Exception on EMR
-    from shoplake.errors import ShoplakeError as _ErrorBase
-except ImportError:
-    _ErrorBase = Exception  # type: ignore[misc,assignment]
-
-
-class JobError(_ErrorBase):
+class JobError(ShoplakeError):
     """Bad input or parameters for the ALS job; the message says what to fix."""
 
 
@@ -208,6 +208,9 @@ def aggregate_interactions(lines: Any, feedback: str) -> Any:
 
 def _index(frame: Any, column: str, index_column: str) -> tuple[np.ndarray, Any]:
     """Dense integer ids for ALS: the sorted distinct values (collected: customers and items fit the driver)."""
+    import numpy as np
+    import pandas as pd
+
     values = np.array(sorted(row[0] for row in frame.select(column).distinct().collect()), dtype=object)
     table = pd.DataFrame({column: values.astype(str), index_column: np.arange(len(values), dtype=np.int32)})
     return values, frame.sparkSession.createDataFrame(table, f"{column} string, {index_column} int")
@@ -283,6 +286,8 @@ def fit_als(train: Any, params: dict[str, Any], iterations: int, seed: int, bloc
 
 
 def _factors(frame: Any, size: int, rank: int) -> np.ndarray:
+    import numpy as np
+
     pdf = frame.toPandas()
     matrix = np.zeros((size, rank), dtype=np.float32)
     if len(pdf):
@@ -299,6 +304,8 @@ def top_k_scores(
     block: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each user index: the ``k`` best item indexes (and scores) it has not bought, best first."""
+    import numpy as np
+
     n_items = item_factors.shape[0]
     k_eff = min(k, n_items)
     top_items = np.empty((len(users), k_eff), dtype=np.int64)
@@ -322,6 +329,8 @@ def recommend(
     model: Any, train: Any, n_customers: int, n_items: int, rank: int, k: int, customers: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top-k unbought items for ``customers`` (default: every customer in ``train``): users, items, scores."""
+    import numpy as np
+
     user_factors = _factors(model.userFactors, n_customers, rank)
     item_factors = _factors(model.itemFactors, n_items, rank)
     pairs = train.select("cidx", "iidx").toPandas()
@@ -334,7 +343,7 @@ def recommend(
 def _as_lists(
     users: np.ndarray, items: np.ndarray, customer_ids: np.ndarray, stock_codes: np.ndarray
 ) -> dict[str, list[str]]:
-    return {str(customer_ids[u]): [str(stock_codes[i]) for i in row] for u, row in zip(users, items, strict=True)}
+    return {str(customer_ids[u]): [str(stock_codes[i]) for i in row] for u, row in zip(users, items)}
 
 
 # --------------------------------------------------------------------------- outputs
@@ -344,13 +353,13 @@ def _join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
-def write_text(path: str, text: str) -> None:
+def write_text(path: str, text: str, region: str | None = None) -> None:
     """Write a small text file locally or to ``s3://`` (boto3 on EMR)."""
     if path.startswith(("s3://", "s3a://")):
         import boto3
 
         bucket, _, key = path.split("://", 1)[1].partition("/")
-        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"))
+        boto3.client("s3", region_name=region).put_object(Bucket=bucket, Key=key, Body=text.encode("utf-8"))
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(text, encoding="utf-8")
@@ -434,6 +443,8 @@ def run(
     ``report.json``. ``publish`` receives the DynamoDB items (default: boto3 when ``dynamodb_table`` is set).
     ``show_progress`` shows a tqdm bar over the search (notebooks).
     """
+    import numpy as np
+    import pandas as pd
     from pyspark.sql import functions as F
 
     cfg.validate()
@@ -516,7 +527,7 @@ def run(
     test.train.unpersist()
 
     # 3. serving: refit on everything, top-k unbought items for every customer, popularity for cold start
-    generated_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    generated_at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     descriptions = _descriptions(usable)
     full = all_interactions.join(customers, "customer_id").join(items, "stock_code").cache()
     popular = (
@@ -531,7 +542,7 @@ def run(
     popular["description"] = popular["stock_code"].map(descriptions).fillna("")
     popular = popular[["rank", "stock_code", "description", "score", "buyers"]]
     spark.createDataFrame(popular).write.mode("overwrite").parquet(_join(cfg.output, "popular"))
-    serving_count = 0
+    serving_count = serving_rows = 0
     published = 0
     if cfg.serve:
         t0 = time.perf_counter()
@@ -546,6 +557,7 @@ def run(
         )
         timings["serving_seconds"] = time.perf_counter() - t0
         serving_count = int(serving["customer_id"].nunique())
+        serving_rows = len(serving)
         ddb_items = dynamodb_items(serving, popular, generated_at)
         if publish is not None:
             published = publish(ddb_items)
@@ -566,6 +578,7 @@ def run(
             "validation_customers": validation_customers,
             "test_customers": len(test.relevant),
             "serving_customers": serving_count,
+            "serving_rows": serving_rows,
             "published": published,
         },
         "search": search,
@@ -574,13 +587,16 @@ def run(
         "timings": timings,
         "generated_at": generated_at,
     }
-    write_text(_join(cfg.output, "report.json"), json.dumps(report, indent=2, sort_keys=True, default=str))
+    write_text(_join(cfg.output, "report.json"), json.dumps(report, indent=2, sort_keys=True, default=str), cfg.region)
     return report
 
 
 def _ranked_frame(
     users: np.ndarray, top: np.ndarray, scores: np.ndarray, customer_ids: np.ndarray, stock_codes: np.ndarray
 ) -> pd.DataFrame:
+    import numpy as np
+    import pandas as pd
+
     k = top.shape[1]
     return pd.DataFrame(
         {
@@ -599,11 +615,11 @@ def _descriptions(lines: Any) -> dict[str, str]:
     if "description" not in lines.columns:
         return {}
     latest = lines.groupBy("stock_code").agg(F.max_by("description", "invoice_ts").alias("description")).toPandas()
-    return dict(zip(latest["stock_code"], latest["description"].fillna(""), strict=True))
+    return dict(zip(latest["stock_code"], latest["description"].fillna("")))
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def _iso(value: datetime) -> str:

@@ -1,4 +1,4 @@
-"""``shoplake recommend``: train (locally or as an EMR step), evaluate against baselines, show one customer's list."""
+"""``shoplake recommend``: train (Spark here or an EMR step, by target), evaluate against baselines, show a list."""
 
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ def recommend() -> None:
 @click.option("--holdout-weeks", type=int, default=None, help="last weeks held out for evaluation")
 @click.option("--validation-weeks", type=int, default=None, help="weeks before those used to pick parameters")
 @click.option("--cluster-id", default=None, help="aws: add the step to this running EMR cluster (else a transient one)")
-@click.option("--wait/--no-wait", default=False, help="aws: wait for the EMR step to finish")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def train(
     target: str | None,
@@ -49,10 +48,11 @@ def train(
     holdout_weeks,
     validation_weeks,
     cluster_id: str | None,
-    wait: bool,
     as_json: bool,
 ) -> None:
     """Train the ALS recommender and publish top-k lists (DynamoDB + curated/recommendations/)."""
+    from shoplake import recommend as recommender
+
     if target:
         config.apply_parameters(target=target)
     options = {
@@ -65,28 +65,26 @@ def train(
         "validation_weeks": validation_weeks,
     }
     options = {key: value for key, value in options.items() if value is not None}
-    if config.settings().is_local:
-        from shoplake import stack
-        from shoplake.recommend.train import train_local
-
-        stack.ensure()
-        report = train_local(**options)
-        if as_json:
-            echo_json(report)
-            return
-        click.echo(f"best parameters {report['best_params']}")
-        for name, value in report["metrics"].items():
-            click.echo(f"{name:<16} {value:.4f}")
-        click.echo(f"published {report['counts']['published']} lists; lake: {report.get('lake', {}).get('path')}")
+    config.ensure_ready()
+    report = recommender.train(cluster_id=cluster_id, **options)
+    if as_json:
+        echo_json(report)
         return
+    click.echo(f"trained by {report['backend']['kind']}; best parameters {report['best_params']}")
+    for name, value in report["metrics"].items():
+        click.echo(f"{name:<16} {value:.4f}")
+    click.echo(f"published {report['counts']['published']} lists; lake: {report.get('lake', {}).get('path')}")
+
+
+@recommend.command("cluster")
+@click.option("--core-instances", type=int, default=2, show_default=True, help="core nodes (m5.xlarge)")
+def cluster(core_instances: int) -> None:
+    """aws: start an EMR cluster set up for the job, to reuse with --cluster-id (ends itself after 1 h idle)."""
     from shoplake.recommend import emr
 
-    submitted = emr.submit(emr.job_config(**options), cluster_id=cluster_id)
-    if wait:
-        submitted["state"] = emr.wait(submitted["cluster_id"], submitted["step_id"])
-    echo_json(submitted) if as_json else click.echo(
-        f"EMR step {submitted['step_id']} on cluster {submitted['cluster_id']} ({submitted.get('state', 'submitted')})"
-    )
+    config.ensure_ready()
+    cluster_id = emr.start_cluster(core_instances=core_instances)
+    click.echo(f"EMR cluster {cluster_id} starting; train with --cluster-id {cluster_id}")
 
 
 @recommend.command("show")
@@ -97,10 +95,7 @@ def show(customer_id: str, k: int, as_json: bool) -> None:
     """Top-k products for CUSTOMER_ID (already-bought items excluded; unknown customers get the popular list)."""
     from shoplake.recommend.serve import recommendations_for
 
-    if config.settings().is_local:
-        from shoplake import stack
-
-        stack.ensure()
+    config.ensure_ready()
     found = recommendations_for(customer_id, k=k)
     if as_json:
         echo_json(found)

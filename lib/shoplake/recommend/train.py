@@ -1,21 +1,30 @@
-"""Train on the local target: copy the curated lake locally, run the ALS job in-process, publish the lists.
+"""Training, one verb for both targets: :func:`train` runs the ALS job where the target runs Spark.
 
-The lists go to DynamoDB (``recommendations``, for serving) and back to the lake as
-``curated/recommendations/`` (Parquet, registered in Glue). On aws, :mod:`shoplake.recommend.emr` runs the same
-script as an EMR step instead.
+* local: :class:`LocalTrainer` copies the curated lake to a local folder and runs ``als_job`` in-process on Spark
+  ``local[2]`` (the pyspark wheel has no ``s3a``);
+* aws: :class:`shoplake.recommend.emr.EmrTrainer` runs the same script as an EMR step (transient cluster, or
+  ``cluster_id``) and reads its report back from S3.
+
+The backend is chosen once, in :func:`open_trainer`. Both publish the lists to DynamoDB (``recommendations``,
+for serving) and to the lake as ``curated/recommendations/`` (Parquet, registered in Glue), and return the same
+report (``report.json`` of the job, plus ``output`` — a local folder holding the split the baselines compare on —,
+``lake`` and ``backend``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from shoplake import config
+from shoplake.errors import ConfigError
 from shoplake.recommend import als_job, serve
+from shoplake.recommend.emr import EmrTrainer
 
 log = logging.getLogger(__name__)
 
@@ -78,3 +87,37 @@ def train_local(
         report["lake"] = publish_to_lake(cfg.output)
     report["output"] = cfg.output
     return report
+
+
+class LocalTrainer:
+    """The local backend of :func:`train`: Spark ``local[2]`` in this process on a local copy of the lake."""
+
+    name = "local-spark"
+
+    def train(self, cluster_id: str | None = None, publish: bool = True, **job_options: Any) -> dict[str, Any]:
+        """Run :func:`train_local`; ``cluster_id`` belongs to the aws target and must stay None here."""
+        if cluster_id is not None:
+            raise ConfigError(
+                f"cluster_id={cluster_id!r} names an EMR cluster, which only the aws target uses: leave it None "
+                "locally (or set SHOPLAKE_TARGET=aws)"
+            )
+        began = time.perf_counter()
+        report = train_local(publish=publish, **job_options)
+        report["backend"] = {"kind": self.name, "run": report["output"], "step_seconds": time.perf_counter() - began}
+        return report
+
+
+def open_trainer() -> Any:
+    """The training backend of the current target (the one place it is chosen)."""
+    return config.by_target(local=LocalTrainer, aws=EmrTrainer)()
+
+
+def train(cluster_id: str | None = None, publish: bool = True, **job_options: Any) -> dict[str, Any]:
+    """Train the ALS recommender where the target runs Spark and return the job's report.
+
+    ``job_options`` are :class:`~shoplake.recommend.als_job.JobConfig` fields (``k``, ``ranks``, ``alphas``,
+    ``reg_params``, ``iterations``, ``holdout_weeks``, ``validation_weeks``, ...). ``cluster_id`` (aws only):
+    add the step to that running cluster instead of starting a transient one. ``publish``: write the serving
+    lists to DynamoDB and ``curated/recommendations/``.
+    """
+    return open_trainer().train(cluster_id=cluster_id, publish=publish, **job_options)
