@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -111,3 +112,21 @@ def test_detector_counts_bad_records_and_keeps_going():
     assert [d.reason.split(":")[0] for d in dead] == ["malformed", "late"]
     detector.flush()
     assert sum(h["orders"] for h in detector.history) == 30
+
+
+def test_live_demo_bad_records_are_one_malformed_and_one_late_order():
+    from shoplake.alarm import bad_records, day_slice, simulate_day
+
+    day = day_slice(simulate_day(seed=3, orders_per_day=2_000, window_seconds=600), 10, 11)
+    malformed, late = bad_records(day)
+    with pytest.raises(Malformed, match="not JSON"):
+        decode(malformed)
+    ts, invoice, _line = decode(late)
+    assert invoice == "LATE1" and ts <= parse_ts(day.records()[0]["InvoiceDate"]) - 3600
+    detector = RateDetector(detector_config(600), shards=["s"])
+    detector.process(day.records(), "s")
+    detector.flush()
+    _alarms, dead = detector.process([late], "s")
+    assert [d.reason.split(":")[0] for d in dead] == ["late"]
+    with pytest.raises(ConfigError, match="no order events"):
+        bad_records(dataclasses.replace(day, events=day.events.iloc[:0]))

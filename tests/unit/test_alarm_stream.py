@@ -37,7 +37,7 @@ def replayed(provisioned):
     consumers = [f"alarm-{uuid.uuid4().hex[:6]}", f"alarm-{uuid.uuid4().hex[:6]}"]
     for consumer in consumers:
         det.start_at_stream_end(consumer)  # other tests of this session may have put orders on the stream
-    messages.purge_inbox()
+    messages.purge_inbox(quiet_seconds=0)
     streams.replay(sim.events, "orders", progress=False)
     late = {
         "InvoiceNo": "999999",
@@ -63,7 +63,7 @@ def test_alarms_reach_the_topic_once_per_incident_and_bad_records_are_counted(re
     assert counts["accepted"] == len(sim.events)
     assert result.published == 2, result.alarms
     assert sorted(a["kind"] for a in result.alarms) == ["drop", "surge"]
-    texts = [m["text"] for m in messages.sent_messages() if consumer in m["text"]]
+    texts = [m["text"] for m in messages.sent_messages(quiet_seconds=0) if consumer in m["text"]]
     assert len(texts) == 2 and all("orders vs ~" in t and "score" in t for t in texts)
     dlq = config.client("sqs").receive_message(
         QueueUrl=_outputs()["queue_url:rate-alarm-dlq"], MaxNumberOfMessages=10, VisibilityTimeout=0
@@ -86,7 +86,7 @@ def test_restart_resumes_from_checkpoint_without_re_alarming(replayed):
     assert first.published + second.published == 2
     again = det.consume(consumer, cfg)  # nothing new on the stream: nothing re-alarmed
     assert again.published == 0 and again.counts["records_in"] == second.detector.counts["records_in"]
-    texts = [m["text"] for m in messages.sent_messages() if consumer in m["text"]]
+    texts = [m["text"] for m in messages.sent_messages(quiet_seconds=0) if consumer in m["text"]]
     assert len(texts) == 2
 
 
@@ -130,7 +130,7 @@ def test_handler_deduplicates_and_respects_the_cool_down(provisioned):
     assert send(alarm("i1", "2011-11-09T10:00:00Z")) == ["duplicate"]
     assert send(alarm("i2", "2011-11-09T10:10:00Z")) == ["cooled_down"]  # 10 min < 15 min cool-down
     assert send(alarm("i2", "2011-11-09T10:10:00Z"), alarm("i3", "2011-11-09T10:20:00Z")) == ["duplicate", "published"]
-    texts = [m["text"] for m in messages.sent_messages() if "Incident i1" in m["text"]]
+    texts = [m["text"] for m in messages.sent_messages(quiet_seconds=0) if "Incident i1" in m["text"]]
     assert any("x3.0" in t for t in texts)
     with pytest.raises(ValueError, match="missing"):
         send({"incident_id": "x"})

@@ -201,7 +201,7 @@ def replay(stack):
     fn = _detector(stack, name, cfg)
     rd.seed_state(warm, fn.settings, fn.dynamodb, shards=SHARDS)
     local = RateDetector.from_state(json.loads(json.dumps(warm.to_state())))  # what the function loads
-    messages.purge_inbox()
+    messages.purge_inbox(quiet_seconds=0)
     records = sim.records()
     shards = {s: Shard(s, stack["stream_arn:orders"]) for s in SHARDS}
     tumbling = 300
@@ -232,7 +232,7 @@ def test_one_alarm_per_incident_and_the_same_verdicts_as_the_local_detector(repl
     for incident in INCIDENTS:  # each alarm's window overlaps its incident
         start, end = parse_ts(incident["start"]), parse_ts(incident["end"]) + 600
         assert sum(parse_ts(a["window_start"]) < end and parse_ts(a["window_end"]) > start for a in published) == 1
-    texts = [m["text"] for m in messages.sent_messages() if fn.settings.name in m["text"]]
+    texts = [m["text"] for m in messages.sent_messages(quiet_seconds=0) if fn.settings.name in m["text"]]
     assert len(texts) == 2
     # same windows, same counts, same forest scores and verdicts as the local detector on the same records
     ours = [(h["window_start"], h["orders"], h["anomalous"], h["score"]) for h in saved.history]

@@ -4,8 +4,9 @@ Verbs:
 - ``simulate_day`` — a dense simulated day (datagen's rate model) with ground-truth incidents and warm-up days;
 - ``run_offline`` — the detector in-process over a simulated day, evaluated (rule vs forest);
 - ``consume`` — the detector as its own consumer of the ``orders`` stream (checkpoints, state, SNS, dead letters);
+- ``run_live`` — a simulated slice replayed onto ``orders`` (plus a malformed and a late record), consumed, texts read back;
 - ``evaluate`` / ``compare`` — precision, recall, detection delay, false alarms per day;
-- ``sent_messages`` — the alarm texts the SNS topic sent, read back from the emulator.
+- ``sent_messages`` — the alarm texts the SNS topic sent, read back through the ``alarm-inbox`` queue.
 """
 
 from shoplake.alarm._evaluate import (
@@ -17,6 +18,7 @@ from shoplake.alarm._evaluate import (
     run_offline,
     suggest_rule_threshold,
 )
+from shoplake.alarm._live import LiveRun, bad_records, run_live
 from shoplake.alarm._policy import Alarm, AlarmPolicy, PolicyConfig
 from shoplake.alarm._rcf import RateForest, RcfConfig
 from shoplake.alarm._rule import RuleConfig, SlidingWindowRule
@@ -31,6 +33,7 @@ __all__ = [
     "ConsumeResult",
     "DetectorConfig",
     "EventTimeWindows",
+    "LiveRun",
     "OfflineRun",
     "PolicyConfig",
     "RateDetector",
@@ -40,6 +43,7 @@ __all__ = [
     "SimulatedDay",
     "SlidingWindowRule",
     "WindowCount",
+    "bad_records",
     "compare",
     "consume",
     "day_slice",
@@ -49,6 +53,7 @@ __all__ = [
     "rcf_detections",
     "reset",
     "rule_detections",
+    "run_live",
     "run_offline",
     "sent_messages",
     "simulate_day",
