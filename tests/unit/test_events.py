@@ -1,0 +1,96 @@
+"""One order event, one set of rules: a table of edge events judged by shoplake.events (and by every consumer)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shoplake import events
+
+GOOD = {
+    "InvoiceNo": "536365",
+    "StockCode": "85123A",
+    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
+    "Quantity": 6,
+    "InvoiceDate": "2010-12-01T08:26:00Z",
+    "UnitPrice": 2.55,
+    "CustomerID": "17850",
+    "Country": "United Kingdom",
+    "LineNo": 0,
+}
+
+
+def _with(**changes):
+    event = dict(GOOD)
+    for key, value in changes.items():
+        if value is KeyError:
+            event.pop(key)
+        else:
+            event[key] = value
+    return event
+
+
+# (name, event, verdict): verdict "ok" or the rejection kind every consumer must give
+EDGE_EVENTS = [
+    ("a plain sale", GOOD, "ok"),
+    ("a guest line (CustomerID null)", _with(CustomerID=None), "ok"),
+    ("a guest line (CustomerID missing)", _with(CustomerID=KeyError), "ok"),
+    ("a cancellation", _with(InvoiceNo="C536379", Quantity=-1), "ok"),
+    ("an integer InvoiceNo and CustomerID", _with(InvoiceNo=536365, CustomerID=17850), "ok"),
+    ("a zero price (free sample)", _with(UnitPrice=0), "ok"),
+    ("unicode text", _with(Description="CRÈME BRÛLÉE SET ☕", Country="Österreich"), "ok"),
+    ("no Description", _with(Description=None), "ok"),
+    ("not an object", [GOOD], events.MALFORMED_JSON),
+    ("a missing StockCode", _with(StockCode=KeyError), events.MISSING_FIELD),
+    ("an empty InvoiceNo", _with(InvoiceNo=""), events.MISSING_FIELD),
+    ("a null Quantity", _with(Quantity=None), events.MISSING_FIELD),
+    ("a string Quantity", _with(Quantity="6"), events.INVALID_VALUE),
+    ("a fractional Quantity", _with(Quantity=1.5), events.INVALID_VALUE),
+    ("a boolean Quantity", _with(Quantity=True), events.INVALID_VALUE),
+    ("a zero Quantity", _with(Quantity=0), events.INVALID_VALUE),
+    ("a sale with a negative Quantity", _with(Quantity=-6), events.INVALID_VALUE),
+    ("a cancellation with a positive Quantity", _with(InvoiceNo="C536379", Quantity=1), events.INVALID_VALUE),
+    ("a huge Quantity", _with(Quantity=10**40), events.INVALID_VALUE),
+    ("a negative price", _with(UnitPrice=-0.01), events.INVALID_VALUE),
+    ("a price of NaN", _with(UnitPrice=float("nan")), events.INVALID_VALUE),
+    ("a huge price", _with(UnitPrice=1e30), events.INVALID_VALUE),
+    ("a huge LineNo", _with(LineNo=10**40), events.INVALID_VALUE),
+    ("a negative LineNo", _with(LineNo=-1), events.INVALID_VALUE),
+    ("a date without zone", _with(InvoiceDate="2010-12-01T08:26:00"), events.INVALID_VALUE),
+    ("a date that does not exist", _with(InvoiceDate="2010-02-30T08:26:00Z"), events.INVALID_VALUE),
+    ("a date far in the future", _with(InvoiceDate="2999-12-01T08:26:00Z"), events.INVALID_VALUE),
+    ("a '#' in a key field", _with(StockCode="85123#A"), events.INVALID_VALUE),
+    ("a boolean CustomerID", _with(CustomerID=True), events.INVALID_VALUE),
+    ("a lone surrogate in Description", _with(Description="bad \udc80 text"), events.INVALID_VALUE),
+    ("a numeric Country", _with(Country=44), events.INVALID_VALUE),
+]
+
+
+@pytest.mark.parametrize(("name", "event", "verdict"), EDGE_EVENTS, ids=[e[0] for e in EDGE_EVENTS])
+def test_edge_events(name, event, verdict):
+    valid, kind, reason = events.judge(event)
+    assert (kind or "ok") == verdict, reason
+    if verdict == "ok":
+        assert set(valid) == set(events.FIELDS) and isinstance(valid["InvoiceNo"], str)
+        assert valid["CustomerID"] is None or isinstance(valid["CustomerID"], str)
+    else:
+        assert reason and len(reason) < 200, "a reason a person can act on, never the whole value"
+
+
+def test_bytes_decode_and_round_trip():
+    assert events.decode(events.encode(GOOD)) == GOOD
+    with pytest.raises(events.Rejected) as rejected:
+        events.decode(b"\xff\xfe not json")
+    assert rejected.value.kind == events.MALFORMED_JSON
+    assert events.decode(json.dumps(_with(Description="☕")).encode())["Description"] == "☕"
+
+
+def test_partition_key_guests_by_invoice():
+    assert events.partition_key(GOOD) == "17850"
+    assert events.partition_key(_with(CustomerID=None)) == "guest-536365"
+
+
+def test_a_huge_rejected_value_is_not_echoed():
+    _, _, reason = events.judge(_with(StockCode="x" * 5_000_000))
+    assert len(reason) < 200
