@@ -332,3 +332,15 @@ def test_deployed_modules_need_no_python_newer_than_the_runtime():
         timeout=120,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-1000:]
+
+
+def test_publish_layer_gives_the_arn_infra_expects(layer_dir, aws_target):
+    built = LAYER_CACHE / layers.layer_zip_name(layers.layer_pins())
+    with aws_target.as_role("operator"):
+        arn = layers.publish_layer(built)
+    assert infra._LAYER_ARN.fullmatch(arn) and ":layer:" in arn and arn.split(":")[3] == "eu-west-1"
+    [call] = [c for c in aws_target.calls if c.role == "operator"]
+    assert call.action == "lambda:PublishLayerVersion"
+    assert call.params["CompatibleRuntimes"] == [infra.LAMBDA_RUNTIME]
+    assert call.params["CompatibleArchitectures"] == ["x86_64"]
+    assert call.params["Content"]["ZipFile"] == built.read_bytes()
