@@ -213,7 +213,7 @@ class AthenaEngine(SqlEngine):
         from shoplake import infra
 
         self.workgroup = workgroup or athena_workgroup()
-        self.output = output or f"s3://{infra.outputs()['bucket:artifacts']}/{ATHENA_RESULTS_PREFIX}"
+        self.output = output or f"s3://{infra.bucket_name('artifacts')}/{ATHENA_RESULTS_PREFIX}"
         self.session = config.configure_wrangler()
 
     def run(self, query: Query) -> pd.DataFrame:

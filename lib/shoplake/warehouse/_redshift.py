@@ -424,14 +424,18 @@ class PostgresWarehouse(Warehouse):
         return wr.postgresql.read_sql_query(sql, con)
 
 
-def _csv_stream(table: Any) -> io.BytesIO:
-    """An Arrow table as CSV for PostgreSQL's COPY: a header, every value quoted, a null as an empty unquoted field."""
+COPY_CHUNK_BYTES = 1 << 20
+
+
+def _csv_stream(table: Any) -> list[bytes]:
+    """An Arrow table as CSV for PostgreSQL's COPY (a header, every value quoted, a null an empty unquoted field), in
+    1 MiB messages: pg8000 sends an iterable's items as they are, but a file object in 8 KiB reads."""
     import pyarrow.csv as pacsv
 
     sink = io.BytesIO()
     pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=True, quoting_style="all_valid"))
-    sink.seek(0)
-    return sink
+    data = sink.getbuffer()
+    return [bytes(data[i : i + COPY_CHUNK_BYTES]) for i in range(0, len(data), COPY_CHUNK_BYTES)]
 
 
 class RedshiftWarehouse(Warehouse):
@@ -457,12 +461,20 @@ class RedshiftWarehouse(Warehouse):
                 "target aws needs SHOPLAKE_REDSHIFT_SECRET_ID: the Secrets Manager secret of the Redshift cluster "
                 "or Serverless workgroup (host, port, username, password, dbname)"
             )
-        return wr.redshift.connect(secret_id=self.secret_id, boto3_session=config.configure_wrangler())
+        try:
+            return wr.redshift.connect(secret_id=self.secret_id, boto3_session=config.configure_wrangler())
+        except Exception as exc:
+            raise WarehouseError(
+                f"cannot connect to Redshift with the secret {self.secret_id} ({type(exc).__name__}: "
+                f"{str(exc)[:200]}): check the secret's host/port/dbname, that the cluster or Serverless workgroup "
+                "is available and reachable from here (publicly accessible or via VPN), and your secretsmanager "
+                "permission"
+            ) from exc
 
     def staging_root(self) -> str:
         from shoplake import infra
 
-        return f"s3://{infra.outputs()['bucket:artifacts']}/{REDSHIFT_STAGING_PREFIX}{self.schema}/"
+        return f"s3://{infra.bucket_name('artifacts')}/{REDSHIFT_STAGING_PREFIX}{self.schema}/"
 
     def stage(self, tables: dict[str, Any]) -> dict[str, str]:
         """Write each table as one Parquet file of its exact schema under a fresh staging prefix; table → prefix."""
