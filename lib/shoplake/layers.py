@@ -197,6 +197,11 @@ def _pip(args: list[str], what: str, timeout: float, env: dict[str, str] | None 
     if _NETWORK.search(output):
         raise LayerError(f"pip could not {what}: the package index is unreachable (no network?); connect and retry")
     found = _NOT_FOUND.search(output)
+    if found and "(from versions: none)" in output:
+        raise LayerError(
+            f"pip could not {what}: the package index lists no version of {found.group(1) or found.group(2)} at all "
+            "(no network, or PIP_INDEX_URL points at an index without it); connect and retry"
+        )
     if found:
         raise LayerError(
             f"pip could not {what}: no distribution of {found.group(1) or found.group(2)} fits "

@@ -156,13 +156,20 @@ def test_layer_recipe_is_pinned_deterministic_and_complete(layer_dir):
     assert layers.build_rate_detector_layer(LAYER_CACHE) == built
 
 
-def test_layer_errors_are_one_line():
+def test_layer_errors_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(layers.LayerError, match="architecture must be one of"):
         layers.build_rate_detector_layer(LAYER_CACHE, architecture="sparc")
     with pytest.raises(layers.LayerError, match="python_version must look like"):
         layers.build_rate_detector_layer(LAYER_CACHE, python_version="twelve")
     with pytest.raises(layers.LayerError, match="does not exist: build it first"):
         layers.publish_layer(LAYER_CACHE / "nothing.zip")
+    # no index answers (a closed loopback port stands for "no network"): one line saying so, no zip left behind
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
+    monkeypatch.setenv("PIP_RETRIES", "0")
+    with pytest.raises(layers.LayerError, match=r"^pip could not build the rrcf==0\.4\.4 wheel .* connect and retry$"):
+        layers.build_rate_detector_layer(tmp_path, force=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_zip_and_layer_import_in_a_clean_python312_without_setuptools(python312, layer_dir, runtime_dirs):
