@@ -260,6 +260,7 @@ def deliver_orders(
     *,
     wait: bool = True,
     stall_timeout_s: float = DELIVERY_STALL_S,
+    poll_s: float = DELIVERY_POLL_S,
 ) -> DeliveryCounts:
     """Put order events to the Firehose delivery stream ``orders-to-lake`` (which lands them in ``raw/orders/``).
 
@@ -287,7 +288,9 @@ def deliver_orders(
             stream,
         )
     if wait and counts.delivered:
-        landed = wait_for_delivery(counts.delivered, before, stall_timeout_s=stall_timeout_s, progress=progress)
+        landed = wait_for_delivery(
+            counts.delivered, before, stall_timeout_s=stall_timeout_s, poll_s=poll_s, progress=progress
+        )
         counts.landed, counts.waited_s = landed.records, landed.seconds
     log.info("delivered %d of %d order events to %s", counts.delivered, counts.events, stream)
     return counts
