@@ -258,3 +258,50 @@ def test_a_disabled_or_missing_mapping_is_a_clear_error(stack):
         orders.runtime().start()
     with pytest.raises(lambda_runtime.LambdaRuntimeError, match="max_batches"):
         orders.consume(max_batches=2)
+
+
+def test_alarm_consume_on_aws_waits_on_the_rate_detector_mapping_and_reads_its_state_back(aws_target, monkeypatch):
+    """The same runtime rule for the alarm: the deployed rate-detector's mapping must be Enabled, its state in
+    alarm_state (saved by the function under DETECTOR_NAME) is the progress, and the detector is read back."""
+    import io
+    import zipfile
+
+    import boto3
+    from moto.awslambda.models import LambdaBackend
+
+    from shoplake import alarm
+    from shoplake.alarm.detector import RateDetector, StateStore
+
+    monkeypatch.setattr(LambdaBackend, "send_kinesis_message", lambda self, *a, **k: None)
+    keys = {"kinesis_stream:orders", "dynamodb_table:alarm_state", "iam_role:rate-detector-fn"}
+    infra.apply([r for r in infra.load_spec() if r.key in keys])
+    package = io.BytesIO()
+    with zipfile.ZipFile(package, "w") as archive:  # the real bundle needs the numpy/rrcf layer: a stand-in here
+        archive.writestr("stand_in.py", "def handler(event, context):\n    return {}\n")
+    lam = boto3.client("lambda")
+    lam.create_function(
+        FunctionName=infra.physical_name(infra.find("lambda_function", "rate-detector")),
+        Runtime="python3.12",
+        Role=infra.arn("role", "rate-detector-fn"),
+        Handler="stand_in.handler",
+        Code={"ZipFile": package.getvalue()},
+    )
+    with pytest.raises(lambda_runtime.LambdaRuntimeError, match="infra apply"):
+        alarm.consume(expected=1)
+    lam.create_event_source_mapping(
+        EventSourceArn=infra.arn("stream", "orders"),
+        FunctionName=infra.physical_name(infra.find("lambda_function", "rate-detector")),
+        StartingPosition="LATEST",
+    )
+    detector = RateDetector(alarm.detector_config(600), name="rate-detector-fn", shards=["shardId-000000000000"])
+    records = [json.dumps(order(i, "c1")).encode() for i in range(30)] + [b"{bad"]
+    detector.process(records, "shardId-000000000000")
+    StateStore("rate-detector-fn").save(detector.to_state())  # what the function's final invokes leave behind
+    result = alarm.consume(expected=31)
+    assert result.counts["records_in"] == 31 and result.counts["malformed"] == 1
+    assert result.counts["dead_lettered"] == 1 and result.detector.counts == detector.counts
+    # the mapping's stats count what happened during this call: the function had finished before it
+    assert result.mapping["records_done"] == result.mapping["records_to_on_failure"] == 0
+    assert "lambda:ListEventSourceMappings" in aws_target.operations(None)
+    with pytest.raises(lambda_runtime.LambdaRuntimeError, match="max_batches"):
+        alarm.consume(max_batches=1)

@@ -44,7 +44,7 @@ def history_cmd(customer_id: str, limit: int | None, since: str | None, as_json:
 @click.option("--speed", type=float, default=None, help="event seconds per wall second (default: as fast as possible)")
 @click.option("--json", "as_json", is_flag=True)
 def ingest_cmd(scale: str | None, seed: int | None, speed: float | None, as_json: bool) -> None:
-    """Replay the generated dataset to the orders stream and run the handler until caught up (local)."""
+    """Replay the generated dataset to the orders stream and wait until the consumer has accounted for it."""
     from shoplake import datagen
     from shoplake.cli import echo_json
     from shoplake.orders import dead_letters, ingest, item_count
