@@ -361,8 +361,13 @@ def buffering_seconds(delivery_stream: str = WEBLOGS_FIREHOSE) -> int:
                 f"Firehose delivery stream {name} does not exist: run notebook 00_provision (or `shoplake infra apply`)"
             ) from exc
         raise
+    return buffering_of(description["DeliveryStreamDescription"])
+
+
+def buffering_of(description: dict[str, Any]) -> int:
+    """:func:`buffering_seconds` of a ``DeliveryStreamDescription`` (S3 backup configurations left out)."""
     longest = 0
-    for dest in description["DeliveryStreamDescription"].get("Destinations", []):
+    for dest in description.get("Destinations", []):
         for key, value in dest.items():
             if not key.endswith("DestinationDescription") or key.startswith("S3"):
                 continue

@@ -583,7 +583,7 @@ class OpenSearchIndex(LogIndex):
     def domain_endpoint() -> str:
         from shoplake import infra
 
-        name = infra.outputs()["opensearch:logs"]
+        name = infra.physical_name(infra.find("opensearch_domain", "logs"))
         try:
             status = config.client("opensearch").describe_domain(DomainName=name)["DomainStatus"]
         except Exception as exc:
@@ -689,7 +689,12 @@ class OpenSearchIndex(LogIndex):
     def rejected(self, limit: int = 20) -> pd.DataFrame:
         hits = self._search(dsl_rejected(limit))["hits"]["hits"]
         rows = [
-            {"source": h["_index"], "line_no": None, "reason": h["_source"].get("reason"), "line": h["_source"]["line"]}
+            {
+                "source": h["_index"],
+                "line_no": None,
+                "reason": h["_source"].get("reason"),
+                "line": h["_source"].get("line"),
+            }
             for h in hits
         ]
         rows += self.delivery_failures()[: max(0, int(limit) - len(rows))]
