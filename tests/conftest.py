@@ -45,3 +45,44 @@ def tiny_dataset():
     from shoplake import datagen
 
     return datagen.load(scale="tiny", seed=42)
+
+
+@pytest.fixture(scope="session")
+def workbook_dir(tmp_path_factory):
+    """Where the tiny workbook run writes: build/ (executed notebooks, metrics) and reports/ (HTML)."""
+    return tmp_path_factory.mktemp("workbook")
+
+
+@pytest.fixture(scope="session")
+def workbook_run(local_stack, workbook_dir):
+    """Executes every notebook in order at scale tiny; returns {notebook name: NotebookResult}."""
+    from shoplake import workbook
+
+    out = workbook_dir
+    # a smaller hyper-parameter grid keeps Spark to a few fits; the full grid runs in `make run`
+    extra = {"03_recommendations": {"ranks": [8], "alphas": [2.0]}}
+    results = workbook.run_notebooks(
+        scale="tiny",
+        seed=42,
+        target="local",
+        out_dir=out / "build",
+        report_dir=out / "reports",
+        keep_going=True,
+        progress=False,
+        extra_parameters=extra,
+    )
+    return {r.name: r for r in results}
+
+
+@pytest.fixture(scope="session")
+def workbook_metrics(workbook_run):
+    """{notebook name: recorded metrics}; a failed notebook fails the tests that ask for it, with its error."""
+
+    class Metrics(dict):
+        def __missing__(self, name: str):
+            result = workbook_run.get(name)
+            if result is None:
+                pytest.fail(f"notebook {name} did not run (known: {sorted(workbook_run)})")
+            pytest.fail(f"notebook {name} failed: {result.error}")
+
+    return Metrics({name: r.metrics for name, r in workbook_run.items() if r.ok})

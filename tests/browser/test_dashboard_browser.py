@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from shoplake import config
@@ -13,23 +10,6 @@ pytestmark = pytest.mark.slow
 
 SAMPLE = config.REPO_ROOT / "data" / "samples" / "access_tricky.log"
 REPORTS = config.REPO_ROOT / "reports"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-    if path is None:
-        pytest.skip("Debian chromium is not installed: run `make browser` (apt-get install chromium)")
-    return path
 
 
 def _number(text: str) -> float:
@@ -48,12 +28,11 @@ def log_index(tiny_dataset):
     index.close()
 
 
-def test_dashboard_numbers_equal_index_answers(log_index):
+def test_dashboard_numbers_equal_index_answers(log_index, chromium):
     from playwright.sync_api import sync_playwright
 
     from shoplake.weblogs import DashboardServer, create_app, snapshot
 
-    executable = _chromium()
     expected = {
         "requests": log_index.count(),
         "errors_5xx": log_index.count("status_class:5xx"),
@@ -66,7 +45,7 @@ def test_dashboard_numbers_equal_index_answers(log_index):
     assert expected["rejected"] == 10 and expected["errors_5xx"] > 0 and len(spikes) >= 1
     REPORTS.mkdir(exist_ok=True)
     with DashboardServer(create_app(log_index, refresh_s=2.0)) as server, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        browser = pw.chromium.launch(**chromium)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1400})
             page.goto(server.url, wait_until="domcontentloaded")
