@@ -54,3 +54,8 @@ def test_served_lists_have_k_unbought_items(metrics):
     assert served["cold_start"] == 0
     assert metrics["examples_bought_items_served"] == 0
     assert metrics["cold_start_flagged"] is True
+
+
+def test_the_target_chose_the_training_backend(metrics):
+    # the notebook calls recommend.train and never looks at the target; at tiny locally that is Spark local[2]
+    assert metrics["backend"] == "local-spark"
