@@ -44,6 +44,9 @@ def test_revenue_agrees_to_the_cent_everywhere(metrics):
         assert revenue[key] == pytest.approx(lake_net, abs=0.005), key
     assert revenue["rfm_sales"] == pytest.approx(revenue["known_customer_sales"], abs=0.005)
     assert revenue["daily_revenue_sales"] >= revenue["known_customer_sales"]
+    assert (
+        revenue["agrees"] is True
+    )  # the same comparisons in exact Decimal arithmetic (warehouse.revenue_reconciliation)
 
 
 def test_catalog_and_dashboard(metrics):
