@@ -18,18 +18,21 @@ warnings, one informational I3011 (the Kinesis stream had no explicit DeletionPo
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from shoplake import config
 from shoplake.errors import InfraError
 
 if TYPE_CHECKING:
-    from shoplake.infra import Resource
+    from shoplake.infra import Change, Resource
 
 log = logging.getLogger(__name__)
 
@@ -780,3 +783,756 @@ def write_template(out: Path, spec: list[Resource] | None = None) -> Rendered:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(package)
     return rendered
+
+
+# ---------------------------------------------------------------------------- the aws backend: one stack per prefix
+
+# Resource types moto 5.2.5's CloudFormation accepts but silently does not create (the stack still completes).
+MOTO_SKIPPED_TYPES = (
+    "AWS::KinesisFirehose::DeliveryStream",
+    "AWS::Glue::Database",
+    "AWS::SNS::Subscription",
+    "AWS::SQS::QueuePolicy",
+    "AWS::OpenSearchService::Domain",
+)
+TERMINAL_OK = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"}
+TERMINAL_FAILED = {
+    "CREATE_FAILED",
+    "ROLLBACK_COMPLETE",
+    "ROLLBACK_FAILED",
+    "UPDATE_ROLLBACK_COMPLETE",
+    "UPDATE_ROLLBACK_FAILED",
+    "UPDATE_FAILED",
+    "DELETE_FAILED",
+    "IMPORT_ROLLBACK_COMPLETE",
+    "IMPORT_ROLLBACK_FAILED",
+}
+ACTIONS = {"Add": "create", "Modify": "update", "Remove": "delete", "Import": "import", "Dynamic": "update"}
+QUEUE_RECREATE_SECONDS = 61  # SQS refuses a queue name for 60 s after it was deleted (QueueDeletedRecently)
+MAX_TEMPLATE_BODY = 51_200  # larger templates go through S3 (TemplateURL)
+
+
+def _code(exc: Exception) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+def stack_name(prefix: str | None = None) -> str:
+    return f"shoplake-{prefix or config.settings().prefix}"
+
+
+def bootstrap_bucket() -> str:
+    """The bucket holding Lambda zips (and large templates) for this account and region; shared by prefixes."""
+    from shoplake import infra
+
+    return f"shoplake-bootstrap-{infra._account()}-{config.settings().region}"
+
+
+def check_prefix(prefix: str) -> None:
+    if not re.fullmatch(PREFIX_PATTERN, prefix) or len(prefix) > PREFIX_MAX:
+        raise InfraError(
+            f"prefix {prefix!r} cannot name resources on aws: use 1-{PREFIX_MAX} lower-case letters, digits or single "
+            "'-', starting with a letter (bucket and OpenSearch domain names are lower-case and short); "
+            "set SHOPLAKE_PREFIX"
+        )
+
+
+def _now() -> float:
+    return time.time()
+
+
+class CloudFormationStack:
+    """The aws backend of :mod:`shoplake.infra`: the same verbs as the local reconciler, done by CloudFormation."""
+
+    def __init__(self, spec: list[Resource] | None = None, poll_seconds: float = 5.0) -> None:
+        self._spec = spec
+        self.poll_seconds = poll_seconds
+
+    # ------------------------------------------------------------------ inputs
+    def spec(self) -> list[Resource]:
+        from shoplake import infra
+
+        return self._spec if self._spec is not None else infra.load_spec(target="aws", expand=False)
+
+    @property
+    def name(self) -> str:
+        return stack_name()
+
+    def cfn(self) -> Any:
+        return config.client("cloudformation")
+
+    def parameters(self) -> dict[str, str]:
+        import os
+
+        values = {
+            "Prefix": config.settings().prefix,
+            "CodeBucket": bootstrap_bucket(),
+            "AlarmPhone": os.environ.get("SHOPLAKE_ALARM_PHONE", "").strip(),
+            "AlarmEmail": os.environ.get("SHOPLAKE_ALARM_EMAIL", "").strip(),
+            "RateDetectorLayerArn": os.environ.get("SHOPLAKE_RATE_DETECTOR_LAYER", "").strip(),
+        }
+        return values
+
+    def preflight(self, rendered: Rendered) -> dict[str, str]:
+        """Every reason the stack cannot be deployed, in one message, before anything is created."""
+        values = self.parameters()
+        problems = []
+        try:
+            check_prefix(values["Prefix"])
+        except InfraError as exc:
+            problems.append(str(exc))
+        uses = json.dumps(rendered.template["Resources"])
+        if '"RateDetectorLayerArn"' in uses and not re.fullmatch(LAYER_PATTERN, values["RateDetectorLayerArn"]):
+            problems.append(
+                "the rate-detector function needs numpy + rrcf as a Lambda layer, and SHOPLAKE_RATE_DETECTOR_LAYER "
+                f"is {values['RateDetectorLayerArn'] or 'not set'}: run `shoplake infra build-layer --publish` and "
+                "export the layer version ARN it prints"
+            )
+        if '"AlarmPhone"' in uses or '"AlarmEmail"' in uses:
+            phone, email = values["AlarmPhone"], values["AlarmEmail"]
+            if phone == FICTIONAL_PHONE:
+                problems.append(
+                    f"SHOPLAKE_ALARM_PHONE={FICTIONAL_PHONE} is the local target's fictional number: on aws use a "
+                    "real number verified in the SNS SMS sandbox, or SHOPLAKE_ALARM_EMAIL"
+                )
+            elif phone and not re.fullmatch(PHONE_PATTERN, phone):
+                problems.append(f"SHOPLAKE_ALARM_PHONE {phone!r} is not an E.164 number like +447700900123")
+            if email and not re.fullmatch(EMAIL_PATTERN, email):
+                problems.append(f"SHOPLAKE_ALARM_EMAIL {email!r} is not an e-mail address")
+            if not phone and not email:
+                problems.append(
+                    "the alarms topic needs a real endpoint on aws: set SHOPLAKE_ALARM_PHONE (a number verified in the "
+                    "SNS SMS sandbox: aws sns create-sms-sandbox-phone-number) or SHOPLAKE_ALARM_EMAIL"
+                )
+        if problems:
+            raise InfraError("cannot deploy the aws stack: " + "; ".join(problems))
+        return values
+
+    # ------------------------------------------------------------------ stack state
+    def status(self) -> str | None:
+        try:
+            stacks = self.cfn().describe_stacks(StackName=self.name)["Stacks"]
+        except Exception as exc:
+            if _code(exc) == "ValidationError" and "does not exist" in str(exc):
+                return None
+            raise
+        return stacks[0]["StackStatus"] if stacks else None
+
+    def _stack_resources(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for page in self.cfn().get_paginator("list_stack_resources").paginate(StackName=self.name):
+            out += page["StackResourceSummaries"]
+        return out
+
+    def _wait_deleted(self) -> str | None:
+        while True:
+            status = self.status()
+            if status is None or status == "DELETE_COMPLETE":
+                return None
+            if status == "DELETE_FAILED":
+                return status
+            time.sleep(self.poll_seconds)
+
+    # ------------------------------------------------------------------ change sets
+    def _template_args(self, rendered: Rendered, upload: bool) -> dict[str, Any]:
+        body = json.dumps(rendered.template, separators=(",", ":"), sort_keys=True)
+        if len(body) <= MAX_TEMPLATE_BODY:
+            return {"TemplateBody": body}
+        if not upload:
+            raise InfraError(f"the template is {len(body)} bytes, over CloudFormation's inline limit: run apply")
+        key = f"shoplake/templates/{hashlib.sha256(body.encode()).hexdigest()[:24]}.json"
+        bucket = self.ensure_bootstrap_bucket()
+        config.client("s3").put_object(Bucket=bucket, Key=key, Body=body.encode())
+        return {"TemplateURL": f"https://{bucket}.s3.{config.settings().region}.amazonaws.com/{key}"}
+
+    def _create_change_set(self, rendered: Rendered, values: dict[str, str], upload: bool) -> tuple[str, str, bool]:
+        """Create a change set and wait for it; returns (name, change set type, has changes)."""
+        status = self.status()
+        kind = "CREATE" if status in (None, "REVIEW_IN_PROGRESS") else "UPDATE"
+        name = "shoplake-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(_now()))
+        try:
+            self._create_change_set_call(name, kind, rendered, values, upload)
+        except Exception as exc:  # some endpoints refuse an empty change set at once instead of marking it FAILED
+            if _code(exc) == "ValidationError" and "No updates are to be performed" in str(exc):
+                return "", kind, False  # nothing was created, nothing to drop
+            raise
+        while True:
+            cs = self.cfn().describe_change_set(StackName=self.name, ChangeSetName=name)
+            if cs["Status"] == "CREATE_COMPLETE":
+                return name, kind, True
+            if cs["Status"] == "FAILED":
+                reason = cs.get("StatusReason") or ""
+                if "didn't contain changes" in reason or "No updates are to be performed" in reason:
+                    return name, kind, False
+                raise InfraError(f"CloudFormation refused the change set of {self.name}: {reason}")
+            time.sleep(self.poll_seconds)
+
+    def _create_change_set_call(
+        self, name: str, kind: str, rendered: Rendered, values: dict[str, str], upload: bool
+    ) -> None:
+        self.cfn().create_change_set(
+            StackName=self.name,
+            ChangeSetName=name,
+            ChangeSetType=kind,
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()],
+            Capabilities=["CAPABILITY_NAMED_IAM"],
+            Tags=[{"Key": "shoplake:prefix", "Value": values["Prefix"]}],
+            Description="shoplake infra (rendered from infra/stack.yaml)",
+            **self._template_args(rendered, upload),
+        )
+
+    def _changes(self, name: str, rendered: Rendered) -> list[Change]:
+        from shoplake.infra import Change
+
+        rows: list[Change] = []
+        token = None
+        while True:
+            kwargs = {"StackName": self.name, "ChangeSetName": name} | ({"NextToken": token} if token else {})
+            page = self.cfn().describe_change_set(**kwargs)
+            for change in page.get("Changes", []):
+                rc = change.get("ResourceChange") or {}
+                logical = rc.get("LogicalResourceId", "")
+                detail = ", ".join(
+                    sorted({d.get("Target", {}).get("Name") or "" for d in rc.get("Details") or []} - {""})
+                )
+                rows.append(
+                    Change(
+                        ACTIONS.get(rc.get("Action", ""), rc.get("Action", "").lower()),
+                        self._resource_of(logical, rc.get("ResourceType", ""), rendered),
+                        detail=(f"changes {detail}" if detail else ""),
+                        replacement=str(rc.get("Replacement") or ("new" if rc.get("Action") == "Add" else "n/a")),
+                        logical_id=logical,
+                        real_name=rc.get("PhysicalResourceId") or "",
+                    )
+                )
+            token = page.get("NextToken")
+            if not token:
+                return rows
+
+    def _resource_of(self, logical: str, cfn_type: str, rendered: Rendered) -> Resource:
+        from shoplake.infra import Resource
+
+        spec = {(r.type, r.name): r for r in self.spec()}
+        origin = rendered.resources.get(logical)
+        if origin and origin in spec:
+            return spec[origin]
+        if origin:
+            return Resource(origin[0], origin[1], {})
+        return Resource(cfn_type or "unknown", logical, {})
+
+    def _drop_change_set(self, name: str, kind: str) -> None:
+        if not name:
+            return
+        try:
+            self.cfn().delete_change_set(StackName=self.name, ChangeSetName=name)
+        except Exception as exc:  # a failed change set may already be gone
+            if _code(exc) not in ("ChangeSetNotFound", "ChangeSetNotFoundException"):
+                raise
+        if kind == "CREATE" and self.status() == "REVIEW_IN_PROGRESS":  # the empty stack a CREATE change set made
+            self.cfn().delete_stack(StackName=self.name)
+            self._wait_deleted()
+
+    # ------------------------------------------------------------------ verbs
+    def plan(self, spec: list[Resource] | None = None) -> list[Change]:
+        """A change set of the rendered template: what CloudFormation would do, with replacement and cost."""
+        self._whole(spec)
+        rendered = render(self.spec())
+        values = self.preflight(rendered)
+        status = self.status()
+        if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED"):
+            rows = self._all(rendered, "create", f"stack {self.name} is {status}: apply deletes and re-creates it")
+            return _with_costs(rows)
+        if status and status.endswith("_IN_PROGRESS") and status != "REVIEW_IN_PROGRESS":
+            raise InfraError(f"stack {self.name} is busy ({status}): wait until it settles, then plan again")
+        name, kind, changed = self._create_change_set(rendered, values, upload=False)
+        try:
+            rows = self._changes(name, rendered) if changed else self._all(rendered, "unchanged")
+        finally:
+            self._drop_change_set(name, kind)
+        return _with_costs(rows)
+
+    def _all(self, rendered: Rendered, action: str, detail: str = "") -> list[Change]:
+        from shoplake.infra import Change
+
+        return [
+            Change(action, self._resource_of(lid, body["Type"], rendered), detail=detail, logical_id=lid, real_name="")
+            for lid, body in rendered.template["Resources"].items()
+        ]
+
+    def _whole(self, spec: list[Resource] | None) -> None:
+        if spec is not None and [r.key for r in spec] != [r.key for r in self.spec()]:
+            raise InfraError(
+                "on aws the stack is planned, applied and destroyed whole (one CloudFormation stack): "
+                "call infra.plan()/apply()/destroy() without a resource list"
+            )
+
+    def ensure_bootstrap_bucket(self) -> str:
+        """Create the bootstrap bucket on first use (private, encrypted); returns its name."""
+        s3, bucket, region = config.client("s3"), bootstrap_bucket(), config.settings().region
+        try:
+            s3.head_bucket(Bucket=bucket)
+            return bucket
+        except Exception as exc:
+            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                raise InfraError(f"bootstrap bucket {bucket} exists but is not usable ({exc})") from exc
+        kwargs: dict[str, Any] = {"Bucket": bucket}
+        if region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        log.info("creating the bootstrap bucket %s", bucket)
+        s3.create_bucket(**kwargs)
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+        s3.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
+        )
+        return bucket
+
+    def package(self, rendered: Rendered) -> int:
+        """Upload the Lambda zips the template refers to (content-hash keys: an existing key is skipped)."""
+        s3, bucket, uploaded = config.client("s3"), self.ensure_bootstrap_bucket(), 0
+        for key, data in rendered.packages.items():
+            try:
+                s3.head_object(Bucket=bucket, Key=key)
+                continue
+            except Exception as exc:
+                if _code(exc) not in ("404", "NoSuchKey", "NotFound"):
+                    raise
+            s3.put_object(Bucket=bucket, Key=key, Body=data)
+            uploaded += 1
+        return uploaded
+
+    def apply(self, spec: list[Resource] | None = None, progress: bool = False) -> list[Change]:
+        """Package the code, create and execute a change set, follow the stack's events, install the index template."""
+        self._whole(spec)
+        rendered = render(self.spec())
+        values = self.preflight(rendered)
+        status = self.status()
+        if status in ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "REVIEW_IN_PROGRESS"):
+            log.warning("stack %s is %s (a failed create): deleting it before creating it again", self.name, status)
+            self.cfn().delete_stack(StackName=self.name)
+            self._wait_deleted()
+        elif status and status.endswith("_IN_PROGRESS"):
+            raise InfraError(f"stack {self.name} is busy ({status}): wait until it settles, then apply again")
+        self._wait_for_queue_names()
+        self.package(rendered)
+        name, kind, changed = self._create_change_set(rendered, values, upload=True)
+        if not changed:
+            self._drop_change_set(name, kind)
+            self.post_deploy()
+            return self._all(rendered, "unchanged")
+        rows = self._changes(name, rendered)
+        started = _now()
+        self.cfn().execute_change_set(StackName=self.name, ChangeSetName=name)
+        final = self._follow(started, total=len(rows), progress=progress, desc=f"{kind.lower()} {self.name}")
+        if final not in TERMINAL_OK:
+            raise InfraError(self._failure(final, started))
+        self.post_deploy()
+        return rows
+
+    def _follow(self, since: float, total: int, progress: bool, desc: str, deleting: bool = False) -> str:
+        """Stream the stack's events as tqdm progress until the stack settles; returns the final status."""
+        from tqdm.auto import tqdm
+
+        seen: set[str] = set()
+        done = {"CREATE_COMPLETE", "UPDATE_COMPLETE", "DELETE_COMPLETE", "DELETE_SKIPPED", "IMPORT_COMPLETE"}
+        with tqdm(total=total, desc=desc, unit="resource", disable=not progress) as bar:
+            while True:
+                for event in reversed(self._events(since)):
+                    if event["EventId"] in seen:
+                        continue
+                    seen.add(event["EventId"])
+                    if event.get("ResourceType") == "AWS::CloudFormation::Stack":
+                        continue
+                    status = event.get("ResourceStatus", "")
+                    bar.set_postfix_str(f"{event.get('LogicalResourceId')} {status}"[:60], refresh=False)
+                    if status in done and bar.n < total:
+                        bar.update(1)
+                status = self.status()
+                if status is None:
+                    return "DELETE_COMPLETE" if deleting else "GONE"
+                if status in TERMINAL_OK | TERMINAL_FAILED | {"DELETE_COMPLETE"}:
+                    return status
+                time.sleep(self.poll_seconds)
+
+    def _events(self, since: float) -> list[dict[str, Any]]:
+        """The stack's events newer than ``since`` (newest first, as CloudFormation lists them)."""
+        out: list[dict[str, Any]] = []
+        try:
+            for page in self.cfn().get_paginator("describe_stack_events").paginate(StackName=self.name):
+                for event in page["StackEvents"]:
+                    if event["Timestamp"].timestamp() < since - 1:
+                        return out
+                    out.append(event)
+        except Exception as exc:
+            if _code(exc) == "ValidationError":  # the stack is gone
+                return out
+            raise
+        return out
+
+    def _failure(self, final: str, since: float) -> str:
+        """The message of a failed deploy: the first failing resource and its reason."""
+        failed = [
+            e
+            for e in reversed(self._events(since))
+            if e.get("ResourceStatus", "").endswith("_FAILED")
+            and e.get("ResourceType") != "AWS::CloudFormation::Stack"
+            and "cancelled" not in (e.get("ResourceStatusReason") or "").lower()
+        ]
+        if failed:
+            first = failed[0]
+            where = f"{first['LogicalResourceId']} ({first.get('ResourceType')})"
+            reason = first.get("ResourceStatusReason") or "no reason given"
+            return f"stack {self.name} failed at {where}: {reason}. CloudFormation has rolled back (status {final})"
+        return f"stack {self.name} ended in {final}: see the stack's events in the CloudFormation console"
+
+    def _state_path(self) -> Path:
+        s = config.settings()
+        path = s.home / "infra" / f"aws-{s.prefix}-{s.region}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _wait_for_queue_names(self) -> None:
+        """SQS refuses a queue name for 60 s after its deletion: wait out a destroy that just happened."""
+        path = self._state_path()
+        if not path.exists():
+            return
+        deleted_at = float(json.loads(path.read_text()).get("deleted_at") or 0)
+        wait = deleted_at + QUEUE_RECREATE_SECONDS - _now()
+        if wait > 0:
+            log.warning(
+                "the stack was destroyed %.0f s ago: waiting %.0f s so SQS accepts the queue names", 61 - wait, wait
+            )
+            time.sleep(wait)
+
+    # ------------------------------------------------------------------ after deploy
+    def post_deploy(self) -> None:
+        """Install the OpenSearch index template (SigV4-signed) once the domain of the stack is active."""
+        for r in self.spec():
+            if r.type != "firehose_delivery_stream" or not (r.props.get("opensearch") or {}).get("index_template"):
+                continue
+            search = r.props["opensearch"]
+            domain = logical_id("opensearch_domain", search["domain"])
+            deployed = {s["LogicalResourceId"]: s for s in self._stack_resources()}
+            if deployed.get(domain, {}).get("ResourceType") != "AWS::OpenSearchService::Domain":
+                # only an emulator that skips the domain gets here (moto): say so, never pretend
+                log.warning("the stack has no OpenSearch domain %s: index template not installed", domain)
+                continue
+            endpoint = self.outputs().get(f"opensearch_endpoint:{search['domain']}")
+            if not endpoint:
+                raise InfraError(
+                    "the stack's OpenSearch domain has no endpoint output: run `shoplake infra apply` again"
+                )
+            install_index_template(endpoint, config.REPO_ROOT / "infra" / search["index_template"], search["index"])
+
+    def outputs(self, spec: list[Resource] | None = None) -> dict[str, str]:
+        """The stack's Outputs by reference (``table:order_history``, ``queue_url:alarm-inbox``, ...)."""
+        try:
+            stacks = self.cfn().describe_stacks(StackName=self.name)["Stacks"]
+        except Exception as exc:
+            if _code(exc) == "ValidationError":
+                raise InfraError(
+                    f"stack {self.name} does not exist in {config.settings().region}: run `shoplake infra apply` "
+                    "(or notebook 00_provision) first"
+                ) from exc
+            raise
+        by_key = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs") or []}
+        refs = render_outputs(spec or self.spec())
+        return {ref: by_key[key] for ref, key in refs.items() if key in by_key}
+
+    # ------------------------------------------------------------------ destroy
+    def destroy(self, confirm: str | None = None, spec: list[Resource] | None = None) -> list[Change]:
+        """Empty the stack's buckets, delete the stack and wait until it is gone; also the prefix's layer versions."""
+        from shoplake.infra import Change
+
+        s = config.settings()
+        if confirm != s.prefix:
+            raise InfraError(
+                f"refusing to destroy real AWS resources of prefix {s.prefix!r} without confirmation: "
+                f"run `shoplake infra destroy --confirm {s.prefix}`"
+            )
+        self._whole(spec)
+        if self.status() is None:
+            self._delete_layers()
+            return []
+        summaries = self._stack_resources()
+        rendered = render(self.spec())
+        rows = [
+            Change(
+                "delete",
+                self._resource_of(s_["LogicalResourceId"], s_["ResourceType"], rendered),
+                logical_id=s_["LogicalResourceId"],
+                real_name=s_.get("PhysicalResourceId") or "",
+            )
+            for s_ in summaries
+        ]
+        buckets = [s_["PhysicalResourceId"] for s_ in summaries if s_["ResourceType"] == "AWS::S3::Bucket"]
+        for attempt in range(3):  # Firehose may flush into a bucket after it was emptied: empty again and retry
+            for bucket in buckets:
+                empty_bucket(bucket)
+            started = _now()
+            self.cfn().delete_stack(StackName=self.name)
+            final = self._follow(started, total=len(rows), progress=False, desc=f"delete {self.name}", deleting=True)
+            if final == "DELETE_COMPLETE":
+                break
+            if attempt == 2:
+                raise InfraError(self._failure(final, started).replace("has rolled back", "stopped deleting"))
+            log.warning("deleting %s ended in %s: emptying its buckets again and retrying", self.name, final)
+        self._state_path().write_text(json.dumps({"deleted_at": _now()}))
+        self._delete_layers()
+        return rows
+
+    def _delete_layers(self) -> None:
+        """Layer versions named for the prefix (``shoplake infra build-layer --publish``) go with the stack."""
+        lam = config.client("lambda")
+        head = f"shoplake-{config.settings().prefix}-"
+        for page in lam.get_paginator("list_layers").paginate():
+            for layer in page["Layers"]:
+                if not layer["LayerName"].startswith(head):
+                    continue
+                for versions in lam.get_paginator("list_layer_versions").paginate(LayerName=layer["LayerName"]):
+                    for v in versions["LayerVersions"]:
+                        lam.delete_layer_version(LayerName=layer["LayerName"], VersionNumber=v["Version"])
+
+    # ------------------------------------------------------------------ drift, leftovers, description
+    def drift(self) -> list[dict[str, str]]:
+        """Run CloudFormation drift detection and return one row per resource (``IN_SYNC``, ``MODIFIED``, ...)."""
+        cfn = self.cfn()
+        try:
+            detection = cfn.detect_stack_drift(StackName=self.name)["StackDriftDetectionId"]
+        except NotImplementedError as exc:  # moto
+            raise InfraError("drift detection is not available on this endpoint (an emulator)") from exc
+        while True:
+            state = cfn.describe_stack_drift_detection_status(StackDriftDetectionId=detection)
+            if state["DetectionStatus"] != "DETECTION_IN_PROGRESS":
+                break
+            time.sleep(self.poll_seconds)
+        if state["DetectionStatus"] == "DETECTION_FAILED":
+            log.warning("drift detection incomplete: %s", state.get("DetectionStatusReason"))
+        rows = []
+        for page in cfn.get_paginator("describe_stack_resource_drifts").paginate(StackName=self.name):
+            for d in page["StackResourceDrifts"]:
+                diffs = ", ".join(p["PropertyPath"] for p in d.get("PropertyDifferences") or [])
+                rows.append(
+                    {
+                        "logical_id": d["LogicalResourceId"],
+                        "type": d["ResourceType"],
+                        "status": d["StackResourceDriftStatus"],
+                        "detail": diffs,
+                    }
+                )
+        return rows
+
+    def leftovers(self) -> list[str]:
+        """Resources of this prefix that still exist, found by each service's list call (notebook 99, tests)."""
+        return list_prefix_resources(config.settings().prefix)
+
+    def describe_target(self) -> list[str]:
+        s = config.settings()
+        from shoplake import infra
+
+        return [
+            f"account {infra._account()}  region {s.region}  profile {s.profile or '(default chain)'}",
+            f"stack {self.name}: {self.status() or 'not deployed'}",
+            f"bootstrap bucket {bootstrap_bucket()} (Lambda code, shared by prefixes)",
+        ]
+
+
+def render_outputs(spec: list[Resource]) -> dict[str, str]:
+    """Reference → Output key of a spec, without packaging anything."""
+    out: dict[str, str] = {}
+    for r in spec:
+        refs = {
+            "s3_bucket": [f"bucket:{r.name}"],
+            "kinesis_stream": [f"stream:{r.name}", f"stream_arn:{r.name}"],
+            "dynamodb_table": [f"table:{r.name}"],
+            "sqs_queue": [f"queue:{r.name}", f"queue_arn:{r.name}", f"queue_url:{r.name}"],
+            "sns_topic": [f"topic_arn:{r.name}"],
+            "glue_database": ["glue_database"],
+            "iam_role": [f"role_arn:{r.name}", f"role_name:{r.name}"]
+            + (
+                [f"instance_profile:{r.name}", f"instance_profile_arn:{r.name}"]
+                if r.props.get("instance_profile")
+                else []
+            ),
+            "lambda_function": [f"function:{r.name}", f"function_arn:{r.name}"],
+            "firehose_delivery_stream": [f"firehose:{r.name}"],
+            "opensearch_domain": [f"opensearch:{r.name}", f"opensearch_endpoint:{r.name}"],
+        }.get(r.type, [])
+        out.update({ref: output_key(ref) for ref in refs})
+    return out
+
+
+def empty_bucket(bucket: str) -> int:
+    """Delete every object version and delete marker of ``bucket``; returns how many were deleted."""
+    s3, deleted = config.client("s3"), 0
+    try:
+        pages = list(s3.get_paginator("list_object_versions").paginate(Bucket=bucket))
+    except Exception as exc:
+        if _code(exc) == "NoSuchBucket":
+            return 0
+        raise
+    for page in pages:
+        keys = [
+            {"Key": v["Key"], "VersionId": v["VersionId"]}
+            for v in (page.get("Versions") or []) + (page.get("DeleteMarkers") or [])
+        ]
+        for start in range(0, len(keys), 1000):
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True})
+            deleted += len(keys[start : start + 1000])
+    return deleted
+
+
+def list_prefix_resources(prefix: str) -> list[str]:
+    """``service:name`` of every resource of ``prefix`` (``shoplake-<prefix>-...``, ``shoplake_<prefix>``), by list calls.
+
+    One list call per service the stack uses: S3, Kinesis, Firehose, DynamoDB, SQS, SNS, Glue, IAM roles and
+    instance profiles, Lambda functions, event-source mappings and layers, OpenSearch, CloudFormation.
+    """
+    head, glue = f"shoplake-{prefix}-", config.glue_database(prefix)
+    found: list[str] = []
+
+    def pages(client: Any, op: str, key: str, **kwargs: Any) -> list[Any]:
+        items: list[Any] = []
+        if client.can_paginate(op):
+            for page in client.get_paginator(op).paginate(**kwargs):
+                items += page.get(key) or []
+        else:
+            items += client.__getattribute__(op)(**kwargs).get(key) or []
+        return items
+
+    c = config.client
+    found += [f"s3:{b['Name']}" for b in c("s3").list_buckets()["Buckets"] if b["Name"].startswith(head)]
+    found += [f"kinesis:{n}" for n in pages(c("kinesis"), "list_streams", "StreamNames") if n.startswith(head)]
+    found += [
+        f"firehose:{n}"
+        for n in c("firehose").list_delivery_streams(Limit=1000)["DeliveryStreamNames"]
+        if n.startswith(head)
+    ]
+    found += [f"dynamodb:{n}" for n in pages(c("dynamodb"), "list_tables", "TableNames") if n.startswith(head)]
+    found += [f"sqs:{u}" for u in pages(c("sqs"), "list_queues", "QueueUrls", QueueNamePrefix=head)]
+    found += [
+        f"sns:{t['TopicArn']}"
+        for t in pages(c("sns"), "list_topics", "Topics")
+        if t["TopicArn"].rsplit(":", 1)[-1].startswith(head)
+    ]
+    found += [f"glue:{d['Name']}" for d in pages(c("glue"), "get_databases", "DatabaseList") if d["Name"] == glue]
+    found += [
+        f"iam:role/{r['RoleName']}" for r in pages(c("iam"), "list_roles", "Roles") if r["RoleName"].startswith(head)
+    ]
+    found += [
+        f"iam:instance-profile/{p['InstanceProfileName']}"
+        for p in pages(c("iam"), "list_instance_profiles", "InstanceProfiles")
+        if p["InstanceProfileName"].startswith(head)
+    ]
+    functions = [f["FunctionName"] for f in pages(c("lambda"), "list_functions", "Functions")]
+    found += [f"lambda:{n}" for n in functions if n.startswith(head)]
+    found += [
+        f"lambda:mapping/{m['UUID']}"
+        for m in pages(c("lambda"), "list_event_source_mappings", "EventSourceMappings")
+        if m["FunctionArn"].rsplit(":", 1)[-1].startswith(head) or head in m.get("EventSourceArn", "")
+    ]
+    found += [
+        f"lambda:layer/{x['LayerName']}"
+        for x in pages(c("lambda"), "list_layers", "Layers")
+        if x["LayerName"].startswith(head)
+    ]
+    found += [
+        f"opensearch:{d['DomainName']}"
+        for d in c("opensearch").list_domain_names()["DomainNames"]
+        if d["DomainName"].startswith(head[:28])
+    ]
+    found += [
+        f"cloudformation:{s['StackName']}"
+        for s in pages(c("cloudformation"), "list_stacks", "StackSummaries")
+        if s["StackName"] == stack_name(prefix) and s["StackStatus"] != "DELETE_COMPLETE"
+    ]
+    return found
+
+
+def install_index_template(endpoint: str, path: Path, name: str, port: int = 443, use_ssl: bool = True) -> None:
+    """PUT ``path`` as the index template ``name`` on the OpenSearch ``endpoint``, SigV4-signed (service ``es``)."""
+    from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection
+
+    body = json.loads(Path(path).read_text())
+    auth = AWSV4SignerAuth(config.session().get_credentials(), config.settings().region, "es")
+    client = OpenSearch(
+        hosts=[{"host": endpoint, "port": port}],
+        http_auth=auth,
+        use_ssl=use_ssl,
+        verify_certs=use_ssl,
+        connection_class=RequestsHttpConnection,
+        timeout=30,
+    )
+    try:
+        client.indices.put_index_template(name=name, body=body)
+    except Exception as exc:
+        raise InfraError(
+            f"could not install the index template {name} on {endpoint}: {str(exc)[:300]} "
+            "(your identity needs es:ESHttpPut on the domain; rerun `shoplake infra apply`)"
+        ) from exc
+    log.info("installed the OpenSearch index template %s on %s", name, endpoint)
+
+
+# ---------------------------------------------------------------------------- cost estimate
+
+PRICES_PATH = config.REPO_ROOT / "infra" / "prices.yaml"
+
+
+def prices(path: Path = PRICES_PATH) -> dict[str, Any]:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def hourly_cost(r: Resource, table: dict[str, Any] | None = None) -> float:
+    """List price per hour of a stack resource that bills by the hour (0.0 for pay-per-request ones)."""
+    table = table or prices()
+    p, rates = r.props, table["stack"]
+    if r.type == "opensearch_domain":
+        instance = rates["opensearch_domain"]["instance_hour"].get(p.get("instance_type", "t3.small.search"))
+        if instance is None:
+            raise InfraError(f"infra/prices.yaml has no price for OpenSearch {p.get('instance_type')}: add it")
+        storage = rates["opensearch_domain"]["gp3_gb_month"] * int(p.get("volume_gb", 10)) / table["hours_per_month"]
+        return round(instance * int(p.get("instance_count", 1)) + storage, 4)
+    if r.type == "kinesis_stream":
+        return round(rates["kinesis_stream"]["shard_hour"] * int(p.get("shards", 1)), 4)
+    return 0.0
+
+
+def _with_costs(rows: list[Change]) -> list[Change]:
+    table = prices()
+    for row in rows:
+        if row.action in ("create", "update", "unchanged", "import"):
+            row.hourly_usd = hourly_cost(row.resource, table)
+    return rows
+
+
+def cost_summary(rows: list[Change]) -> list[str]:
+    """Lines for the plan: the stack's estimated hourly/monthly cost, and the on-demand engines the notebooks start."""
+    table = prices()
+    hours = table["hours_per_month"]
+    hourly = sum(r.hourly_usd or 0.0 for r in rows if r.action != "delete")
+    lines = [
+        f"estimated cost of the stack: ${hourly:.3f}/hour, ${hourly * hours:.0f}/month while it exists "
+        f"(list prices {table['region']}, checked {table['checked']}; usage-based charges not included)"
+    ]
+    emr = table["on_demand"]["emr_cluster"]
+    per_node = emr["ec2_hour"] + emr["emr_hour"]
+    lines.append(
+        f"plus while notebook 03 trains on EMR: {emr['nodes']} x {emr['instance_type']} = "
+        f"${per_node * emr['nodes']:.2f}/hour "
+        "(transient cluster, terminates after the step)"
+    )
+    rs = table["on_demand"]["redshift_serverless"]
+    lines.append(
+        f"plus Redshift Serverless while notebook 06 queries it: {rs['base_rpu']} RPU x ${rs['rpu_hour']}/RPU-hour = "
+        f"${rs['base_rpu'] * rs['rpu_hour']:.2f}/hour of activity (your workgroup; not created by the stack)"
+    )
+    return lines

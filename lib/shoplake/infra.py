@@ -1,8 +1,13 @@
-"""Plan, apply and destroy the resources declared in ``infra/stack.yaml`` — one code path for both targets.
+"""Plan, apply and destroy the resources declared in ``infra/stack.yaml``: the same verbs on both targets.
 
-``apply`` is idempotent (a second apply changes nothing); ``destroy`` removes only what this tool created (recorded
-in a state file under ``.shoplake/``) and refuses on aws without an explicit confirmation. Resources the emulator
-cannot run (Lambda execution) are created as definitions; the parts run their handlers locally.
+The backend is chosen once (``config.by_target``): on the local target a reconciler (below) creates, repairs and
+adopts resources one API call at a time (drift repair and partial applies are what local workflows need); on aws
+``stack.yaml`` is rendered into one CloudFormation template and CloudFormation does the work
+(:mod:`shoplake.cloudformation`: change-set plans with replacement and cost, rollback, one-step delete, drift).
+
+``apply`` is idempotent (a second apply changes nothing); ``destroy`` removes only what this tool created (local: a
+state file under ``.shoplake/``; aws: the stack) and refuses on aws without an explicit confirmation. Resources the
+emulator cannot run (Lambda execution) are created as definitions; the parts run their handlers locally.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 SPEC_PATH = config.REPO_ROOT / "infra" / "stack.yaml"
 PACKAGE_DIR = Path(__file__).resolve().parent
 LAMBDA_RUNTIME = "python3.12"
+HOURS_PER_MONTH = 730
 
 # apply order; destroy runs it backwards
 ORDER = (
@@ -68,14 +74,21 @@ class Change:
     action: str  # create | update | unchanged | delete | absent
     resource: Resource
     detail: str = ""
+    replacement: str = ""  # aws: CloudFormation's Replacement (True | False | Conditional | new)
+    hourly_usd: float | None = None  # aws plan: list price per hour while the resource exists
+    logical_id: str = ""  # aws: the template's logical id
+    real_name: str | None = None  # None: the physical name from stack.yaml
 
-    def as_row(self) -> dict[str, str]:
+    def as_row(self) -> dict[str, Any]:
         return {
             "action": self.action,
             "type": self.resource.type,
             "name": self.resource.name,
-            "real_name": physical_name(self.resource),
+            "real_name": physical_name(self.resource) if self.real_name is None else self.real_name,
             "detail": self.detail,
+            "replacement": self.replacement,
+            "hourly_usd": self.hourly_usd,
+            "monthly_usd": None if self.hourly_usd is None else round(self.hourly_usd * HOURS_PER_MONTH, 2),
         }
 
 
@@ -136,11 +149,28 @@ def find(resource_type: str, name: str, target: str | None = None) -> Resource:
 
 
 def physical_name(resource: Resource) -> str:
+    """The real name of a stack resource; on aws bucket names carry the account and region (globally unique)."""
     if resource.type == "glue_database":
         return config.glue_database()
     if resource.type == "opensearch_domain":  # 3-28 lowercase characters
         return config.resource_name(resource.name).lower()[:28]
+    if resource.type == "s3_bucket":
+        return bucket_name(resource.name)
     return config.resource_name(resource.name)
+
+
+def bucket_name(short: str) -> str:
+    """``shoplake-<prefix>-<short>`` locally; ``shoplake-<prefix>-<short>-<account>-<region>`` on aws (≤ 63)."""
+    s = config.settings()
+    if s.is_local:
+        return config.resource_name(short)
+    from shoplake import cloudformation
+
+    cloudformation.check_prefix(s.prefix)
+    name = f"{config.resource_name(short)}-{_account()}-{s.region}"
+    if len(name) > 63:
+        raise InfraError(f"bucket name {name} is longer than 63 characters: use a shorter SHOPLAKE_PREFIX")
+    return name
 
 
 # --------------------------------------------------------------------------- references and ARNs
@@ -167,7 +197,7 @@ def arn(kind: str, short: str) -> str:
     full = config.resource_name(short)
     if kind == "bucket":
         bucket, _, rest = short.partition("/")
-        return f"arn:aws:s3:::{config.resource_name(bucket)}" + (f"/{rest}" if rest else "")
+        return f"arn:aws:s3:::{bucket_name(bucket)}" + (f"/{rest}" if rest else "")
     templates = {
         "stream": f"arn:aws:kinesis:{region}:{account}:stream/{full}",
         "table": f"arn:aws:dynamodb:{region}:{account}:table/{full}",
@@ -191,8 +221,10 @@ def arn(kind: str, short: str) -> str:
 def resolve(ref: str) -> str:
     """Turn a reference from stack.yaml (``table:order_history``, ``queue_url:x``, ``topic_arn:alarms``) into a value."""
     kind, _, short = ref.partition(":")
-    if kind in ("table", "stream", "function", "role_name", "bucket_name"):
+    if kind in ("table", "stream", "function", "role_name"):
         return config.resource_name(short)
+    if kind == "bucket_name":
+        return bucket_name(short)
     if kind == "queue_url":
         try:
             return config.client("sqs").get_queue_url(QueueName=config.resource_name(short))["QueueUrl"]
@@ -429,7 +461,7 @@ class GlueDatabase(Handler):
             DatabaseInput={
                 "Name": physical_name(r),
                 "Description": "shoplake data lake (curated Parquet)",
-                "LocationUri": f"s3://{config.resource_name('lake')}/curated/",
+                "LocationUri": f"s3://{bucket_name('lake')}/curated/",
             }
         )
 
@@ -476,12 +508,18 @@ class IamRole(Handler):
                 {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": r.props["service"]}}
             ],
         }
-        self.client().create_role(
-            RoleName=physical_name(r),
+        iam, name = self.client(), physical_name(r)
+        iam.create_role(
+            RoleName=name,
             AssumeRolePolicyDocument=json.dumps(trust),
             Description=f"shoplake {r.name} (least privilege, from infra/stack.yaml)",
         )
         self._put_policy(r)
+        for policy_arn in r.props.get("managed_policies") or []:
+            iam.attach_role_policy(RoleName=name, PolicyArn=policy_arn)
+        if r.props.get("instance_profile"):  # EC2 (EMR nodes) take a role through a profile of the same name
+            iam.create_instance_profile(InstanceProfileName=name)
+            iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
 
     def _put_policy(self, r: Resource) -> None:
         self.client().put_role_policy(
@@ -496,6 +534,12 @@ class IamRole(Handler):
 
     def delete(self, r: Resource) -> None:
         iam, name = self.client(), physical_name(r)
+        for profile in iam.list_instance_profiles_for_role(RoleName=name)["InstanceProfiles"]:
+            iam.remove_role_from_instance_profile(InstanceProfileName=profile["InstanceProfileName"], RoleName=name)
+            if profile["InstanceProfileName"] == name:  # ours; a profile someone else made is only detached
+                iam.delete_instance_profile(InstanceProfileName=name)
+        for policy in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
+            iam.detach_role_policy(RoleName=name, PolicyArn=policy["PolicyArn"])
         for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]:
             iam.delete_role_policy(RoleName=name, PolicyName=policy)
         iam.delete_role(RoleName=name)
@@ -634,6 +678,10 @@ class LambdaFunction(Handler):
         name = physical_name(r)
         if "code changed" in drift:
             self.client().update_function_code(FunctionName=name, ZipFile=lambda_package(r))
+            # AWS refuses a configuration update while the code update is in progress (ResourceConflictException)
+            self.client().get_waiter("function_updated_v2").wait(
+                FunctionName=name, WaiterConfig={"Delay": 2, "MaxAttempts": 90}
+            )
         if any(d != "code changed" for d in drift):
             self.client().update_function_configuration(
                 FunctionName=name,
@@ -847,107 +895,188 @@ def _write_state(state: dict[str, Any]) -> None:
     _state_path().write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
-# --------------------------------------------------------------------------- verbs
+# --------------------------------------------------------------------------- the local backend: a reconciler
+
+
+class Reconciler:
+    """The local target's backend: one API call per resource, drift repair, partial applies, adoption."""
+
+    def plan(self, spec: list[Resource] | None = None) -> list[Change]:
+        """What ``apply`` would do, resource by resource (nothing is changed)."""
+        changes = []
+        for r in spec or load_spec():
+            current = HANDLERS[r.type].exists(r)
+            if current is None:
+                changes.append(Change("create", r))
+                continue
+            drift = HANDLERS[r.type].drift(r, current)
+            changes.append(Change("update", r, "; ".join(drift)) if drift else Change("unchanged", r))
+        return changes
+
+    def apply(self, spec: list[Resource] | None = None, progress: bool = False) -> list[Change]:
+        """Create what is missing and fix what drifted; a second apply reports everything unchanged."""
+        from tqdm.auto import tqdm
+
+        state = _read_state()
+        changes = self.plan(spec)
+        for change in tqdm(changes, desc="apply", unit="resource", disable=not progress):
+            r, handler = change.resource, HANDLERS[change.resource.type]
+            if change.action == "create":
+                log.info("creating %s %s", r.type, physical_name(r))
+                handler.create(r)
+                if r.key not in state["created"]:
+                    state["created"].append(r.key)
+                    _write_state(state)
+            elif change.action == "update":
+                log.info("updating %s %s: %s", r.type, physical_name(r), change.detail)
+                handler.update(r, handler.exists(r) or {}, change.detail.split("; "))
+        return changes
+
+    def destroy(self, confirm: str | None = None, spec: list[Resource] | None = None) -> list[Change]:
+        """Delete what ``apply`` created (and nothing else), in reverse order."""
+        s = config.settings()
+        if not s.is_local and confirm != s.prefix:
+            raise InfraError(
+                f"refusing to destroy real AWS resources of prefix {s.prefix!r} without confirmation: "
+                f"run `shoplake infra destroy --confirm {s.prefix}`"
+            )
+        state = _read_state()
+        created = set(state["created"])
+        changes = []
+        for r in reversed(spec or load_spec()):
+            if r.key not in created:
+                continue
+            handler = HANDLERS[r.type]
+            if handler.exists(r) is None:
+                changes.append(Change("absent", r))
+            else:
+                log.info("deleting %s %s", r.type, physical_name(r))
+                handler.delete(r)
+                changes.append(Change("delete", r))
+            state["created"].remove(r.key)
+            _write_state(state)
+        return changes
+
+    def outputs(self, spec: list[Resource] | None = None) -> dict[str, str]:
+        """Real names, ARNs and URLs of the stack's resources by reference (``table:order_history`` ...)."""
+        out: dict[str, str] = {}
+        for r in spec or load_spec():
+            name = physical_name(r)
+            if r.type == "s3_bucket":
+                out[f"bucket:{r.name}"] = name
+            elif r.type == "kinesis_stream":
+                out[f"stream:{r.name}"] = name
+                out[f"stream_arn:{r.name}"] = arn("stream", r.name)
+            elif r.type == "dynamodb_table":
+                out[f"table:{r.name}"] = name
+            elif r.type == "sqs_queue":
+                out[f"queue:{r.name}"] = name
+                out[f"queue_arn:{r.name}"] = arn("queue", r.name)
+                out[f"queue_url:{r.name}"] = resolve(f"queue_url:{r.name}")
+            elif r.type == "sns_topic":
+                out[f"topic_arn:{r.name}"] = arn("topic", r.name)
+            elif r.type == "glue_database":
+                out["glue_database"] = name
+            elif r.type == "firehose_delivery_stream":
+                out[f"firehose:{r.name}"] = name
+            elif r.type == "lambda_function":
+                out[f"function:{r.name}"] = name
+                out[f"function_arn:{r.name}"] = arn("function", r.name)
+            elif r.type == "iam_role":
+                out[f"role_arn:{r.name}"] = arn("role", r.name)
+                out[f"role_name:{r.name}"] = name
+                if r.props.get("instance_profile"):
+                    out[f"instance_profile:{r.name}"] = name
+            elif r.type == "opensearch_domain":
+                out[f"opensearch:{r.name}"] = name
+        return out
+
+    def leftovers(self) -> list[str]:
+        """Resources of stack.yaml that still exist (what a destroy left, or what another run created)."""
+        return [f"{r.type}:{physical_name(r)}" for r in load_spec() if HANDLERS[r.type].exists(r) is not None]
+
+    def drift(self) -> list[dict[str, str]]:
+        """Differences between stack.yaml and the emulator, one row per resource."""
+        return [
+            {"logical_id": c.resource.key, "type": c.resource.type, "status": c.action, "detail": c.detail}
+            for c in self.plan()
+        ]
+
+    def describe_target(self) -> list[str]:
+        from shoplake import stack
+
+        return stack.status().lines()
+
+
+def backend(spec: list[Resource] | None = None) -> Any:
+    """The provisioning backend: the reconciler (local) or CloudFormation (aws), chosen once by the target.
+
+    An explicit resource list (tests, repairs: ``apply([table])``) is reconciled resource by resource on either
+    target; the whole stack (no list: notebooks, the CLI) goes through CloudFormation on aws.
+    """
+    from shoplake import cloudformation
+
+    if spec is not None:
+        return Reconciler()
+    return config.by_target(local=Reconciler, aws=cloudformation.CloudFormationStack)()
+
+
+# --------------------------------------------------------------------------- verbs (the same on both targets)
 
 
 def plan(spec: list[Resource] | None = None) -> list[Change]:
-    """What ``apply`` would do, resource by resource (nothing is changed)."""
-    changes = []
-    for r in spec or load_spec():
-        current = HANDLERS[r.type].exists(r)
-        if current is None:
-            changes.append(Change("create", r))
-            continue
-        drift = HANDLERS[r.type].drift(r, current)
-        changes.append(Change("update", r, "; ".join(drift)) if drift else Change("unchanged", r))
-    return changes
+    """What ``apply`` would do (local: per resource; aws: a CloudFormation change set with replacement and cost)."""
+    return backend(spec).plan(spec)
 
 
 def apply(spec: list[Resource] | None = None, progress: bool = False) -> list[Change]:
-    """Create what is missing and fix what drifted; a second apply reports everything unchanged."""
-    from tqdm.auto import tqdm
-
-    state = _read_state()
-    changes = plan(spec)
-    for change in tqdm(changes, desc="apply", unit="resource", disable=not progress):
-        r, handler = change.resource, HANDLERS[change.resource.type]
-        if change.action == "create":
-            log.info("creating %s %s", r.type, physical_name(r))
-            handler.create(r)
-            if r.key not in state["created"]:
-                state["created"].append(r.key)
-                _write_state(state)
-        elif change.action == "update":
-            log.info("updating %s %s: %s", r.type, physical_name(r), change.detail)
-            handler.update(r, handler.exists(r) or {}, change.detail.split("; "))
-    return changes
+    """Create or update every resource; a second apply reports everything unchanged."""
+    return backend(spec).apply(spec, progress=progress)
 
 
 def destroy(confirm: str | None = None, spec: list[Resource] | None = None) -> list[Change]:
-    """Delete what ``apply`` created (and nothing else), in reverse order.
-
-    On aws, ``confirm`` must equal the resource prefix — deleting a real account's data is never implicit.
-    """
-    s = config.settings()
-    if not s.is_local and confirm != s.prefix:
-        raise InfraError(
-            f"refusing to destroy real AWS resources of prefix {s.prefix!r} without confirmation: "
-            f"run `shoplake infra destroy --confirm {s.prefix}`"
-        )
-    state = _read_state()
-    created = set(state["created"])
-    changes = []
-    for r in reversed(spec or load_spec()):
-        if r.key not in created:
-            continue
-        handler = HANDLERS[r.type]
-        if handler.exists(r) is None:
-            changes.append(Change("absent", r))
-        else:
-            log.info("deleting %s %s", r.type, physical_name(r))
-            handler.delete(r)
-            changes.append(Change("delete", r))
-        state["created"].remove(r.key)
-        _write_state(state)
-    return changes
+    """Delete what ``apply`` created (aws: ``confirm`` must equal the prefix; the stack is deleted and waited for)."""
+    return backend(spec).destroy(confirm=confirm, spec=spec)
 
 
 def outputs(spec: list[Resource] | None = None) -> dict[str, str]:
-    """Real names, ARNs and URLs of the stack's resources by reference (``table:order_history`` ...)."""
-    out: dict[str, str] = {}
-    for r in spec or load_spec():
-        name = physical_name(r)
-        if r.type == "s3_bucket":
-            out[f"bucket:{r.name}"] = name
-        elif r.type == "kinesis_stream":
-            out[f"stream:{r.name}"] = name
-            out[f"stream_arn:{r.name}"] = arn("stream", r.name)
-        elif r.type == "dynamodb_table":
-            out[f"table:{r.name}"] = name
-        elif r.type == "sqs_queue":
-            out[f"queue:{r.name}"] = name
-            out[f"queue_arn:{r.name}"] = arn("queue", r.name)
-            out[f"queue_url:{r.name}"] = resolve(f"queue_url:{r.name}")
-        elif r.type == "sns_topic":
-            out[f"topic_arn:{r.name}"] = arn("topic", r.name)
-        elif r.type == "glue_database":
-            out["glue_database"] = name
-        elif r.type == "firehose_delivery_stream":
-            out[f"firehose:{r.name}"] = name
-        elif r.type == "lambda_function":
-            out[f"function:{r.name}"] = name
-        elif r.type == "iam_role":
-            out[f"role_arn:{r.name}"] = arn("role", r.name)
-        elif r.type == "opensearch_domain":
-            out[f"opensearch:{r.name}"] = name
-    return out
+    """Real names, ARNs and URLs by reference (``table:order_history``, ``queue_url:alarm-inbox``, ...).
+
+    aws: the stack's Outputs (the stack must exist); with a resource list: computed from stack.yaml.
+    """
+    return backend(spec).outputs(spec)
+
+
+def leftovers() -> list[str]:
+    """Resources of this prefix that still exist (notebook 99 expects none after destroy)."""
+    return backend().leftovers()
+
+
+def drift() -> list[dict[str, str]]:
+    """Drift between stack.yaml and what exists (aws: CloudFormation drift detection)."""
+    return backend().drift()
+
+
+def describe_target() -> list[str]:
+    """Lines describing where provisioning goes (local: the stack's processes; aws: account, region, stack)."""
+    return backend().describe_target()
+
+
+def cost_summary(changes: list[Change]) -> list[str]:
+    """Estimated hourly/monthly cost lines of a plan (aws list prices, infra/prices.yaml); empty locally."""
+    if not any(c.hourly_usd is not None for c in changes):
+        return []
+    from shoplake import cloudformation
+
+    return cloudformation.cost_summary(changes)
 
 
 def table(changes: list[Change]) -> Any:
     """A pandas DataFrame of a plan/apply/destroy result (what notebook 00 shows)."""
     import pandas as pd
 
-    return pd.DataFrame([c.as_row() for c in changes], columns=["action", "type", "name", "real_name", "detail"])
+    columns = ["action", "type", "name", "real_name", "detail", "replacement", "hourly_usd", "monthly_usd"]
+    return pd.DataFrame([c.as_row() for c in changes], columns=columns)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -960,34 +1089,34 @@ def cli() -> None:
 
 def _print(changes: list[Change]) -> None:
     for c in changes:
+        row = c.as_row()
+        extra = [c.detail] if c.detail else []
+        if c.replacement and c.action == "update":
+            extra.append(f"replacement: {c.replacement}")
+        if c.hourly_usd:
+            extra.append(f"${c.hourly_usd:.3f}/h")
         click.echo(
-            f"{c.action:<10} {c.resource.type:<26} {physical_name(c.resource)}"
-            + (f"  ({c.detail})" if c.detail else "")
+            f"{c.action:<10} {c.resource.type:<26} {row['real_name']}" + (f"  ({'; '.join(extra)})" if extra else "")
         )
     counts: dict[str, int] = {}
     for c in changes:
         counts[c.action] = counts.get(c.action, 0) + 1
     click.echo(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to do")
-
-
-def _ensure_local() -> None:
-    if config.settings().is_local:
-        from shoplake import stack
-
-        stack.ensure()
+    for line in cost_summary(changes):
+        click.echo(line)
 
 
 @cli.command("plan")
 def plan_cmd() -> None:
-    """Show what apply would change."""
-    _ensure_local()
+    """Show what apply would change (aws: a change set, with replacements and the estimated cost)."""
+    config.ensure_ready()
     _print(plan())
 
 
 @cli.command("apply")
 def apply_cmd() -> None:
     """Create or fix every resource (idempotent)."""
-    _ensure_local()
+    config.ensure_ready()
     _print(apply(progress=True))
 
 
@@ -995,8 +1124,10 @@ def apply_cmd() -> None:
 @click.option("--confirm", default=None, help="on aws: the resource prefix, to confirm deleting real resources")
 def destroy_cmd(confirm: str | None) -> None:
     """Delete every resource this tool created."""
-    _ensure_local()
+    config.ensure_ready()
     _print(destroy(confirm=confirm))
+    left = leftovers()
+    click.echo(f"still present: {len(left)}" + (f" ({', '.join(left[:10])})" if left else ""))
 
 
 @cli.command("outputs")
@@ -1004,4 +1135,45 @@ def outputs_cmd() -> None:
     """Print names, ARNs and URLs as JSON."""
     from shoplake.cli import echo_json
 
+    config.ensure_ready()
     echo_json(outputs())
+
+
+@cli.command("drift")
+def drift_cmd() -> None:
+    """Compare what exists with stack.yaml (aws: CloudFormation drift detection)."""
+    config.ensure_ready()
+    rows = drift()
+    for row in rows:
+        click.echo(f"{row['status']:<12} {row['type']:<40} {row['logical_id']}  {row['detail']}".rstrip())
+    changed = [r for r in rows if r["status"] not in ("IN_SYNC", "unchanged", "NOT_CHECKED")]
+    click.echo(f"{len(changed)} of {len(rows)} resources drifted")
+
+
+@cli.command("template")
+@click.option("--out", type=click.Path(dir_okay=False), default="build/shoplake.cfn.yaml", show_default=True)
+def template_cmd(out: str) -> None:
+    """Render the aws resources of stack.yaml into one CloudFormation template (+ the Lambda zips beside it)."""
+    from shoplake import cloudformation
+
+    rendered = cloudformation.write_template(Path(out))
+    click.echo(
+        f"wrote {out}: {len(rendered.template['Resources'])} resources, {len(rendered.template['Outputs'])} outputs"
+    )
+    click.echo(f"Lambda zips in {Path(out).parent / 'lambda'} (upload them under s3://<CodeBucket>/shoplake/lambda/)")
+
+
+@cli.command("build-layer")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="build/layers", show_default=True)
+@click.option("--publish", is_flag=True, help="publish the zip as a layer version and print its ARN")
+def build_layer_cmd(out_dir: str, publish: bool) -> None:
+    """Build the rate detector's numpy + rrcf layer (python3.12, manylinux x86_64) from pinned wheels."""
+    from shoplake import layers  # lazily: building a layer is rare and slow
+
+    path = layers.build_rate_detector_layer(Path(out_dir))
+    click.echo(f"built {path}")
+    if publish:
+        config.ensure_ready()
+        layer_arn = layers.publish_layer(path)
+        click.echo(f"published {layer_arn}")
+        click.echo(f"export SHOPLAKE_RATE_DETECTOR_LAYER={layer_arn}")
