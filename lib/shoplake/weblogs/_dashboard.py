@@ -1,8 +1,8 @@
 """The live log dashboard (the Kibana stand-in): a Dash page that re-asks the index every few seconds.
 
 Every number and chart on the page is an answer of the index (:func:`snapshot`); the notebook draws the same
-plotly figures (:func:`figures`). ``shoplake dashboard`` serves it; locally a :class:`Follower` keeps indexing
-what Firehose delivers into the lake while the page is open.
+plotly figures (:func:`figures`). ``shoplake dashboard`` serves it while the index's follower (``index.follower()``)
+keeps bringing in what Firehose delivers: locally from the lake, on aws by watching OpenSearch fill up.
 """
 
 from __future__ import annotations
