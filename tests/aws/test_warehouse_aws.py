@@ -261,7 +261,7 @@ def test_a_failed_copy_rolls_back_and_leaves_no_staging(aws_target, artifacts, m
     db = warehouse.RedshiftWarehouse(secret_id="shoplake/redshift")
     con = RecordingConnection(fail_on=f"COPY {warehouse.warehouse_schema()}.dim_product ")
     monkeypatch.setattr(db, "connect", lambda: con)
-    with pytest.raises(RuntimeError, match="simulated failure"):
+    with pytest.raises(warehouse.WarehouseError, match=r"redshift load failed at `COPY .*dim_product.*rolled back"):
         db.load(warehouse.star_tables(_curated_frames()))
     assert con.statements[-1] == "ROLLBACK" and "COMMIT" not in con.statements
     assert not lake.list_keys(artifacts, "redshift-staging/")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pandas as pd
 import pytest
 
 from shoplake import lake, warehouse
@@ -68,3 +69,30 @@ def test_money_and_keys_survive_the_load(loaded):
         f"WHERE d.date_key IS NULL OR p.stock_code IS NULL"
     )
     assert int(orphans["n"][0]) == 0
+
+
+def test_a_failed_load_changes_nothing(loaded):
+    """The load is one transaction: a row PostgreSQL rejects (a repeated primary key) rolls back every table."""
+    before = warehouse.warehouse_counts()
+    frames = warehouse.build_star(*_redshift_lake_tables())
+    fact = frames["fact_order_line"]
+    frames["fact_order_line"] = pd.concat([fact, fact.iloc[:1]], ignore_index=True)
+    frames["dim_date"] = frames["dim_date"].iloc[:1]  # the earlier tables of the load shrink, then the fact fails
+    with pytest.raises(
+        warehouse.WarehouseError, match=r"postgresql load failed at `COPY .*fact_order_line.*rolled back"
+    ):
+        warehouse.load_warehouse(frames)
+    assert warehouse.warehouse_counts() == before
+
+
+def test_postgresql_load_is_one_transaction():
+    statements = warehouse.load_sql("postgresql", "s")
+    assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
+    assert not [s for s in statements[1:-1] if s.split()[0] in ("BEGIN", "COMMIT", "END", "ROLLBACK", "DROP")]
+    truncate = next(i for i, s in enumerate(statements) if s.startswith("TRUNCATE"))
+    copies = [i for i, s in enumerate(statements) if s.startswith("COPY ")]
+    assert len(copies) == len(warehouse.STAR_SCHEMA) and truncate < min(copies)
+
+
+def _redshift_lake_tables():
+    return lake.read_curated_order_lines(), lake.read_curated("products"), lake.read_curated("customers")

@@ -381,6 +381,7 @@ class Warehouse:
         streams = streams or {}
         con.autocommit = True
         cursor = con.cursor()
+        sql = ""
         try:
             for sql in statements:
                 stream = next(
@@ -390,12 +391,16 @@ class Warehouse:
                     cursor.execute(sql, stream=stream)
                 else:
                     cursor.execute(sql)
-        except Exception:
+        except Exception as exc:
             try:
                 cursor.execute("ROLLBACK")
             except Exception:  # the connection itself failed: the server rolls back the open transaction
                 log.debug("rollback after a failed load did not reach the server", exc_info=True)
-            raise
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise WarehouseError(
+                f"the {self.dialect} load failed at `{sql.splitlines()[0][:80]}`: {first_line[:300]} "
+                "(rolled back: the warehouse is as it was before the load)"
+            ) from exc
         finally:
             cursor.close()
 
