@@ -488,3 +488,11 @@ def test_rejected_frame_columns_match_the_local_index(aws_target):
     local = ix.LocalIndex()
     assert list(local.rejected(5).columns) == list(index.rejected(5).columns)
     assert isinstance(local.rejected(5), pd.DataFrame)
+
+
+def test_install_template_puts_the_template_file_under_its_name():
+    from shoplake import weblogs
+
+    domain = RecordingDomain()
+    assert weblogs.install_template(client=domain) == "weblogs"
+    assert domain.template == ("weblogs", json.loads(weblogs.TEMPLATE_PATH.read_text()))

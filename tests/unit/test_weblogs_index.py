@@ -137,3 +137,14 @@ def test_template_maps_every_document_field():
     rejected = rejected_document("x", "not an Apache common or combined log line")
     assert set(doc) | set(rejected) == set(props)  # dynamic: strict, so every field of both kinds is mapped
     assert props["client_ip"]["type"] == "ip" and props["@timestamp"]["type"] == "date"
+
+
+def test_freshness_by_count_takes_the_first_count_covering_each_line():
+    import numpy as np
+
+    from shoplake.weblogs._analysis import freshness_by_count
+
+    written = np.array([0.0, 1.0, 2.0, 2.2])
+    seen = [(0, 0.4), (1, 0.5), (3, 2.5), (3, 2.6), (4, 3.0)]
+    assert freshness_by_count(written, seen) == pytest.approx([0.5, 1.5, 0.5, 0.8])
+    assert freshness_by_count(written, []) == []

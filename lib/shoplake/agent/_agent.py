@@ -411,11 +411,11 @@ def _firehose_hashes(delivery_stream: str, since: float) -> Counter[str] | None:
     bucket = s3["BucketARN"].split(":")[-1]
     prefix = s3.get("Prefix", "")
     interval = int((s3.get("BufferingHints") or {}).get("IntervalInSeconds", 0))
-    if not config.settings().is_local:
-        wait = since + interval + 60 - time.time()
-        if wait > 0:
-            log.info("waiting %.0f s for Firehose to flush its buffer before checking what landed", wait)
-            time.sleep(wait)
+    settle_s = config.by_target(local=0.0, aws=interval + 60.0)  # the emulator delivers at once; Firehose buffers
+    wait = since + settle_s - time.time()
+    if settle_s and wait > 0:
+        log.info("waiting %.0f s for Firehose to flush its buffer before checking what landed", wait)
+        time.sleep(wait)
     client = config.client("s3")
     found: Counter[str] = Counter()
     hour = datetime.fromtimestamp(since, UTC).replace(minute=0, second=0, microsecond=0)

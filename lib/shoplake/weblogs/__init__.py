@@ -4,8 +4,8 @@ Verbs: ``parse_file`` / ``parse_lines`` / ``parse_line``; ``open_index`` (OpenSe
 chosen once) and its ``index.follower()`` (locally a ``LakeFollower`` indexing Firehose's lake deliveries, on aws an
 ``IndexObserver``: Firehose writes to OpenSearch itself); ``ship_lines`` (to Firehose ``weblogs``), ``stream_log``
 (steady-rate producer measuring freshness), ``stream_dataset`` / ``investigate`` (notebook 05); ``snapshot`` /
-``figures`` / ``create_app`` (the dashboard); ``index_template`` / ``TEMPLATE_PATH`` (the OpenSearch index template
-``infra apply`` installs on aws).
+``figures`` / ``create_app`` (the dashboard); ``index_template`` / ``TEMPLATE_PATH`` / ``install_template`` (the
+OpenSearch index template ``infra apply`` installs on aws).
 """
 
 from shoplake.weblogs._analysis import investigate, load_incidents, stream_dataset
@@ -34,6 +34,7 @@ from shoplake.weblogs._index import (
     OpenSearchIndex,
     daily_index,
     index_template,
+    install_template,
     open_index,
 )
 from shoplake.weblogs._parser import ParseResult, Rejected, iter_lines, parse_file, parse_line, parse_lines
@@ -68,6 +69,7 @@ __all__ = [
     "figures",
     "find_spikes",
     "index_template",
+    "install_template",
     "iter_lines",
     "open_index",
     "parse_file",

@@ -417,6 +417,15 @@ def index_template() -> dict[str, Any]:
     return json.loads(TEMPLATE_PATH.read_text())
 
 
+def install_template(endpoint: str | None = None, client: Any = None) -> str:
+    """Put :func:`index_template` on the target's OpenSearch domain as ``weblogs`` (idempotent); returns its name.
+
+    What ``infra apply`` runs on aws once the domain is active and before Firehose ``weblogs`` delivers.
+    """
+    OpenSearchIndex(endpoint=endpoint, client=client).put_template()
+    return TEMPLATE_NAME
+
+
 def daily_index(arrival: datetime | None = None) -> str:
     """The daily index a document lands in: ``weblogs-YYYY-MM-DD`` of its *arrival* day (UTC), not of ``@timestamp``.
 
@@ -740,6 +749,7 @@ __all__ = [
     "FIELDS",
     "TEMPLATE_PATH",
     "index_template",
+    "install_template",
     "IngestCounts",
     "LocalIndex",
     "LogIndex",
