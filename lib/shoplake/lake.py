@@ -22,7 +22,11 @@ Every delivered line ends in exactly one place: ``delivered == curated + sum(set
 stay in ``order_lines`` flagged ``is_cancellation`` (money negative); guest lines (no customer) stay too, with a null
 ``customer_id``. The *training view* (``read_curated_order_lines(training=True)``) is the sales lines of known
 customers. Re-running curation rebuilds the same partitions (``overwrite_partitions``) and replaces ``set_aside``,
-``products`` and ``customers``: it never duplicates. Tables are registered in the Glue database via awswrangler.
+``products`` and ``customers``: it never duplicates. Tables are registered in the Glue database via awswrangler;
+Glue's partitions always equal the partition folders that hold files (``register_partitions``), never just this run's.
+
+Delivery (``deliver_orders``) returns when the lake holds every record it put: Firehose buffers up to 60 s / 5 MB on
+AWS (the emulator writes at once), and curating before that would read a partial lake (``wait_for_delivery``).
 """
 
 from __future__ import annotations

@@ -277,3 +277,64 @@ def test_redshift_connection_reads_the_secret_and_says_what_failed(aws_target, m
     with pytest.raises(warehouse.WarehouseError, match="cannot connect to Redshift with the secret shoplake/redshift"):
         warehouse.warehouse_counts()
     assert "secretsmanager:GetSecretValue" in aws_target.operations()
+
+
+# --------------------------------------------------------------------------- notebook 06's aws path, end to end
+
+
+@pytest.fixture
+def lake_stream(aws_target) -> str:
+    from shoplake import streams
+
+    name = _bucket(lake.bucket())
+    config.client("firehose").create_delivery_stream(
+        DeliveryStreamName=streams.stream_name(lake.ORDERS_FIREHOSE),
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/shoplake-firehose-delivery",
+            "BucketARN": f"arn:aws:s3:::{name}",
+            "Prefix": lake.RAW_ORDERS_PREFIX,
+        },
+    )
+    return name
+
+
+def test_notebook_06_aws_path(aws_target, artifacts, lake_stream, monkeypatch):
+    """What notebook 06 calls, in its order, on aws: curate if missing, crawl, catalog, Athena, then the Redshift load
+    up to the connection (no cluster here: the load stops with the one-line message, and leaves no staging)."""
+    events = pd.DataFrame(
+        {
+            "InvoiceNo": [str(536365 + i // 3) for i in range(90)],
+            "StockCode": ["85123A", "71053", "22633"] * 30,
+            "Description": ["ITEM"] * 90,
+            "Quantity": [2] * 90,
+            "InvoiceDate": [f"2024-03-{1 + i // 30:02d}T08:26:00Z" for i in range(90)],
+            "UnitPrice": [2.55] * 90,
+            "CustomerID": [str(17850 + i % 7) for i in range(90)],
+            "Country": ["France"] * 90,
+            "LineNo": [i % 3 for i in range(90)],
+        }
+    )
+    curated = lake.ensure_curated(lambda: events)
+    assert curated["delivery"]["landed"] == 90 and curated["curation"]["curated"] == 90
+    assert lake.ensure_curated(lambda: events) is None  # already there: nothing delivered twice
+
+    crawl = warehouse.crawl()
+    assert {"order_lines", "products", "customers"} <= set(crawl.tables)
+    catalog = warehouse.catalog_tables()
+    assert catalog["order_lines"]["partitions"] == 3 and catalog["order_lines"]["partition_keys"] == {
+        "order_date": "string"
+    }
+
+    _queue_athena_result(
+        [("order_date", "varchar", 0, 0), ("net_revenue", "decimal", 38, 2)], [["2024-03-01", "153.00"]]
+    )
+    daily = warehouse.run_query_set(["daily_revenue"])["daily_revenue"]
+    assert daily["net_revenue"].tolist() == [Decimal("153.00")]
+
+    monkeypatch.delenv("SHOPLAKE_REDSHIFT_SECRET_ID", raising=False)
+    with pytest.raises(warehouse.WarehouseError, match="SHOPLAKE_REDSHIFT_SECRET_ID"):
+        warehouse.load_warehouse()
+    assert not lake.list_keys(artifacts, "redshift-staging/")
+    ops = aws_target.operations()
+    assert {"firehose:PutRecordBatch", "glue:CreateTable", "glue:BatchCreatePartition"} <= ops
+    assert {"athena:StartQueryExecution", "s3:PutObject", "s3:DeleteObjects"} <= ops
