@@ -42,14 +42,13 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from shoplake import config
+from shoplake import config, events
 from shoplake.errors import DataError, ShoplakeError
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ ORDERS_FIREHOSE = "orders-to-lake"
 CURATED_TABLES = ("order_lines", "products", "customers", "set_aside")
 
 REASONS = ("malformed_json", "missing_field", "invalid_value", "duplicate", "non_product")
-REQUIRED_FIELDS = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country", "LineNo")
+REQUIRED_FIELDS = events.REQUIRED
 
 # Codes of the Online Retail file that are not merchandise (postage, fees, adjustments, samples, charity).
 NON_PRODUCT_CODES = frozenset(
@@ -417,94 +416,29 @@ def is_product_code(stock_code: str) -> bool:
     return bool(PRODUCT_CODE.match(code))
 
 
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        return int(value)
-    return None
-
-
-def _as_price(value: Any) -> Decimal | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return Decimal(repr(value)).quantize(CENT, rounding=ROUND_HALF_UP)
-    if isinstance(value, str):
-        try:
-            return Decimal(value.strip()).quantize(CENT, rounding=ROUND_HALF_UP)
-        except ArithmeticError:
-            return None
-    return None
-
-
-def _as_customer(value: Any) -> str | None | bool:
-    """Customer id as a string, None for a guest, False when invalid."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        return value.strip() or None
-    as_int = _as_int(value)
-    return str(as_int) if as_int is not None else False
-
-
 def validate_event(event: Any) -> tuple[dict[str, Any] | None, str | None, str]:
-    """(normalized order line, None, "") or (None, reason, detail) for one parsed raw event."""
-    if not isinstance(event, dict):
-        return None, "malformed_json", f"a JSON {type(event).__name__}, not an object"
-    missing = [k for k in REQUIRED_FIELDS if event.get(k) is None or event.get(k) == ""]
-    if missing:
-        return None, "missing_field", "missing " + ", ".join(missing)
-    invoice_no, stock_code, country = event["InvoiceNo"], event["StockCode"], event["Country"]
-    for key, value in (("InvoiceNo", invoice_no), ("StockCode", stock_code), ("Country", country)):
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            return None, "invalid_value", f"{key} must be a string, got {value!r}"
-    invoice_no, stock_code, country = str(invoice_no).strip(), str(stock_code).strip(), str(country).strip()
-    quantity = _as_int(event["Quantity"])
-    if quantity is None or quantity == 0:
-        return None, "invalid_value", f"Quantity must be a non-zero integer, got {event['Quantity']!r}"
-    line_no = _as_int(event["LineNo"])
-    if line_no is None or line_no < 0:
-        return None, "invalid_value", f"LineNo must be an integer >= 0, got {event['LineNo']!r}"
-    price = _as_price(event["UnitPrice"])
-    if price is None or price < 0:
-        return None, "invalid_value", f"UnitPrice must be a number >= 0, got {event['UnitPrice']!r}"
-    customer = _as_customer(event.get("CustomerID"))
-    if customer is False:
-        return None, "invalid_value", f"CustomerID must be a string or null, got {event.get('CustomerID')!r}"
-    invoice_date = event["InvoiceDate"]
-    try:
-        parsed = datetime.fromisoformat(invoice_date)
-    except (TypeError, ValueError):
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        return None, "invalid_value", f"InvoiceDate must be ISO 8601 UTC (YYYY-MM-DDTHH:MM:SSZ), got {invoice_date!r}"
-    is_cancellation = invoice_no.upper().startswith("C")
-    if is_cancellation and quantity > 0:
-        return None, "invalid_value", f"cancellation {invoice_no} with a positive Quantity {quantity}"
-    if not is_cancellation and quantity < 0:
-        return None, "invalid_value", f"sale {invoice_no} with a negative Quantity {quantity}"
-    description = event.get("Description")
+    """(curated order line, None, "") or (None, reason kind, detail) for one parsed raw event.
+
+    The verdict is :func:`shoplake.events.validate`'s, the one set of rules every consumer of order events uses.
+    """
+    valid, kind, detail = events.judge(event)
+    if valid is None:
+        return None, kind, detail
+    price = Decimal(repr(valid["UnitPrice"])).quantize(CENT, rounding=ROUND_HALF_UP)
     return (
         {
-            "event_id": f"{invoice_no}-{line_no}",
-            "invoice_no": invoice_no,
-            "line_no": line_no,
-            "stock_code": stock_code,
-            "description": None if description is None else str(description),
-            "quantity": quantity,
-            "invoice_date": invoice_date,
+            "event_id": f"{valid['InvoiceNo']}-{valid['LineNo']}",
+            "invoice_no": valid["InvoiceNo"],
+            "line_no": valid["LineNo"],
+            "stock_code": valid["StockCode"],
+            "description": valid["Description"],
+            "quantity": valid["Quantity"],
+            "invoice_date": valid["InvoiceDate"],
             "unit_price": price,
-            "line_amount": (price * quantity).quantize(CENT),
-            "customer_id": customer,
-            "country": country,
-            "is_cancellation": is_cancellation,
+            "line_amount": (price * valid["Quantity"]).quantize(CENT),
+            "customer_id": valid["CustomerID"],
+            "country": valid["Country"],
+            "is_cancellation": events.is_cancellation(valid),
         },
         None,
         "",
