@@ -147,15 +147,13 @@ def arn_expr(kind: str, short: str) -> dict[str, str]:
     head = "arn:${AWS::Partition}"
     where = "${AWS::Region}:${AWS::AccountId}"
     if kind == "bucket":
-        bucket, _, rest = short.partition("/")
-        return _sub(f"{head}:s3:::{_name_text('s3_bucket', bucket)}" + (f"/{rest}" if rest else ""))
+        bucket, slash, rest = short.partition("/")
+        return _sub(f"{head}:s3:::{_name_text('s3_bucket', bucket)}{slash}{rest}")
     if kind == "logs":
         return _sub(f"{head}:logs:{where}:{short}")
     if kind == "opensearch":
-        domain, _, rest = short.partition("/")
-        return _sub(
-            f"{head}:es:{where}:domain/{_name_text('opensearch_domain', domain)}" + (f"/{rest}" if rest else "")
-        )
+        domain, slash, rest = short.partition("/")
+        return _sub(f"{head}:es:{where}:domain/{_name_text('opensearch_domain', domain)}{slash}{rest}")
     name = _name_text(KIND_TYPE.get(kind, ""), short)
     templates = {
         "stream": f"{head}:kinesis:{where}:stream/{name}",

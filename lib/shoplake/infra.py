@@ -196,8 +196,8 @@ def arn(kind: str, short: str) -> str:
     region, account = s.region, _account()
     full = config.resource_name(short)
     if kind == "bucket":
-        bucket, _, rest = short.partition("/")
-        return f"arn:aws:s3:::{bucket_name(bucket)}" + (f"/{rest}" if rest else "")
+        bucket, slash, rest = short.partition("/")
+        return f"arn:aws:s3:::{bucket_name(bucket)}{slash}{rest}"
     templates = {
         "stream": f"arn:aws:kinesis:{region}:{account}:stream/{full}",
         "table": f"arn:aws:dynamodb:{region}:{account}:table/{full}",
@@ -420,7 +420,10 @@ class SnsTopic(Handler):
                 return None
             raise
         subs = self.client().list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
-        return {"sms": sorted(s["Endpoint"] for s in subs if s["Protocol"] == "sms")}
+        return {
+            "sms": sorted(s["Endpoint"] for s in subs if s["Protocol"] == "sms"),
+            "endpoints": sorted(s["Endpoint"] for s in subs),
+        }
 
     def create(self, r: Resource) -> None:
         self.client().create_topic(Name=physical_name(r))
@@ -432,13 +435,48 @@ class SnsTopic(Handler):
             if not re.fullmatch(r"\+[1-9]\d{6,14}", phone):
                 raise InfraError(f"SHOPLAKE_ALARM_PHONE {phone!r} is not an E.164 phone number like +15555550100")
             self.client().subscribe(TopicArn=arn("topic", r.name), Protocol="sms", Endpoint=phone)
+        email = r.props.get("email_subscription")
+        if email and email not in have:
+            self.client().subscribe(TopicArn=arn("topic", r.name), Protocol="email", Endpoint=email)
+        for queue in r.props.get("queue_subscriptions") or []:  # aws: the queue must let the topic send
+            queue_arn = arn("queue", queue)
+            if queue_arn in have:
+                continue
+            self.client().subscribe(
+                TopicArn=arn("topic", r.name),
+                Protocol="sqs",
+                Endpoint=queue_arn,
+                Attributes={"RawMessageDelivery": "false"},
+            )
+            policy = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "sns.amazonaws.com"},
+                        "Action": "sqs:SendMessage",
+                        "Resource": queue_arn,
+                        "Condition": {"ArnEquals": {"aws:SourceArn": arn("topic", r.name)}},
+                    }
+                ],
+            }
+            config.client("sqs").set_queue_attributes(
+                QueueUrl=resolve(f"queue_url:{queue}"), Attributes={"Policy": json.dumps(policy)}
+            )
 
     def drift(self, r: Resource, current: dict[str, Any]) -> list[str]:
-        phone = r.props.get("sms_subscription")
-        return [f"SMS subscription {phone} missing"] if phone and phone not in current["sms"] else []
+        phone, email = r.props.get("sms_subscription"), r.props.get("email_subscription")
+        out = [f"SMS subscription {phone} missing"] if phone and phone not in current["sms"] else []
+        out += [f"e-mail subscription {email} missing"] if email and email not in current["endpoints"] else []
+        out += [
+            f"queue subscription {q} missing"
+            for q in r.props.get("queue_subscriptions") or []
+            if arn("queue", q) not in current["endpoints"]
+        ]
+        return out
 
     def update(self, r: Resource, current: dict[str, Any], drift: list[str]) -> None:
-        self._subscribe(r, current["sms"])
+        self._subscribe(r, current["endpoints"])
 
     def delete(self, r: Resource) -> None:
         self.client().delete_topic(TopicArn=arn("topic", r.name))
@@ -746,7 +784,11 @@ class FirehoseDeliveryStream(Handler):
                     for k in ("RoleARN", "BucketARN", "ErrorOutputPrefix", "BufferingHints", "CompressionFormat")
                 }
                 | {"Prefix": r.props["s3"]["error_prefix"]},
-                "RetryOptions": {"DurationInSeconds": 300},
+                "BufferingHints": {
+                    "IntervalInSeconds": int(search.get("buffer_seconds", 60)),
+                    "SizeInMBs": int(search.get("buffer_mb", 1)),
+                },
+                "RetryOptions": {"DurationInSeconds": int(search.get("retry_seconds", 300))},
             }
             if search.get("transform_function"):
                 dest["ProcessingConfiguration"] = {
@@ -805,6 +847,20 @@ class OpenSearchDomain(Handler):
             EncryptionAtRestOptions={"Enabled": True},
             NodeToNodeEncryptionOptions={"Enabled": True},
             DomainEndpointOptions={"EnforceHTTPS": True, "TLSSecurityPolicy": "Policy-Min-TLS-1-2-2019-07"},
+            # IAM decides: principals of this account whose own policies grant es:ESHttp* (the Firehose role, you)
+            AccessPolicies=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"AWS": f"arn:aws:iam::{_account()}:root"},
+                            "Action": "es:ESHttp*",
+                            "Resource": arn("opensearch", f"{r.name}/*"),
+                        }
+                    ],
+                }
+            ),
         )
 
     def delete(self, r: Resource) -> None:
