@@ -808,6 +808,7 @@ TERMINAL_FAILED = {
 ACTIONS = {"Add": "create", "Modify": "update", "Remove": "delete", "Import": "import", "Dynamic": "update"}
 QUEUE_RECREATE_SECONDS = 61  # SQS refuses a queue name for 60 s after it was deleted (QueueDeletedRecently)
 MAX_TEMPLATE_BODY = 51_200  # larger templates go through S3 (TemplateURL)
+POLL_SECONDS = 5.0  # between describe calls while a change set or the stack settles
 
 
 def _code(exc: Exception) -> str:
@@ -841,9 +842,9 @@ def _now() -> float:
 class CloudFormationStack:
     """The aws backend of :mod:`shoplake.infra`: the same verbs as the local reconciler, done by CloudFormation."""
 
-    def __init__(self, spec: list[Resource] | None = None, poll_seconds: float = 5.0) -> None:
+    def __init__(self, spec: list[Resource] | None = None, poll_seconds: float | None = None) -> None:
         self._spec = spec
-        self.poll_seconds = poll_seconds
+        self.poll_seconds = POLL_SECONDS if poll_seconds is None else poll_seconds
 
     # ------------------------------------------------------------------ inputs
     def spec(self) -> list[Resource]:

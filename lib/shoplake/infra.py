@@ -161,11 +161,14 @@ def physical_name(resource: Resource) -> str:
 
 def bucket_name(short: str) -> str:
     """``shoplake-<prefix>-<short>`` locally; ``shoplake-<prefix>-<short>-<account>-<region>`` on aws (≤ 63)."""
-    s = config.settings()
-    if s.is_local:
-        return config.resource_name(short)
+    return config.by_target(local=config.resource_name, aws=_global_bucket_name)(short)
+
+
+def _global_bucket_name(short: str) -> str:
+    """Bucket names are global across all accounts: the account id and region make ours unique."""
     from shoplake import cloudformation
 
+    s = config.settings()
     cloudformation.check_prefix(s.prefix)
     name = f"{config.resource_name(short)}-{_account()}-{s.region}"
     if len(name) > 63:
@@ -937,14 +940,17 @@ def _state_path() -> Path:
 def _read_state() -> dict[str, Any]:
     path = _state_path()
     state = json.loads(path.read_text()) if path.exists() else {}
-    if config.settings().is_local:
-        from shoplake import stack
-
-        generation = stack.moto_generation()
-        if state.get("moto_generation") != generation:  # a new emulator starts empty
-            state = {"moto_generation": generation, "created": []}
+    generation = config.by_target(local=_moto_generation, aws=lambda: None)()
+    if generation is not None and state.get("moto_generation") != generation:  # a new emulator starts empty
+        state = {"moto_generation": generation, "created": []}
     state.setdefault("created", [])
     return state
+
+
+def _moto_generation() -> Any:
+    from shoplake import stack
+
+    return stack.moto_generation()
 
 
 def _write_state(state: dict[str, Any]) -> None:
@@ -991,7 +997,7 @@ class Reconciler:
     def destroy(self, confirm: str | None = None, spec: list[Resource] | None = None) -> list[Change]:
         """Delete what ``apply`` created (and nothing else), in reverse order."""
         s = config.settings()
-        if not s.is_local and confirm != s.prefix:
+        if config.by_target(local=False, aws=True) and confirm != s.prefix:
             raise InfraError(
                 f"refusing to destroy real AWS resources of prefix {s.prefix!r} without confirmation: "
                 f"run `shoplake infra destroy --confirm {s.prefix}`"

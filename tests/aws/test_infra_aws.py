@@ -341,3 +341,38 @@ def test_template_command_writes_template_and_zips(tmp_path):
     assert result.exit_code == 0, result.output
     assert out.is_file() and cf.lint(out.read_text()) == []
     assert {p.name for p in (out.parent / "lambda").iterdir()} == {k.rsplit("/", 1)[1] for k in cf.render().packages}
+
+
+# ---------------------------------------------------------------------------- notebooks 00 and 99 on aws
+
+
+def _run_notebook(name: str, params: dict, ns: dict) -> None:
+    """Execute a notebook's code cells in this process (moto answers), parameters overridden as papermill would."""
+    import nbformat
+
+    nb = nbformat.read(config.REPO_ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        exec(compile(cell.source, f"{name}.ipynb", "exec"), ns)  # noqa: S102 (our own notebook)
+        if "parameters" in cell.metadata.get("tags", []):
+            ns.update(params)
+
+
+def test_notebooks_00_and_99_on_aws_go_through_cloudformation(deployable, tmp_path, monkeypatch):
+    import plotly.io as pio
+
+    monkeypatch.setattr(pio.renderers, "default", "json")
+    monkeypatch.setattr(cf, "POLL_SECONDS", 0)  # moto settles at once
+    params = {"target": "aws", "scale": "tiny", "out_dir": str(tmp_path)}
+    _run_notebook("00_provision", params, {})
+    provision = json.loads((tmp_path / "00_provision.metrics.json").read_text())["metrics"]
+    assert provision["target"] == "aws" and provision["second_apply_changes"] == 0
+    assert provision["created"] == len(cf.render().template["Resources"])
+    ops = deployable.operations()
+    assert {"cloudformation:CreateChangeSet", "cloudformation:ExecuteChangeSet"} <= ops
+    assert not {"kinesis:CreateStream", "dynamodb:CreateTable", "lambda:CreateFunction"} & ops  # no reconciler
+    _run_notebook("99_teardown", params | {"confirm_destroy": "ci"}, {})
+    teardown = json.loads((tmp_path / "99_teardown.metrics.json").read_text())["metrics"]
+    assert teardown == {"deleted": provision["created"], "still_present": 0}
+    assert "cloudformation:DeleteStack" in deployable.operations()

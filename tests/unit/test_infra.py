@@ -114,3 +114,28 @@ def test_lambda_zip_is_deterministic():
     a = infra.lambda_zip("errors.py")
     b = infra.lambda_zip("errors.py")
     assert a == b
+
+
+def test_role_with_instance_profile_is_created_and_removed_with_it(own_prefix):
+    """``instance_profile: true`` (the EMR nodes' role): a profile of the same name holds the role."""
+    role = infra.find("iam_role", "emr-ec2", target="aws")
+    assert role.props.get("instance_profile") is True
+    iam, name = config.client("iam"), infra.physical_name(role)
+    infra.apply([role])
+    profile = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == [name]
+    assert infra.outputs([role])[f"instance_profile:{role.name}"] == name
+    infra.destroy(spec=[role])
+    assert name not in [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]]
+    assert name not in [r["RoleName"] for r in iam.list_roles()["Roles"]]
+
+
+def test_local_verbs_for_notebooks_00_and_99(own_prefix):
+    """The target-neutral verbs the notebooks call: describe_target, leftovers, cost_summary (empty locally)."""
+    assert infra.describe_target()  # the local stack's status lines
+    spec = [infra.find("sqs_queue", "alarm-inbox")]
+    changes = infra.apply(spec)
+    assert infra.cost_summary(changes) == []
+    assert f"sqs_queue:{config.resource_name('alarm-inbox')}" in infra.leftovers()
+    infra.destroy(spec=spec)
+    assert f"sqs_queue:{config.resource_name('alarm-inbox')}" not in infra.leftovers()
