@@ -1285,9 +1285,25 @@ class CloudFormationStack:
             if attempt == 2:
                 raise InfraError(self._failure(final, started).replace("has rolled back", "stopped deleting"))
             log.warning("deleting %s ended in %s: emptying its buckets again and retrying", self.name, final)
+        self._sweep_buckets(buckets)
         self._state_path().write_text(json.dumps({"deleted_at": _now()}))
         self._delete_layers()
         return rows
+
+    def _sweep_buckets(self, buckets: list[str]) -> None:
+        """A bucket of the stack that outlived it (an object flushed in after the last emptying, on an endpoint
+        that does not fail the delete) is emptied and deleted here: destroy leaves nothing billable."""
+        s3 = config.client("s3")
+        for bucket in buckets:
+            try:
+                s3.head_bucket(Bucket=bucket)
+            except Exception as exc:
+                if _code(exc) in ("404", "NoSuchBucket", "NotFound"):
+                    continue
+                raise
+            log.warning("bucket %s outlived stack %s: emptying and deleting it", bucket, self.name)
+            empty_bucket(bucket)
+            s3.delete_bucket(Bucket=bucket)
 
     def _delete_layers(self) -> None:
         """Layer versions named for the prefix (``shoplake infra build-layer --publish``) go with the stack."""

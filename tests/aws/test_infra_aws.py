@@ -376,3 +376,67 @@ def test_notebooks_00_and_99_on_aws_go_through_cloudformation(deployable, tmp_pa
     teardown = json.loads((tmp_path / "99_teardown.metrics.json").read_text())["metrics"]
     assert teardown == {"deleted": provision["created"], "still_present": 0}
     assert "cloudformation:DeleteStack" in deployable.operations()
+
+
+def test_destroy_removes_a_bucket_that_received_a_late_firehose_flush(deployable, monkeypatch):
+    """Firehose may still flush after the buckets were emptied: destroy still leaves no bucket behind."""
+    stack = _stack()
+    stack.apply()
+    lake = f"shoplake-ci-lake-{ACCOUNT}-eu-west-1"
+    real_empty, flushed = cf.empty_bucket, []
+
+    def empty_then_flush(bucket: str) -> int:
+        n = real_empty(bucket)
+        if bucket == lake and not flushed:  # the delivery stream's last buffer lands after the emptying
+            config.client("s3").put_object(Bucket=lake, Key="raw/orders/late.json", Body=b"{}")
+            flushed.append(bucket)
+        return n
+
+    monkeypatch.setattr(cf, "empty_bucket", empty_then_flush)
+    stack.destroy(confirm="ci")
+    assert flushed and cf.list_prefix_resources("ci") == []
+
+
+def test_reconciler_waits_for_a_code_update_before_updating_the_configuration(deployable, monkeypatch):
+    """Lambda refuses UpdateFunctionConfiguration while UpdateFunctionCode is in progress (ResourceConflictException):
+    the reconciler waits for LastUpdateStatus between the two."""
+    spec = [infra.find("iam_role", "weblogs-transform-fn"), infra.find("lambda_function", "weblogs-transform")]
+    infra.apply(spec)
+    fn = spec[1]
+    changed = infra.Resource(fn.type, fn.name, {**fn.props, "timeout": 90, "source": "functions/rate_alarm.py"})
+    deployable.clear()
+    [change] = infra.plan([changed])
+    assert change.action == "update" and "code changed" in change.detail and "timeout changed" in change.detail
+    infra.apply([changed])
+    ops = [c.operation for c in deployable.calls if c.service == "lambda"]
+    code, config_ = ops.index("UpdateFunctionCode"), ops.index("UpdateFunctionConfiguration")
+    assert code < config_ and "GetFunction" in ops[code:config_]  # the function_updated_v2 waiter polls GetFunction
+
+
+def test_cli_plan_prints_changes_replacements_and_cost(deployable):
+    result = CliRunner().invoke(infra.cli, ["plan"])
+    assert result.exit_code == 0, result.output
+    assert "create     opensearch_domain" in result.output and "/h)" in result.output
+    assert "estimated cost of the stack: $" in result.output and "checked" in result.output
+
+
+def test_cli_plan_without_layer_fails_with_the_fix(deployable, monkeypatch):
+    monkeypatch.delenv("SHOPLAKE_RATE_DETECTOR_LAYER")
+    result = CliRunner().invoke(infra.cli, ["plan"])
+    assert isinstance(result.exception, InfraError) and "build-layer --publish" in str(result.exception)
+
+
+def test_cli_build_layer_uses_the_layer_builder(tmp_path, monkeypatch):
+    from shoplake import layers
+
+    built = tmp_path / "layer.zip"
+
+    def build(out_dir):
+        assert out_dir == tmp_path
+        built.write_bytes(b"zip")
+        return built
+
+    monkeypatch.setattr(layers, "build_rate_detector_layer", build)
+    result = CliRunner().invoke(infra.cli, ["build-layer", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"built {built}" in result.output
