@@ -190,7 +190,6 @@ def test_template_and_reconciler_describe_the_same_resources(aws_target, monkeyp
 
     monkeypatch.setattr(LambdaBackend, "send_kinesis_message", lambda self, *a, **k: None)
     spec = infra.load_spec(target="aws")
-    rendered = cf.render(infra.load_spec(target="aws", expand=False))
     params = {
         "Prefix": "par",
         "CodeBucket": "b",
@@ -198,7 +197,6 @@ def test_template_and_reconciler_describe_the_same_resources(aws_target, monkeyp
         "AlarmEmail": "alarms@example.com",
         "RateDetectorLayerArn": layer,
     }
-    ev = Evaluator(rendered.template, params)
     moto_refused = []
     for r in spec:  # apply order: roles, buckets, ... mappings
         try:
@@ -207,6 +205,8 @@ def test_template_and_reconciler_describe_the_same_resources(aws_target, monkeyp
             moto_refused.append((r.key, str(exc)[:200]))
     # moto does not emulate an OpenSearch destination, nor know every AWS managed policy (AmazonEMRServicePolicy_v2)
     assert {k for k, _ in moto_refused} <= {"firehose_delivery_stream:weblogs", "iam_role:emr-service"}, moto_refused
+    rendered = cf.render(infra.load_spec(target="aws", expand=False))  # right after: the same source files
+    ev = Evaluator(rendered.template, params)
 
     def requests(operation: str) -> list[dict]:
         return [c.params for c in aws_target.calls if c.operation == operation]
