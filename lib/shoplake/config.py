@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,10 @@ LOCAL_ACCESS_KEY = "testing"
 LOCAL_SECRET_KEY = "testing"
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# on aws the prefix is part of bucket names (shoplake-<prefix>-lake-<account>-<region>, at most 63 characters) and
+# of the OpenSearch domain name: the same rule as the CloudFormation template's Prefix parameter
+AWS_PREFIX = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
+AWS_PREFIX_MAX = 14
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,11 @@ class Settings:
         if not self.prefix or not all(c.isalnum() or c == "-" for c in self.prefix) or len(self.prefix) > 20:
             raise ConfigError(
                 f"prefix {self.prefix!r} must be 1-20 letters, digits or '-' (it becomes part of every resource name)"
+            )
+        if self.target == "aws" and not (AWS_PREFIX.fullmatch(self.prefix) and len(self.prefix) <= AWS_PREFIX_MAX):
+            raise ConfigError(
+                f"prefix {self.prefix!r}: on aws it must be 1-14 lower-case letters, digits and single '-', starting "
+                "with a letter (bucket names carry it with the account and region): set SHOPLAKE_PREFIX, e.g. myteam"
             )
 
     @property

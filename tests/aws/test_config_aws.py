@@ -50,3 +50,10 @@ def test_aws_without_any_region_says_how_to_set_one(monkeypatch, tmp_path):
             config.ensure_ready()
     finally:
         config.clear_caches()
+
+
+@pytest.mark.parametrize("prefix", ["MyTeam", "a" * 15, "1team", "team--a"])
+def test_aws_prefix_is_lower_case_and_short(aws_target, monkeypatch, prefix):
+    monkeypatch.setenv("SHOPLAKE_PREFIX", prefix)
+    with pytest.raises(ConfigError, match="1-14 lower-case"):
+        config.settings()

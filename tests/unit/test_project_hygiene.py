@@ -65,3 +65,26 @@ def test_no_credentials_in_the_repository():
             continue
         if path.is_file() and path.suffix in {".py", ".yaml", ".yml", ".ipynb", ".toml", ".md", ".json"}:
             assert not pattern.search(path.read_text(errors="ignore")), f"credential-like string in {path}"
+
+
+# Only these modules may look at the target: config (by_target, ensure_ready), the local stack itself, and the
+# workbook runner that passes the target on as a notebook parameter. Every part chooses its backend through
+# config.by_target inside its own open_*/backend verb.
+TARGET_DECIDERS = {"config.py", "stack.py"}
+TARGET_TEST = re.compile(r"\bis_local\b|\btarget\s*[!=]=|[!=]=\s*[\"'](?:local|aws)[\"']")
+
+
+def test_only_config_decides_the_target():
+    offenders = []
+    for path in sorted((ROOT / "lib" / "shoplake").rglob("*.py")):
+        if path.name in TARGET_DECIDERS and path.parent.name == "shoplake":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if TARGET_TEST.search(line.split("#", 1)[0]):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            for line in "".join(cell["source"]).splitlines():
+                if cell["cell_type"] == "code" and TARGET_TEST.search(line.split("#", 1)[0]):
+                    offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
+    assert not offenders, "branch on the target only through config.by_target:\n" + "\n".join(offenders)
