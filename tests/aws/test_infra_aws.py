@@ -63,11 +63,13 @@ def test_alarm_endpoint_must_be_real_on_aws(deployable, monkeypatch, env, messag
 
 
 def test_upper_case_or_long_prefix_is_refused(deployable, monkeypatch):
+    from shoplake.errors import ShoplakeError
+
     monkeypatch.setenv("SHOPLAKE_PREFIX", "Dev")
-    with pytest.raises(InfraError, match="lower-case"):
+    with pytest.raises(ShoplakeError, match="lower-case"):  # config refuses it before any plan
         infra.plan()
     monkeypatch.setenv("SHOPLAKE_PREFIX", "a-very-long-prefix1")
-    with pytest.raises(InfraError, match="lower-case"):
+    with pytest.raises(ShoplakeError, match="lower-case"):
         infra.physical_name(infra.find("s3_bucket", "lake"))
 
 
