@@ -58,6 +58,8 @@ class RcfConfig:
     seasonal: bool = True
     profile_weight: float = 0.5  # weight of the newest day in the time-of-day profile
     time_of_day_radius: float = 0.0
+    deviation_factor: float = 2.0  # and |residual| ≥ factor × quantile(threshold_quantile) of recent normal |residuals|
+    adapt_after_seconds: float = 7_200.0  # an anomaly lasting longer is a new normal (a level shift): learn it
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -111,10 +113,12 @@ class RateForest:
         self.warmup: list[list[float]] = []
         self.points: deque[tuple[int, list[float]]] = deque()  # (index, point) held by every tree
         self.scores: deque[float] = deque(maxlen=cfg.score_history)
+        self.deviations: deque[float] = deque(maxlen=cfg.score_history)  # |residual| of recent normal windows
         self.next_index = 0
         self.threshold: float | None = None
         self.trees: list[rrcf.RCTree] = []
         self.windows_seen = 0
+        self.anomalous_run = 0  # consecutive anomalous windows
 
     @property
     def warm(self) -> bool:
@@ -135,9 +139,31 @@ class RateForest:
         ]
         return float(np.mean(near))
 
+    def gap(self) -> None:
+        """Intervals are missing (no data, not zero orders): the shingle starts over after them."""
+        self.values.clear()
+        self.anomalous_run = 0
+
+    def deviation_bar(self) -> float:
+        """The smallest |residual| an anomalous window must show: ``deviation_factor`` × the recent normal
+        residuals' quantile, at least the Poisson noise (≈ 1 after the Anscombe transform); 0 when off."""
+        cfg = self.config
+        if not cfg.seasonal or cfg.deviation_factor <= 0 or len(self.deviations) < 16:
+            return 0.0
+        return cfg.deviation_factor * max(1.0, float(np.quantile(np.asarray(self.deviations), cfg.threshold_quantile)))
+
     def _learn_normal(self, count: int, window_start: float) -> None:
         slot, w = self._slot(window_start), self.config.profile_weight
         old = self.profile.get(slot)
+        bar = self.deviation_bar() or math.inf
+        if old is not None and self.deviations:
+            # robust: a window learns the profile at most one deviation bar away from it (a spike that was not
+            # judged anomalous, e.g. in the warm-up or an incident's first window, is not tomorrow's expectation)
+            low, high = anscombe(old) - bar, anscombe(old) + bar
+            a = min(max(anscombe(count), low), high)
+            count = max(0.0, (a / 2.0) ** 2 - 0.375)
+        if self.values and self.config.seasonal and old is not None:
+            self.deviations.append(min(abs(self.values[-1]), bar))  # clipped: one onset cannot lift the bar
         self.profile[slot] = float(count) if old is None else (1 - w) * old + w * count
         self.recent_counts.append(count)
 
@@ -168,8 +194,15 @@ class RateForest:
         for tree in self.trees:
             tree.insert_point(np.asarray(point), index=index)
         score = float(np.mean([tree.codisp(index) for tree in self.trees]))
-        anomalous = score >= (self.threshold or math.inf)
-        if anomalous:
+        bar = self.deviation_bar()
+        outlier = score >= (self.threshold or math.inf)  # the forest: this shape is unusual
+        self.anomalous_run = self.anomalous_run + 1 if outlier else 0
+        if outlier and self.anomalous_run * cfg.window_seconds > cfg.adapt_after_seconds:
+            # a level shift: after adapt_after_seconds of anomaly the new level is learnt as normal (no alarm storm)
+            outlier = False
+        # an alarm-worthy window is an outlier that is also far from its expectation (not noise of a bursty series)
+        anomalous = outlier and abs(residual) >= bar
+        if outlier:
             for tree in self.trees:
                 tree.forget_point(index)
         else:
@@ -221,9 +254,11 @@ class RateForest:
             "warmup": self.warmup,
             "points": [[i, p] for i, p in self.points],
             "scores": list(self.scores),
+            "deviations": list(self.deviations),
             "next_index": self.next_index,
             "threshold": self.threshold,
             "windows_seen": self.windows_seen,
+            "anomalous_run": self.anomalous_run,
             "warm": self.warm,
         }
 
@@ -236,9 +271,11 @@ class RateForest:
         forest.warmup = [list(p) for p in state["warmup"]]
         forest.points = deque((int(i), list(p)) for i, p in state["points"])
         forest.scores.extend(state["scores"])
+        forest.deviations.extend(state.get("deviations", []))
         forest.next_index = int(state["next_index"])
         forest.threshold = state["threshold"]
         forest.windows_seen = int(state["windows_seen"])
+        forest.anomalous_run = int(state.get("anomalous_run", 0))
         if state["warm"]:
             forest._plant(seed_offset=forest.next_index)
         return forest

@@ -24,6 +24,57 @@ def evaluate_cmd(seed: int, orders_per_day: int, window_seconds: int) -> None:
     echo_json({"rcf": run.rcf, "rule": run.rule, "counts": run.detector.counts})
 
 
+@alarm.command("evaluate-series")
+@click.argument("series_file", type=click.Path(dir_okay=False, path_type=str))
+@click.option(
+    "--windows",
+    "windows_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="labelled windows: [[start, end], ...] or NAB's {file name: [[start, end], ...]}",
+)
+@click.option(
+    "--detections-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="write timestamp,value,anomaly_score,label (NAB's results layout) here",
+)
+@click.option("--json", "as_json", is_flag=True, help="print the whole evaluation as JSON")
+def evaluate_series_cmd(series_file: str, windows_file: str | None, detections_out: str | None, as_json: bool) -> None:
+    """Stream a recorded rate series (NAB format: timestamp,value) through the detector; score its alarms."""
+    from shoplake.alarm import _series
+
+    run = _series.evaluate_series(series_file, windows_file)
+    if detections_out:
+        _series.write_detections(run, detections_out)
+    summary = run.summary()
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(
+        f"{summary['series']}: {summary['rows']:,} rows every {summary['interval_seconds']} s "
+        f"({summary['missing_intervals']} missing), {summary['points_per_s']:,.0f} rows/s"
+    )
+    click.echo(f"forest alarms at: {', '.join(str(run.series.timestamps[r]) for r in run.forest_rows) or 'none'}")
+    if not run.windows:
+        return
+    for name in ("forest", "rule"):
+        ev = summary[name]
+        click.echo(
+            f"{name:6}: NAB raw {ev['nab_raw']:+.3f} | recall {_fmt(ev['recall'])} precision {_fmt(ev['precision'])} | "
+            f"{ev['alarms']} alarms, {ev['false_alarms']} false (after the {ev['probation_rows']}-row probation)"
+        )
+        for w in ev["windows"]:
+            found = f"first alarm {w['first_alarm']} (+{w['delay_s'] / 3600:.1f} h)" if w["detected"] else "missed"
+            click.echo(f"        window {w['start']} … {w['end']}: {found}, NAB {w['nab']:+.3f}")
+    if detections_out:
+        click.echo(f"detections written to {detections_out}")
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 @alarm.command("consume")
 @click.option("--consumer", default="rate-detector", show_default=True)
 @click.option("--reset", "reset_first", is_flag=True, help="forget checkpoints and state first")

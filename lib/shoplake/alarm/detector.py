@@ -225,6 +225,10 @@ class RateDetector:
         """Close and score every window that ends before ``watermark`` (e.g. after an idle shard stops holding it)."""
         return self._close(watermark)
 
+    def score_windows(self, closed: list[WindowCount]) -> list[Alarm]:
+        """Score windows counted elsewhere (a recorded rate series: one row = one closed window), in time order."""
+        return self._score(closed, None)
+
     def _close(self, watermark: float | None) -> list[Alarm]:
         if watermark is None:
             return []
