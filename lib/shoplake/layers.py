@@ -42,8 +42,7 @@ RECIPE_VERSION = "2"  # bump when the recipe changes: it is part of the cache ke
 LAYER_NAME = "numpy-rrcf"  # published as shoplake-<prefix>-numpy-rrcf
 PYTHON_VERSION = "3.12"  # infra.LAMBDA_RUNTIME is python3.12
 PLATFORMS = {"x86_64": "manylinux_2_28_x86_64", "arm64": "manylinux_2_28_aarch64"}
-SETUPTOOLS_WITH_PKG_RESOURCES = "81.0.0"  # the last setuptools that ships pkg_resources (removed in 82.0.0)
-LAYER_PACKAGES = ("numpy", "rrcf")  # pinned in pyproject.toml
+LAYER_PACKAGES = ("numpy", "rrcf", "setuptools")  # pinned in pyproject.toml (setuptools ≤ 81 ships pkg_resources)
 MANIFEST = "shoplake-layer.json"
 MAX_DIRECT_UPLOAD_BYTES = 50 * 1024 * 1024  # publish_layer_version's ZipFile limit (larger layers go through S3)
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024  # Lambda's limit for a function and all its layers, unzipped
@@ -66,7 +65,7 @@ class LayerError(ShoplakeError):
 
 
 def layer_pins(pyproject: Path = PYPROJECT) -> dict[str, str]:
-    """``{"numpy": "2.4.6", "rrcf": "0.4.4", "setuptools": "81.0.0"}``: pyproject's pins plus rrcf's setuptools."""
+    """``{"numpy": "2.4.6", "rrcf": "0.4.4", "setuptools": "81.0.0"}``: pyproject's pins of the layer's packages."""
     try:
         deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
@@ -79,7 +78,6 @@ def layer_pins(pyproject: Path = PYPROJECT) -> dict[str, str]:
     missing = [p for p in LAYER_PACKAGES if p not in pins]
     if missing:
         raise LayerError(f"{pyproject} pins no exact version (name==x.y.z) of {', '.join(missing)}: pin it first")
-    pins["setuptools"] = SETUPTOOLS_WITH_PKG_RESOURCES
     return pins
 
 
