@@ -1,0 +1,154 @@
+"""A recorded rate series through the detector: the CLI on a tiny series, bad files, gaps, level shifts, early spikes,
+and the shipped NAB excerpt scored as NAB scores it."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from shoplake.alarm import _nab, _series
+from shoplake.alarm.cli import alarm
+from shoplake.errors import DataError
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "data" / "samples" / "nab_twitter_volume_amzn_excerpt.csv"
+SAMPLE_WINDOWS = ROOT / "data" / "samples" / "nab_twitter_volume_amzn_excerpt.windows.json"
+T0 = datetime(2015, 3, 2)  # a Monday
+
+
+def hourly(days: int, seed: int = 7, base: float = 120.0) -> tuple[list[datetime], np.ndarray]:
+    """An hourly count series with a daily rhythm (Poisson)."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(days * 24)
+    rate = base * (1.0 + 0.6 * np.sin(2 * np.pi * ((hours % 24) - 6) / 24))
+    return [T0 + timedelta(hours=int(h)) for h in hours], rng.poisson(rate).astype(float)
+
+
+def write(path: Path, stamps, values) -> Path:
+    pd.DataFrame({"timestamp": [t.strftime("%Y-%m-%d %H:%M:%S") for t in stamps], "value": values}).to_csv(
+        path, index=False
+    )
+    return path
+
+
+def test_cli_scores_a_tiny_series_and_writes_nabs_results_layout(tmp_path):
+    stamps, values = hourly(8)
+    spike = 24 * 5 + 12  # day 6, noon
+    values[spike] *= 8
+    series = write(tmp_path / "tiny.csv", stamps, values)
+    windows = tmp_path / "w.json"
+    windows.write_text(json.dumps([[str(stamps[spike - 6]), str(stamps[spike + 6])]]))
+    out = tmp_path / "out" / "det.csv"
+    result = CliRunner().invoke(
+        alarm, ["evaluate-series", str(series), "--windows", str(windows), "--detections-out", str(out), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    forest = summary["forest"]
+    assert summary["rows"] == 192 and summary["interval_seconds"] == 3600 and summary["missing_intervals"] == 0
+    assert forest["recall"] == 1.0 and forest["false_alarms"] == 0, forest
+    first = forest["windows"][0]
+    assert first["detected"] and first["first_alarm"] == str(stamps[spike]) and first["delay_rows"] == 6
+    # NAB's score for a detection in the middle of a 13-row window: σ(−7/13)/σ(−1)
+    assert forest["nab_raw"] == pytest.approx(_nab.scaled_sigmoid(-7 / 13) / _nab.MAX_TP, abs=1e-6)
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["timestamp", "value", "anomaly_score", "label"]
+    assert len(frame) == 192 and frame["label"].sum() == 13
+    assert frame.loc[spike, "anomaly_score"] == 1.0 and frame["anomaly_score"].sum() == 1.0
+    text = CliRunner().invoke(alarm, ["evaluate-series", str(series), "--windows", str(windows)])
+    assert text.exit_code == 0 and "NAB raw" in text.output and "rule" in text.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("time,count\n2015-03-01 00:00:00,1\n", "header must be 'timestamp,value'"),
+        ("timestamp,value\n2015-03-01 00:00:00,1\n2015-03-01 00:05:00,many\n", "line 3: value 'many' is not a number"),
+        ("timestamp,value\n2015-03-01 00:05:00,1\n2015-03-01 00:00:00,2\n", "line 3: unsorted timestamp"),
+        ("timestamp,value\n2015-03-01 00:00:00,1\n2015-03-01 00:00:00,2\n", "line 3: duplicate timestamp"),
+        ("timestamp,value\n2015-03-01 00:00:00,-4\n", "must be a finite count"),
+        ("timestamp,value\nyesterday,4\n", "is not ISO 8601"),
+        ("timestamp,value\n2015-03-01 00:00:00,1\n", "needs at least 3"),
+    ],
+)
+def test_bad_files_get_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(DataError, match=message) as info:
+        _series.read_series(path)
+    assert "\n" not in str(info.value)
+
+
+def test_windows_outside_the_series_are_refused_before_the_run(tmp_path):
+    stamps, values = hourly(3)
+    series = write(tmp_path / "s.csv", stamps, values)
+    windows = tmp_path / "w.json"
+    windows.write_text(json.dumps([[str(stamps[-3]), str(stamps[-1] + timedelta(days=2))]]))
+    with pytest.raises(DataError, match="outside the series"):
+        _series.evaluate_series(series, windows)
+    windows.write_text(json.dumps({"other.csv": []}))
+    with pytest.raises(DataError, match="no entry for 's.csv'"):
+        _series.evaluate_series(series, windows)
+
+
+def test_command_line_prints_one_error_line_and_exit_code_2(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("when,value\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "shoplake.cli", "alarm", "evaluate-series", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: bad.csv: header must be")
+
+
+def test_a_level_shift_becomes_the_new_normal_without_an_alarm_storm():
+    stamps, values = hourly(12, seed=3)
+    shift, spike = 24 * 5 + 9, 24 * 10 + 12
+    values[shift:] *= 3  # day 6 on: three times the traffic, for good
+    values[spike] *= 4  # and a real surge on day 11, on top of the new level
+    series = _series.Series("shift.csv", stamps, values, 3600, 0)
+    run = _series.run_series(series)
+    # the shift is one incident, raised at once; then it is learnt (no alarm every hour, no incident open for ever),
+    # so the later surge is an incident of its own
+    assert [str(stamps[r]) for r in run.forest_rows] == [str(stamps[shift]), str(stamps[spike])]
+
+
+def test_gaps_are_no_data_not_an_outage(tmp_path):
+    stamps, values = hourly(8, seed=5)
+    keep = [i for i in range(len(stamps)) if not 24 * 5 + 2 <= i < 24 * 5 + 10]  # eight hours missing on day 6
+    path = write(tmp_path / "gappy.csv", [stamps[i] for i in keep], values[keep])
+    series = _series.read_series(path)
+    assert series.missing == 8 and series.interval_seconds == 3600
+    run = _series.run_series(series)
+    assert run.forest_rows == [], [str(series.timestamps[r]) for r in run.forest_rows]
+
+
+def test_a_spike_at_the_very_start_does_not_haunt_the_next_days():
+    stamps, values = hourly(8, seed=11)
+    values[3] *= 30  # the first day, while the profile is being filled
+    values[30] *= 30  # the second day, while the forest is being built
+    series = _series.Series("early.csv", stamps, values, 3600, 0)
+    run = _series.run_series(series)
+    assert run.forest_rows == [], [str(stamps[r]) for r in run.forest_rows]
+
+
+def test_the_shipped_nab_excerpt_is_detected_in_its_window():
+    run = _series.evaluate_series(SAMPLE, SAMPLE_WINDOWS)
+    forest = run.forest
+    assert run.series.interval_seconds == 300 and len(run.series) == 971
+    assert forest["recall"] == 1.0 and forest["false_alarms"] == 0
+    assert 0.8 < forest["nab_raw"] <= 1.0  # detected around the labelled burst, before the window's last third
+    assert math.isfinite(run.points_per_s) and run.rule_threshold > 0
