@@ -860,14 +860,14 @@ class CloudFormationStack:
         return config.client("cloudformation")
 
     def parameters(self) -> dict[str, str]:
-        import os
 
+        knobs = config.settings()
         values = {
-            "Prefix": config.settings().prefix,
+            "Prefix": knobs.prefix,
             "CodeBucket": bootstrap_bucket(),
-            "AlarmPhone": os.environ.get("SHOPLAKE_ALARM_PHONE", "").strip(),
-            "AlarmEmail": os.environ.get("SHOPLAKE_ALARM_EMAIL", "").strip(),
-            "RateDetectorLayerArn": os.environ.get("SHOPLAKE_RATE_DETECTOR_LAYER", "").strip(),
+            "AlarmPhone": knobs.alarm_phone or "",
+            "AlarmEmail": knobs.alarm_email or "",
+            "RateDetectorLayerArn": knobs.rate_detector_layer or "",
         }
         return values
 

@@ -1,4 +1,7 @@
-"""Settings (target, prefix, region, scale) and the one place that builds AWS clients for the chosen target.
+"""The one place that builds AWS clients for the chosen target, and makes the target ready (``ensure_ready``).
+
+The settings themselves (target, prefix, region, scale, every knob) are one table in ``shoplake._settings``,
+re-exported here (``config.settings()``, ``config.by_target``, ``config.resource_name``...).
 
 Target ``local`` (default) talks only to the embedded emulator on a loopback address with fake credentials;
 target ``aws`` uses the standard credential chain (``AWS_PROFILE``, ``AWS_REGION``...). Every boto3 client,
@@ -9,128 +12,62 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
-from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from shoplake._settings import (
+    AWS_PREFIX,
+    AWS_PREFIX_MAX,
+    KNOBS,
+    LOCAL_REGION,
+    REPO_ROOT,
+    SCALES,
+    TARGETS,
+    Settings,
+    by_target,
+    glue_database,
+    knob_table,
+    resource_name,
+    settings,
+)
+from shoplake._settings import apply_parameters as _apply_parameters
+from shoplake._settings import clear_cache as _clear_settings_cache
 from shoplake.errors import ConfigError
 
-TARGETS = ("local", "aws")
-SCALES = ("tiny", "small", "full")
-LOCAL_REGION = "us-east-1"
+__all__ = [
+    "AWS_PREFIX",
+    "AWS_PREFIX_MAX",
+    "KNOBS",
+    "LOCAL_ACCESS_KEY",
+    "LOCAL_REGION",
+    "LOCAL_SECRET_KEY",
+    "REPO_ROOT",
+    "SCALES",
+    "TARGETS",
+    "Settings",
+    "apply_parameters",
+    "assert_loopback",
+    "by_target",
+    "bypass_proxies_for_loopback",
+    "clear_caches",
+    "client",
+    "configure_wrangler",
+    "endpoint_url",
+    "ensure_ready",
+    "glue_database",
+    "is_loopback_url",
+    "knob_table",
+    "resource",
+    "resource_name",
+    "session",
+    "settings",
+    "storage_options",
+]
+
 # Fake credentials for the emulator. They are not secrets and cannot sign a request AWS would accept.
 LOCAL_ACCESS_KEY = "testing"
 LOCAL_SECRET_KEY = "testing"
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-# on aws the prefix is part of bucket names (shoplake-<prefix>-lake-<account>-<region>, at most 63 characters) and
-# of the OpenSearch domain name: the same rule as the CloudFormation template's Prefix parameter
-AWS_PREFIX = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
-AWS_PREFIX_MAX = 14
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything that selects where shoplake runs and how big the data is."""
-
-    target: str = "local"
-    prefix: str = "dev"
-    region: str = LOCAL_REGION
-    scale: str = "small"
-    seed: int = 42
-    home: Path = field(default_factory=lambda: REPO_ROOT / ".shoplake")
-    data_dir: Path = field(default_factory=lambda: REPO_ROOT / "data" / "generated")
-    profile: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise ConfigError(f"target must be one of {TARGETS}, got {self.target!r}: set SHOPLAKE_TARGET=local or aws")
-        if self.scale not in SCALES:
-            raise ConfigError(f"scale must be one of {SCALES}, got {self.scale!r}")
-        if not self.prefix or not all(c.isalnum() or c == "-" for c in self.prefix) or len(self.prefix) > 20:
-            raise ConfigError(
-                f"prefix {self.prefix!r} must be 1-20 letters, digits or '-' (it becomes part of every resource name)"
-            )
-        if self.target == "aws" and not (AWS_PREFIX.fullmatch(self.prefix) and len(self.prefix) <= AWS_PREFIX_MAX):
-            raise ConfigError(
-                f"prefix {self.prefix!r}: on aws it must be 1-14 lower-case letters, digits and single '-', starting "
-                "with a letter (bucket names carry it with the account and region): set SHOPLAKE_PREFIX, e.g. myteam"
-            )
-
-    @property
-    def is_local(self) -> bool:
-        return self.target == "local"
-
-    def name(self, short: str) -> str:
-        """The full resource name of ``short`` (e.g. ``orders`` → ``shoplake-dev-orders``)."""
-        return resource_name(short, self.prefix)
-
-    def with_(self, **changes: Any) -> Settings:
-        """A copy with some fields changed (notebook parameters override the environment this way)."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        return replace(self, **changes)
-
-
-def resource_name(short: str, prefix: str | None = None) -> str:
-    """``shoplake-<prefix>-<short>``: the one place resource names are built."""
-    prefix = prefix if prefix is not None else settings().prefix
-    return f"shoplake-{prefix}-{short}"
-
-
-def settings(**overrides: Any) -> Settings:
-    """Settings from the environment (``SHOPLAKE_TARGET``, ``SHOPLAKE_PREFIX``, ``AWS_REGION``, ...), then overrides."""
-    env = os.environ
-    target = env.get("SHOPLAKE_TARGET", "local").strip().lower() or "local"
-    if target == "aws":
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or _profile_region(env.get("AWS_PROFILE"))
-    else:
-        region = LOCAL_REGION
-    base = Settings(
-        target=target,
-        prefix=env.get("SHOPLAKE_PREFIX", "dev"),
-        region=region,  # aws: "" until AWS_REGION or the profile names one (ensure_ready says so)
-        scale=env.get("SHOPLAKE_SCALE", "small"),
-        seed=_int_setting(env, "SHOPLAKE_SEED", 42),
-        home=Path(env["SHOPLAKE_HOME"]) if env.get("SHOPLAKE_HOME") else REPO_ROOT / ".shoplake",
-        data_dir=Path(env["SHOPLAKE_DATA_DIR"]) if env.get("SHOPLAKE_DATA_DIR") else REPO_ROOT / "data" / "generated",
-        profile=env.get("AWS_PROFILE") if target == "aws" else None,
-    )
-    return base.with_(**overrides)
-
-
-def _int_setting(env: Any, key: str, default: int) -> int:
-    raw = env.get(key)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{key}={raw!r} is not a whole number: set it to e.g. {default}, or unset it") from None
-    if value < 0:
-        raise ConfigError(f"{key}={raw!r} must be 0 or more")
-    return value
-
-
-@lru_cache(maxsize=8)
-def _profile_region(profile: str | None) -> str:
-    """The region of the AWS profile (``~/.aws/config``), as the AWS CLI would pick it; "" when it has none."""
-    try:
-        import botocore.session
-
-        return botocore.session.Session(profile=profile).get_config_variable("region") or ""
-    except Exception:  # an unknown profile is reported by the session that uses it, with its own message
-        return ""
-
-
-def by_target(*, local: Any, aws: Any) -> Any:
-    """The one place a part chooses between its local and its aws backend (``open_index``, ``trainer``, ...).
-
-    Parts call this inside their ``open_*`` verb; notebooks and CLIs never look at the target themselves.
-    """
-    return local if settings().is_local else aws
 
 
 def ensure_ready() -> Settings:
@@ -176,13 +113,9 @@ def _aws_identity(region: str, profile: str | None) -> str:
 
 def apply_parameters(target: str | None = None, **overrides: Any) -> Settings:
     """Make notebook parameters the process-wide settings (exported to the environment) and return them."""
-    if target is not None:
-        os.environ["SHOPLAKE_TARGET"] = target
-    for key, value in overrides.items():
-        if value is not None:
-            os.environ[f"SHOPLAKE_{key.upper()}"] = str(value)
+    result = _apply_parameters(target, **overrides)
     clear_caches()
-    return settings()
+    return result
 
 
 # --------------------------------------------------------------------------- local-target safety
@@ -355,10 +288,4 @@ def clear_caches() -> None:
     _session.cache_clear()
     _client.cache_clear()
     _aws_identity.cache_clear()
-    _profile_region.cache_clear()
-
-
-def glue_database(prefix: str | None = None) -> str:
-    """The Glue database name (Glue and Athena want underscores): ``shoplake_<prefix>``."""
-    prefix = prefix if prefix is not None else settings().prefix
-    return f"shoplake_{prefix}".replace("-", "_").lower()
+    _clear_settings_cache()

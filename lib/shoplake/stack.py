@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shoplake import config
+from shoplake import _settings
 from shoplake.errors import StackError
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class Status:
 
 
 def home() -> Path:
-    path = config.settings().home
+    path = _settings.settings().home
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -420,7 +420,7 @@ def status() -> Status:
 
 def ensure() -> Status:
     """Start whatever part of the local stack is down; return its status. Safe to call from many processes."""
-    if not config.settings().is_local:
+    if not _settings.settings().is_local:
         raise StackError("the local stack is only for SHOPLAKE_TARGET=local; on aws the services are real")
     with _lock():
         state = read_state()
@@ -436,7 +436,6 @@ def ensure() -> Status:
             state["moto"] = _start_moto()
             state["moto_generation"] = state.get("moto_generation", 0) + 1
             _write_state(state)  # recorded at once, so a PostgreSQL failure below leaves no orphan behind
-            config.clear_caches()
         pg = state.get("postgres")
         if not (pg and _pid_alive(pg.get("pid")) and _pg_healthy(pg)):
             if pg:
@@ -447,21 +446,6 @@ def ensure() -> Status:
 
 
 up = ensure
-
-
-@contextlib.contextmanager
-def held_for_run(keep: bool = False) -> Iterator[config.Settings]:
-    """The target made ready for one run (``shoplake run``); afterwards the local stack is stopped only if this
-    call started it, so a JupyterLab session or a test session sharing the stack keeps its data. On aws: nothing
-    to start or stop."""
-    settings = config.settings()
-    started_here = settings.is_local and not status().up
-    config.ensure_ready()
-    try:
-        yield settings
-    finally:
-        if started_here and not keep:
-            down()
 
 
 def down(purge: bool = False) -> None:
@@ -484,7 +468,6 @@ def down(purge: bool = False) -> None:
             else:
                 shutil.rmtree(home() / "postgres", ignore_errors=True)
             _state_path().unlink(missing_ok=True)
-    config.clear_caches()
 
 
 def moto_url() -> str:

@@ -6,11 +6,13 @@ Notebooks call :func:`start` in their first cell (parameters → settings, local
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -117,6 +119,23 @@ def notebooks(only: list[str] | None = None, notebook_dir: Path = NOTEBOOK_DIR) 
     if unknown:
         raise ShoplakeError(f"no notebook matches {sorted(unknown)}; available: {[p.stem for p in found]}")
     return picked
+
+
+@contextlib.contextmanager
+def held_for_run(keep: bool = False) -> Iterator[config.Settings]:
+    """The target made ready for one run (``shoplake run``); afterwards the local stack is stopped only if this
+    call started it, so a JupyterLab session or a test session sharing the stack keeps its data. On aws: nothing
+    to start or stop."""
+    from shoplake import stack
+
+    settings = config.settings()
+    started_here = config.by_target(local=lambda: not stack.status().up, aws=lambda: False)()
+    config.ensure_ready()
+    try:
+        yield settings
+    finally:
+        if started_here and not keep:
+            stack.down()
 
 
 def _failing_cell(exc: Exception) -> str:
@@ -289,11 +308,9 @@ def summary_lines(results: list[NotebookResult]) -> list[str]:
 @click.option("--keep-going", is_flag=True, help="run the remaining notebooks after a failure")
 def cli(scale: str, seed: int, only: str | None, out_dir: Path | None, keep_stack: bool, keep_going: bool) -> None:
     """Run the notebooks in order (papermill) and write HTML reports to reports/."""
-    from shoplake import stack
-
     names = only.split(",") if only else None
     notebooks(names)  # a typo in --only fails here, before anything is started
-    with stack.held_for_run(keep=keep_stack):
+    with held_for_run(keep=keep_stack):
         results = run_notebooks(scale=scale, seed=seed, only=names, out_dir=out_dir, keep_going=keep_going)
     for line in summary_lines(results):
         click.echo(line)

@@ -100,12 +100,14 @@ def test_cli_status_exit_codes(tmp_path):
 
 
 def test_a_run_stops_only_the_stack_it_started(private_stack):
+    from shoplake import workbook
+
     stack = private_stack
-    with stack.held_for_run():
+    with workbook.held_for_run():
         assert stack.status().up
     assert not stack.status().up, "a run that started the stack stops it"
     stack.ensure()
-    with stack.held_for_run():
+    with workbook.held_for_run():
         pass
     assert stack.status().up, "a run must not stop a stack someone else started (JupyterLab, tests)"
 

@@ -448,7 +448,7 @@ def load(
     With ``retail_file`` (or the environment variable ``SHOPLAKE_RETAIL_FILE``) the real Online Retail file
     is loaded instead (see :func:`load_retail_dataset`; it has no ground truth and no access log).
     """
-    retail_file = retail_file or os.environ.get("SHOPLAKE_RETAIL_FILE") or None
+    retail_file = retail_file or config.settings().retail_file
     if retail_file:
         from shoplake.datagen._real import load_retail_dataset
 

@@ -11,7 +11,6 @@ pandas DataFrames with money kept as ``Decimal`` (exact to the cent) and counts 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -201,7 +200,7 @@ class DuckDBEngine(SqlEngine):
 
 def athena_workgroup() -> str:
     """The Athena workgroup queries run in (``SHOPLAKE_ATHENA_WORKGROUP``, default ``primary``)."""
-    return os.environ.get("SHOPLAKE_ATHENA_WORKGROUP", "").strip() or "primary"
+    return config.settings().athena_workgroup
 
 
 class AthenaEngine(SqlEngine):

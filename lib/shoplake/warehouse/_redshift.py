@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 import time
 import uuid
@@ -455,8 +454,9 @@ class RedshiftWarehouse(Warehouse):
 
     def __init__(self, schema: str | None = None, secret_id: str | None = None, iam_role: str | None = None) -> None:
         super().__init__(schema)
-        self.secret_id = secret_id or os.environ.get("SHOPLAKE_REDSHIFT_SECRET_ID", "").strip() or None
-        self.iam_role = iam_role or os.environ.get("SHOPLAKE_REDSHIFT_IAM_ROLE", "").strip() or None
+        knobs = config.settings()
+        self.secret_id = secret_id or knobs.redshift_secret_id
+        self.iam_role = iam_role or knobs.redshift_iam_role
 
     def connect(self) -> Any:
         import awswrangler as wr
