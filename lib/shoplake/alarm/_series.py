@@ -157,6 +157,29 @@ class SeriesRun:
             }
         )
 
+    def table(self) -> Any:
+        """Forest vs rule, one row each: NAB raw score, recall, precision, alarms, false alarms."""
+        import pandas as pd
+
+        keys = ("nab_raw", "recall", "precision", "alarms", "false_alarms")
+        rows = [
+            {"detector": name, **{k: ev.get(k) for k in keys}}
+            for name, ev in (("rule", self.rule), ("rcf", self.forest))
+        ]
+        return pd.DataFrame(rows).set_index("detector")
+
+    def metrics(self) -> dict[str, Any]:
+        """What a notebook records: the evaluation without the per-window detail, plus the throughput."""
+        return {
+            "series": self.series.name,
+            "rows": len(self.series),
+            "windows": len(self.windows),
+            "rcf": {k: v for k, v in self.forest.items() if k != "windows"},
+            "rule": {k: v for k, v in self.rule.items() if k != "windows"},
+            "rcf_windows": self.forest.get("windows", []),
+            "points_per_s": self.points_per_s,
+        }
+
     def summary(self) -> dict[str, Any]:
         """What the CLI prints: the series, the forest's and the rule's evaluation, throughput."""
         return {

@@ -88,3 +88,44 @@ def day_figure(
     fig.update_yaxes(title_text="score", type="log", row=2, col=1)
     fig.update_layout(title=title, height=600, legend={"orientation": "h", "y": -0.12})
     return fig
+
+
+def series_figure(run: Any, title: str | None = None) -> Any:
+    """A recorded series (``_series.SeriesRun``): counts and the expected rhythm, labelled windows shaded, the
+    forest's and the rule's alarms marked, NAB's probation marked."""
+    import plotly.graph_objects as go
+
+    series = run.series
+    frame = history_frame(run.detector.history)
+    times = pd.to_datetime([t for t in series.timestamps])
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=times, y=series.values, name="count per interval", line={"width": 1}))
+    fig.add_trace(
+        go.Scatter(
+            x=times[-len(frame) :],
+            y=frame["expected"],
+            name="expected (time-of-day profile)",
+            line={"width": 1, "dash": "dot"},
+        )
+    )
+    for start, end in run.windows:
+        fig.add_vrect(x0=start, x1=end, fillcolor="orange", opacity=0.2, line_width=0, annotation_text="labelled")
+    probation = run.forest.get("probation_rows") if run.forest else None
+    if probation:
+        fig.add_vrect(x0=times[0], x1=times[probation - 1], fillcolor="grey", opacity=0.12, line_width=0)
+    for rows, name, symbol in ((run.forest_rows, "forest alarm", "x"), (run.rule_rows, "rule alarm", "triangle-up")):
+        fig.add_trace(
+            go.Scatter(
+                x=times[rows],
+                y=series.values[rows],
+                mode="markers",
+                name=name,
+                marker={"symbol": symbol, "size": 12},
+            )
+        )
+    fig.update_layout(
+        title=title or f"{series.name}: labelled windows (orange), probation (grey), alarms",
+        height=420,
+        margin={"t": 50, "l": 50, "r": 20, "b": 40},
+    )
+    return fig
