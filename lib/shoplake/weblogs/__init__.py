@@ -12,14 +12,12 @@ from shoplake.weblogs._analysis import investigate, load_incidents, stream_datas
 from shoplake.weblogs._dashboard import DashboardServer, Snapshot, create_app, figures, find_spikes, snapshot
 from shoplake.weblogs._delivery import (
     DeliveryCounts,
-    DeliveryError,
     Follower,
     IndexObserver,
     LakeFollower,
     StreamReport,
     buffering_seconds,
     deliver_new,
-    read_failed,
     ship_lines,
     stream_log,
     transform_object,
@@ -37,6 +35,7 @@ from shoplake.weblogs._index import (
     install_template,
     open_index,
 )
+from shoplake.weblogs._lake_io import DeliveryError, read_failed
 from shoplake.weblogs._parser import ParseResult, Rejected, iter_lines, parse_file, parse_line, parse_lines
 from shoplake.weblogs._query import QueryError, parse_query, to_dsl, to_sql
 

@@ -26,25 +26,28 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shoplake import config
-from shoplake.errors import ShoplakeError
 from shoplake.functions.weblogs_transform import is_rejected, transform_records
-from shoplake.weblogs._index import LogIndex
+from shoplake.weblogs._lake_io import (
+    FAILED_PREFIX,
+    RAW_PREFIX,
+    DeliveryError,
+    _list_keys,
+    _object_lines,
+    lake_bucket,
+)
+
+if TYPE_CHECKING:
+    from shoplake.weblogs._index import LogIndex
 
 log = logging.getLogger(__name__)
 
 WEBLOGS_FIREHOSE = "weblogs"
-RAW_PREFIX = "raw/weblogs/"
-FAILED_PREFIX = "weblogs-failed/"
 TRANSFORM_FUNCTION = "weblogs-transform"
-
-
-class DeliveryError(ShoplakeError):
-    """Log delivery cannot go on; the message says what to fix."""
 
 
 @dataclass
@@ -68,27 +71,6 @@ class DeliveryCounts:
 # --------------------------------------------------------------------------- names
 
 
-def lake_bucket() -> str:
-    from shoplake import lake
-
-    return lake.bucket()
-
-
-def _list_keys(bucket: str, prefix: str) -> list[str]:
-    s3 = config.client("s3")
-    keys: list[str] = []
-    try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []))
-    except Exception as exc:
-        if "NoSuchBucket" in str(exc):
-            raise DeliveryError(
-                f"the lake bucket {bucket} does not exist: run notebook 00_provision (or `shoplake infra apply`) first"
-            ) from exc
-        raise
-    return sorted(keys)
-
-
 # --------------------------------------------------------------------------- shipping
 
 
@@ -106,13 +88,6 @@ def ship_lines(lines: Iterable[str], stream: str = WEBLOGS_FIREHOSE) -> Any:
 
 
 # --------------------------------------------------------------------------- local delivery (lake → index)
-
-
-def _object_lines(body: bytes) -> list[bytes]:
-    lines = body.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    return lines
 
 
 def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -136,33 +111,6 @@ def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[
                 }
             )
     return docs, rejected
-
-
-def read_failed_object(bucket: str, key: str) -> list[dict[str, Any]]:
-    """The failed records of one S3 backup object: ``source``, ``line_no``, ``reason``, ``line``.
-
-    Firehose's backup records (``processing-failed/``, ``opensearch-failed/``) hold ``errorMessage`` and the base64
-    ``rawData``; keys it does not write (``sourceObject``, ``lineNo``) are read when present.
-    """
-    out: list[dict[str, Any]] = []
-    body = config.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    for raw in _object_lines(body):
-        rec = json.loads(raw)
-        out.append(
-            {
-                "source": rec.get("sourceObject", key),
-                "line_no": rec.get("lineNo"),
-                "reason": rec.get("errorMessage") or rec.get("ErrorMessage") or rec.get("errorCode"),
-                "line": base64.b64decode(rec.get("rawData", "")).decode("utf-8", errors="backslashreplace"),
-            }
-        )
-    return out
-
-
-def read_failed(bucket: str | None = None) -> list[dict[str, Any]]:
-    """Every record Firehose could not deliver, from the S3 backup ``weblogs-failed/`` (see :func:`read_failed_object`)."""
-    bucket = bucket or lake_bucket()
-    return [rec for key in _list_keys(bucket, FAILED_PREFIX) for rec in read_failed_object(bucket, key)]
 
 
 def deliver_new(

@@ -684,7 +684,7 @@ class OpenSearchIndex(LogIndex):
 
     def delivery_failures(self) -> list[dict[str, Any]]:
         """Records Firehose could not deliver, from the S3 backup ``weblogs-failed/`` (each object read once)."""
-        from shoplake.weblogs._delivery import FAILED_PREFIX, _list_keys, lake_bucket, read_failed_object
+        from shoplake.weblogs._lake_io import FAILED_PREFIX, _list_keys, lake_bucket, read_failed_object
 
         bucket = self._failed_bucket = self._failed_bucket or lake_bucket()
         for key in _list_keys(bucket, FAILED_PREFIX):
