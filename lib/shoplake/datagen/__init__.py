@@ -5,7 +5,8 @@ Public verbs: :func:`load` (generate on first use, then read), :func:`generate`,
 :class:`Dataset` without ground truth). Folder layout and schemas: docs/internals.md.
 """
 
-from shoplake.datagen._dataset import SCALE_SPECS, Dataset, dataset_dir, generate, load
+from shoplake.datagen._dataset import SCALE_SPECS, Dataset, dataset_dir, generate
+from shoplake.datagen._load import load
 from shoplake.datagen._profile import rate_profile
 from shoplake.datagen._real import load_retail_dataset
 

@@ -435,33 +435,3 @@ def generate(
         raise
     log.info("generated %s in %.1f s", published, time.perf_counter() - began)
     return Dataset(published)
-
-
-def load(
-    scale: str | None = None,
-    seed: int | None = None,
-    retail_file: str | os.PathLike[str] | None = None,
-    progress: bool = True,
-) -> Dataset:
-    """The dataset for ``scale``/``seed`` (defaults from ``config.settings()``), generated on first use.
-
-    With ``retail_file`` (or the environment variable ``SHOPLAKE_RETAIL_FILE``) the real Online Retail file
-    is loaded instead (see :func:`load_retail_dataset`; it has no ground truth and no access log).
-    """
-    retail_file = retail_file or config.settings().retail_file
-    if retail_file:
-        from shoplake.datagen._real import load_retail_dataset
-
-        return load_retail_dataset(retail_file)
-    settings = config.settings()
-    scale = scale or settings.scale
-    seed = settings.seed if seed is None else seed
-    _check(scale, seed)
-    directory = dataset_dir(scale, seed)
-    if (directory / "manifest.json").exists():
-        existing = Dataset(directory)
-        if existing.manifest.get("code") == code_fingerprint():
-            return existing
-        log.info("%s was made by another version of the generator: regenerating", directory)
-        return generate(scale, seed, progress=progress, replace=True)
-    return generate(scale, seed, progress=progress, replace=False)
