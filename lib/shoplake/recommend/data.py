@@ -17,7 +17,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shoplake import config
+
 log = logging.getLogger(__name__)
+
+
+def work_dir() -> Path:
+    """``.shoplake/recommend/<prefix>/``: the local lake copy and the job's output of this prefix."""
+    path = config.settings().home / "recommend" / config.settings().prefix
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_dir() -> Path:
+    """Where the last local run wrote ``report.json``, the split and the lists."""
+    return work_dir() / "run"
 
 
 def curated_from_events(order_lines: pd.DataFrame, non_products: Iterable[str] = ()) -> pd.DataFrame:

@@ -436,7 +436,7 @@ class EmrTrainer:
         ``cluster_id``: a running cluster started by :func:`start_cluster` (default: a transient cluster).
         ``publish=False`` skips the serving refit and the DynamoDB write (``--no-serve``).
         """
-        from shoplake.recommend.train import run_dir
+        from shoplake.recommend.data import run_dir
 
         cfg = job_config(serve=publish, **job_options)
         submitted = submit(cfg, cluster_id=cluster_id)

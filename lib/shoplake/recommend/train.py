@@ -24,21 +24,10 @@ import pandas as pd
 from shoplake import config
 from shoplake.errors import ConfigError
 from shoplake.recommend import als_job, serve
+from shoplake.recommend.data import run_dir, work_dir
 from shoplake.recommend.emr import EmrTrainer
 
 log = logging.getLogger(__name__)
-
-
-def work_dir() -> Path:
-    """``.shoplake/recommend/<prefix>/``: the local lake copy and the job's output of this prefix."""
-    path = config.settings().home / "recommend" / config.settings().prefix
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def run_dir() -> Path:
-    """Where the last local run wrote ``report.json``, the split and the lists."""
-    return work_dir() / "run"
 
 
 def publish_to_lake(output: str | os.PathLike[str]) -> dict[str, Any]:
