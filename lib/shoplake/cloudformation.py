@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from shoplake import config
+from shoplake import resources as stack_spec
 from shoplake.errors import InfraError
 
 if TYPE_CHECKING:
-    from shoplake.infra import Change, Resource
+    from shoplake.resources import Change, Resource
 
 log = logging.getLogger(__name__)
 
@@ -249,9 +250,7 @@ def _tags() -> list[dict[str, Any]]:
 
 def render(spec: list[Resource] | None = None) -> Rendered:
     """Render every aws resource of ``stack.yaml`` (unexpanded: ``${VAR}`` become parameters) into one template."""
-    from shoplake import infra
-
-    spec = spec if spec is not None else infra.load_spec(target="aws", expand=False)
+    spec = spec if spec is not None else stack_spec.load_spec(target="aws", expand=False)
     by_key = {r.key: r for r in spec}
     out = Rendered(template={})
     resources: dict[str, Any] = {}
@@ -388,9 +387,7 @@ def render(spec: list[Resource] | None = None) -> Rendered:
         elif r.type == "iam_role":
             _render_role(r, lid, add, output)
         elif r.type == "lambda_function":
-            from shoplake import infra
-
-            package = infra.lambda_package(r)
+            package = stack_spec.lambda_package(r)
             key = code_key(r, package)
             out.packages[key] = package
             props: dict[str, Any] = {
@@ -821,9 +818,7 @@ def stack_name(prefix: str | None = None) -> str:
 
 def bootstrap_bucket() -> str:
     """The bucket holding Lambda zips (and large templates) for this account and region; shared by prefixes."""
-    from shoplake import infra
-
-    return f"shoplake-bootstrap-{infra._account()}-{config.settings().region}"
+    return f"shoplake-bootstrap-{stack_spec._account()}-{config.settings().region}"
 
 
 def check_prefix(prefix: str) -> None:
@@ -848,9 +843,7 @@ class CloudFormationStack:
 
     # ------------------------------------------------------------------ inputs
     def spec(self) -> list[Resource]:
-        from shoplake import infra
-
-        return self._spec if self._spec is not None else infra.load_spec(target="aws", expand=False)
+        return self._spec if self._spec is not None else stack_spec.load_spec(target="aws", expand=False)
 
     @property
     def name(self) -> str:
@@ -980,7 +973,7 @@ class CloudFormationStack:
         )
 
     def _changes(self, name: str, rendered: Rendered) -> list[Change]:
-        from shoplake.infra import Change
+        from shoplake.resources import Change
 
         rows: list[Change] = []
         token = None
@@ -1008,7 +1001,7 @@ class CloudFormationStack:
                 return rows
 
     def _resource_of(self, logical: str, cfn_type: str, rendered: Rendered) -> Resource:
-        from shoplake.infra import Resource
+        from shoplake.resources import Resource
 
         spec = {(r.type, r.name): r for r in self.spec()}
         origin = rendered.resources.get(logical)
@@ -1050,7 +1043,7 @@ class CloudFormationStack:
         return _with_costs(rows)
 
     def _all(self, rendered: Rendered, action: str, detail: str = "") -> list[Change]:
-        from shoplake.infra import Change
+        from shoplake.resources import Change
 
         return [
             Change(action, self._resource_of(lid, body["Type"], rendered), detail=detail, logical_id=lid, real_name="")
@@ -1250,7 +1243,7 @@ class CloudFormationStack:
     # ------------------------------------------------------------------ destroy
     def destroy(self, confirm: str | None = None, spec: list[Resource] | None = None) -> list[Change]:
         """Empty the stack's buckets, delete the stack and wait until it is gone; also the prefix's layer versions."""
-        from shoplake.infra import Change
+        from shoplake.resources import Change
 
         s = config.settings()
         if confirm != s.prefix:
@@ -1352,10 +1345,8 @@ class CloudFormationStack:
 
     def describe_target(self) -> list[str]:
         s = config.settings()
-        from shoplake import infra
-
         return [
-            f"account {infra._account()}  region {s.region}  profile {s.profile or '(default chain)'}",
+            f"account {stack_spec._account()}  region {s.region}  profile {s.profile or '(default chain)'}",
             f"stack {self.name}: {self.status() or 'not deployed'}",
             f"bootstrap bucket {bootstrap_bucket()} (Lambda code, shared by prefixes)",
         ]
