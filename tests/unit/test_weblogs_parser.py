@@ -141,3 +141,24 @@ def test_cli_parse_json():
     out = json.loads(result.output)
     assert (out["lines"], out["parsed"], out["rejected"], out["bytes"]) == (31, 21, 10, 27396)
     assert out["status_counts"]["400"] == 3
+
+
+@pytest.mark.parametrize(
+    ("size", "why"),
+    [
+        ("²", "a Unicode digit"),
+        ("1" + "0" * 29, "beyond int64"),
+        ("١٢٣", "Arabic-Indic digits"),
+        ("12a", "not a number"),
+    ],
+)
+def test_poison_bytes_fields_are_rejected_with_a_reason(size, why):
+    line = f'203.0.113.9 - - [01/Dec/2010:08:26:00 +0000] "GET /cart HTTP/1.1" 200 {size} "-" "curl/8"'
+    result = parse_lines([line])
+    assert not result.docs, why
+    assert result.rejected and "bad bytes" in result.rejected[0].reason
+
+
+def test_a_status_of_unicode_digits_is_rejected():
+    result = parse_lines(['203.0.113.9 - - [01/Dec/2010:08:26:00 +0000] "GET / HTTP/1.1" ２００ 5 "-" "curl/8"'])
+    assert not result.docs and "status" in result.rejected[0].reason

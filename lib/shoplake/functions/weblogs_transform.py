@@ -49,6 +49,7 @@ MONTHS = {
 }
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "v": "\v", "b": "\b", "f": "\f"}
 MAX_LINE = 65536
+MAX_BYTES_DIGITS = 15  # < 2^53: exact in JSON numbers, int64 columns and OpenSearch longs (a petabyte per response)
 
 
 def _unescape_match(match: re.Match[str]) -> str:
@@ -147,14 +148,14 @@ def parse_line(line: str) -> tuple[dict[str, Any] | None, str | None]:
     timestamp = to_utc_iso(stamp)
     if timestamp is None:
         return None, f"bad timestamp: [{stamp[:40]}]"
-    if len(status) != 3 or not status.isdigit() or not 100 <= int(status) <= 599:
+    if len(status) != 3 or not (status.isascii() and status.isdigit()) or not 100 <= int(status) <= 599:
         return None, f"bad status: {status[:20]!r}"
     if size == "-":
         nbytes = 0
-    elif size.isdigit():
+    elif size.isascii() and size.isdigit() and len(size) <= MAX_BYTES_DIGITS:  # '²' is a digit to str.isdigit
         nbytes = int(size)
     else:
-        return None, f"bad bytes: {size[:20]!r}"
+        return None, f"bad bytes: {size[:20]!r} (ASCII digits, at most {MAX_BYTES_DIGITS})"
     request = unescape(request)
     method = path = query = protocol = None
     rm = REQUEST_RE.match(request)
