@@ -1,14 +1,18 @@
-"""``make bench``: run every ``bench/bench_*.py`` (or ``--only name``) and print their figures."""
+"""``make bench``: run every ``bench/bench_*.py`` (or ``--only name``), print their figures and write them, with their
+same-run baselines, ratios, scale, date and core count, to ``build/bench.json`` (``bench/_report.py``)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import pkgutil
 import sys
 import time
+from datetime import UTC, datetime
 
 import bench
+from bench import _report
 
 
 def main() -> None:
@@ -28,13 +32,16 @@ def main() -> None:
     was_up = stack.status().up
     stack.ensure()
     failed = []
+    started = datetime.now(UTC)
     try:
         for name in names:
             print(f"\n=== bench {name} ===", flush=True)
             began = time.perf_counter()
             module = importlib.import_module(f"bench.bench_{name}")
+            default_scale = inspect.signature(module.main).parameters.get("scale")
+            _report.begin(name, args.scale or (default_scale.default if default_scale is not None else None))
             try:
-                module.main(**({"scale": args.scale} if args.scale else {}))
+                _report.returned(name, module.main(**({"scale": args.scale} if args.scale else {})))
             except Exception as exc:  # report and go on with the other benchmarks
                 failed.append(name)
                 print(f"bench {name} FAILED: {type(exc).__name__}: {exc}", flush=True)
@@ -42,6 +49,8 @@ def main() -> None:
     finally:
         if not was_up:
             stack.down()
+        path = _report.write(started, failed)
+        print(f"\n{_report.table()}\n\nfigures written to {path}", flush=True)
     if failed:
         sys.exit(f"failed benchmarks: {failed}")
 

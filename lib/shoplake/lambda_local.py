@@ -5,7 +5,10 @@ poller, the same way for any handler (``order_history``, the rate alarm detector
 
 - one poller thread per shard, batches of at most ``batch_size`` records gathered for up to the batching window;
 - per-shard checkpoints (the last sequence number fully handled) persisted in the stack's DynamoDB ``checkpoints``
-  table under ``(consumer, shard_id)``, so a restarted consumer resumes where it stopped;
+  table under ``(consumer, shard_id)``, so a restarted consumer resumes where it stopped. Like Lambda's mapping, the
+  checkpoint is written at most every ``checkpoint_interval_seconds`` (and always when a poller stops or a batch is
+  given up on), not after every batch: a consumer killed in between replays at most that interval's records, which
+  the handlers write idempotently (same items, same marks, dead letters de-duplicated by sequence number);
 - the handler gets the Kinesis event shape Lambda sends (``Records[].kinesis.data`` base64, ``eventID``, ...);
 - a function error (exception) fails the whole batch: with ``bisect_on_error`` the batch is split in two halves
   that are retried in order (splits do not count as retries, as on Lambda); with ``ReportBatchItemFailures`` a response ``{"batchItemFailures": [...]}``
@@ -14,6 +17,8 @@ poller, the same way for any handler (``order_history``, the rate alarm detector
   goes to the on-failure destination (an SQS queue) and the shard moves on;
 - runs until caught up (:meth:`EventSourceMapping.run_until_caught_up`), or in the background
   (:meth:`~EventSourceMapping.start` / :meth:`~EventSourceMapping.drain` / :meth:`~EventSourceMapping.stop`).
+  Waiting has no total time limit unless one is given: it lasts while the pollers make progress and fails after
+  ``idle_seconds`` without any (a hanging handler), or within seconds when the local emulator stops answering.
 
 Settings come from the ``event_source_mapping`` entries of ``infra/stack.yaml`` (:func:`mapping_settings`), the
 same entries infra turns into real mappings on aws.
@@ -24,6 +29,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -37,6 +43,8 @@ from shoplake.errors import ShoplakeError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], Any]
+
+DEFAULT_IDLE_SECONDS = 300.0  # no poller activity (reads, invocations, retries) for this long → stuck
 
 
 class MappingError(ShoplakeError):
@@ -59,14 +67,31 @@ class MappingSettings:
     # sleep between empty GetRecords calls while following the stream (Lambda polls a shard about once a second;
     # moto's GetRecords walks the whole shard on every call, so polling faster only slows the emulator down)
     poll_interval_seconds: float = 0.5
+    # write the per-shard checkpoint at most this often (0: after every batch); always on stop and on give-up
+    checkpoint_interval_seconds: float = 1.0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.batch_size <= 10_000:
-            raise MappingError(f"batch_size must be 1..10000, got {self.batch_size}")
-        if self.batching_window_seconds < 0 or self.batching_window_seconds > 300:
+        if (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, int)
+            or not 1 <= self.batch_size <= 10_000
+        ):
+            raise MappingError(f"batch_size must be an integer 1..10000, got {self.batch_size!r}")
+        for name in (
+            "batching_window_seconds",
+            "retry_delay_seconds",
+            "poll_interval_seconds",
+            "checkpoint_interval_seconds",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise MappingError(f"{name} must be a finite number ≥ 0, got {value!r}")
+        if self.batching_window_seconds > 300:
             raise MappingError(f"batching_window_seconds must be 0..300, got {self.batching_window_seconds}")
         if self.starting_position not in ("TRIM_HORIZON", "LATEST"):
             raise MappingError(f"starting_position must be TRIM_HORIZON or LATEST, got {self.starting_position!r}")
+        if isinstance(self.max_retry_attempts, bool) or not isinstance(self.max_retry_attempts, int):
+            raise MappingError(f"max_retry_attempts must be an integer, got {self.max_retry_attempts!r}")
         if self.max_retry_attempts < -1:
             raise MappingError(f"max_retry_attempts must be -1 (forever) or ≥ 0, got {self.max_retry_attempts}")
 
@@ -138,6 +163,22 @@ class MappingStats:
         out["elapsed_s"] = round(self.elapsed_s, 3)
         out["handler_counts"] = dict(self.handler_counts)
         return out
+
+
+MAX_ERROR_CHARS = 4000  # a function error's text kept in the on-failure message
+
+
+def _reachable(url: str, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at ``url``'s host and port (the local emulator is alive)."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 80), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _iso_ms(epoch: float) -> str:
@@ -250,6 +291,11 @@ class EventSourceMapping:
         self._account = config.client("sts").get_caller_identity()["Account"]
         self._stream_arn = f"arn:aws:kinesis:{self._region}:{self._account}:stream/{self.stream_name}"
         self._sqs = config.client("sqs") if settings.on_failure else None
+        # the local emulator's address, watched while waiting (None on aws: nothing local to watch)
+        self._endpoint = config.endpoint_url() if config.settings().is_local else None
+        self._reads = 0  # GetRecords answers seen (activity, for the idle check)
+        self._pending: dict[str, tuple[str, int]] = {}  # shard → checkpoint handled but not yet written
+        self._flushed_at: dict[str, float] = {}
 
     # ------------------------------------------------------------------ running
 
@@ -273,35 +319,76 @@ class EventSourceMapping:
             thread.start()
         return self
 
-    def drain(self, timeout: float | None = None) -> MappingStats:
-        """Let the pollers finish once each shard is caught up, wait for them, and return the stats."""
+    def drain(self, timeout: float | None = None, idle_seconds: float | None = None) -> MappingStats:
+        """Let the pollers finish once each shard is caught up, wait for them, and return the stats.
+
+        Waits while they make progress; ``idle_seconds`` (default :data:`DEFAULT_IDLE_SECONDS`) without any is an
+        error, and so is ``timeout`` seconds in total when given."""
         self._drain_at = time.monotonic()
         self._drain.set()
-        return self._join(timeout)
+        return self._join(timeout, idle_seconds)
 
     def stop(self, timeout: float | None = None) -> MappingStats:
         """Stop the pollers after their current batch and return the stats."""
         self._stop.set()
         return self._join(timeout)
 
-    def run_until_caught_up(self, timeout: float | None = None, max_batches: int | None = None) -> MappingStats:
-        """Poll every shard until no record is left (or ``max_batches`` handled), then return the stats."""
+    def run_until_caught_up(
+        self, timeout: float | None = None, max_batches: int | None = None, idle_seconds: float | None = None
+    ) -> MappingStats:
+        """Poll every shard until no record is left (or ``max_batches`` handled), then return the stats (waiting as
+        :meth:`drain` does)."""
         self._drain_at = time.monotonic()
         self._drain.set()
         self.start(max_batches=max_batches)
-        return self._join(timeout)
+        return self._join(timeout, idle_seconds)
 
-    def _join(self, timeout: float | None) -> MappingStats:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in self._threads:
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        alive = [t.name for t in self._threads if t.is_alive()]
-        if alive:
-            self._stop.set()
-            raise MappingError(
-                f"pollers {alive} did not finish within {timeout} s; the stream may be too large for "
-                "the timeout, or the handler hangs"
-            )
+    def _activity(self) -> tuple[int, ...]:
+        st = self.stats
+        return (self._reads, st.records_in, st.records_done, st.invocations, st.retries, st.checkpoints_written)
+
+    def _join(self, timeout: float | None, idle_seconds: float | None = None) -> MappingStats:
+        idle_limit = DEFAULT_IDLE_SECONDS if idle_seconds is None else idle_seconds
+        if not (isinstance(idle_limit, int | float) and math.isfinite(idle_limit) and idle_limit > 0):
+            raise MappingError(f"idle_seconds must be a finite number > 0, got {idle_seconds!r}")
+        began = time.monotonic()
+        last_change, seen = began, self._activity()
+        unreachable = 0
+        while True:
+            alive = [t for t in self._threads if t.is_alive()]
+            if not alive:
+                break
+            alive[0].join(0.5)
+            now = time.monotonic()
+            if self._endpoint is not None and any(t.is_alive() for t in self._threads):
+                unreachable = unreachable + 1 if not _reachable(self._endpoint) else 0
+                if unreachable >= 3:  # ~1.5 s of refused connections: the emulator is gone, not busy
+                    self._stop.set()
+                    self._threads = []
+                    raise MappingError(
+                        f"the local stack's AWS emulator at {self._endpoint} stopped answering while {self.consumer} "
+                        "was consuming: start it with `shoplake stack up` (or `make stack-up`) and run again; the "
+                        "consumer resumes from its checkpoints"
+                    )
+            activity = self._activity()
+            if activity != seen:
+                seen, last_change = activity, now
+            if timeout is not None and now - began > timeout:
+                self._stop.set()
+                names = [t.name for t in self._threads if t.is_alive()]
+                raise MappingError(
+                    f"pollers {names} did not finish within the timeout of {timeout} s given by the caller "
+                    f"({self.stats.records_done} records handled so far); leave timeout unset to wait while they "
+                    "make progress"
+                )
+            if now - last_change > idle_limit:
+                self._stop.set()
+                names = [t.name for t in self._threads if t.is_alive()]
+                raise MappingError(
+                    f"pollers {names} of {self.consumer} made no progress for {now - last_change:.0f} s "
+                    f"(idle_seconds={idle_limit:g}; {self.stats.records_done} records handled): the handler hangs "
+                    "or every call fails"
+                )
         self._threads = []
         self._drain.clear()
         self.stats.elapsed_s = time.perf_counter() - self._began
@@ -318,10 +405,17 @@ class EventSourceMapping:
             log.exception("poller %s/%s failed", self.consumer, shard_id)
             self._errors.append(exc)
             self._stop.set()
+        finally:
+            try:  # what was handled stays handled: write the last checkpoint
+                self._flush(shard_id)
+            except Exception as exc:  # noqa: BLE001 - surfaced by _join (the next run replays, idempotently)
+                log.warning("%s: could not write the checkpoint of %s: %r", self.consumer, shard_id, exc)
+                self._errors.append(exc)
 
     def _poll_shard(self, shard_id: str) -> None:
         s = self.settings
         start_after = self.checkpoints.get(shard_id)
+        self._flushed_at[shard_id] = time.monotonic()
         with self._lock:
             self.stats.shards[shard_id] = {"start_after": start_after, "checkpoint": start_after, "records": 0}
         reader = streams.read_batches(
@@ -342,6 +436,7 @@ class EventSourceMapping:
                 records, behind = next(reader)
             except StopIteration:
                 return
+            self._reads += 1
             if records:
                 if not buffer:
                     first_at = time.monotonic()
@@ -378,7 +473,7 @@ class EventSourceMapping:
         queue: list[tuple[list[streams.StreamRecord], int]] = [(batch, 0)]  # (records, retries so far), in order
         while queue:
             records, attempt = queue.pop(0)
-            outcome, failed_from = self._invoke(shard_id, records)
+            outcome, failed_from, error = self._invoke(shard_id, records)
             if outcome == "ok":
                 self._checkpoint(shard_id, records)
                 continue
@@ -389,7 +484,7 @@ class EventSourceMapping:
                 reason = "batchItemFailures"
             else:
                 rest = records
-                reason = "function error"
+                reason = f"function error: {error}"
             if outcome == "error" and s.bisect_on_error and len(rest) > 1:
                 # Lambda: splitting a batch does not count towards the retry quota
                 half = len(rest) // 2
@@ -430,8 +525,9 @@ class EventSourceMapping:
             ]
         }
 
-    def _invoke(self, shard_id: str, records: list[streams.StreamRecord]) -> tuple[str, int]:
-        """Call the handler once: ("ok", n) | ("partial", index of the first failed record) | ("error", 0)."""
+    def _invoke(self, shard_id: str, records: list[streams.StreamRecord]) -> tuple[str, int, str]:
+        """Call the handler once: ("ok", n, "") | ("partial", index of the first failed record, "") | ("error", 0,
+        "<exception type>: <its text>")."""
         with self._lock:
             self.stats.invocations += 1
         try:
@@ -440,17 +536,17 @@ class EventSourceMapping:
             log.warning("%s: function error on %d records of %s: %r", self.consumer, len(records), shard_id, exc)
             with self._lock:
                 self.stats.function_errors += 1
-            return "error", 0
+            return "error", 0, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
         if isinstance(response, dict) and isinstance(response.get("counts"), dict):
             with self._lock:
                 for key, value in response["counts"].items():
                     if isinstance(value, int):
                         self.stats.handler_counts[key] = self.stats.handler_counts.get(key, 0) + value
         if not self.settings.report_batch_item_failures:
-            return "ok", len(records)
+            return "ok", len(records), ""
         failures = (response or {}).get("batchItemFailures") if isinstance(response, dict) else None
         if not failures:
-            return "ok", len(records)
+            return "ok", len(records), ""
         index = {r.sequence_number: i for i, r in enumerate(records)}
         positions = []
         for failure in failures:
@@ -458,13 +554,17 @@ class EventSourceMapping:
             if identifier not in index:  # Lambda treats an invalid identifier as a failure of the whole batch
                 with self._lock:
                     self.stats.function_errors += 1
-                return "error", 0
+                return "error", 0, f"invalid itemIdentifier {identifier!r} in batchItemFailures"
             positions.append(index[identifier])
         with self._lock:
             self.stats.partial_failures += 1
-        return "partial", min(positions)
+        return "partial", min(positions), ""
 
-    def _checkpoint(self, shard_id: str, records: list[streams.StreamRecord], handled: bool = True) -> None:
+    def _checkpoint(
+        self, shard_id: str, records: list[streams.StreamRecord], handled: bool = True, force: bool = False
+    ) -> None:
+        """Account for ``records`` (handled, or given up on) and move the shard's checkpoint past them: written to
+        the table when ``checkpoint_interval_seconds`` have passed since the last write, or at once with ``force``."""
         now = time.time()
         last = records[-1].sequence_number
         with self._lock:
@@ -474,9 +574,22 @@ class EventSourceMapping:
             if handled:
                 self.stats.records_done += len(records)
                 self.stats.latencies_s.extend(now - r.arrival for r in records)
-        self.checkpoints.put(shard_id, last, count)
+        self._pending[shard_id] = (last, count)
+        interval = self.settings.checkpoint_interval_seconds
+        if force or time.monotonic() - self._flushed_at.get(shard_id, 0.0) >= interval:
+            self._flush(shard_id)
+
+    def _flush(self, shard_id: str) -> None:
+        """Write the shard's pending checkpoint (if any) to the checkpoints table."""
+        pending = self._pending.get(shard_id)
+        if pending is None:
+            return
+        self.checkpoints.put(shard_id, pending[0], pending[1])
+        if self._pending.get(shard_id) == pending:
+            del self._pending[shard_id]
+        self._flushed_at[shard_id] = time.monotonic()
         with self._lock:
-            shard["checkpoint"] = last
+            self.stats.shards[shard_id]["checkpoint"] = pending[0]
             self.stats.checkpoints_written += 1
 
     def _give_up(self, shard_id: str, records: list[streams.StreamRecord], attempts: int, reason: str) -> None:
@@ -499,7 +612,13 @@ class EventSourceMapping:
                     "condition": "RetryAttemptsExhausted",
                     "approximateInvokeCount": attempts + 1,
                 },
-                "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": reason},
+                # Lambda names the error kind ("Unhandled"); the local runner also keeps the exception's text
+                "responseContext": {
+                    "statusCode": 200,
+                    "executedVersion": "$LATEST",
+                    "functionError": "Unhandled" if reason.startswith("function error") else reason,
+                    **({"errorMessage": reason.split(": ", 1)[1]} if reason.startswith("function error: ") else {}),
+                },
                 "version": "1.0",
                 "timestamp": _iso_ms(time.time()),
                 "KinesisBatchInfo": {
@@ -516,4 +635,4 @@ class EventSourceMapping:
             self._sqs.send_message(QueueUrl=self.settings.on_failure, MessageBody=json.dumps(message))
         with self._lock:
             self.stats.records_to_on_failure += len(records)
-        self._checkpoint(shard_id, records, handled=False)
+        self._checkpoint(shard_id, records, handled=False, force=True)

@@ -85,16 +85,19 @@ class LocalRuntime(Runtime):
 
     kind = "local"
 
-    def __init__(self, mapping: lambda_local.EventSourceMapping, timeout: float | None = None) -> None:
+    def __init__(
+        self, mapping: lambda_local.EventSourceMapping, timeout: float | None = None, idle_seconds: float | None = None
+    ) -> None:
         self.mapping = mapping
-        self.timeout = timeout
+        self.timeout = timeout  # a total bound only when the caller gives one
+        self.idle_seconds = idle_seconds  # no poller activity for this long → error (lambda_local's default)
 
     def start(self) -> LocalRuntime:
         self.mapping.start()
         return self
 
     def drain(self, expected: Expected = None) -> lambda_local.MappingStats:
-        return self.mapping.drain(timeout=self.timeout)
+        return self.mapping.drain(timeout=self.timeout, idle_seconds=self.idle_seconds)
 
     def stop(self) -> lambda_local.MappingStats:
         return self.mapping.stop(timeout=60)
@@ -102,7 +105,9 @@ class LocalRuntime(Runtime):
     def run_until_caught_up(
         self, expected: Expected = None, max_batches: int | None = None
     ) -> lambda_local.MappingStats:
-        return self.mapping.run_until_caught_up(timeout=self.timeout, max_batches=max_batches)
+        return self.mapping.run_until_caught_up(
+            timeout=self.timeout, max_batches=max_batches, idle_seconds=self.idle_seconds
+        )
 
     def skip_to_end(self) -> dict[str, str]:
         """Checkpoint every shard at its last record (the next run starts after what the stream holds now)."""
@@ -295,10 +300,11 @@ def open_runtime(
     """The runtime of stack.yaml's mapping ``mapping_name`` for the current target (chosen here, once).
 
     ``local`` builds the in-process mapping (only called on the local target); ``probe`` counts progress on aws.
-    ``timeout`` bounds the local pollers; ``idle_seconds`` is the deployed consumer's allowed silence.
+    ``idle_seconds`` is the consumer's allowed silence on both targets (locally: no poller activity); ``timeout``
+    adds a total bound to the local pollers only when given.
     """
     factory = config.by_target(
-        local=lambda: LocalRuntime(local(), timeout=timeout),
+        local=lambda: LocalRuntime(local(), timeout=timeout, idle_seconds=idle_seconds),
         aws=lambda: DeployedRuntime(mapping_name, probe, idle_seconds=idle_seconds, poll_seconds=poll_seconds),
     )
     return factory()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -69,6 +70,16 @@ PartitionKey = Callable[[Any], str] | str | None
 
 class StreamError(ShoplakeError):
     """A stream or delivery stream cannot be written or read (missing, wrong name, bad input)."""
+
+
+def check_number(name: str, value: Any, *, positive: bool = False) -> float:
+    """``value`` if it is a finite number ≥ 0 (> 0 with ``positive``), else a one-line :class:`StreamError` naming
+    the option: NaN or ±inf would make a producer or a poller loop forever or sleep for ever."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise StreamError(f"{name} must be a finite number, got {value!r}")
+    if value < 0 or (positive and value == 0):
+        raise StreamError(f"{name} must be {'> 0' if positive else '≥ 0'}, got {value!r}")
+    return float(value)
 
 
 # --------------------------------------------------------------------------- results
@@ -242,10 +253,11 @@ class _Budget:
     last_accepted: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        if self.max_attempts is not None and self.max_attempts < 1:
-            raise StreamError(f"max_attempts must be ≥ 1 (or None: no limit), got {self.max_attempts}")
-        if self.stall_seconds <= 0:
-            raise StreamError(f"stall_seconds must be > 0, got {self.stall_seconds}")
+        if self.max_attempts is not None and (
+            isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1
+        ):
+            raise StreamError(f"max_attempts must be an integer ≥ 1 (or None: no limit), got {self.max_attempts!r}")
+        check_number("stall_seconds", self.stall_seconds, positive=True)
 
     def exhausted(self, attempt: int) -> str | None:
         """Why a still-failing record must now be given up on, or None to retry it."""
@@ -354,6 +366,8 @@ def put_records(
     records by the SHA-1 of their bytes. ``client`` overrides the Kinesis client (default ``config.client``).
     """
     budget = _Budget(max_attempts, stall_seconds)
+    check_number("base_delay", base_delay)
+    check_number("max_delay", max_delay)
     name = stream_name(stream)
     kinesis = client or config.client("kinesis")
     result = PutResult()
@@ -412,6 +426,8 @@ def put_firehose(
     objects Firehose writes are JSON-lines / log files). Only records with an ``ErrorCode`` are retried.
     """
     budget = _Budget(max_attempts, stall_seconds)
+    check_number("base_delay", base_delay)
+    check_number("max_delay", max_delay)
     name = stream_name(delivery_stream)
     firehose = client or config.client("firehose")
     result = PutResult()
@@ -469,8 +485,12 @@ def replay(
     """
     import pandas as pd
 
-    if speed is not None and speed <= 0:
-        raise StreamError(f"speed must be a positive number of event seconds per wall second (or None), got {speed}")
+    if speed is not None and (
+        isinstance(speed, bool) or not isinstance(speed, int | float) or not math.isfinite(speed) or speed <= 0
+    ):
+        raise StreamError(
+            f"speed must be a positive, finite number of event seconds per wall second (or None), got {speed!r}"
+        )
     rows = _records_of(events)
     result = PutResult()
     began = time.perf_counter()
@@ -626,6 +646,9 @@ def read_batches(
     """
     from botocore.exceptions import ClientError
 
+    check_number("poll_interval", poll_interval)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
+        raise StreamError(f"limit must be an integer 1..10000 (GetRecords' range), got {limit!r}")
     kinesis = client or config.client("kinesis")
     last = after_sequence
     iterator: str | None = shard_iterator(stream, shard_id, last, position, client=kinesis)

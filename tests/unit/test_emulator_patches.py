@@ -119,3 +119,63 @@ def test_dynamodb_scan_pages_see_every_item_once_and_new_writes(table):
     )
     items = {(i["pk"]["S"], i["sk"]["S"]): i["g"]["S"] for i in ddb.scan(TableName=table)["Items"]}
     assert items[("a", "00")] == "changed" and len(items) == 16
+
+
+EVERY_TYPE = {
+    "pk": {"S": "p"},
+    "sk": {"S": "s"},
+    "s": {"S": "text ünïcode"},
+    "n": {"N": "-12.50"},
+    "b": {"B": b"\x00\xffbytes"},
+    "t": {"BOOL": True},
+    "f": {"BOOL": False},
+    "null": {"NULL": True},
+    "ss": {"SS": ["a", "b"]},
+    "ns": {"NS": ["1", "2.5"]},
+    "bs": {"BS": [b"x", b"\x01"]},
+    "m": {"M": {"inner": {"S": "x"}, "deep": {"M": {"n": {"N": "3"}}}, "bin": {"B": b"\x02"}}},
+    "l": {"L": [{"S": "x"}, {"N": "1"}, {"L": [{"BOOL": False}]}, {"M": {"k": {"NULL": True}}}]},
+}
+
+
+def _round_trip() -> tuple[dict, list, dict]:
+    import boto3
+
+    ddb = boto3.client("dynamodb", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    ddb.create_table(
+        TableName="types",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("pk", "sk")],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+    ddb.put_item(TableName="types", Item=EVERY_TYPE)
+    got = ddb.get_item(TableName="types", Key={"pk": {"S": "p"}, "sk": {"S": "s"}})["Item"]
+    scanned = ddb.scan(TableName="types")["Items"]
+    projected = ddb.scan(TableName="types", ProjectionExpression="s, m.deep, l[2]")["Items"][0]
+    return got, scanned, projected
+
+
+def test_dynamodb_serializer_fast_path_answers_exactly_what_moto_answers(monkeypatch):
+    """issue 13: the serializer patch copies wire-form attribute values as they are; every type (binaries inside
+    maps and lists included) comes back exactly as with moto's own member-by-member walk."""
+    from moto import mock_aws
+    from moto.core.serialize import BaseJSONSerializer
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(BaseJSONSerializer, "_serialize_type_structure", BaseJSONSerializer._serialize_type_structure)
+    with mock_aws():
+        unpatched = _round_trip()
+    _moto_patches._patch_dynamodb_serializer()
+    with mock_aws():
+        patched = _round_trip()
+    assert patched == unpatched
+    got, scanned, projected = patched
+    assert got == EVERY_TYPE and scanned == [EVERY_TYPE]
+    assert projected == {
+        "s": EVERY_TYPE["s"],
+        "m": {"M": {"deep": {"M": {"n": {"N": "3"}}}}},
+        "l": {"L": [{"L": [{"BOOL": False}]}]},
+    }
+    assert not _moto_patches._plain_attribute_value({"M": {"bin": {"B": "AAE="}}})
+    assert _moto_patches._plain_attribute_value({"L": [{"S": "x"}, {"M": {"n": {"N": "1"}}}]})

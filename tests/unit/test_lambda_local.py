@@ -288,3 +288,229 @@ def test_background_mapping_follows_the_stream_with_a_batching_window(stream, ta
     assert len(stats.latencies_s) == 90 and all(0 <= s < 30 for s in stats.latencies_s)
     ids = table_event_ids(tables, tag)
     assert set(ids) == expected_ids(batch)
+
+
+# --------------------------------------------------------------------------- issue 13/16: checkpoints, waits, errors
+
+
+def with_cancellations(batch: list[dict[str, Any]], tag: str, n: int = 10) -> list[dict[str, Any]]:
+    """``batch`` + ``n`` cancellations of stock code S0 (after every line), customers cycling like :func:`events`."""
+    return batch + [
+        {
+            "InvoiceNo": f"C8{j:05d}",
+            "StockCode": "S0",
+            "Description": "THING",
+            "Quantity": -1,
+            "InvoiceDate": "2011-03-01T10:00:00Z",
+            "UnitPrice": 1.25,
+            "CustomerID": f"{tag}-{j % 7}",
+            "Country": "France",
+            "LineNo": 0,
+        }
+        for j in range(n)
+    ]
+
+
+def expected_marks(batch: list[dict[str, Any]]) -> dict[str, str]:
+    """event id of each marked line → the cancellation that marks it (newest unmarked S0 line, in stream order)."""
+    marks: dict[str, str] = {}
+    for cancel in (e for e in batch if e["InvoiceNo"].startswith("C")):
+        lines = sorted(
+            (e for e in batch if e["CustomerID"] == cancel["CustomerID"] and not e["InvoiceNo"].startswith("C")),
+            key=order_history.order_key,
+            reverse=True,
+        )
+        for line in lines:
+            lid = f"{line['InvoiceNo']}-{line['LineNo']}"
+            if line["StockCode"] == cancel["StockCode"] and lid not in marks:
+                marks[lid] = f"{cancel['InvoiceNo']}-{cancel['LineNo']}"
+                break
+    return marks
+
+
+def table_marks(tables: dict[str, str], tag: str) -> dict[str, str]:
+    pages = (
+        config.client("dynamodb")
+        .get_paginator("scan")
+        .paginate(
+            TableName=tables["table"],
+            ConsistentRead=True,
+            FilterExpression="begins_with(customer_id, :t) AND attribute_exists(cancelled_by)",
+            ExpressionAttributeValues={":t": {"S": tag}},
+        )
+    )
+    return {i["event_id"]["S"]: i["cancelled_by"]["S"] for page in pages for i in page["Items"]}
+
+
+def test_checkpoints_are_written_per_interval_not_per_batch_and_always_at_the_end(stream, tables):
+    tag = uuid.uuid4().hex[:6]
+    batch = events(300, tag=tag)
+    streams.put_records(stream, batch)
+    consumer = f"interval-{tag}"
+    stats = mapping(
+        bound_handler(tables), stream, tables, consumer=consumer, batch_size=10, checkpoint_interval_seconds=3600
+    ).run_until_caught_up(timeout=120)
+    assert stats.records_done == 300 and stats.invocations >= 30
+    # one write per shard, when its poller stopped: the saved checkpoints are the last records handled
+    assert stats.checkpoints_written == len(stats.shards)
+    saved = lambda_local.Checkpoints(consumer, tables["checkpoints"]).all()
+    assert saved == {s: v["checkpoint"] for s, v in stats.shards.items()}
+    assert mapping(bound_handler(tables), stream, tables, consumer=consumer).run_until_caught_up(60).records_in == 0
+
+
+CRASHING_CONSUMER = """
+import json, sys, time
+from shoplake import config, lambda_local
+from shoplake.functions import order_history
+args = json.loads(sys.argv[1])
+dynamodb, sqs = config.client("dynamodb"), config.client("sqs")
+handled = []
+def handler(event, context=None):
+    response = order_history.process(event, args["table"], args["dlq"], dynamodb, sqs)
+    handled.append(len(event["Records"]))
+    if len(handled) == args["batches"]:
+        open(args["flag"], "w").write(str(sum(handled)))
+        time.sleep(3600)  # killed here, mid-stream, without any chance to write a checkpoint
+    return response
+settings = lambda_local.MappingSettings(stream=args["stream"], batch_size=20, report_batch_item_failures=True,
+                                        checkpoint_interval_seconds=3600, poll_interval_seconds=0.05)
+lambda_local.EventSourceMapping(handler, settings, consumer=args["consumer"],
+                                checkpoint_table=args["checkpoints"]).run_until_caught_up()
+"""
+
+
+def test_a_consumer_killed_between_checkpoints_replays_and_the_table_is_still_exact(stream, tables, tmp_path):
+    """kill -9 mid-stream (no checkpoint written): the next run replays those records; items, cancellation marks
+    and counts are exactly those of one clean pass (the handler is idempotent)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tag = uuid.uuid4().hex[:6]
+    batch = with_cancellations(events(200, tag=tag), tag)
+    streams.put_records(stream, batch, partition_key=lambda _r: "one-shard")  # one shard: the cancellations last
+    consumer, flag = f"crash-{tag}", tmp_path / "handled"
+    args = {**tables, "stream": stream, "consumer": consumer, "batches": 6, "flag": str(flag)}
+    child = subprocess.Popen([sys.executable, "-c", CRASHING_CONSUMER, json.dumps(args)], env=dict(os.environ))
+    try:
+        for _ in range(1200):
+            if flag.exists() and flag.read_text() or child.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert child.poll() is None, "the consumer ended before it was killed"
+        handled_before_kill = int(flag.read_text())
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert handled_before_kill == 120 and table_event_ids(tables, tag)  # it did write before dying
+    assert lambda_local.Checkpoints(consumer, tables["checkpoints"]).all() == {}
+    stats = mapping(bound_handler(tables), stream, tables, consumer=consumer, batch_size=20).run_until_caught_up(60)
+    assert stats.records_in == len(batch) and stats.records_done == len(batch)  # the 120 were replayed
+    ids = table_event_ids(tables, tag)
+    assert set(ids) == expected_ids(batch) and set(ids.values()) == {1}
+    assert table_marks(tables, tag) == expected_marks(batch) and len(expected_marks(batch)) == 10
+
+
+def test_bad_numbers_in_the_settings_are_one_clear_error():
+    for name in (
+        "batching_window_seconds",
+        "retry_delay_seconds",
+        "poll_interval_seconds",
+        "checkpoint_interval_seconds",
+    ):
+        for value in (float("nan"), float("inf"), -1.0):
+            with pytest.raises(lambda_local.MappingError, match=name):
+                lambda_local.MappingSettings(**{name: value})
+    with pytest.raises(lambda_local.MappingError, match="batch_size"):
+        lambda_local.MappingSettings(batch_size=0)
+    with pytest.raises(lambda_local.MappingError, match="max_retry_attempts"):
+        lambda_local.MappingSettings(max_retry_attempts=-2)
+
+
+def test_the_on_failure_message_keeps_the_function_errors_text(stream, tables):
+    tag = uuid.uuid4().hex[:6]
+    batch = events(3, tag=tag)
+
+    def always_crashes(event, context=None):
+        raise KeyError("order line 42 has no 'Quantity'")
+
+    streams.put_records(stream, batch, partition_key=lambda _r: "one-shard")
+    stats = mapping(always_crashes, stream, tables, bisect_on_error=False, max_retry_attempts=0).run_until_caught_up(
+        timeout=60
+    )
+    assert stats.records_to_on_failure == 3
+    (failure,) = queue_bodies(tables["on_failure"])
+    context = failure["responseContext"]
+    assert context["functionError"] == "Unhandled"
+    assert context["errorMessage"] == "KeyError: \"order line 42 has no 'Quantity'\""
+
+
+def test_waiting_fails_after_idle_seconds_without_progress_not_after_a_total_time(stream, tables):
+    release = threading.Event()
+
+    def hangs(event, context=None):
+        release.wait(30)
+        return {}
+
+    streams.put_records(stream, events(2))
+    running = mapping(hangs, stream, tables, max_retry_attempts=0)
+    try:
+        with pytest.raises(lambda_local.MappingError, match=r"made no progress for .*\(idle_seconds=1;"):
+            running.run_until_caught_up(idle_seconds=1)
+    finally:
+        release.set()
+
+
+def test_a_dead_emulator_fails_the_consumer_at_once_naming_the_stack(tmp_path, monkeypatch, local_stack):
+    """The emulator dies mid-consume: one MappingError naming it and how to restart, not minutes of retries (the
+    idle limit is far away, so only the emulator check can end the wait)."""
+    import subprocess
+    import sys
+    import time
+
+    from shoplake import stack
+
+    port = stack.free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shoplake._moto_server", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            if lambda_local._reachable(url, timeout=0.2):
+                break
+            time.sleep(0.05)
+        monkeypatch.setattr(stack, "moto_url", lambda: url)
+        config.clear_caches()
+        own = {"on_failure": config.client("sqs").create_queue(QueueName="of")["QueueUrl"]}
+        config.client("dynamodb").create_table(
+            TableName="cp",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("consumer", "shard_id")],
+            KeySchema=[
+                {"AttributeName": "consumer", "KeyType": "HASH"},
+                {"AttributeName": "shard_id", "KeyType": "RANGE"},
+            ],
+        )
+        own["checkpoints"] = "cp"
+        config.client("kinesis").create_stream(StreamName="shoplake-dead-orders", ShardCount=1)
+        streams.put_records("shoplake-dead-orders", events(50))
+
+        def kills_the_emulator(event, context=None):
+            server.kill()
+            server.wait()
+            config.client("dynamodb").put_item(TableName="cp", Item={"consumer": {"S": "x"}, "shard_id": {"S": "y"}})
+            return {}
+
+        running = mapping(kills_the_emulator, "shoplake-dead-orders", own, batch_size=10, retry_delay_seconds=0.5)
+        with pytest.raises(lambda_local.MappingError, match=f"emulator at {url} stopped answering.*shoplake stack up"):
+            running.run_until_caught_up(idle_seconds=3600)
+    finally:
+        server.kill()
+        server.wait()
+        monkeypatch.undo()
+        config.clear_caches()

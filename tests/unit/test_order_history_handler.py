@@ -143,6 +143,11 @@ def test_item_is_typed_and_keyed_deterministically():
         order_history.parse_event(json.dumps(line("536366", "22633", 1, "2010-12-01T08:28:00Z", None)).encode())
     )
     assert guest["customer_id"] == {"S": "guest-536366"} and guest["is_guest"] == {"BOOL": True}
+    # the content hash covers every other attribute: any change of content changes it
+    assert item["content_sha256"] == {"S": order_history.content_hash(item)}
+    changed = {**item, "quantity": {"N": "7"}}
+    assert order_history.content_hash(changed) != item["content_sha256"]["S"]
+    assert order_history.content_hash({**item, "content_sha256": {"S": "x"}}) == item["content_sha256"]["S"]
 
 
 # --------------------------------------------------------------------------- against the emulator
@@ -343,3 +348,78 @@ def test_a_small_malformed_record_is_embedded_whole():
     body = json.loads(order_history.dead_letter_body({"eventID": "shardId-1:5"}, b'{"x": 1', "not JSON: cut"))
     assert base64.b64decode(body["data_base64"]) == b'{"x": 1' and body["data_text"] == '{"x": 1'
     assert not body["truncated"] and body["data_length"] == 7 and body["source"]["shard_id"] == "shardId-1"
+
+
+def reference_marks(batch: list[dict[str, Any]]) -> dict[str, str]:
+    """The module docstring's rule, one cancellation at a time: line event id → the cancellation marking it."""
+    marks: dict[str, str] = {}
+    for cancel in (e for e in batch if e["InvoiceNo"].startswith("C")):
+        candidates = sorted(
+            (
+                e
+                for e in batch
+                if e["CustomerID"] == cancel["CustomerID"]
+                and not e["InvoiceNo"].startswith("C")
+                and e["StockCode"] == cancel["StockCode"]
+                and order_history.order_key(e) < cancel["InvoiceDate"] + "#"
+            ),
+            key=order_history.order_key,
+            reverse=True,
+        )
+        for e in candidates:
+            if f"{e['InvoiceNo']}-{e['LineNo']}" not in marks:
+                marks[f"{e['InvoiceNo']}-{e['LineNo']}"] = f"{cancel['InvoiceNo']}-{cancel['LineNo']}"
+                break
+    return marks
+
+
+def test_cancellation_look_ups_are_one_query_per_customer_per_batch(resources):
+    """issue 13: a batch with many cancellations of few customers queries each customer once (reading only the
+    attributes the choice needs) and marks the same lines as one query per cancellation did."""
+    table, queue = resources
+    tag = uuid.uuid4().hex[:6]
+    customers = [f"q-{tag}-{i}" for i in range(3)]
+    originals = [
+        line(f"61{c}{d}", f"P{d % 4}", 3, f"2011-02-0{1 + d % 5}T10:00:00Z", customers[c], line_no=d)
+        for c in range(3)
+        for d in range(12)
+    ]
+    cancels = [
+        line(f"C62{c}{d}", f"P{d % 4}", -1, "2011-03-01T10:00:00Z", customers[c], line_no=d)
+        for c in range(3)
+        for d in range(6)
+    ]
+    calls: list[dict[str, Any]] = []
+    dynamodb = config.client("dynamodb")
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(dynamodb, name)
+
+        def query(self, **kwargs):
+            calls.append(kwargs)
+            return dynamodb.query(**kwargs)
+
+    response = order_history.process(kinesis_event(originals + cancels), table, queue, Counting(), config.client("sqs"))
+    counts = response["counts"]
+    assert counts["cancellations"] == 18 and counts["cancellations_matched"] == 18
+    assert len(calls) == 3 and {c["ExpressionAttributeValues"][":c"]["S"] for c in calls} == set(customers)
+    assert all(c["ProjectionExpression"] == "order_key, stock_code, cancelled_by" for c in calls)
+    marked = {
+        i["event_id"]["S"]: i["cancelled_by"]["S"] for c in customers for i in items_of(table, c) if "cancelled_by" in i
+    }
+    assert marked == reference_marks(originals + cancels) and len(marked) == 18
+    # a replay in one batch marks nothing new
+    again = order_history.process(kinesis_event(originals + cancels), table, queue, Counting(), config.client("sqs"))
+    assert again["counts"]["cancellations_matched"] == 18
+
+
+def test_more_stock_codes_than_dynamodbs_in_operator_takes(resources):
+    table, queue = resources
+    customer = f"wide-{uuid.uuid4().hex[:6]}"
+    originals = [line(f"63{d:03d}", f"W{d}", 1, "2011-02-01T10:00:00Z", customer, line_no=d) for d in range(120)]
+    cancels = [line(f"C64{d:03d}", f"W{d}", -1, "2011-03-01T10:00:00Z", customer, line_no=d) for d in range(120)]
+    response = run(resources, originals + cancels)
+    assert response["counts"]["cancellations_matched"] == 120 and not response["batchItemFailures"]
+    marked = {i["event_id"]["S"]: i["cancelled_by"]["S"] for i in items_of(table, customer) if "cancelled_by" in i}
+    assert marked == {f"63{d:03d}-{d}": f"C64{d:03d}-{d}" for d in range(120)}

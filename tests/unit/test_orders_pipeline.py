@@ -71,6 +71,38 @@ def test_counts_in_equal_written_plus_dead_lettered_exactly(pipeline):
     assert stats.handler_counts["cancellations_matched"] == reconciliation.cancelled_lines > 0
 
 
+def test_reconciliation_reads_keys_and_hashes_and_still_catches_a_wrong_write(pipeline):
+    """issue 13: the default reconciliation reads only keys, content hashes and marks (a projection) and agrees
+    with the full comparison; an item written with other content at the right key is a content mismatch."""
+    from shoplake import config
+    from shoplake.functions import order_history
+
+    projected = orders.table_items(orders._ingest.RECONCILE_COLUMNS)
+    assert list(projected.columns) == list(orders._ingest.RECONCILE_COLUMNS) and len(projected) == len(
+        pipeline["items"]
+    )
+    cheap = orders.reconcile(pipeline["events"])
+    assert cheap.as_dict() == orders.reconcile(pipeline["events"], items=pipeline["items"]).as_dict()
+    assert cheap.exactly_once and cheap.balanced
+    # a handler bug: the right key, another quantity (its hash is the hash of what it wrote)
+    row = next(r for r in streams._records_of(pipeline["dataset"].order_lines) if not r["InvoiceNo"].startswith("C"))
+    key = order_history.to_item(order_history.parse_event(streams.encode(row)))
+    wrong = order_history.to_item(order_history.parse_event(streams.encode({**row, "Quantity": row["Quantity"] + 1})))
+    assert (wrong["customer_id"], wrong["order_key"]) == (key["customer_id"], key["order_key"])
+    ddb = config.client("dynamodb")
+    original = ddb.get_item(
+        TableName=orders.table_name(), Key={"customer_id": key["customer_id"], "order_key": key["order_key"]}
+    )["Item"]
+    ddb.put_item(TableName=orders.table_name(), Item=wrong)
+    try:
+        caught = orders.reconcile(pipeline["events"])
+        assert len(caught.content_mismatches) == 1 and not caught.exactly_once
+        assert caught.content_mismatches[0].startswith(f"{key['event_id']['S']}.content_sha256")
+    finally:
+        ddb.put_item(TableName=orders.table_name(), Item=original)
+    assert orders.reconcile(pipeline["events"]).exactly_once
+
+
 def snapshot() -> pd.DataFrame:
     return orders.table_items().sort_values(["customer_id", "order_key"]).reset_index(drop=True)
 
@@ -146,3 +178,24 @@ def test_cli_history_table_json_and_unknown(pipeline):
     assert unknown.exit_code == 0 and "no orders found for customer 'nobody-42'" in unknown.output
     bad = runner.invoke(cli, ["orders", "history", customer, "--since", "soon"])
     assert bad.exit_code != 0 and isinstance(bad.exception, orders.HistoryError)
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["ingest", "--speed", "nan"], "--speed"),
+        (["ingest", "--speed", "-1"], "--speed"),
+        (["ingest", "--speed", "0"], "--speed"),
+        (["ingest", "--speed", "inf"], "--speed"),
+        (["ingest", "--seed", "-3"], "--seed"),
+        (["history", "12345", "--limit", "0"], "--limit"),
+        (["history", "12345", "--limit", "-2"], "--limit"),
+    ],
+)
+def test_cli_rejects_bad_numbers_with_one_clear_line(args, option):
+    """issue 16: before any work (no dataset load, no stream), one usage error naming the option."""
+    from shoplake.orders.cli import orders as orders_cli
+
+    result = CliRunner().invoke(orders_cli, args)
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}'" in result.output and "Traceback" not in result.output

@@ -189,9 +189,26 @@ def test_replay_dataframe_as_fast_as_possible_and_time_compressed(stream):
     assert guest[0]["CustomerID"] is None
 
 
-def test_replay_rejects_bad_speed(stream):
-    with pytest.raises(streams.StreamError, match="speed"):
-        streams.replay([order_event(1)], stream, speed=0)
+@pytest.mark.parametrize("speed", [0, -5.0, float("nan"), float("inf"), float("-inf")])
+def test_replay_rejects_bad_speed(stream, speed):
+    """issue 16: NaN used to pass the `speed <= 0` check and loop forever sending empty slices."""
+    with pytest.raises(streams.StreamError, match="speed must be a positive, finite number"):
+        streams.replay([order_event(1)], stream, speed=speed)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+@pytest.mark.parametrize("option", ["stall_seconds", "base_delay", "max_delay"])
+def test_producer_numbers_must_be_finite_and_not_negative(stream, option, value):
+    with pytest.raises(streams.StreamError, match=option):
+        streams.put_records(stream, [order_event(1)], **{option: value})
+    with pytest.raises(streams.StreamError, match=option):
+        streams.put_firehose("any-delivery-stream", [order_event(1)], **{option: value})
+
+
+@pytest.mark.parametrize(("option", "value"), [("poll_interval", float("nan")), ("poll_interval", -1), ("limit", 0)])
+def test_reader_numbers_are_checked(stream, option, value):
+    with pytest.raises(streams.StreamError, match=option):
+        next(streams.read_batches(stream, "shardId-000000000000", **{option: value}))
 
 
 def test_put_firehose_writes_json_lines(delivery_stream):

@@ -8,7 +8,9 @@ honours it) for the local emulator — only a loopback address is accepted there
 
 Table layout: partition key ``customer_id``; sort key ``order_key = <InvoiceDate>#<InvoiceNo>#<StockCode>#<LineNo>``
 (orders by time, unique per order line, deterministic). Writes are BatchWriteItem puts of items computed only
-from the event, so replaying a record rewrites the same item: the table is unchanged.
+from the event, so replaying a record rewrites the same item: the table is unchanged. Each item carries
+``content_sha256``, the hash of its content as written (:func:`content_hash`), so a reconciliation can compare keys
+and hashes instead of reading every attribute back.
 
 Policies:
 - **Guests** (no CustomerID) are stored under ``customer_id = guest-<InvoiceNo>`` (one partition per guest invoice,
@@ -18,7 +20,8 @@ Policies:
   cancellations, the newest one not yet marked by another cancellation gets ``cancelled_by = <C-invoice>-<line>``,
   ``cancelled_quantity`` and ``status = cancelled`` (a conditional update, so replays re-mark the same line and
   two cancellations never claim one line). A cancellation without such a line (a guest's, or one whose original
-  came before the data) stays stored and is counted ``cancellations_unmatched``. A replay of an original line
+  came before the data) stays stored and is counted ``cancellations_unmatched``. The look-up is one Query per
+  customer per batch (not per cancellation), reading only the three attributes the choice needs. A replay of an original line
   rewrites it without its mark; the cancellation that follows it in the shard (same customer → same shard, later)
   is replayed too and marks it again.
 - **Malformed** records (not JSON, missing/ill-typed fields, bad date) go to the dead-letter queue as one
@@ -131,7 +134,7 @@ def to_item(event: dict[str, Any]) -> dict[str, Any]:
         raise Malformed(f"UnitPrice {event['UnitPrice']!r} is not a number") from None
     amount = (price * event["Quantity"]).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     cancellation = event["InvoiceNo"].startswith("C")
-    return {
+    item = {
         "customer_id": {"S": customer_key(event)},
         "order_key": {"S": order_key(event)},
         "event_id": {"S": f"{event['InvoiceNo']}-{event['LineNo']}"},
@@ -148,6 +151,18 @@ def to_item(event: dict[str, Any]) -> dict[str, Any]:
         "is_cancellation": {"BOOL": cancellation},
         "status": {"S": "cancellation" if cancellation else "ordered"},
     }
+    item[CONTENT_HASH] = {"S": content_hash(item)}
+    return item
+
+
+CONTENT_HASH = "content_sha256"
+
+
+def content_hash(item: dict[str, Any]) -> str:
+    """SHA-256 of an item's content as written (every attribute but the hash itself, canonical JSON): a
+    reconciliation reads keys + this hash instead of every attribute (a later cancellation mark is not part of it)."""
+    content = {k: v for k, v in item.items() if k != CONTENT_HASH}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- clients and config
@@ -231,6 +246,7 @@ def process(event: dict[str, Any], table: str, dlq_url: str, dynamodb: Any, sqs:
             if key in not_written:
                 failed.add(pending[key][0])
                 failed.add(by_key[key])
+    cancels: list[tuple[str, dict[str, Any]]] = []
     for sequence, order, _item in valid:
         if sequence in failed:
             continue
@@ -239,14 +255,12 @@ def process(event: dict[str, Any], table: str, dlq_url: str, dynamodb: Any, sqs:
             counts["guest_lines"] += 1
         if order["InvoiceNo"].startswith("C"):
             counts["cancellations"] += 1
-            try:
-                matched = _mark_cancelled(dynamodb, table, order)
-            except Exception as exc:  # noqa: BLE001 - transient: report, the mapping retries
-                if not _is_transient(exc):
-                    raise
-                failed.add(sequence)
-                continue
-            counts["cancellations_matched" if matched else "cancellations_unmatched"] += 1
+            cancels.append((sequence, order))
+    matched, not_marked = _mark_cancellations(dynamodb, table, cancels)
+    failed.update(not_marked)
+    for sequence, _order in cancels:
+        if sequence in matched:
+            counts["cancellations_matched" if matched[sequence] else "cancellations_unmatched"] += 1
     counts["transient_failures"] = len(failed)
     log.info("order_history batch: %s", counts)
     return {"batchItemFailures": [{"itemIdentifier": s} for s in sorted(failed, key=_seq_int)], "counts": counts}
@@ -293,31 +307,75 @@ def _batch_write(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> set[
     return {(r["PutRequest"]["Item"]["customer_id"]["S"], r["PutRequest"]["Item"]["order_key"]["S"]) for r in requests}
 
 
-def _mark_cancelled(dynamodb: Any, table: str, cancel: dict[str, Any]) -> bool:
-    """Mark the original line of a cancellation (see the module docstring); True when a line is marked."""
-    if cancel["CustomerID"] is None:
-        return False
-    me = f"{cancel['InvoiceNo']}-{cancel['LineNo']}"
-    candidates: list[dict[str, Any]] = []
+def _mark_cancellations(
+    dynamodb: Any, table: str, cancels: list[tuple[str, dict[str, Any]]]
+) -> tuple[dict[str, bool], set[str]]:
+    """Mark the original lines of a batch's cancellations (see the module docstring), in stream order.
+
+    One Query per customer of the batch (not one per cancellation): the customer's non-cancellation lines before
+    the newest cancellation, only the attributes the choice needs (``order_key``, ``stock_code``, ``cancelled_by``).
+    Marks made earlier in the batch are kept in that view, so the result is the same as querying before each one.
+    Returns ({sequence: matched}, sequences that failed transiently — the mapping retries them)."""
+    matched: dict[str, bool] = {}
+    failed: set[str] = set()
+    by_customer: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for sequence, cancel in cancels:
+        if cancel["CustomerID"] is None:
+            matched[sequence] = False  # a guest's cancellation has no earlier lines to mark
+        else:
+            by_customer.setdefault(cancel["CustomerID"], []).append((sequence, cancel))
+    for customer, group in by_customer.items():
+        try:
+            lines = _candidate_lines(
+                dynamodb,
+                table,
+                customer,
+                max(c["InvoiceDate"] for _, c in group) + "#",
+                sorted({c["StockCode"] for _, c in group}),
+            )
+            for sequence, cancel in group:
+                matched[sequence] = _mark_one(dynamodb, table, cancel, lines)
+        except Exception as exc:  # noqa: BLE001 - transient: report, the mapping retries (marks are idempotent)
+            if not _is_transient(exc):
+                raise
+            failed.update(sequence for sequence, _ in group)
+            for sequence, _ in group:
+                matched.pop(sequence, None)
+    return matched, failed
+
+
+def _candidate_lines(
+    dynamodb: Any, table: str, customer: str, before: str, stock_codes: list[str]
+) -> list[dict[str, Any]]:
+    """The customer's lines (not cancellations) with one of ``stock_codes`` and ``order_key < before``, newest
+    first: only ``order_key``, ``stock_code`` and ``cancelled_by`` (a ConsistentRead Query, all pages)."""
+    # DynamoDB's IN takes at most 100 operands: with more stock codes, filter them here instead
+    codes = {f":s{i}": {"S": code} for i, code in enumerate(stock_codes)} if len(stock_codes) <= 99 else {}
+    in_codes = f" AND stock_code IN ({', '.join(codes)})" if codes else ""
     kwargs: dict[str, Any] = {
         "TableName": table,
         "KeyConditionExpression": "customer_id = :c AND order_key < :k",
-        "FilterExpression": "stock_code = :s AND is_cancellation = :f",
-        "ExpressionAttributeValues": {
-            ":c": {"S": cancel["CustomerID"]},
-            ":k": {"S": cancel["InvoiceDate"] + "#"},
-            ":s": {"S": cancel["StockCode"]},
-            ":f": {"BOOL": False},
-        },
+        "FilterExpression": f"is_cancellation = :f{in_codes}",
+        "ProjectionExpression": "order_key, stock_code, cancelled_by",
+        "ExpressionAttributeValues": {":c": {"S": customer}, ":k": {"S": before}, ":f": {"BOOL": False}, **codes},
         "ScanIndexForward": False,
         "ConsistentRead": True,
     }
+    lines: list[dict[str, Any]] = []
     while True:
         page = dynamodb.query(**kwargs)
-        candidates.extend(page.get("Items", []))
+        lines.extend(page.get("Items", []))
         if "LastEvaluatedKey" not in page:
-            break
+            return lines
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _mark_one(dynamodb: Any, table: str, cancel: dict[str, Any], lines: list[dict[str, Any]]) -> bool:
+    """Mark the newest unmarked line of ``lines`` (newest first) that ``cancel`` cancels; True when one is marked.
+    ``lines`` is updated with the mark, so a later cancellation of the same batch does not claim the line again."""
+    me = f"{cancel['InvoiceNo']}-{cancel['LineNo']}"
+    before = cancel["InvoiceDate"] + "#"
+    candidates = [c for c in lines if c["stock_code"]["S"] == cancel["StockCode"] and c["order_key"]["S"] < before]
     if any(c.get("cancelled_by", {}).get("S") == me for c in candidates):
         return True  # a replay: already marked by this cancellation
     for candidate in candidates:  # newest first
@@ -326,7 +384,7 @@ def _mark_cancelled(dynamodb: Any, table: str, cancel: dict[str, Any]) -> bool:
         try:
             dynamodb.update_item(
                 TableName=table,
-                Key={"customer_id": candidate["customer_id"], "order_key": candidate["order_key"]},
+                Key={"customer_id": {"S": cancel["CustomerID"]}, "order_key": candidate["order_key"]},
                 UpdateExpression="SET cancelled_by = :me, cancelled_quantity = :q, #st = :cancelled",
                 ConditionExpression="attribute_exists(order_key) AND (attribute_not_exists(cancelled_by) "
                 "OR cancelled_by = :me)",
@@ -337,10 +395,13 @@ def _mark_cancelled(dynamodb: Any, table: str, cancel: dict[str, Any]) -> bool:
                     ":cancelled": {"S": "cancelled"},
                 },
             )
-            return True
         except Exception as exc:  # noqa: BLE001
             if getattr(exc, "response", {}).get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
+            candidate["cancelled_by"] = {"S": "?"}  # taken meanwhile (or gone): never try it again in this batch
+            continue
+        candidate["cancelled_by"] = {"S": me}
+        return True
     return False
 
 

@@ -7,6 +7,27 @@ import click
 from shoplake import config
 
 
+def _positive_finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A click callback: NaN, ±inf, zero or negative numbers are one clear usage error (not an endless replay)."""
+    import math
+
+    if value is not None and (not math.isfinite(value) or value <= 0):
+        raise click.BadParameter(f"must be a positive, finite number, got {value}")
+    return value
+
+
+def _at_least_one(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise click.BadParameter(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value < 0:
+        raise click.BadParameter(f"must be ≥ 0, got {value}")
+    return value
+
+
 @click.group("orders")
 def orders() -> None:
     """Order history: ingest the orders stream, look up a customer."""
@@ -14,7 +35,7 @@ def orders() -> None:
 
 @orders.command("history")
 @click.argument("customer_id")
-@click.option("--limit", type=int, default=None, help="only the N most recent orders")
+@click.option("--limit", type=int, default=None, callback=_at_least_one, help="only the N most recent orders")
 @click.option("--since", default=None, help="only orders on or after this date (YYYY-MM-DD or ISO 8601 UTC)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
 def history_cmd(customer_id: str, limit: int | None, since: str | None, as_json: bool) -> None:
@@ -40,8 +61,14 @@ def history_cmd(customer_id: str, limit: int | None, since: str | None, as_json:
 
 @orders.command("ingest")
 @click.option("--scale", type=click.Choice(config.SCALES), default=None, help="dataset scale (default: settings)")
-@click.option("--seed", type=int, default=None)
-@click.option("--speed", type=float, default=None, help="event seconds per wall second (default: as fast as possible)")
+@click.option("--seed", type=int, default=None, callback=_non_negative)
+@click.option(
+    "--speed",
+    type=float,
+    default=None,
+    callback=_positive_finite,
+    help="event seconds per wall second (default: as fast as possible)",
+)
 @click.option("--json", "as_json", is_flag=True)
 def ingest_cmd(scale: str | None, seed: int | None, speed: float | None, as_json: bool) -> None:
     """Replay the generated dataset to the orders stream and wait until the consumer has accounted for it."""
