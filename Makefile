@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SCALE ?= small
 PYTEST_ARGS ?=
 
-.PHONY: help install check-java run test test-fast lint bench lab stack-up stack-down stack-status dashboard browser clean
+.PHONY: help install check-java blas run test test-fast lint bench lab stack-up stack-down stack-status dashboard browser clean
 
 help:
 	@echo "make run         run the whole workbook on the local target (SCALE=tiny|small|full), HTML reports in reports/"
@@ -35,6 +35,12 @@ check-java:
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	  if [ -z "$$v" ] || [ "$$v" -lt 17 ]; then echo "Java $$v found; Spark needs Java 17+ (apt-get install openjdk-17-jre-headless)"; exit 1; fi
 
+# Debian's BLAS/LAPACK for Spark ALS (native speed; without them netlib prints JNI warnings into the reports).
+blas:
+	@ldconfig -p 2>/dev/null | grep -q 'libblas.so.3' || { command -v apt-get >/dev/null 2>&1 && { echo "installing Debian BLAS/LAPACK for Spark"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libblas3 liblapack3 >/dev/null) \
+	  || echo "could not install libblas3/liblapack3: Spark falls back to its Java BLAS (slower, prints a warning)"; }; } || true
+
 # Debian's chromium for the dashboard's browser test (playwright drives it; no browser download).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian chromium for the browser test"; \
@@ -42,10 +48,10 @@ browser:
 	  || echo "could not install chromium: the browser test will be skipped with a reason"; }
 
 # TARGET=aws PREFIX=name run the same notebooks against a real account (README: Running on AWS)
-run: $(STAMP)
+run: $(STAMP) blas
 	$(if $(TARGET),SHOPLAKE_TARGET=$(TARGET)) $(if $(PREFIX),SHOPLAKE_PREFIX=$(PREFIX)) $(BIN)/shoplake run --scale $(SCALE) $(if $(ONLY),--only $(ONLY)) $(if $(KEEP_STACK),--keep-stack)
 
-test: $(STAMP) browser
+test: $(STAMP) browser blas
 	$(BIN)/ruff check lib tests bench
 	$(BIN)/ruff format --check lib tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -149,6 +149,34 @@ def _failing_cell(exc: Exception) -> str:
     return f"{where}: {name}: {value}"
 
 
+# Notices the JDK itself prints that no setting can silence at the source (Spark's launcher always passes
+# --add-modules=jdk.incubator.vector): dropped from the reports' stderr, exactly these lines and nothing else.
+JDK_NOTICES = ("WARNING: Using incubator modules: jdk.incubator.vector",)
+
+
+def _drop_jdk_notices(executed: Path) -> None:
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                lines = output["text"].splitlines(keepends=True)
+                clean = [line for line in lines if line.rstrip("\r\n") not in JDK_NOTICES]
+                if len(clean) != len(lines):
+                    changed = True
+                    output["text"] = "".join(clean)
+                if not output["text"]:
+                    continue
+            kept.append(output)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    if changed:
+        nbformat.write(nb, executed)
+
+
 def _share_plotlyjs(body: str, report_dir: Path) -> str:
     """Reports stay openable offline, but share one plotly.js (~4.8 MB) written next to them instead of one each."""
     import plotly
@@ -171,6 +199,7 @@ def export_html(executed: Path, report_dir: Path) -> Path:
     from nbconvert import HTMLExporter
 
     report_dir.mkdir(parents=True, exist_ok=True)
+    _drop_jdk_notices(executed)
     nb = nbformat.read(executed, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
     body = _share_plotlyjs(body, report_dir)

@@ -154,3 +154,14 @@ def test_bad_input_is_a_clear_error(spark, curated, tmp_path):
     folder = data.write_local(no_customers, tmp_path / "no_customers")
     with pytest.raises(als_job.JobError, match="customer_id"):
         als_job.run(als_job.JobConfig(input=str(folder), output=str(tmp_path / "out")), spark=spark)
+
+
+def test_local_spark_listens_on_loopback_only(spark):
+    """The driver's ports are bound to 127.0.0.1, never to the machine's external interface."""
+    import psutil
+
+    assert spark.conf.get("spark.driver.host") == "127.0.0.1"
+    jvms = [p for p in psutil.Process().children(recursive=True) if "java" in p.name()]
+    listening = [c.laddr for jvm in jvms for c in jvm.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert listening, "the Spark JVM listens on its driver ports"
+    assert all(addr.ip in ("127.0.0.1", "::1", "::ffff:127.0.0.1") for addr in listening), listening

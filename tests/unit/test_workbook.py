@@ -107,3 +107,18 @@ def test_run_summary_shows_headline_figures():
         lines[0].startswith("ok   02_order_history") and "events in 1,931" in lines[0] and "balanced True" in lines[0]
     )
     assert lines[1].startswith("FAIL 03_recommendations") and "cell 4: ValueError" in lines[1]
+
+
+def test_reports_drop_only_the_jdk_notice_no_setting_can_silence(tiny_workbook):
+    nbdir = tiny_workbook / "notebooks"
+    _notebook(
+        nbdir / "03_jvm.ipynb",
+        "target='local'\nscale='small'\nseed=1\nout_dir='x'",
+        # built at run time, so the cell's own source does not contain the notice
+        "import sys\nsys.stderr.write('WARNING: Using incubator modules: jdk.' + 'incubator.vector\\nreal trouble\\n')",
+    )
+    reports = tiny_workbook / "reports"
+    results = workbook.run_notebooks(only=["03"], out_dir=tiny_workbook / "build", report_dir=reports, progress=False)
+    assert results[0].ok
+    html = (reports / "03_jvm.html").read_text()
+    assert "jdk.incubator.vector" not in html and "real trouble" in html

@@ -38,6 +38,7 @@ import argparse
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -129,6 +130,33 @@ class JobConfig:
 # --------------------------------------------------------------------------- Spark session
 
 
+QUIET_LOG4J = """status = error
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n
+logger.repl.name = org.apache.spark.repl.Main
+logger.repl.level = error
+logger.pygateway.name = org.apache.spark.api.python.PythonGatewayServer
+logger.pygateway.level = error
+"""
+
+
+def _quiet_log4j() -> str:
+    """A log4j2 configuration that lets only errors through (written once to the temp folder)."""
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / "shoplake-spark-log4j2.properties"
+    if not path.exists() or path.read_text() != QUIET_LOG4J:
+        tmp = path.with_name(path.name + f".{os.getpid()}")
+        tmp.write_text(QUIET_LOG4J)
+        os.replace(tmp, path)
+    return str(path)
+
+
 def spark_session(master: str = "local[2]", driver_memory: str = "1g", app_name: str = "shoplake-als") -> Any:
     """A SparkSession for local runs: small shuffles, no UI, UTC; reuses a running session."""
     import warnings
@@ -138,9 +166,19 @@ def spark_session(master: str = "local[2]", driver_memory: str = "1g", app_name:
     # pyspark 4.3 warns on every pandas conversion that pandas 3 is not fully supported; the conversions used
     # here (Arrow, plain columns) are covered by the tests
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+    builder = SparkSession.builder.master(master)
+    if master.startswith("local"):
+        # on this machine only: the driver listens on loopback (not on the external interface), and the JVM logs
+        # errors only (no log4j banner, loopback-hostname or netlib BLAS warnings in notebooks and reports)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # read by pyspark when it launches the driver JVM (a SparkConf setting would come too late for log4j)
+        os.environ.setdefault(
+            "PYSPARK_SUBMIT_ARGS",
+            f"--driver-java-options -Dlog4j2.configurationFile=file:{_quiet_log4j()} pyspark-shell",
+        )
+        builder = builder.config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
     session = (
-        SparkSession.builder.master(master)
-        .appName(app_name)
+        builder.appName(app_name)
         .config("spark.driver.memory", driver_memory)
         .config("spark.sql.shuffle.partitions", "2")
         .config("spark.default.parallelism", "2")
