@@ -7,7 +7,6 @@ from typing import Any
 import pandas as pd
 
 # Online Retail country labels that plotly's "country names" do not know.
-COUNTRY_NAMES = {"EIRE": "Ireland", "RSA": "South Africa", "USA": "United States", "Channel Islands": "Jersey"}
 
 
 def _money(series: pd.Series) -> pd.Series:
@@ -51,25 +50,32 @@ def top_products_chart(top: pd.DataFrame, n: int = 10) -> Any:
     return fig
 
 
-def country_map(by_country: pd.DataFrame) -> Any:
-    """Net revenue by country on a world map (plotly choropleth, country names)."""
+def country_chart(by_country: pd.DataFrame, n: int = 15) -> Any:
+    """Net revenue of the top countries as bars on a log axis (one home market dwarfs the rest).
+
+    A bar chart rather than a world map: plotly's choropleth fetches its country outlines from a CDN when the page
+    is viewed, so a map is blank in a report opened offline.
+    """
     import plotly.express as px
 
-    df = by_country.assign(
-        net_revenue=_money(by_country["net_revenue"]),
-        map_name=by_country["country"].map(lambda c: COUNTRY_NAMES.get(c, c)),
+    df = (
+        by_country.assign(net_revenue=_money(by_country["net_revenue"]))
+        .query("net_revenue > 0")  # a log axis shows positive revenue; a country of net refunds is in the table
+        .sort_values("net_revenue", ascending=False)
+        .head(n)
+        .iloc[::-1]
     )
-    fig = px.choropleth(
+    fig = px.bar(
         df,
-        locations="map_name",
-        locationmode="country names",
-        color="net_revenue",
-        hover_name="country",
+        x="net_revenue",
+        y="country",
+        orientation="h",
+        log_x=True,
         hover_data=["orders", "customers"],
-        color_continuous_scale="Blues",
-        title="Net revenue by country",
+        labels={"net_revenue": "net revenue (log scale)", "country": ""},
+        title=f"Net revenue by country (top {min(n, len(df))})",
     )
-    fig.update_layout(height=420, margin={"l": 0, "r": 0, "t": 40, "b": 0})
+    fig.update_layout(height=120 + 26 * len(df))
     return fig
 
 
@@ -85,7 +91,10 @@ def cohort_heatmap(cohorts: pd.DataFrame) -> Any:
         labels={"x": "months since first order", "y": "cohort (first order month)", "color": "retention"},
         title="Monthly cohort retention",
     )
-    fig.update_layout(height=120 + 28 * len(grid))
+    fig.update_layout(
+        height=max(380, 140 + 30 * len(grid)),
+        coloraxis_colorbar={"tickformat": ".0%", "len": 0.8, "thickness": 14, "title": {"side": "right"}},
+    )
     return fig
 
 
@@ -111,7 +120,7 @@ def dashboard(results: dict[str, pd.DataFrame]) -> dict[str, Any]:
     return {
         "revenue_trend": revenue_trend(results["daily_revenue"]),
         "top_products": top_products_chart(results["top_products"]),
-        "country_map": country_map(results["revenue_by_country"]),
+        "revenue_by_country": country_chart(results["revenue_by_country"]),
         "cohort_retention": cohort_heatmap(results["cohort_retention"]),
         "rfm_segments": rfm_chart(results["rfm_segments"]),
     }
