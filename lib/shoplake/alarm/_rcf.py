@@ -59,7 +59,7 @@ class RcfConfig:
     profile_weight: float = 0.5  # weight of the newest day in the time-of-day profile
     time_of_day_radius: float = 0.0
     deviation_factor: float = 2.0  # and |residual| ≥ factor × quantile(threshold_quantile) of recent normal |residuals|
-    adapt_after_seconds: float = 7_200.0  # an anomaly lasting longer is a new normal (a level shift): learn it
+    adapt_after_seconds: float = 21_600.0  # an anomaly lasting longer is a new normal (a level shift): learn it
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -197,8 +197,10 @@ class RateForest:
         bar = self.deviation_bar()
         outlier = score >= (self.threshold or math.inf)  # the forest: this shape is unusual
         self.anomalous_run = self.anomalous_run + 1 if outlier else 0
-        if outlier and self.anomalous_run * cfg.window_seconds > cfg.adapt_after_seconds:
-            # a level shift: after adapt_after_seconds of anomaly the new level is learnt as normal (no alarm storm)
+        adopted = outlier and self.anomalous_run * cfg.window_seconds > cfg.adapt_after_seconds
+        if adopted:
+            # a level shift: after adapt_after_seconds of anomaly the new level is learnt as normal (no alarm storm);
+            # its scores stay out of the threshold's history (they are not what normal windows score)
             outlier = False
         # an alarm-worthy window is an outlier that is also far from its expectation (not noise of a bursty series)
         anomalous = outlier and abs(residual) >= bar
@@ -211,7 +213,8 @@ class RateForest:
                 old, _ = self.points.popleft()
                 for tree in self.trees:
                     tree.forget_point(old)
-            self.scores.append(score)
+            if not adopted:
+                self.scores.append(score)
             self._learn_normal(count, window_start)
             self._set_threshold()
         return RcfScore(count, score, self.threshold, anomalous, expected)

@@ -1,13 +1,15 @@
 """A recorded rate series (NAB format: ``timestamp,value``, counts per interval) streamed through the rate detector.
 
-The series' interval becomes the detector's window (each row is one closed window with ``value`` orders); the rows
-go through the very :class:`~shoplake.alarm.detector.RateDetector` the stream uses (forest + alarm policy with its
-cool-down), and beside it through the classic rule, here "a window's count ≥ threshold" with the threshold fixed from
-the probation (``rule_factor`` × the largest count seen in it), through the same alarm policy. Missing intervals are
-gaps: nothing is fed for them and the forest's shingle starts over after one.
+The rows are summed into the detector's windows: the shortest multiple of the series' interval that divides a day and
+holds ~10 counts on average in the first day (a busy series keeps its interval, a sparse one gets longer windows, so
+that a window's count is more than Poisson noise); each closed window goes through the very
+:class:`~shoplake.alarm.detector.RateDetector` the stream uses (forest + alarm policy with its cool-down), and an alarm
+is reported at the window's last row. Beside it runs the classic rule, here "a row's count ≥ threshold" with the
+threshold fixed from the probation (``rule_factor`` × the largest count seen in it), through the same alarm policy.
+Missing intervals are gaps: a window with missing rows is not scored and the forest's shingle starts over after it.
 
-The configuration is one for every series, derived from what the data shows: its interval (window length; warm-up of
-one day of windows; a score history of two days), nothing else (:func:`series_config`).
+The configuration is one for every series, derived from what the data shows: its interval and first day's density
+(the window), then a warm-up of one day of windows and a score history of two days (:func:`series_config`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import csv
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,9 @@ from shoplake.errors import DataError
 
 SERIES_TREES = 30  # fewer trees than the stream's 100: a series is scored row by row, ~20 ms a row at 30 trees
 RULE_FACTOR = 2.0
+MIN_WINDOW_COUNT = 10.0  # counts a detector window should hold on average (the first day's rows tell)
+MAX_WINDOW_SECONDS = 3600
+DAY = timedelta(days=1)
 
 
 @dataclass
@@ -103,16 +108,29 @@ def read_series(path: str | Path) -> Series:
     return Series(path.name, timestamps, np.asarray(values), interval, missing)
 
 
-def series_config(interval_seconds: int, num_trees: int = SERIES_TREES) -> DetectorConfig:
-    """The one configuration for any series of this interval: window = interval; the first day fills the
-    time-of-day profile, the next day builds the forest; scores of the last two days set the threshold."""
-    per_day = DAY_SECONDS // interval_seconds
+def detector_window(series: Series, min_count: float = MIN_WINDOW_COUNT) -> int:
+    """The detector's window for a series: the shortest multiple of its interval that divides a day and in which the
+    first day's rows hold ``min_count`` counts on average (sparser windows are mostly Poisson noise)."""
+    step = series.interval_seconds
+    first_day = [v for t, v in zip(series.timestamps, series.values, strict=True) if t - series.timestamps[0] < DAY]
+    mean = float(np.mean(first_day)) if first_day else 0.0
+    for k in range(1, DAY_SECONDS // step + 1):
+        width = k * step
+        if DAY_SECONDS % width == 0 and (k * mean >= min_count or width >= MAX_WINDOW_SECONDS):
+            return width
+    return step
+
+
+def series_config(window_seconds: int, num_trees: int = SERIES_TREES) -> DetectorConfig:
+    """The one configuration for any series, given the detector's window (:func:`detector_window`): the first day
+    fills the time-of-day profile, the next day builds the forest; scores of the last two days set the threshold."""
+    per_day = DAY_SECONDS // window_seconds
     return detector_config(
-        interval_seconds,
+        window_seconds,
         allowed_lateness_seconds=0,
         num_trees=num_trees,
         warmup_windows=max(per_day, 16),
-        score_history=max(2 * per_day, 64),
+        score_history=max(2 * per_day, 288),
     )
 
 
@@ -186,6 +204,7 @@ class SeriesRun:
             "series": self.series.name,
             "rows": len(self.series),
             "interval_seconds": self.series.interval_seconds,
+            "detector_window_seconds": self.detector.config.window_seconds,
             "missing_intervals": self.series.missing,
             "windows": len(self.windows),
             "forest": self.forest,
@@ -204,9 +223,13 @@ def run_series(
     windows = windows or []
     if windows:
         _nab.window_rows(series.timestamps, windows)  # a window outside the series fails before the run
-    config = config or series_config(series.interval_seconds)
+    config = config or series_config(detector_window(series))
     detector = RateDetector(config, name="rcf")
     step = series.interval_seconds
+    width = config.window_seconds
+    per_window = width // step
+    if width % step:
+        raise DataError(f"the detector's window ({width} s) must be a multiple of the series' interval ({step} s)")
     probation = _nab.probation_length(len(series))
     rule_threshold = rule_factor * float(np.max(series.values[: max(probation, 1)]))
     rule_policy = AlarmPolicy("rule", config.policy)
@@ -214,18 +237,36 @@ def run_series(
     rule_rows: list[int] = []
     scores: list[float | None] = []
     epoch = series.epoch
-    began = time.perf_counter()
-    previous: float | None = None
-    for i, (ts, value) in enumerate(zip(epoch, series.values, strict=True)):
-        if previous is not None and ts - previous > 1.5 * step:
+    origin = epoch[0]
+    bucket, total, rows_in = None, 0.0, 0  # the detector's window being filled: its number, count, rows
+
+    def close(last_row: int) -> None:
+        start = origin + bucket * width
+        if rows_in < per_window:  # rows are missing (a gap): no data is not zero orders
             detector.forest.gap()
-        previous = ts
-        window = WindowCount(ts, ts + step, int(round(float(value))), int(round(float(value))), 0)
-        if detector.score_windows([window]):
-            forest_rows.append(i)
+            scores.append(None)
+            return
+        count = int(round(total))
+        if detector.score_windows([WindowCount(start, start + width, count, count, 0)]):
+            forest_rows.append(last_row)  # decided when the window's last row is in
         scores.append(detector.history[-1]["score"])
-        if rule_policy.observe(window, value >= rule_threshold and i >= probation, None, rule_threshold, None):
+
+    began = time.perf_counter()
+    for i, (ts, value) in enumerate(zip(epoch, series.values, strict=True)):
+        b = int((ts - origin) // width)
+        if bucket is not None and b != bucket:
+            close(i - 1)
+            if b > bucket + 1:
+                detector.forest.gap()
+            total, rows_in = 0.0, 0
+        bucket = b
+        total += float(value)
+        rows_in += 1
+        row = WindowCount(ts, ts + step, int(round(float(value))), 0, 0)
+        if rule_policy.observe(row, value >= rule_threshold and i >= probation, None, rule_threshold, None):
             rule_rows.append(i)
+    if bucket is not None:
+        close(len(epoch) - 1)
     elapsed = time.perf_counter() - began
     run = SeriesRun(series, windows, detector, forest_rows, rule_rows, rule_threshold, scores, elapsed)
     if windows:
