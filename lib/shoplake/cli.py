@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import sys
 from typing import Any
 
@@ -59,6 +60,36 @@ def cli(verbose: bool) -> None:
 def echo_json(obj: Any) -> None:
     """Print one JSON object (the ``--json`` output of every command)."""
     click.echo(json.dumps(obj, indent=2, default=str, sort_keys=True))
+
+
+class FiniteNumber(click.ParamType):
+    """A finite number within bounds: ``nan``, ``inf`` and out-of-range values are a one-line usage error."""
+
+    def __init__(self, kind: type = float, low: float | None = None, high: float | None = None, open_low: bool = False):
+        self.kind, self.low, self.high, self.open_low = kind, low, high, open_low
+        bounds = [f"> {low}" if open_low else f">= {low}"] if low is not None else []
+        bounds += [f"<= {high}"] if high is not None else []
+        self.name = f"{kind.__name__} {' and '.join(bounds)}".strip()
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        if isinstance(value, self.kind) and not isinstance(value, bool):
+            number = value
+        else:
+            try:
+                number = self.kind(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a {'whole number' if self.kind is int else 'number'}", param, ctx)
+        if self.kind is float and not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        too_low = self.low is not None and (number <= self.low if self.open_low else number < self.low)
+        if too_low or (self.high is not None and number > self.high):
+            self.fail(f"{value!r} must be {self.name.split(' ', 1)[1]}", param, ctx)
+        return number
+
+
+POSITIVE = FiniteNumber(float, 0, open_low=True)  # seconds, speeds, rates
+POSITIVE_INT = FiniteNumber(int, 1)  # sizes, counts of things to show or make
+PORT = FiniteNumber(int, 1, 65535)
 
 
 def main() -> None:

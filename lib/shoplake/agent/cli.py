@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from shoplake import config
+from shoplake.cli import POSITIVE, POSITIVE_INT, FiniteNumber
 from shoplake.errors import ShoplakeError
 
 log = logging.getLogger(__name__)
@@ -164,15 +166,19 @@ def stop_cmd(state_dir: str | None) -> None:
 
 
 @click.command("simulate-servers")
-@click.option("--scale", default=None, help="dataset scale (tiny|small|full; default SHOPLAKE_SCALE)")
-@click.option("--seed", type=int, default=None)
+@click.option("--scale", type=click.Choice(config.SCALES), default=None, help="dataset scale (default SHOPLAKE_SCALE)")
+@click.option("--seed", type=FiniteNumber(int, 0), default=None)
 @click.option("--log-dir", default=None, help="where the servers write (default .shoplake/servers)")
-@click.option("--servers", type=int, default=2, show_default=True)
-@click.option("--speed", type=float, default=None, help="shop seconds per wall second (default: as fast as possible)")
+@click.option("--servers", type=FiniteNumber(int, 1, 64), default=2, show_default=True)
+@click.option(
+    "--speed", type=POSITIVE, default=None, help="shop seconds per wall second (default: as fast as possible)"
+)
 @click.option(
     "--rotation", type=click.Choice(["rename", "copytruncate", "both", "none"]), default="both", show_default=True
 )
-@click.option("--rotate-lines", type=int, default=None, help="rotate every N lines (default: ~3 rotations per file)")
+@click.option(
+    "--rotate-lines", type=POSITIVE_INT, default=None, help="rotate every N lines (default: ~3 rotations per file)"
+)
 @click.option("--only", type=click.Choice(["orders", "access"]), default=None, help="write only one kind of file")
 def simulate_servers(
     scale: str | None,

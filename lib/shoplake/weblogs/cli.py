@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from shoplake.cli import echo_json
+from shoplake.cli import PORT, POSITIVE, POSITIVE_INT, FiniteNumber, echo_json
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def logs() -> None:
 @logs.command("parse")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object")
-@click.option("--show-rejected", type=int, default=5, show_default=True, help="rejected lines to list")
+@click.option("--show-rejected", type=FiniteNumber(int, 0), default=5, show_default=True, help="rejected lines to list")
 def parse_cmd(file: Path, as_json: bool, show_rejected: int) -> None:
     """Parse FILE and print lines, parsed, rejected (with reasons), status counts and bytes."""
     from shoplake.weblogs._parser import parse_file
@@ -29,7 +29,7 @@ def parse_cmd(file: Path, as_json: bool, show_rejected: int) -> None:
     result = parse_file(file)
     summary = result.summary()
     if as_json:
-        summary["rejected_lines"] = [r.as_dict() for r in result.rejected[:show_rejected]]
+        summary["rejected_lines"] = [_shown(r.as_dict()) for r in result.rejected[:show_rejected]]
         echo_json(summary)
         return
     click.echo(
@@ -39,6 +39,16 @@ def parse_cmd(file: Path, as_json: bool, show_rejected: int) -> None:
     click.echo("status: " + ", ".join(f"{k}={v}" for k, v in summary["status_counts"].items()))
     for r in result.rejected[:show_rejected]:
         click.echo(f"  line {r.line_no}: {r.reason}")
+
+
+SHOWN_CHARS = 500  # a rejected line is echoed up to this many characters (a 50 MB line is not printed whole)
+
+
+def _shown(rejected: dict) -> dict:
+    line = rejected.get("line") or ""
+    if len(line) > SHOWN_CHARS:
+        rejected = {**rejected, "line": line[:SHOWN_CHARS] + f"… ({len(line):,} characters)"}
+    return rejected
 
 
 @logs.command("ship")
@@ -107,11 +117,12 @@ def index_cmd(file: Path | None, index_path: Path | None) -> None:
 
 @logs.command("search")
 @click.argument("query", default="")
-@click.option("--size", type=int, default=20, show_default=True)
-@click.option("--index-path", type=click.Path(path_type=Path), default=None)
+@click.option("--size", type=POSITIVE_INT, default=20, show_default=True)
+@click.option("--index-path", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True)
 def search_cmd(query: str, size: int, index_path: Path | None, as_json: bool) -> None:
-    """Search the index: ``status:500``, ``path:/product/*``, ``"phrase"``, AND/OR/NOT."""
+    """Search the index: ``status:500``, ``path:/product/*``, ``"phrase"``, AND/OR/NOT (``--index-path``: an
+    existing local index file; default the prefix's)."""
     from shoplake import config
     from shoplake.weblogs._index import open_index
 
@@ -136,9 +147,9 @@ def _default_index_path() -> Path:
 
 
 @click.command("dashboard")
-@click.option("--port", type=int, default=8050, show_default=True)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--refresh", type=float, default=3.0, show_default=True, help="seconds between page refreshes")
+@click.option("--port", type=PORT, default=8050, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="127.0.0.1: this machine only")
+@click.option("--refresh", type=POSITIVE, default=3.0, show_default=True, help="seconds between page refreshes")
 def dashboard(port: int, host: str, refresh: float) -> None:
     """Serve the live log dashboard; the index's follower keeps bringing in what Firehose delivers."""
     from shoplake import config
@@ -146,6 +157,10 @@ def dashboard(port: int, host: str, refresh: float) -> None:
     from shoplake.weblogs._index import open_index
 
     settings = config.ensure_ready()
+    if not config.is_loopback_url(f"http://{host}/"):
+        click.secho(
+            f"warning: --host {host} serves the dashboard (every log line it shows) beyond this machine", err=True
+        )
     index = open_index()  # locally in memory, rebuilt from the lake by the follower: one writer, no file locks
     follower = index.follower(interval_s=1.0).start()
     server = DashboardServer(create_app(index, refresh_s=refresh), host=host, port=port).start()
