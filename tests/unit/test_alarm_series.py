@@ -152,3 +152,24 @@ def test_the_shipped_nab_excerpt_is_detected_in_its_window():
     assert forest["recall"] == 1.0 and forest["false_alarms"] == 0
     assert 0.8 < forest["nab_raw"] <= 1.0  # detected around the labelled burst, before the window's last third
     assert math.isfinite(run.points_per_s) and run.rule_threshold > 0
+
+
+@pytest.mark.parametrize(("mean", "window"), [(50.0, 300), (3.0, 1200), (0.3, 3600)])
+def test_detector_window_grows_until_a_window_holds_counts_worth_judging(mean, window):
+    rng = np.random.default_rng(1)
+    stamps = [T0 + timedelta(minutes=5 * i) for i in range(2 * 288)]
+    series = _series.Series("s.csv", stamps, rng.poisson(mean, len(stamps)).astype(float), 300, 0)
+    assert _series.detector_window(series) == window  # 10 counts per window on average, at most an hour
+
+
+def test_sparse_rows_are_summed_into_the_detectors_windows():
+    stamps = [T0 + timedelta(minutes=5 * i) for i in range(5 * 288)]
+    rng = np.random.default_rng(2)
+    values = rng.poisson(3.0, len(stamps)).astype(float)
+    series = _series.Series("sparse.csv", stamps, values, 300, 0)
+    run = _series.run_series(series)
+    assert run.detector.config.window_seconds == 1200
+    assert run.detector.counts["windows"] == len(stamps) // 4
+    assert sum(h["orders"] for h in run.detector.history) == pytest.approx(
+        values[-4 * len(run.detector.history) :].sum()
+    )

@@ -97,14 +97,15 @@ def series_figure(run: Any, title: str | None = None) -> Any:
 
     series = run.series
     frame = history_frame(run.detector.history)
-    times = pd.to_datetime([t for t in series.timestamps])
+    times = pd.to_datetime(list(series.timestamps))
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=times, y=series.values, name="count per interval", line={"width": 1}))
+    rows_per_window = run.detector.config.window_seconds / series.interval_seconds
     fig.add_trace(
         go.Scatter(
-            x=times[-len(frame) :],
-            y=frame["expected"],
-            name="expected (time-of-day profile)",
+            x=frame["window_start"].dt.tz_localize(None),
+            y=frame["expected"] / rows_per_window,
+            name="expected per interval (time-of-day profile)",
             line={"width": 1, "dash": "dot"},
         )
     )
