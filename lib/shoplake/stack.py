@@ -487,6 +487,25 @@ def moto_generation() -> int:
     return int(read_state().get("moto_generation", 0))
 
 
+def restarted_since(marker: Path) -> int | None:
+    """For on-disk state that mirrors the emulator's in-memory data (agent checkpoints, the local log index).
+
+    Returns the emulator generation the state was written under when a new emulator has started since — its data
+    is gone, so the state must start over — else None; records the current generation in ``marker`` either way.
+    """
+    current = moto_generation()
+    try:
+        recorded: int | None = int(marker.read_text())
+    except (OSError, ValueError):
+        recorded = None
+    if recorded != current:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        tmp = marker.with_name(marker.name + f".{os.getpid()}")
+        tmp.write_text(str(current))
+        os.replace(tmp, marker)
+    return recorded if recorded is not None and recorded != current else None
+
+
 def postgres_params() -> dict[str, Any]:
     """Connection parameters of the embedded PostgreSQL (host, port, user, password, database)."""
     pg = read_state().get("postgres") or {}

@@ -162,3 +162,33 @@ def test_postgres_folder_as_root_is_private_and_never_a_planted_one(private_stac
     import shutil
 
     shutil.rmtree(first, ignore_errors=True)
+
+
+def test_state_mirroring_the_emulator_starts_over_after_a_restart(private_stack, tmp_path):
+    """Agent checkpoints and the local log index describe what the emulator held: a new emulator holds nothing."""
+    from shoplake.agent._agent import _start_over_after_an_emulator_restart
+    from shoplake.weblogs import LocalIndex, parse_lines
+
+    stack = private_stack
+    stack.ensure()
+    agent_dir = tmp_path / "agent"
+    agent_dir.mkdir()
+    (agent_dir / "checkpoints.json").write_text('{"flows": {}}')
+    _start_over_after_an_emulator_restart(agent_dir)  # first run records the generation
+    assert (agent_dir / "checkpoints.json").exists()
+    index_path = tmp_path / "index.duckdb"
+    index = LocalIndex(index_path)
+    line = '203.0.113.9 - - [01/Dec/2010:08:26:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8"'
+    index.ingest(parse_lines([line]).docs, source="probe")
+    assert index.count() == 1
+    index.close()
+
+    _start_over_after_an_emulator_restart(agent_dir)  # same emulator: nothing changes
+    assert (agent_dir / "checkpoints.json").exists()
+    stack.down()
+    stack.ensure()  # a new emulator: empty
+    _start_over_after_an_emulator_restart(agent_dir)
+    assert not (agent_dir / "checkpoints.json").exists() and list(agent_dir.glob("checkpoints.emulator-*.json"))
+    reopened = LocalIndex(index_path)
+    assert reopened.count() == 0
+    reopened.close()

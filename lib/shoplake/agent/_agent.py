@@ -437,6 +437,23 @@ def _firehose_hashes(delivery_stream: str, since: float) -> Counter[str] | None:
 # --------------------------------------------------------------------------- the agent
 
 
+def _start_over_after_an_emulator_restart(state_dir: Path) -> None:
+    """Locally, checkpoints say what the emulator already holds; a restarted emulator holds nothing, so they are set
+    aside (kept, renamed) and every file ships again. On aws the destination keeps its data: nothing to do."""
+    from shoplake import stack
+
+    was = config.by_target(local=lambda: stack.restarted_since(state_dir / "emulator-generation"), aws=lambda: None)()
+    checkpoints = state_dir / "checkpoints.json"
+    if was is not None and checkpoints.exists():
+        aside = state_dir / f"checkpoints.emulator-{was}.json"
+        os.replace(checkpoints, aside)
+        log.warning(
+            "the local emulator was restarted since this agent last ran (its data is gone): shipping starts over; "
+            "the old checkpoints are kept as %s",
+            aside,
+        )
+
+
 class Agent:
     """Runs the flows of a config against one state folder (checkpoints, dead letters, pid, status)."""
 
@@ -450,6 +467,7 @@ class Agent:
         self.config = agent_config
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        _start_over_after_an_emulator_restart(self.state_dir)
         self.store = CheckpointStore(self.state_dir / "checkpoints.json", fsync=fsync)
         crash = os.environ.get(CRASH_AFTER_SENDS_ENV)
         self.runners = [

@@ -194,6 +194,19 @@ CREATE TABLE IF NOT EXISTS sources (source VARCHAR PRIMARY KEY, ingested_at TIME
 """
 
 
+def _start_over_after_an_emulator_restart(path: Path) -> None:
+    """A local index file mirrors what the emulator's lake held; after an emulator restart (an empty lake) it is
+    rebuilt from scratch instead of counting yesterday's documents twice."""
+    from shoplake import stack
+
+    marker = path.with_name(path.name + ".generation")
+    was = config.by_target(local=lambda: stack.restarted_since(marker), aws=lambda: None)()
+    if was is not None and path.exists():
+        path.unlink()
+        Path(str(path) + ".wal").unlink(missing_ok=True)
+        log.warning("the local emulator was restarted (its lake is empty): the log index %s starts over", path)
+
+
 class LocalIndex(LogIndex):
     """The embedded index: DuckDB in memory (default) or in a file; safe to query from several threads."""
 
@@ -205,6 +218,7 @@ class LocalIndex(LogIndex):
         self.path = str(path) if path else ":memory:"
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _start_over_after_an_emulator_restart(Path(path))
         self._con = duckdb.connect(self.path)
         self._con.execute(_SCHEMA)
         self._write = threading.Lock()
