@@ -88,3 +88,12 @@ def test_only_config_decides_the_target():
                 if cell["cell_type"] == "code" and TARGET_TEST.search(line.split("#", 1)[0]):
                     offenders.append(f"{path.relative_to(ROOT)}: {line.strip()}")
     assert not offenders, "branch on the target only through config.by_target:\n" + "\n".join(offenders)
+
+
+def test_readme_settings_table_is_the_knob_table():
+    from shoplake import config
+
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- settings-table", "<!-- /settings-table -->"
+    block = readme[readme.index(start) : readme.index(end)].split("\n", 1)[1].strip()
+    assert block == config.knob_table(), "README's settings table differs from shoplake._settings.KNOBS"
