@@ -70,7 +70,7 @@ def test_no_credentials_in_the_repository():
 # Only these modules may look at the target: config (by_target, ensure_ready), the local stack itself, and the
 # workbook runner that passes the target on as a notebook parameter. Every part chooses its backend through
 # config.by_target inside its own open_*/backend verb.
-TARGET_DECIDERS = {"config.py", "stack.py"}
+TARGET_DECIDERS = {"config.py", "_settings.py", "stack.py"}
 TARGET_TEST = re.compile(r"\bis_local\b|\btarget\s*[!=]=|[!=]=\s*[\"'](?:local|aws)[\"']")
 
 
