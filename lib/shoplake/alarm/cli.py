@@ -53,7 +53,8 @@ def evaluate_series_cmd(series_file: str, windows_file: str | None, detections_o
         return
     click.echo(
         f"{summary['series']}: {summary['rows']:,} rows every {summary['interval_seconds']} s "
-        f"({summary['missing_intervals']} missing), {summary['points_per_s']:,.0f} rows/s"
+        f"({summary['missing_intervals']} missing), detector window {summary['detector_window_seconds']} s, "
+        f"{summary['points_per_s']:,.0f} rows/s"
     )
     click.echo(f"forest alarms at: {', '.join(str(run.series.timestamps[r]) for r in run.forest_rows) or 'none'}")
     if not run.windows:
