@@ -77,10 +77,46 @@ def figure(
     return row
 
 
+# Figures derived from what other benchmarks' ``main()`` return (their files stay as their owners wrote them):
+# bench → [(figure, value key, baseline key or None, baseline name, goal, higher is better, unit)]
+DERIVED: dict[str, list[tuple[str, str, str | None, str | None, str, bool, str]]] = {
+    "weblogs": [
+        (
+            "log parser (lines/s)",
+            "parse_lines_per_s",
+            "re_lines_per_s",
+            "plain re loop",
+            "ratio ≥ 0.5",
+            True,
+            "lines/s",
+        ),
+        ("log freshness p95 (s)", "freshness_p95_s", None, None, "< 2 s at a paced rate", False, "s"),
+    ],
+    "warehouse": [
+        ("star-schema load into PostgreSQL (rows/s)", "load_rows_per_s", None, None, "≥ 10× 21,035", True, "rows/s"),
+    ],
+    "recommend": [
+        ("Spark ALS MAP / implicit MAP", "map_spark_over_implicit", None, None, "≥ 0.95", True, "ratio"),
+        ("Spark ALS time / implicit time", "time_spark_over_implicit", None, None, "report", False, "ratio"),
+    ],
+}
+
+
 def returned(bench: str, value: Any) -> None:
-    """Keep what a benchmark's ``main()`` returned (its own figures, unlabelled)."""
-    if value is not None:
-        _RETURNED[bench] = _clean(value)
+    """Keep what a benchmark's ``main()`` returned (its own figures), and label the ones :data:`DERIVED` knows."""
+    if value is None:
+        return
+    _RETURNED[bench] = _clean(value)
+    if not isinstance(value, dict):
+        return
+    have = {r["figure"] for r in _FIGURES if r["bench"] == bench}
+    for name, key, base_key, base_name, goal, higher, unit in DERIVED.get(bench, []):
+        if name in have or value.get(key) is None:
+            continue
+        baseline = value.get(base_key) if base_key else None
+        figure(
+            name, value[key], unit=unit, baseline=baseline, baseline_name=base_name, goal=goal, higher_is_better=higher
+        )
 
 
 def document(started: datetime, failed: list[str] | None = None) -> dict[str, Any]:
@@ -116,9 +152,12 @@ def table(rows: list[dict[str, Any]] | None = None) -> str:
     """The figures as a plain text table (printed at the end of ``make bench``)."""
     rows = _FIGURES if rows is None else rows
     lines = [f"{'bench':<10} {'figure':<44} {'value':>12} {'baseline':>12} {'ratio':>7}  goal"]
+
+    def num(v: float | None) -> str:
+        return "" if v is None else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
     for r in rows:
-        value = "" if r["value"] is None else f"{r['value']:,.4g}"
-        base = "" if r["baseline"] is None else f"{r['baseline']:,.4g}"
+        value, base = num(r["value"]), num(r["baseline"])
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
         lines.append(f"{r['bench']:<10} {r['figure'][:44]:<44} {value:>12} {base:>12} {ratio:>7}  {r['goal'] or ''}")
     return "\n".join(lines)

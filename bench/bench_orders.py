@@ -79,8 +79,12 @@ def main(scale: str = "small") -> dict[str, float]:
                 for i in (order_history.to_item(order_history.parse_event(streams.encode(r))) for r in rows)
             }.values()
         )
-        ceiling = _raw_ceiling(rows, items)
+        # the ceiling is measured before and after the pipeline and averaged: on a shared machine the load drifts
+        first = _raw_ceiling(rows, items)
         report = orders.ingest(dataset.order_lines, progress=False)
+        second = _raw_ceiling(rows, items)
+        ceiling = {k: (first[k] + second[k]) / 2 for k in ("put_s", "write_s")}
+        ceiling["rate"] = len(rows) / (ceiling["put_s"] + ceiling["write_s"])
         e2e_rate = len(rows) / report.seconds
         latency = report.mapping.latency_percentiles((0.5, 0.95))
         # nothing gets faster by doing less: every event accounted for, exactly once
@@ -90,14 +94,13 @@ def main(scale: str = "small") -> dict[str, float]:
         if not (reconciliation.balanced and reconciliation.exactly_once):
             raise AssertionError(f"order history does not add up: {reconciliation.as_dict()}")
         written = reconciliation.items
+        # baseline: the previous way, every attribute of every item read back and compared
         began = time.perf_counter()
-        full_scan = sum(
-            len(page["Items"])
-            for page in config.client("dynamodb")
-            .get_paginator("scan")
-            .paginate(TableName=orders.table_name(), ConsistentRead=True)
-        )
+        full = orders.reconcile(dataset.order_lines, items=orders.table_items())
         full_scan_s = time.perf_counter() - began
+        if full.as_dict() != reconciliation.as_dict():
+            raise AssertionError(f"the full comparison disagrees: {full.as_dict()} != {reconciliation.as_dict()}")
+        full_scan = full.items
         # latency at a sustainable rate: the first events replayed in their real rhythm, compressed to ~50 % of the
         # ceiling (as fast as possible, latency only measures the backlog)
         import pandas as pd
@@ -113,6 +116,8 @@ def main(scale: str = "small") -> dict[str, float]:
             "ceiling_rate_per_s": round(ceiling["rate"], 1),
             "ceiling_put_s": round(ceiling["put_s"], 2),
             "ceiling_write_s": round(ceiling["write_s"], 2),
+            "ceiling_rate_before_per_s": round(first["rate"], 1),
+            "ceiling_rate_after_per_s": round(second["rate"], 1),
             "e2e_rate_per_s": round(e2e_rate, 1),
             "e2e_s": round(report.seconds, 2),
             "ratio_to_ceiling": round(e2e_rate / ceiling["rate"], 3),
@@ -146,7 +151,7 @@ def main(scale: str = "small") -> dict[str, float]:
             reconcile_s,
             unit="s",
             baseline=full_scan_s,
-            baseline_name="plain full-table Scan (every attribute)",
+            baseline_name="full read-back of every attribute + comparison (the previous reconciliation)",
             goal="ratio < 1 (cheaper than reading everything)",
             higher_is_better=False,
             scale=scale,
@@ -163,13 +168,14 @@ def main(scale: str = "small") -> dict[str, float]:
         print(f"order history at scale {scale}: {len(rows)} events, {written} items written")
         print(
             f"  raw emulator ceiling : {figures['ceiling_rate_per_s']:>9.1f} events/s "
-            f"(put {ceiling['put_s']:.1f} s + batch writes {ceiling['write_s']:.1f} s)"
+            f"(put {ceiling['put_s']:.1f} s + batch writes {ceiling['write_s']:.1f} s; mean of {first['rate']:.0f} "
+            f"before and {second['rate']:.0f} after the pipeline)"
         )
         print(f"  end to end           : {figures['e2e_rate_per_s']:>9.1f} events/s ({report.seconds:.1f} s)")
         print(f"  ratio to ceiling     : {figures['ratio_to_ceiling']:.3f}   (goal ≥ 0.8)")
         print(
             f"  reconciliation       : {reconcile_s:.1f} s (keys + content hashes; exactly once: "
-            f"{reconciliation.exactly_once}) vs a plain full Scan {full_scan_s:.1f} s"
+            f"{reconciliation.exactly_once}) vs reading every attribute back {full_scan_s:.1f} s"
         )
         print(
             f"  latency put→readable : p50 {latency['p50']} s, p95 {latency['p95']} s when replayed as fast as "
