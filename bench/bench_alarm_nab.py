@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from bench import _report
 from shoplake.alarm import _nab, _series
 
 NAB_DIR = Path(os.environ.get("SHOPLAKE_NAB_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "nab"))
@@ -37,7 +38,7 @@ def _run(name: str) -> dict[str, Any]:
     }
 
 
-def main(scale: str = "full") -> None:
+def main(scale: str = "full") -> dict[str, Any]:
     if not (NAB_DIR / "windows.json").exists():
         raise FileNotFoundError(f"NAB data not found at {NAB_DIR} (set SHOPLAKE_NAB_DIR)")
     published = _nab.published_scores(NAB_DIR / "published_standard_scores.json")
@@ -58,6 +59,18 @@ def main(scale: str = "full") -> None:
         totals["rule"] += r["rule"]["nab_raw"]
         for d in PUBLISHED:
             totals[d] += pub[d]
+        _report.figure(
+            f"nab_raw {name}",
+            forest["nab_raw"],
+            baseline=pub["randomCutForest"],
+            baseline_name="randomCutForest (NAB, published)",
+            goal="> randomCutForest",
+            numenta=pub["numenta"],
+            ARTime=pub["ARTime"],
+            rule=r["rule"]["nab_raw"],
+            recall=forest["recall"],
+            false_alarms=forest["false_alarms"],
+        )
         print(
             f"{name:24} {forest['nab_raw']:9.3f} {r['rule']['nab_raw']:7.3f} "
             + " ".join(f"{pub[d]:15.3f}" for d in PUBLISHED)
@@ -76,11 +89,23 @@ def main(scale: str = "full") -> None:
         f"/ randomCutForest = {norm['shoplake'] / norm['randomCutForest']:.2f} ×; / ARTime = "
         f"{norm['shoplake'] / norm['ARTime']:.2f} ×"
     )
+    _report.figure(
+        "nab_normalised_5_files",
+        norm["shoplake"],
+        baseline=norm["numenta"],
+        baseline_name="numenta (NAB, published)",
+        goal="≥ numenta",
+        raw_total=totals["shoplake"],
+        ARTime=norm["ARTime"],
+        randomCutForest=norm["randomCutForest"],
+    )
     detected = sum(sum(w["detected"] for w in r["forest"]["windows"] if w["scored"]) for r in results)
     false = [r["forest"]["false_alarms"] for r in results]
     print(
         f"incidents: {detected}/{n_windows} windows detected (recall {detected / n_windows:.2f}); false alarms {false}"
     )
+    _report.figure("incident_recall", detected / n_windows, goal="≥ 0.8")
+    _report.figure("false_alarms_max_per_series", max(false), goal="≤ 2", higher_is_better=False, per_series=false)
     rate = float(np.mean([r["rows_per_s"] for r in results]))
     read = float(np.mean([r["read_rows_per_s"] for r in results]))
     print(
@@ -88,6 +113,8 @@ def main(scale: str = "full") -> None:
         f"{rate / read:.4f} × reading+validating the rows ({read:,.0f} rows/s); "
         f"{sum(r['rows'] for r in results):,} rows in {wall:.0f} s wall"
     )
+    _report.figure("detector_rows_per_s", rate, unit="rows/s", baseline=read, baseline_name="read + validate the rows")
+    return {"totals": totals, "normalised": norm, "files": {r["file"]: r["forest"]["nab_raw"] for r in results}}
 
 
 if __name__ == "__main__":
