@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# cfn-lint rule id -> why it does not apply to this template (listed next to the renderer, as issue 12 asks).
+# cfn-lint rule id -> why it does not apply to this template (listed next to the renderer).
 IGNORED_RULES: dict[str, str] = {}
 
 LAMBDA_RUNTIME = "python3.12"

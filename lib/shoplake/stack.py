@@ -445,7 +445,6 @@ def ensure() -> Status:
     return status()
 
 
-up = ensure
 
 
 def down(purge: bool = False) -> None:

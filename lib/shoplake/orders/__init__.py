@@ -1,4 +1,4 @@
-"""Order history (issue 3): order events → Kinesis → ``order_history`` handler → DynamoDB → customer lookups.
+"""Order history: order events → Kinesis → ``order_history`` handler → DynamoDB → customer lookups.
 
 Verbs: ``publish`` (replay events to the stream), ``consume`` (let the consumer catch up: locally the handler run by
 the in-process event-source mapping, on aws the deployed function watched until the table and DLQ account for the
