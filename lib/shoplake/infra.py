@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,16 @@ __all__ = [
 ]
 
 
+def absent_if(read: Callable[[], Any], *missing: str) -> Any:
+    """``read()``, or None when AWS answers with one of the ``missing`` error codes (the resource does not exist)."""
+    try:
+        return read()
+    except Exception as exc:
+        if _code(exc) in missing:
+            return None
+        raise
+
+
 class Handler:
     """How one resource type is read, created, updated and deleted."""
 
@@ -115,13 +126,12 @@ class S3Bucket(Handler):
     service = "s3"
 
     def exists(self, r: Resource) -> dict[str, Any] | None:
-        try:
-            self.client().head_bucket(Bucket=physical_name(r))
-            return {}
-        except Exception as exc:
-            if _code(exc) in ("404", "NoSuchBucket", "NotFound"):
-                return None
-            raise
+        return (
+            None
+            if absent_if(lambda: self.client().head_bucket(Bucket=physical_name(r)), "404", "NoSuchBucket", "NotFound")
+            is None
+            else {}
+        )
 
     def create(self, r: Resource) -> None:
         s3, name, region = self.client(), physical_name(r), config.settings().region
@@ -156,12 +166,12 @@ class KinesisStream(Handler):
     service = "kinesis"
 
     def exists(self, r: Resource) -> dict[str, Any] | None:
-        try:
-            summary = self.client().describe_stream_summary(StreamName=physical_name(r))["StreamDescriptionSummary"]
-        except Exception as exc:
-            if _code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        summary = absent_if(
+            lambda: self.client().describe_stream_summary(StreamName=physical_name(r))["StreamDescriptionSummary"],
+            "ResourceNotFoundException",
+        )
+        if summary is None:
+            return None
         return {
             "shards": summary["OpenShardCount"],
             "retention_hours": summary["RetentionPeriodHours"],
@@ -193,12 +203,11 @@ class DynamoTable(Handler):
     service = "dynamodb"
 
     def exists(self, r: Resource) -> dict[str, Any] | None:
-        try:
-            table = self.client().describe_table(TableName=physical_name(r))["Table"]
-        except Exception as exc:
-            if _code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        table = absent_if(
+            lambda: self.client().describe_table(TableName=physical_name(r))["Table"], "ResourceNotFoundException"
+        )
+        if table is None:
+            return None
         return {"keys": {k["KeyType"]: k["AttributeName"] for k in table["KeySchema"]}}
 
     def create(self, r: Resource) -> None:
@@ -226,12 +235,11 @@ class SqsQueue(Handler):
     service = "sqs"
 
     def exists(self, r: Resource) -> dict[str, Any] | None:
-        try:
-            return {"url": self.client().get_queue_url(QueueName=physical_name(r))["QueueUrl"]}
-        except Exception as exc:
-            if _code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-                return None
-            raise
+        return absent_if(
+            lambda: {"url": self.client().get_queue_url(QueueName=physical_name(r))["QueueUrl"]},
+            "AWS.SimpleQueueService.NonExistentQueue",
+            "QueueDoesNotExist",
+        )
 
     def create(self, r: Resource) -> None:
         self.client().create_queue(
@@ -321,13 +329,11 @@ class GlueDatabase(Handler):
     service = "glue"
 
     def exists(self, r: Resource) -> dict[str, Any] | None:
-        try:
-            self.client().get_database(Name=physical_name(r))
-            return {}
-        except Exception as exc:
-            if _code(exc) == "EntityNotFoundException":
-                return None
-            raise
+        return (
+            None
+            if absent_if(lambda: self.client().get_database(Name=physical_name(r)), "EntityNotFoundException") is None
+            else {}
+        )
 
     def create(self, r: Resource) -> None:
         self.client().create_database(
@@ -425,12 +431,11 @@ class LambdaFunction(Handler):
     service = "lambda"
 
     def exists(self, r: Resource) -> dict[str, Any] | None:
-        try:
-            cfg = self.client().get_function_configuration(FunctionName=physical_name(r))
-        except Exception as exc:
-            if _code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        cfg = absent_if(
+            lambda: self.client().get_function_configuration(FunctionName=physical_name(r)), "ResourceNotFoundException"
+        )
+        if cfg is None:
+            return None
         return {
             "sha": cfg.get("CodeSha256"),
             "handler": cfg.get("Handler"),
@@ -612,12 +617,12 @@ class OpenSearchDomain(Handler):
     service = "opensearch"
 
     def exists(self, r: Resource) -> dict[str, Any] | None:
-        try:
-            status = self.client().describe_domain(DomainName=physical_name(r))["DomainStatus"]
-        except Exception as exc:
-            if _code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        status = absent_if(
+            lambda: self.client().describe_domain(DomainName=physical_name(r))["DomainStatus"],
+            "ResourceNotFoundException",
+        )
+        if status is None:
+            return None
         return {"endpoint": status.get("Endpoint")}
 
     def create(self, r: Resource) -> None:
@@ -662,12 +667,7 @@ class EventSourceMapping(Handler):
         return mappings[0] if mappings else None
 
     def exists(self, r: Resource) -> dict[str, Any] | None:
-        try:
-            return self._find(r)
-        except Exception as exc:
-            if _code(exc) == "ResourceNotFoundException":
-                return None
-            raise
+        return absent_if(lambda: self._find(r), "ResourceNotFoundException")
 
     def create(self, r: Resource) -> None:
         p = r.props
