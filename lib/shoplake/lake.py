@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shutil
 import time
@@ -49,6 +48,7 @@ from typing import Any
 import pandas as pd
 
 from shoplake import config, events
+from shoplake._json import plain
 from shoplake.errors import DataError, ShoplakeError
 
 log = logging.getLogger(__name__)
@@ -216,38 +216,15 @@ def _check_bucket() -> str:
 # --------------------------------------------------------------------------- delivery
 
 
-def _json_value(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if value is pd.NaT:
-        return None
-    if isinstance(value, pd.Timestamp):
-        return (
-            value.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
-            if value.tzinfo
-            else value.strftime("%Y-%m-%dT%H:%M:%SZ")
-        )
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return value.item()
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
-
-
 def order_events(events: pd.DataFrame | Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Order events as JSON-ready dicts (the order event schema), from a DataFrame or any iterable of dicts."""
     if isinstance(events, pd.DataFrame):
         columns = list(events.columns)
         for row in events.itertuples(index=False, name=None):
-            yield {c: _json_value(v) for c, v in zip(columns, row, strict=True)}
+            yield {c: plain(v) for c, v in zip(columns, row, strict=True)}
     else:
         for event in events:
-            yield {k: _json_value(v) for k, v in event.items()}
+            yield {k: plain(v) for k, v in event.items()}
 
 
 # Firehose buffers up to 60 s / 5 MB (orders-to-lake in infra/stack.yaml) before it writes an object; a wait that sees

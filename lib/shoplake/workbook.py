@@ -9,18 +9,17 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import click
 
 from shoplake import config
+from shoplake._json import plain
 from shoplake.errors import ShoplakeError
 
 log = logging.getLogger(__name__)
@@ -51,22 +50,6 @@ def setup_plotly() -> None:
     pio.renderers.default = "plotly_mimetype+notebook"
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Decimal):
-        return float(value)
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def record_metrics(out_dir: str | os.PathLike[str], notebook: str, metrics: dict[str, Any]) -> Path:
     """Write ``<out_dir>/<notebook>.metrics.json`` — the checkable results of one notebook run."""
     out = Path(out_dir)
@@ -81,7 +64,7 @@ def record_metrics(out_dir: str | os.PathLike[str], notebook: str, metrics: dict
             "seed": config.settings().seed,
             "prefix": config.settings().prefix,
         },
-        "metrics": _plain(metrics),
+        "metrics": plain(metrics),
     }
     path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     return path

@@ -122,3 +122,35 @@ def test_reports_drop_only_the_jdk_notice_no_setting_can_silence(tiny_workbook):
     assert results[0].ok
     html = (reports / "03_jvm.html").read_text()
     assert "jdk.incubator.vector" not in html and "real trouble" in html
+
+
+def test_one_json_sanitiser_for_metrics_and_events():
+    import decimal
+
+    import numpy as np
+    import pandas as pd
+
+    from shoplake._json import plain
+
+    got = plain(
+        {
+            "n": np.int64(3),
+            "nan": np.float64("nan"),
+            "naive": pd.Timestamp("2010-12-01 08:26"),
+            "paris": pd.Timestamp("2010-12-01 08:26", tz="Europe/Paris"),
+            "nat": pd.NaT,
+            "na": pd.NA,
+            "money": decimal.Decimal("2.50"),
+            "flags": (np.bool_(True),),
+        }
+    )
+    assert got == {
+        "n": 3,
+        "nan": None,
+        "naive": "2010-12-01T08:26:00Z",
+        "paris": "2010-12-01T07:26:00Z",
+        "nat": None,
+        "na": None,
+        "money": 2.5,
+        "flags": [True],
+    }
