@@ -5,10 +5,10 @@ poller, the same way for any handler (``order_history``, the rate alarm detector
 
 - one poller thread per shard, batches of at most ``batch_size`` records gathered for up to the batching window;
 - per-shard checkpoints (the last sequence number fully handled) persisted in the stack's DynamoDB ``checkpoints``
-  table under ``(consumer, shard_id)``, so a restarted consumer resumes where it stopped. Like Lambda's mapping, the
-  checkpoint is written at most every ``checkpoint_interval_seconds`` (and always when a poller stops or a batch is
-  given up on), not after every batch: a consumer killed in between replays at most that interval's records, which
-  the handlers write idempotently (same items, same marks, dead letters de-duplicated by sequence number);
+  table under ``(consumer, shard_id)``, so a restarted consumer resumes where it stopped. By default after every
+  batch; with ``checkpoint_interval_seconds`` (as Lambda's own mapping does) at most that often, and always when a
+  poller stops or a batch is given up on: a consumer killed in between replays at most that interval's records, so
+  only for handlers that write idempotently (orders: same items, same marks, dead letters de-duplicated);
 - the handler gets the Kinesis event shape Lambda sends (``Records[].kinesis.data`` base64, ``eventID``, ...);
 - a function error (exception) fails the whole batch: with ``bisect_on_error`` the batch is split in two halves
   that are retried in order (splits do not count as retries, as on Lambda); with ``ReportBatchItemFailures`` a response ``{"batchItemFailures": [...]}``
@@ -67,8 +67,9 @@ class MappingSettings:
     # sleep between empty GetRecords calls while following the stream (Lambda polls a shard about once a second;
     # moto's GetRecords walks the whole shard on every call, so polling faster only slows the emulator down)
     poll_interval_seconds: float = 0.5
-    # write the per-shard checkpoint at most this often (0: after every batch); always on stop and on give-up
-    checkpoint_interval_seconds: float = 1.0
+    # write the per-shard checkpoint at most this often (0: after every batch, the default); always on stop and on
+    # give-up. Only for handlers whose replays are harmless (orders' idempotent writes use 1 s).
+    checkpoint_interval_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if (

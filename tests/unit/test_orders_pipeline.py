@@ -66,6 +66,9 @@ def test_counts_in_equal_written_plus_dead_lettered_exactly(pipeline):
     assert dead.by_reason == {"not JSON": 1, "missing field": 1, "InvoiceDate": 1}
     stats = pipeline["stats"]
     assert stats.records_done == stats.records_in == len(pipeline["events"])
+    # issue 13: the orders mapping checkpoints once a second (and at the end), not after every batch
+    assert orders.mapping().settings.checkpoint_interval_seconds == orders._ingest.CHECKPOINT_INTERVAL_SECONDS > 0
+    assert len(stats.shards) <= stats.checkpoints_written < stats.invocations
     assert stats.handler_counts["guest_lines"] == dataset.manifest["counts"]["missing_customer"]
     assert stats.handler_counts["cancellations"] == dataset.manifest["counts"]["cancellations"]
     assert stats.handler_counts["cancellations_matched"] == reconciliation.cancelled_lines > 0

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 STREAM = "orders"
 MAPPING = "orders-to-order-history"
 CONSUMER = "order-history"
+CHECKPOINT_INTERVAL_SECONDS = 1.0  # the local mapping's checkpoint writes (Lambda's own mapping decides on aws)
 
 
 class OrdersError(ShoplakeError):
@@ -58,7 +59,10 @@ def mapping(
     consumer: str = CONSUMER, handler_fn: lambda_local.Handler | None = None, **overrides: Any
 ) -> lambda_local.EventSourceMapping:
     """The local event-source mapping ``orders → order_history`` with stack.yaml's settings (``overrides`` win)."""
-    settings = lambda_local.mapping_settings(MAPPING, **overrides)
+    # the handler's writes are idempotent, so a crash may replay a little: checkpoint once a second, not per batch
+    settings = lambda_local.mapping_settings(
+        MAPPING, **{"checkpoint_interval_seconds": CHECKPOINT_INTERVAL_SECONDS, **overrides}
+    )
     return lambda_local.EventSourceMapping(
         handler_fn or handler(), settings, consumer=consumer, function_name=config.resource_name("order-history")
     )
