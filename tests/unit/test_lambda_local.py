@@ -514,3 +514,22 @@ def test_a_dead_emulator_fails_the_consumer_at_once_naming_the_stack(tmp_path, m
         server.wait()
         monkeypatch.undo()
         config.clear_caches()
+
+
+def test_waiting_lasts_as_long_as_the_pollers_make_progress(stream, tables):
+    """A run far longer than idle_seconds succeeds while batches keep being handled (no total time limit)."""
+    import time
+
+    tag = uuid.uuid4().hex[:6]
+    batch = events(60, tag=tag)
+    real = bound_handler(tables)
+
+    def slow(event, context=None):
+        time.sleep(0.4)
+        return real(event, context)
+
+    streams.put_records(stream, batch, partition_key=lambda _r: "one-shard")
+    began = time.monotonic()
+    stats = mapping(slow, stream, tables, batch_size=5).run_until_caught_up(idle_seconds=1)
+    assert stats.records_done == 60 and stats.invocations == 12 and time.monotonic() - began > 3
+    assert set(table_event_ids(tables, tag)) == expected_ids(batch)
