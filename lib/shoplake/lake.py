@@ -130,7 +130,7 @@ class LakeError(ShoplakeError):
 
 
 @dataclass
-class DeliveryCounts:
+class LakeDeliveryCounts:
     """What ``deliver_orders`` put to Firehose (``events == delivered + failed + rejected``) and what landed in S3."""
 
     events: int = 0
@@ -241,7 +241,7 @@ def deliver_orders(
     wait: bool = True,
     stall_timeout_s: float = DELIVERY_STALL_S,
     poll_s: float = DELIVERY_POLL_S,
-) -> DeliveryCounts:
+) -> LakeDeliveryCounts:
     """Put order events to the Firehose delivery stream ``orders-to-lake`` (which lands them in ``raw/orders/``).
 
     With ``wait`` (default) it returns only when the lake holds every delivered record (:func:`wait_for_delivery`):
@@ -253,7 +253,7 @@ def deliver_orders(
     before = set(list_keys(name, RAW_ORDERS_PREFIX)) if wait else set()
     records = list(order_events(events))
     result = streams.put_firehose(stream, records, progress=progress)
-    counts = DeliveryCounts(
+    counts = LakeDeliveryCounts(
         events=len(records),
         delivered=result.sent,
         failed=result.failed,

@@ -94,7 +94,7 @@ def test_athena_engine_uses_the_configured_workgroup(aws_target, artifacts, monk
 def test_athena_failure_names_the_file_and_the_workgroup(aws_target, artifacts, monkeypatch):
     monkeypatch.setenv("SHOPLAKE_ATHENA_WORKGROUP", "no-such-workgroup")
     with pytest.raises(
-        warehouse.QueryError, match=r"daily_revenue\.sql.*Athena failed \(workgroup no-such-workgroup\)"
+        warehouse.SqlQueryError, match=r"daily_revenue\.sql.*Athena failed \(workgroup no-such-workgroup\)"
     ):
         warehouse.run_query("daily_revenue")
 

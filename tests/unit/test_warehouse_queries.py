@@ -132,25 +132,25 @@ def test_a_query_file_by_path(curated_lake, tmp_path):
 def test_unknown_table_names_file_and_line(curated_lake, tmp_path):
     path = tmp_path / "typo.sql"
     path.write_text("SELECT count(*)\nFROM order_lines AS l\nJOIN productz AS p ON p.stock_code = l.stock_code\n")
-    with pytest.raises(warehouse.QueryError, match=r"typo\.sql line 3: unknown table 'productz'"):
+    with pytest.raises(warehouse.SqlQueryError, match=r"typo\.sql line 3: unknown table 'productz'"):
         warehouse.run_query(path)
 
 
 def test_bad_sql_names_file_and_line(tmp_path):
     path = tmp_path / "broken.sql"
     path.write_text("SELECT country,\n       sum(line_amount AS revenue\nFROM order_lines\nGROUP BY country\n")
-    with pytest.raises(warehouse.QueryError, match=r"broken\.sql line \d+: SQL does not parse"):
+    with pytest.raises(warehouse.SqlQueryError, match=r"broken\.sql line \d+: SQL does not parse"):
         warehouse.run_query(path)
 
 
 def test_unknown_column_names_file_and_line(curated_lake, tmp_path):
     path = tmp_path / "column.sql"
     path.write_text("SELECT country,\n       sum(revenu) AS revenue\nFROM order_lines\nGROUP BY country\n")
-    with pytest.raises(warehouse.QueryError, match=r"column\.sql line 2: the query failed"):
+    with pytest.raises(warehouse.SqlQueryError, match=r"column\.sql line 2: the query failed"):
         warehouse.run_query(path)
 
 
 def test_unknown_query_name_lists_the_set():
-    with pytest.raises(warehouse.QueryError, match="daily_revenue"):
+    with pytest.raises(warehouse.SqlQueryError, match="daily_revenue"):
         warehouse.load_query("no_such_query")
     assert isinstance(warehouse.load_query("daily_revenue").path, Path)

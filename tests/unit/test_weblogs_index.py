@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shoplake import config
-from shoplake.weblogs import LocalIndex, QueryError, parse_file, to_dsl
+from shoplake.weblogs import LocalIndex, SearchQueryError, parse_file, to_dsl
 from shoplake.weblogs._index import dsl_histogram, dsl_stats, parse_histogram, parse_stats
 
 SAMPLE = config.REPO_ROOT / "data" / "samples" / "access_tricky.log"
@@ -56,7 +56,7 @@ def test_search_counts(index, query, expected):
 
 @pytest.mark.parametrize("query", ["foo:bar", '"open', "status:abc", "bytes:1*", "(status:500", "status_class:9"])
 def test_bad_queries_say_what_is_wrong(index, query):
-    with pytest.raises(QueryError):
+    with pytest.raises(SearchQueryError):
         index.count(query)
 
 

@@ -10,8 +10,8 @@ Verbs: :func:`crawl`, :func:`run_query`, :func:`run_query_set`, :func:`list_quer
 from shoplake.warehouse._athena import (
     AthenaEngine,
     DuckDBEngine,
-    QueryError,
     SqlEngine,
+    SqlQueryError,
     athena_workgroup,
     list_queries,
     load_query,
@@ -47,7 +47,7 @@ __all__ = [
     "AthenaEngine",
     "DuckDBEngine",
     "PostgresWarehouse",
-    "QueryError",
+    "SqlQueryError",
     "RedshiftWarehouse",
     "SqlEngine",
     "Warehouse",

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 QUERY_DIR = Path(__file__).with_name("queries")
 
 
-class QueryError(ShoplakeError):
+class SqlQueryError(ShoplakeError):
     """A query file is missing, does not parse, names an unknown table or fails to run; says file and line."""
 
 
@@ -56,10 +56,10 @@ def load_query(name_or_file: str | Path) -> Query:
     else:
         path = QUERY_DIR / f"{candidate.stem if candidate.suffix == '.sql' else name_or_file}.sql"
         if not path.exists():
-            raise QueryError(f"no query {str(name_or_file)!r}: give a .sql file path or one of {list_queries()}")
+            raise SqlQueryError(f"no query {str(name_or_file)!r}: give a .sql file path or one of {list_queries()}")
     sql = path.read_text(encoding="utf-8").strip().rstrip(";")
     if not sql:
-        raise QueryError(f"{path.name} is empty: write one SELECT statement in Athena (Trino) SQL")
+        raise SqlQueryError(f"{path.name} is empty: write one SELECT statement in Athena (Trino) SQL")
     return Query(path.stem, path, sql)
 
 
@@ -73,15 +73,15 @@ def _parse(query: Query) -> Any:
         statements = _parse_sql(query.sql)
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
-        raise QueryError(
+        raise SqlQueryError(
             f"{query.where(first.get('line'))}: SQL does not parse (Athena/Trino dialect): "
             f"{first.get('description', exc)}"
         ) from exc
     except TokenError as exc:
-        raise QueryError(f"{query.where(_line_of_token_error(str(exc)))}: SQL does not parse: {exc}") from exc
+        raise SqlQueryError(f"{query.where(_line_of_token_error(str(exc)))}: SQL does not parse: {exc}") from exc
     statements = [s for s in statements if s is not None]
     if len(statements) != 1:
-        raise QueryError(f"{query.path.name}: expected exactly one statement, found {len(statements)}")
+        raise SqlQueryError(f"{query.path.name}: expected exactly one statement, found {len(statements)}")
     return statements[0]
 
 
@@ -142,7 +142,7 @@ class SqlEngine:
     name = "sql"
 
     def run(self, query: Query) -> pd.DataFrame:
-        """The query's result as a DataFrame (raises :class:`QueryError` saying file and line)."""
+        """The query's result as a DataFrame (raises :class:`SqlQueryError` saying file and line)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -179,7 +179,7 @@ class DuckDBEngine(SqlEngine):
                 continue
             definition = glue_table(table)
             if definition is None:
-                raise QueryError(
+                raise SqlQueryError(
                     f"{query.where(line)}: unknown table {table!r}: it is not in the Glue database "
                     f"{config.glue_database()} (tables there: {_catalog_tables() or 'none'}). Curate the "
                     "lake (shoplake.lake.curate_orders) and run `shoplake warehouse crawl`, or fix the name"
@@ -193,7 +193,7 @@ class DuckDBEngine(SqlEngine):
             message = str(exc).splitlines()[0]
             quoted = re.findall(r'"([^"]+)"', message)
             line = next((_locate(query, q) for q in quoted if _locate(query, q)), None)
-            raise QueryError(f"{query.where(line)}: the query failed: {message}") from exc
+            raise SqlQueryError(f"{query.where(line)}: the query failed: {message}") from exc
         table = reader.read_all() if hasattr(reader, "read_all") else reader
         return arrow_to_frame(table)
 
@@ -232,7 +232,7 @@ class AthenaEngine(SqlEngine):
         except Exception as exc:  # Athena reports "line L:C: message" in the original SQL's coordinates
             message = str(exc)
             match = re.search(r"line (\d+):\d+", message)
-            raise QueryError(
+            raise SqlQueryError(
                 f"{query.where(int(match[1]) if match else None)}: Athena failed (workgroup {self.workgroup}): "
                 f"{message}"
             ) from exc

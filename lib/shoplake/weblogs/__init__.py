@@ -11,8 +11,8 @@ OpenSearch index template ``infra apply`` installs on aws).
 from shoplake.weblogs._analysis import investigate, load_incidents, stream_dataset
 from shoplake.weblogs._dashboard import DashboardServer, Snapshot, create_app, figures, find_spikes, snapshot
 from shoplake.weblogs._delivery import (
-    DeliveryCounts,
     Follower,
+    IndexDeliveryCounts,
     IndexObserver,
     LakeFollower,
     StreamReport,
@@ -37,13 +37,13 @@ from shoplake.weblogs._index import (
 )
 from shoplake.weblogs._lake_io import DeliveryError, read_failed
 from shoplake.weblogs._parser import ParseResult, Rejected, iter_lines, parse_file, parse_line, parse_lines
-from shoplake.weblogs._query import QueryError, parse_query, to_dsl, to_sql
+from shoplake.weblogs._query import SearchQueryError, parse_query, to_dsl, to_sql
 
 __all__ = [
     "TEMPLATE_NAME",
     "TEMPLATE_PATH",
     "DashboardServer",
-    "DeliveryCounts",
+    "IndexDeliveryCounts",
     "DeliveryError",
     "Follower",
     "IndexObserver",
@@ -54,7 +54,7 @@ __all__ = [
     "LogIndexError",
     "OpenSearchIndex",
     "ParseResult",
-    "QueryError",
+    "SearchQueryError",
     "Rejected",
     "Snapshot",
     "StreamReport",

@@ -51,7 +51,7 @@ TRANSFORM_FUNCTION = "weblogs-transform"
 
 
 @dataclass
-class DeliveryCounts:
+class IndexDeliveryCounts:
     """Totals of one or more delivery passes: objects read, lines in them, documents indexed, lines rejected."""
 
     objects: int = 0
@@ -60,7 +60,7 @@ class DeliveryCounts:
     rejected: int = 0
     skipped_objects: int = 0
 
-    def add(self, other: DeliveryCounts) -> None:
+    def add(self, other: IndexDeliveryCounts) -> None:
         for name in ("objects", "lines", "indexed", "rejected", "skipped_objects"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -115,14 +115,14 @@ def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[
 
 def deliver_new(
     index: LogIndex, bucket: str | None = None, ignore: set[str] | None = None, progress: bool = False
-) -> DeliveryCounts:
+) -> IndexDeliveryCounts:
     """Index every object under ``raw/weblogs/`` the index has not ingested yet (idempotent: replay-safe)."""
     from tqdm.auto import tqdm
 
     bucket = bucket or lake_bucket()
     done = index.sources() | (ignore or set())
     keys = [k for k in _list_keys(bucket, RAW_PREFIX) if k not in done]
-    counts = DeliveryCounts()
+    counts = IndexDeliveryCounts()
     if not keys:
         return counts
     s3 = config.client("s3")
@@ -167,13 +167,13 @@ class Follower(ABC):
         index: LogIndex,
         interval_s: float = 1.0,
         only_new: bool = False,
-        on_pass: Callable[[DeliveryCounts], None] | None = None,
+        on_pass: Callable[[IndexDeliveryCounts], None] | None = None,
     ) -> None:
         self.index = index
         self.interval_s = interval_s
         self.only_new = only_new
         self.on_pass = on_pass
-        self.counts = DeliveryCounts()
+        self.counts = IndexDeliveryCounts()
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -184,10 +184,10 @@ class Follower(ABC):
         return self.interval_s
 
     @abstractmethod
-    def _pass(self, progress: bool) -> DeliveryCounts:
+    def _pass(self, progress: bool) -> IndexDeliveryCounts:
         """One delivery pass: what newly reached the index."""
 
-    def run_once(self, progress: bool = False) -> DeliveryCounts:
+    def run_once(self, progress: bool = False) -> IndexDeliveryCounts:
         """One pass now (in the caller's thread); returns what it brought and adds it to ``counts``."""
         counts = self._pass(progress)
         self.counts.add(counts)
@@ -209,7 +209,7 @@ class Follower(ABC):
         self._thread.start()
         return self
 
-    def stop(self) -> DeliveryCounts:
+    def stop(self) -> IndexDeliveryCounts:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -232,13 +232,13 @@ class LakeFollower(Follower):
         index: LogIndex,
         interval_s: float = 1.0,
         only_new: bool = False,
-        on_pass: Callable[[DeliveryCounts], None] | None = None,
+        on_pass: Callable[[IndexDeliveryCounts], None] | None = None,
     ) -> None:
         super().__init__(index, interval_s, only_new, on_pass)
         self.bucket = lake_bucket()
         self.ignore = existing_objects(self.bucket) if only_new else set()
 
-    def _pass(self, progress: bool) -> DeliveryCounts:
+    def _pass(self, progress: bool) -> IndexDeliveryCounts:
         return deliver_new(self.index, self.bucket, self.ignore, progress=progress)
 
 
@@ -260,7 +260,7 @@ class IndexObserver(Follower):
         index: LogIndex,
         interval_s: float = 1.0,
         only_new: bool = False,
-        on_pass: Callable[[DeliveryCounts], None] | None = None,
+        on_pass: Callable[[IndexDeliveryCounts], None] | None = None,
     ) -> None:
         super().__init__(index, max(interval_s, 1.0), only_new, on_pass)
         self._seen = (index.count(), index.rejected_count()) if only_new else (0, 0)
@@ -281,11 +281,11 @@ class IndexObserver(Follower):
             self._delay = buffering_seconds(WEBLOGS_FIREHOSE) + VISIBILITY_SLACK_S
         return self._delay
 
-    def _pass(self, progress: bool) -> DeliveryCounts:
+    def _pass(self, progress: bool) -> IndexDeliveryCounts:
         indexed, rejected = self.index.count(), self.index.rejected_count()
         new_indexed, new_rejected = max(0, indexed - self._seen[0]), max(0, rejected - self._seen[1])
         self._seen = (max(indexed, self._seen[0]), max(rejected, self._seen[1]))
-        return DeliveryCounts(lines=new_indexed + new_rejected, indexed=new_indexed, rejected=new_rejected)
+        return IndexDeliveryCounts(lines=new_indexed + new_rejected, indexed=new_indexed, rejected=new_rejected)
 
 
 def streams_name(short: str) -> str:
@@ -407,7 +407,7 @@ def stream_log(
     written: list[tuple[int, float]] = []  # (cumulative lines after the batch, time the batch was put)
     seen: list[tuple[int, float]] = []  # (lines of this run visible to the dashboard's count queries, when)
 
-    def observe(_: DeliveryCounts) -> None:
+    def observe(_: IndexDeliveryCounts) -> None:
         seen.append((follower.counts.lines, time.perf_counter()))
 
     follower = index.follower(interval_s=poll_s, only_new=True, on_pass=observe)

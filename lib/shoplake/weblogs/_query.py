@@ -16,7 +16,7 @@ from typing import Any
 from shoplake.errors import ShoplakeError
 
 
-class QueryError(ShoplakeError):
+class SearchQueryError(ShoplakeError):
     """A search string the query language cannot read; the message says what is wrong."""
 
 
@@ -86,7 +86,7 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
                 buf.append(text[j])
                 j += 1
             if j >= n:
-                raise QueryError(f'unterminated quote in {text!r}: close the phrase with "')
+                raise SearchQueryError(f'unterminated quote in {text!r}: close the phrase with "')
             out.append(("word", ("phrase", "".join(buf))))
             i = j + 1
         else:
@@ -99,7 +99,7 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
                     closers = '"' if text[j + 1] == '"' else "]}"
                     k = min((p for p in (text.find(c, j + 2) for c in closers) if p >= 0), default=-1)
                     if k < 0:
-                        raise QueryError(f"unterminated {text[j + 1]} in {text!r}: close it with {closers[0]}")
+                        raise SearchQueryError(f"unterminated {text[j + 1]} in {text!r}: close it with {closers[0]}")
                     j = k + 1
                     break
                 j += 1
@@ -140,7 +140,7 @@ class _Parser:
             return None
         node = self.or_expr()
         if self.pos != len(self.toks):
-            raise QueryError(f"unexpected {self.toks[self.pos][1]!r} in {self.text!r}")
+            raise SearchQueryError(f"unexpected {self.toks[self.pos][1]!r} in {self.text!r}")
         return node
 
     def or_expr(self) -> Any:
@@ -161,7 +161,7 @@ class _Parser:
     def unary(self) -> Any:
         kind = self.peek()
         if kind is None:
-            raise QueryError(f"{self.text!r} ends where a search term was expected")
+            raise SearchQueryError(f"{self.text!r} ends where a search term was expected")
         if kind == "not":
             self.take()
             return Op("not", (self.unary(),))
@@ -169,12 +169,12 @@ class _Parser:
             self.take()
             node = self.or_expr()
             if self.peek() != ")":
-                raise QueryError(f"missing ) in {self.text!r}")
+                raise SearchQueryError(f"missing ) in {self.text!r}")
             self.take()
             return node
         if kind == "word":
             return _term(*self.take()[1])
-        raise QueryError(f"unexpected {self.toks[self.pos][1]!r} in {self.text!r}")
+        raise SearchQueryError(f"unexpected {self.toks[self.pos][1]!r} in {self.text!r}")
 
 
 def _unquote(value: str) -> str:
@@ -198,9 +198,11 @@ def _term(kind: str, text: str) -> Term:
     name, value = m.group(1), m.group(2)
     field = ALIASES.get(name.lower(), name)
     if field not in FIELDS:
-        raise QueryError(f"unknown field {name!r}: use one of {', '.join(FIELDS)} (quote free text that holds ':')")
+        raise SearchQueryError(
+            f"unknown field {name!r}: use one of {', '.join(FIELDS)} (quote free text that holds ':')"
+        )
     if value == "":
-        raise QueryError(f"{text!r} has no value after the colon")
+        raise SearchQueryError(f"{text!r} has no value after the colon")
     if value.startswith('"'):
         return _typed(field, "phrase", _unquote(value))
     rm = _RANGE_RE.match(value)
@@ -228,7 +230,7 @@ def _number(field: str, value: Any) -> int | None:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise QueryError(f"{field} needs a whole number, got {value!r}") from None
+        raise SearchQueryError(f"{field} needs a whole number, got {value!r}") from None
 
 
 def _typed(field: str, kind: str, value: Any) -> Term:
@@ -241,23 +243,25 @@ def _typed(field: str, kind: str, value: Any) -> Term:
             or not "1" <= digits[0] <= "5"
             or (field == "status_class" and len(digits) != 1)
         ):
-            raise QueryError(f"{field}:{value} is not a status class: write status_class:5xx or status:5*")
+            raise SearchQueryError(f"{field}:{value} is not a status class: write status_class:5xx or status:5*")
         scale = 10 ** (3 - len(digits))
         return Term("status", "range", (int(digits) * scale, True, (int(digits) + 1) * scale - 1, True))
     if field in NUMERIC_FIELDS:
         if kind == "wildcard":
-            raise QueryError(f"wildcards do not work on {field}: use a range like {field}:[1000 TO *]")
+            raise SearchQueryError(f"wildcards do not work on {field}: use a range like {field}:[1000 TO *]")
         if kind == "range":
             lo, lo_incl, hi, hi_incl = value
             return Term(field, "range", (_number(field, lo), lo_incl, _number(field, hi), hi_incl))
         return Term(field, "eq", _number(field, value))
     if field == "bot":
         if str(value).lower() not in ("true", "false"):
-            raise QueryError(f"bot is true or false, got {value!r}")
+            raise SearchQueryError(f"bot is true or false, got {value!r}")
         return Term("bot", "eq", str(value).lower() == "true")
     if field == "@timestamp" and kind not in ("range",):
         if kind == "wildcard":
-            raise QueryError("@timestamp takes a range: @timestamp:[2024-01-01T00:00:00Z TO *] or @timestamp:>=...")
+            raise SearchQueryError(
+                "@timestamp takes a range: @timestamp:[2024-01-01T00:00:00Z TO *] or @timestamp:>=..."
+            )
         return Term(field, "range", (value, True, value, True))
     return Term(field, kind, value)
 
