@@ -276,6 +276,44 @@ def deliver_orders(
     return counts
 
 
+def ship_orders(dataset: Any, source: str = "generator", progress: bool = True) -> dict[str, Any]:
+    """A dataset's order lines into ``raw/orders/``, sent by ``source``, waited for until they landed; the counts.
+
+    ``"generator"``: :func:`deliver_orders` puts the events to Firehose ``orders-to-lake``. ``"agent"``: the shop's
+    web servers write their order files and the shipping agent (the Kinesis Agent's role) sends them to the same
+    delivery stream. Either way the result says ``events``, ``delivered``, ``failed``, ``retried``, ``malformed``
+    and ``landed`` (records found in the lake), so notebooks show one table whatever the source.
+    """
+    if source == "generator":
+        counts = deliver_orders(dataset.order_lines, progress=progress)
+        return {
+            "events": counts.events,
+            "delivered": counts.delivered,
+            "failed": counts.failed + counts.rejected,
+            "retried": counts.retried,
+            "malformed": 0,
+            "landed": counts.landed,
+        }
+    if source == "agent":
+        from shoplake import agent
+
+        name = _check_bucket()
+        before = set(list_keys(name, RAW_ORDERS_PREFIX))
+        shipped = agent.ship_dataset(dataset, flows=[ORDERS_FIREHOSE], progress=progress)[ORDERS_FIREHOSE]
+        landed = (
+            wait_for_delivery(shipped["records_sent"], before, progress=progress) if shipped["records_sent"] else None
+        )
+        return {
+            "events": len(dataset.order_lines),
+            "delivered": shipped["records_sent"],
+            "failed": shipped["failed"],
+            "retried": shipped["retried"],
+            "malformed": shipped["malformed"],
+            "landed": landed.records if landed else 0,
+        }
+    raise LakeError(f"source must be 'generator' or 'agent', got {source!r}")
+
+
 @dataclass
 class Landed:
     """What :func:`wait_for_delivery` found: records and objects new since ``before``, and how long it waited."""

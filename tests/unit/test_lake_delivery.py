@@ -159,3 +159,14 @@ def test_glue_partitions_are_what_the_files_are(lake_stack):
     wr.catalog.delete_table_if_exists(
         database=config.glue_database(), table=table, boto3_session=config.configure_wrangler()
     )
+
+
+@pytest.mark.parametrize("source", ["generator", "agent"])
+def test_ship_orders_gives_one_table_whatever_the_source(lake_stack, tiny_dataset, source):
+    shipped = lake.ship_orders(tiny_dataset, source=source, progress=False)
+    assert set(shipped) == {"events", "delivered", "failed", "retried", "malformed", "landed"}
+    assert shipped["events"] == len(tiny_dataset.order_lines)
+    assert shipped["delivered"] + shipped["failed"] + shipped["malformed"] == shipped["events"]
+    assert shipped["landed"] >= shipped["delivered"] > 0
+    with pytest.raises(lake.LakeError, match="source must be"):
+        lake.ship_orders(tiny_dataset, source="carrier pigeon")

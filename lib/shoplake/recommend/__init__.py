@@ -9,10 +9,12 @@ from shoplake.recommend.als_job import JobConfig, read_report, spark_session
 from shoplake.recommend.als_job import run as run_job
 from shoplake.recommend.baselines import compare_models, implicit_params_from, most_popular
 from shoplake.recommend.evaluate import evaluate_ranking
-from shoplake.recommend.serve import publish, recommendations_for
+from shoplake.recommend.serve import beside_history, check_served, publish, recommendations_for
 from shoplake.recommend.train import open_trainer, publish_to_lake, run_dir, train, train_local
 
 __all__ = [
+    "beside_history",
+    "check_served",
     "JobConfig",
     "compare_models",
     "evaluate_ranking",
