@@ -4,8 +4,9 @@
   shard from the start: put and read cost grew with the stream (quadratic replays). Sequence numbers of a shard are
   consecutive integers, so both become direct lookups; a shard whose numbers are not consecutive keeps moto's code.
 * DynamoDB Query on a table's own key sorted and scanned every item of the table to find one partition; it now
-  reads that partition directly (index queries keep moto's code). Scan sorted the whole table again for every
-  page; the sorted order is now kept until the next put or delete (updates change items in place).
+  reads that partition directly, sorted by its range key cast once per item (index queries keep moto's code).
+  Scan sorted the whole table again for every page; the sorted order is now kept until the next put or delete
+  (updates change items in place).
 * ``/moto-api/data.json`` failed with HTTP 500 as soon as a Lambda function existed (an attribute tries to reach
   Docker); attributes that raise are now skipped, as moto already does for unserialisable ones.
 * Kinesis → Lambda: with an event-source mapping defined, moto tried to invoke the function (which needs Docker)
@@ -100,8 +101,11 @@ def _patch_dynamodb_query() -> None:
         bucket = self.items.get(partition[1])
         if bucket is None:
             return []
-        items = list(bucket.values()) if self.range_key_attr else [bucket]
-        return sorted(items, key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
+        if not self.range_key_attr:
+            return [bucket]
+        # one partition: order by the range key, each key cast once (DynamoType's __lt__ compares cast_value, and
+        # re-casting it on every comparison made this sort the dearest part of a Query)
+        return sorted(bucket.values(), key=lambda x: x.range_key.cast_value)
 
     def _bumping(method: Any) -> Any:
         def wrapper(self: Table, *args: Any, **kwargs: Any) -> Any:

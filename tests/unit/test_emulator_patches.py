@@ -179,3 +179,69 @@ def test_dynamodb_serializer_fast_path_answers_exactly_what_moto_answers(monkeyp
     }
     assert not _moto_patches._plain_attribute_value({"M": {"bin": {"B": "AAE="}}})
     assert _moto_patches._plain_attribute_value({"L": [{"S": "x"}, {"M": {"n": {"N": "1"}}}]})
+
+
+def _queries(range_type: str) -> list:
+    import boto3
+
+    ddb = boto3.client("dynamodb", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    name = f"q{range_type}"
+    ddb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": range_type},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+    values = [str(v) for v in (10, 9, 100, -2.5, 3, 0, 33, 1e3)] if range_type == "N" else list("qazwsxedcrfv")
+    for pk in ("a", "b"):
+        for v in values:
+            ddb.put_item(TableName=name, Item={"pk": {"S": pk}, "sk": {range_type: v}, "x": {"S": f"{pk}{v}"}})
+    pivot = {range_type: values[3]}
+    out = []
+    for forward in (True, False):
+        out.append(
+            ddb.query(
+                TableName=name,
+                KeyConditionExpression="pk = :p",
+                ExpressionAttributeValues={":p": {"S": "a"}},
+                ScanIndexForward=forward,
+            )["Items"]
+        )
+        out.append(
+            ddb.query(
+                TableName=name,
+                KeyConditionExpression="pk = :p AND sk < :k",
+                ExpressionAttributeValues={":p": {"S": "b"}, ":k": pivot},
+                ScanIndexForward=forward,
+                Limit=3,
+            )
+        )
+    return out
+
+
+@pytest.mark.parametrize("range_type", ["S", "N"])
+def test_partition_query_patch_answers_exactly_what_moto_answers(monkeypatch, range_type):
+    """issue 13: the partition read sorts by the range key cast once; strings and numbers (where text order and
+    number order differ) come back in the same order, pages and limits as with moto's own query."""
+    from moto import mock_aws
+    from moto.dynamodb.models.table import Table
+
+    from shoplake import _moto_patches
+
+    for attr in ("query", "all_items", "put_item", "delete_item"):
+        monkeypatch.setattr(Table, attr, getattr(Table, attr))
+    with mock_aws():
+        unpatched = _queries(range_type)
+    _moto_patches._patch_dynamodb_query()
+    with mock_aws():
+        patched = _queries(range_type)
+    for response in patched + unpatched:
+        if isinstance(response, dict):
+            response.pop("ResponseMetadata", None)
+    assert patched == unpatched
+    assert [i["sk"][range_type] for i in patched[0]] == sorted(
+        [i["sk"][range_type] for i in patched[0]], key=float if range_type == "N" else str
+    )
