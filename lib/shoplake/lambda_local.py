@@ -293,7 +293,7 @@ class EventSourceMapping:
         self._stream_arn = f"arn:aws:kinesis:{self._region}:{self._account}:stream/{self.stream_name}"
         self._sqs = config.client("sqs") if settings.on_failure else None
         # the local emulator's address, watched while waiting (None on aws: nothing local to watch)
-        self._endpoint = config.endpoint_url() if config.settings().is_local else None
+        self._endpoint = config.by_target(local=config.endpoint_url, aws=lambda: None)()
         self._reads = 0  # GetRecords answers seen (activity, for the idle check)
         self._pending: dict[str, tuple[str, int]] = {}  # shard → checkpoint handled but not yet written
         self._flushed_at: dict[str, float] = {}
