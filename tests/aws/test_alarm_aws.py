@@ -13,9 +13,9 @@ import pytest
 
 from shoplake import config
 from shoplake.alarm import RateDetector, day_slice, detector_config, messages, simulate_day
+from shoplake.alarm import function as rd
 from shoplake.alarm._windows import parse_ts
 from shoplake.functions import rate_alarm
-from shoplake.functions import rate_detector as rd
 
 pytestmark = pytest.mark.aws
 
@@ -138,7 +138,7 @@ def test_rate_detector_calls_exactly_what_its_role_needs(aws_target, resources, 
     warm.warm_up(sim.warmup)
     settings = rd.Settings(resources["table"], resources["topic"], resources["dlq"], "aws-warm", CONFIG)
     rd.seed_state(warm, settings, config.client("dynamodb"), shards=[SHARD])
-    late = {"InvoiceNo": "LATE1", "LineNo": 0, "InvoiceDate": "2011-11-09T09:00:00Z"}
+    late = {**sim.records()[0], "InvoiceNo": "LATE1", "LineNo": 0, "InvoiceDate": "2011-11-09T09:00:00Z"}
     with aws_target.as_role("rate-detector-fn"):
         responses = _run(_events(sim.records(), resources["stream_arn"], extra_last=[late]))
     assert all(r["batchItemFailures"] == [] for r in responses)

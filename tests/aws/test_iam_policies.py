@@ -90,9 +90,9 @@ def rate_detector_fn(rec: Any, out: dict[str, str], patch: pytest.MonkeyPatch) -
     """The rate detector: a fresh detector (asks the stream for its shards, dead-letters a malformed record), then a
     warmed-up one (seeded by the user, not the role) fed a surge until it publishes an alarm."""
     from shoplake.alarm import RateDetector, detector_config, simulate_day
+    from shoplake.alarm import function as rd
     from shoplake.alarm._windows import parse_ts
     from shoplake.functions import rate_alarm
-    from shoplake.functions import rate_detector as rd
 
     cfg = detector_config(600, num_trees=5, tree_size=32, warmup_windows=20)
     patch.setenv("STATE_TABLE", out["table:alarm_state"])

@@ -26,8 +26,8 @@ import pytest
 
 from shoplake import infra, layers
 from shoplake.alarm import RateDetector, day_slice, detector_config, simulate_day
+from shoplake.alarm import function as rd
 from shoplake.alarm._windows import parse_ts
-from shoplake.functions import rate_detector as rd
 
 pytestmark = pytest.mark.aws
 
@@ -47,10 +47,10 @@ if mode == "without-setuptools":
     import rrcf
     raise SystemExit("rrcf imported without pkg_resources")
 began = time.perf_counter()
-import shoplake.functions.rate_detector  # numpy, rrcf (and pkg_resources), boto3: what a cold start imports
+import shoplake.alarm.function  # numpy, rrcf (and pkg_resources), boto3: what a cold start imports
 took = round(time.perf_counter() - began, 3)
 import numpy, pkg_resources, rrcf, boto3, importlib.util
-import shoplake.functions.rate_detector as fn
+import shoplake.alarm.function as fn
 report = {
     "python": list(sys.version_info[:2]),
     "files": {m.__name__: m.__file__ for m in (numpy, pkg_resources, rrcf, boto3, fn)},
@@ -178,7 +178,7 @@ def test_zip_and_layer_import_in_a_clean_python312_without_setuptools(python312,
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
     assert report["python"] == [3, 12]
-    assert report["files"]["shoplake.functions.rate_detector"].startswith(str(task))
+    assert report["files"]["shoplake.alarm.function"].startswith(str(task))
     for name in ("numpy", "rrcf", "pkg_resources"):
         assert report["files"][name].startswith(str(layer_dir)), report["files"][name]
     assert report["files"]["boto3"].startswith(str(runtime))

@@ -86,8 +86,23 @@ def test_forest_state_round_trip_scores_alike():
     assert surge.anomalous and surge.expected == pytest.approx(forest.expected(T0 + 3600 * len(counts)))
 
 
+def _order(invoice: str, at: str, line: int = 0) -> dict:
+    """A whole order event (the detector judges events by shoplake.events, like every consumer)."""
+    return {
+        "InvoiceNo": invoice,
+        "StockCode": "85123A",
+        "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
+        "Quantity": 6,
+        "InvoiceDate": at,
+        "UnitPrice": 2.55,
+        "CustomerID": "17850",
+        "Country": "United Kingdom",
+        "LineNo": line,
+    }
+
+
 def test_decode_names_what_is_wrong():
-    good = {"InvoiceNo": "536365", "InvoiceDate": "2011-11-09T10:00:00Z", "LineNo": 1}
+    good = _order("536365", "2011-11-09T10:00:00Z", line=1)
     assert decode(json.dumps(good).encode()) == (parse_ts("2011-11-09T10:00:00Z"), "536365", 1)
     for data, reason in [
         (b"{not json", "not JSON"),
@@ -102,11 +117,8 @@ def test_decode_names_what_is_wrong():
 
 def test_detector_counts_bad_records_and_keeps_going():
     detector = RateDetector(detector_config(600, num_trees=5, tree_size=32, warmup_windows=20))
-    good = [
-        json.dumps({"InvoiceNo": str(i), "InvoiceDate": f"2011-11-09T10:{i:02d}:00Z", "LineNo": 0}).encode()
-        for i in range(30)
-    ]
-    late = json.dumps({"InvoiceNo": "9", "InvoiceDate": "2011-11-09T09:00:00Z", "LineNo": 0}).encode()
+    good = [json.dumps(_order(str(i), f"2011-11-09T10:{i:02d}:00Z")).encode() for i in range(30)]
+    late = json.dumps(_order("9", "2011-11-09T09:00:00Z")).encode()
     _alarms, dead = detector.process(good[:20] + [b"garbage", late] + good[20:])
     assert detector.counts["malformed"] == 1 and detector.counts["late"] == 1 and detector.counts["accepted"] == 30
     assert [d.reason.split(":")[0] for d in dead] == ["malformed", "late"]

@@ -17,8 +17,8 @@ import pytest
 
 from shoplake import config, infra
 from shoplake.alarm import RateDetector, day_slice, detector_config, messages, simulate_day
+from shoplake.alarm import function as rd
 from shoplake.alarm._windows import parse_ts
-from shoplake.functions import rate_detector as rd
 
 INCIDENTS = [
     {
@@ -108,7 +108,17 @@ class Shard:
 
 
 def _order(invoice: str, at: str, line: int = 0) -> dict:
-    return {"InvoiceNo": invoice, "LineNo": line, "InvoiceDate": at, "StockCode": "85123A", "Quantity": 1}
+    return {
+        "InvoiceNo": invoice,
+        "StockCode": "85123A",
+        "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
+        "Quantity": -1 if invoice.startswith("C") else 1,  # a cancellation takes back
+        "InvoiceDate": at,
+        "UnitPrice": 2.55,
+        "CustomerID": "17850",
+        "Country": "United Kingdom",
+        "LineNo": line,
+    }
 
 
 def _roundtrip(response: dict) -> dict:
@@ -247,14 +257,14 @@ def test_bundle_is_deterministic_and_imports_with_numpy_and_rrcf_only(tmp_path):
     assert package == infra.lambda_package(entry)
     names = zipfile.ZipFile(BytesIO(package)).namelist()
     assert names == sorted(names) and "shoplake/alarm/detector.py" in names and "shoplake/alarm/_rcf.py" in names
-    assert "shoplake/functions/rate_detector.py" in names and "shoplake/functions/rate_alarm.py" in names
+    assert "shoplake/alarm/function.py" in names and "shoplake/functions/rate_alarm.py" in names
     assert "shoplake/alarm/__init__.py" not in names and not any("__pycache__" in n for n in names)
     zipfile.ZipFile(BytesIO(package)).extractall(tmp_path)
     site = str(Path(numpy.__file__).resolve().parents[1])  # numpy, rrcf, boto3 — the layer's and runtime's packages
     probe = (
         f"import sys; sys.path[:] = [{str(tmp_path)!r}, {site!r}] + [p for p in sys.path if 'python3' in p "
         "and 'site-packages' not in p]\n"
-        "import shoplake.functions.rate_detector as fn\n"
+        "import shoplake.alarm.function as fn\n"
         f"assert fn.__file__.startswith({str(tmp_path)!r}), fn.__file__\n"
         "assert 'pandas' not in sys.modules and 'shoplake.config' not in sys.modules, 'heavy import'\n"
         "print(fn.handler.__name__)"
@@ -279,7 +289,7 @@ def test_layers_are_required_on_aws_and_checked(monkeypatch):
 def test_infra_entries_exist_on_the_emulator(stack):
     lam = config.client("lambda")
     fn = lam.get_function_configuration(FunctionName=config.resource_name("rate-detector"))
-    assert fn["Handler"] == "shoplake.functions.rate_detector.handler" and fn["MemorySize"] == 1024
+    assert fn["Handler"] == "shoplake.alarm.function.handler" and fn["MemorySize"] == 1024
     assert fn["Environment"]["Variables"]["STATE_TABLE"] == config.resource_name("alarm_state")
     [mapping] = lam.list_event_source_mappings(FunctionName=config.resource_name("rate-detector"))[
         "EventSourceMappings"

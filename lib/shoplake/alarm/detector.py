@@ -22,8 +22,9 @@ import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from shoplake import events
 from shoplake.alarm._policy import Alarm, AlarmPolicy, PolicyConfig
 from shoplake.alarm._rcf import RateForest, RcfConfig
 from shoplake.alarm._rule import RuleAlarm, RuleConfig, SlidingWindowRule
@@ -86,32 +87,22 @@ def detector_config(
     return DetectorConfig(window_seconds, allowed_lateness_seconds, rcf_config, rule, policy)
 
 
-class Malformed(ValueError):
-    """An order record the detector cannot use (the reason is the message)."""
+Malformed = events.Rejected  # an order record the detector cannot use (``.reason`` says why)
+
+
+class OrderTime(NamedTuple):
+    """An order already judged valid, reduced to what the detector counts (the aws window state keeps only these)."""
+
+    ts: float
+    invoice: str
+    line: int
 
 
 def decode(record: bytes | str | dict[str, Any]) -> tuple[float, str, int]:
-    """(order time, InvoiceNo, LineNo) of one order event; :class:`Malformed` with the reason otherwise."""
-    if isinstance(record, dict):
-        event: Any = record
-    else:
-        try:
-            event = json.loads(record)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise Malformed(f"not JSON: {exc}") from None
-    if not isinstance(event, dict):
-        raise Malformed(f"not a JSON object but {type(event).__name__}")
-    invoice = event.get("InvoiceNo")
-    if not isinstance(invoice, str) or not invoice.strip() or "#" in invoice:
-        raise Malformed(f"InvoiceNo must be a non-empty string without '#', got {invoice!r}")
-    line = event.get("LineNo", 0)
-    if isinstance(line, bool) or not isinstance(line, int) or line < 0:
-        raise Malformed(f"LineNo must be an integer ≥ 0, got {line!r}")
-    try:
-        ts = parse_ts(event.get("InvoiceDate"))
-    except (TypeError, ValueError):
-        raise Malformed(f"InvoiceDate must be ISO 8601 UTC, got {event.get('InvoiceDate')!r}") from None
-    return ts, invoice, line
+    """(order time, InvoiceNo, LineNo) of one order event, judged by :func:`shoplake.events.validate` like every
+    other consumer judges it; :class:`Malformed` (``events.Rejected``) with the reason otherwise."""
+    event = events.decode(record)
+    return parse_ts(event["InvoiceDate"]), event["InvoiceNo"], event["LineNo"]
 
 
 @dataclass
@@ -169,7 +160,7 @@ class RateDetector:
             self.counts["records_in"] += 1
             source = sources[i] if sources else {}
             try:
-                ts, invoice, line = decode(record)
+                ts, invoice, line = record if isinstance(record, OrderTime) else decode(record)
             except Malformed as exc:
                 self.counts["malformed"] += 1
                 dead.append(DeadLetter(f"malformed: {exc}", _bytes(record), source))

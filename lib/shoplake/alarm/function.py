@@ -55,6 +55,7 @@ from shoplake.alarm.detector import (
     DetectorConfig,
     DetectorError,
     Malformed,
+    OrderTime,
     RateDetector,
     decode,
     decode_state,
@@ -63,7 +64,7 @@ from shoplake.alarm.detector import (
 )
 from shoplake.functions import rate_alarm
 
-log = logging.getLogger("rate_detector")
+log = logging.getLogger("rate_detector")  # the function's log name in CloudWatch
 
 STATE_VERSION = "1"
 SPILL_BYTES = 800_000  # merge early, well before Lambda's 1 MB window-state limit
@@ -155,13 +156,13 @@ class WindowState:
     def size(self) -> int:
         return len(self.to_state()["window"])
 
-    def order_records(self) -> list[dict[str, Any]]:
-        """The accepted order lines as minimal order events, in event-time order (what ``RateDetector`` reads)."""
+    def order_records(self) -> list[OrderTime]:
+        """The accepted order lines (judged when their invocation decoded them), in event-time order."""
         lines = sorted(self.times.items(), key=lambda kv: (kv[1], kv[0]))
         out = []
         for key, ts in lines:
             invoice, _, line = key.rpartition("#")
-            out.append({"InvoiceNo": invoice, "LineNo": int(line), "InvoiceDate": iso(ts)})
+            out.append(OrderTime(float(ts), invoice, int(line)))
         return out
 
 
