@@ -97,3 +97,75 @@ def test_readme_settings_table_is_the_knob_table():
     start, end = "<!-- settings-table", "<!-- /settings-table -->"
     block = readme[readme.index(start) : readme.index(end)].split("\n", 1)[1].strip()
     assert block == config.knob_table(), "README's settings table differs from shoplake._settings.KNOBS"
+
+
+# The parts (one data product each) build on the shared layer (config, stack, infra, resources, lake, streams,
+# events, lambda_runtime, agent, datagen, ...) and never on each other.
+PARTS = {"orders", "recommend", "alarm", "weblogs", "warehouse"}
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """shoplake module → the shoplake modules it imports (``if TYPE_CHECKING`` imports are not dependencies;
+    ``from package import submodule`` depends on the submodule)."""
+    import ast
+
+    lib = ROOT / "lib"
+    modules = {}
+    for path in (lib / "shoplake").rglob("*.py"):
+        name = ".".join(path.relative_to(lib).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(node)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+            for stmt in block.body
+            for node in ast.walk(stmt)
+        }
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+                targets |= subs if len(subs) == len(node.names) else subs | {node.module}
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def test_no_import_cycles_between_modules():
+    graph = _import_graph()
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append(path[path.index(target) :] + [target])
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles:\n" + "\n".join(" → ".join(c) for c in cycles)
+
+
+def test_parts_import_only_the_shared_layer():
+    def part(module: str) -> str | None:
+        bits = module.split(".")
+        return bits[1] if len(bits) > 1 and bits[1] in PARTS else None
+
+    crossing = [
+        f"{module} → {target}"
+        for module, targets in sorted(_import_graph().items())
+        for target in sorted(targets)
+        if part(target) and part(target) != part(module)
+    ]
+    assert not crossing, "a part (or the shared layer) imports a part:\n" + "\n".join(crossing)
