@@ -62,8 +62,24 @@ class CallRecorder:
         self.calls.clear()
 
 
+def _keep_record(test: str, recorder: CallRecorder) -> None:
+    """With ``SHOPLAKE_AWS_CALLS=<file>``, append the test's operations (for the per-notebook list of exercised calls)."""
+    import json
+    import os
+
+    path = os.environ.get("SHOPLAKE_AWS_CALLS")
+    if path:
+        with open(path, "a") as out:
+            out.write(
+                json.dumps({"test": test, "operations": sorted({f"{c.service}.{c.operation}" for c in recorder.calls})})
+                + "\n"
+            )
+
+
 @pytest.fixture
-def aws_target(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[CallRecorder]:
+def aws_target(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, request: pytest.FixtureRequest
+) -> Iterator[CallRecorder]:
     """``SHOPLAKE_TARGET=aws`` against moto in-process; yields the recorder of every boto3 call."""
     import botocore.client
     from moto import mock_aws
@@ -94,3 +110,4 @@ def aws_target(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[CallR
         finally:
             monkeypatch.setattr(botocore.client.BaseClient, "_make_api_call", original)
             config.clear_caches()
+            _keep_record(request.node.nodeid, recorder)
