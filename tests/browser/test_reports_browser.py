@@ -6,14 +6,14 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-# a plotly figure that drew: the traces' marks (bars, lines, markers, heatmap images, map outlines) exist
+# a plotly figure that drew: its traces have marks (bar, line and marker paths with a real outline, heatmap images)
 DRAWN = """
 () => Array.from(document.querySelectorAll('.js-plotly-plot')).map((plot, i) => {
-  const marks = plot.querySelectorAll(
-    '.plot .bars path, .plot .scatterlayer path.js-line, .plot .points path, .plot .heatmaplayer image,' +
-    ' .plot .boxlayer path, .geolayer path.js-line, .choroplethlayer path, .plot .trace path');
+  const shapes = Array.from(plot.querySelectorAll('.trace path')).filter(
+    (p) => (p.getAttribute('d') || '').length > 8);
+  const images = plot.querySelectorAll('.trace image, .hm image');
   const title = plot.querySelector('.gtitle');
-  return {index: i, title: title ? title.textContent : '', marks: marks.length};
+  return {index: i, title: title ? title.textContent : '', marks: shapes.length + images.length};
 })
 """
 
