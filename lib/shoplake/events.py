@@ -1,9 +1,9 @@
 """The order event: its fields, the one set of rules that judge it, its partition key. Stdlib only.
 
-Every consumer of order events (the order-history handler, the lake's curation, the rate detector, the shipping
-agent, the producer) judges an event with :func:`validate`, so one event is never written by one and set aside by
-another. The stand-alone Lambda handler (``functions/order_history.py``, a single-file zip) keeps its own copy of
-these rules; ``tests/unit/test_events.py`` holds both to the same table of edge events.
+Every consumer of order events (the order-history handler, the lake's curation, the rate detector — locally and
+as Lambda functions, whose zips ship this stdlib-only module) judges an event with :func:`validate`, so one event is
+never written by one and set aside by another; ``tests/unit/test_events.py`` holds every consumer to one table of
+edge events. (The shipping agent is a plain transport, like the Kinesis Agent: it ships what the files hold.)
 
 An event is a JSON object with the Online Retail columns plus ``LineNo`` (its position in the invoice)::
 

@@ -94,3 +94,28 @@ def test_partition_key_guests_by_invoice():
 def test_a_huge_rejected_value_is_not_echoed():
     _, _, reason = events.judge(_with(StockCode="x" * 5_000_000))
     assert len(reason) < 200
+
+
+def _verdicts(event):
+    """What each consumer of order events does with ``event``: "ok" or "rejected"."""
+    from shoplake import lake
+    from shoplake.alarm import detector
+    from shoplake.functions import order_history
+
+    data = json.dumps(event).encode()
+    out = {}
+    row, kind, _ = lake.validate_event(json.loads(data))
+    out["lake"] = "ok" if row is not None else "rejected"
+    for name, judge in (("order-history handler", order_history.parse_event), ("rate detector", detector.decode)):
+        try:
+            judge(data)
+            out[name] = "ok"
+        except events.Rejected:
+            out[name] = "rejected"
+    return out
+
+
+@pytest.mark.parametrize(("name", "event", "verdict"), EDGE_EVENTS, ids=[e[0] for e in EDGE_EVENTS])
+def test_every_consumer_judges_each_edge_event_the_same_way(name, event, verdict):
+    expected = "ok" if verdict == "ok" else "rejected"
+    assert _verdicts(event) == dict.fromkeys(("lake", "order-history handler", "rate detector"), expected)

@@ -262,18 +262,31 @@ def test_unprocessed_items_are_retried_then_reported_as_batch_item_failures(reso
 
 
 def test_handler_runs_standalone_from_its_lambda_zip(resources, tmp_path):
+    """The deployed bundle is the handler plus the order-event rules: it runs from the unpacked zip alone and loads
+    no other shoplake module (no pandas, no config)."""
     from shoplake import infra
 
     table, queue = resources
-    with zipfile.ZipFile(BytesIO(infra.lambda_zip("functions/order_history.py"))) as archive:
-        assert archive.namelist() == ["order_history.py"]
+    with zipfile.ZipFile(BytesIO(infra.lambda_package(infra.find("lambda_function", "order-history")))) as archive:
+        assert sorted(archive.namelist()) == [
+            "shoplake/__init__.py",
+            "shoplake/errors.py",
+            "shoplake/events.py",
+            "shoplake/functions/__init__.py",
+            "shoplake/functions/order_history.py",
+        ]
         archive.extractall(tmp_path)
     customer = uuid.uuid4().hex[:10]
     event = kinesis_event([line("600500", "Z", 1, "2011-01-09T10:00:00Z", customer), b"garbage"])
     script = (
-        "import json, sys, order_history\n"
+        "import json, sys\n"
+        "from shoplake.functions import order_history\n"
         "out = order_history.handler(json.loads(sys.stdin.read()), None)\n"
-        "assert not any(m == 'shoplake' or m.startswith('shoplake.') for m in sys.modules), 'imports shoplake'\n"
+        "loaded = {m: getattr(sys.modules[m], '__file__', '') for m in sys.modules if m.split('.')[0] == 'shoplake'}\n"
+        f"assert all(f.startswith({str(tmp_path)!r}) for f in loaded.values()), loaded\n"
+        "allowed = {'shoplake', 'shoplake.errors', 'shoplake.events', 'shoplake.functions', "
+        "'shoplake.functions.order_history'}\n"
+        "assert set(loaded) <= allowed, sorted(set(loaded) - allowed)\n"
         "print(json.dumps(out))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SHOPLAKE_", "PYTHONPATH"))}

@@ -1,7 +1,7 @@
 """Lambda handler: Kinesis order events → DynamoDB order history (idempotent), malformed records → SQS dead letters.
 
-Standalone on purpose (stdlib + boto3 only, no shoplake imports): ``infra`` zips this one file and deploys it as
-the ``order-history`` function; locally ``shoplake.lambda_local`` runs it with the same Kinesis event shape.
+Stdlib + boto3 + ``shoplake.events`` (the one set of order-event rules, stdlib only): ``infra`` zips these files as the
+``order-history`` function's bundle; locally ``shoplake.lambda_local`` runs it with the same Kinesis event shape.
 
 Configuration (environment): ``TABLE_NAME``, ``DEAD_LETTER_QUEUE_URL``; optionally ``AWS_ENDPOINT_URL`` (boto3
 honours it) for the local emulator — only a loopback address is accepted there.
@@ -43,18 +43,17 @@ import hashlib
 import ipaddress
 import json
 import logging
-import math
 import os
-import re
 import time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlparse
 
+from shoplake import events
+
 log = logging.getLogger("order_history")
 
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country", "LineNo")
+REQUIRED = events.REQUIRED
 BATCH_WRITE_MAX = 25
 WRITE_ATTEMPTS = 5
 MAX_MESSAGE_BYTES = 200 * 1024  # SQS accepts 256 KiB per message; keep a margin for attributes
@@ -64,56 +63,17 @@ EMBED_TEXT_BYTES = 16 * 1024  # ... and as text, for reading (JSON escaping may 
 _CLIENTS: dict[str, Any] = {}
 
 
-class Malformed(ValueError):
-    """The record can never be written: it goes to the dead-letter queue with this reason."""
+# The record can never be written: it goes to the dead-letter queue with this reason (``.reason``).
+Malformed = events.Rejected
 
 
 # --------------------------------------------------------------------------- validation
 
 
 def parse_event(data: bytes) -> dict[str, Any]:
-    """Decode and validate one order event; raises :class:`Malformed` with the reason."""
-    try:
-        event = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Malformed(f"not JSON: {exc}") from None
-    if not isinstance(event, dict):
-        raise Malformed(f"not a JSON object but {type(event).__name__}")
-    missing = [k for k in REQUIRED if k not in event or event[k] is None]
-    if missing:
-        raise Malformed(f"missing field(s) {missing}")
-    invoice = event["InvoiceNo"]
-    if not isinstance(invoice, str) or not invoice.strip() or "#" in invoice:
-        raise Malformed(f"InvoiceNo must be a non-empty string without '#', got {invoice!r}")
-    stock = event["StockCode"]
-    if not isinstance(stock, str) or not stock.strip() or "#" in stock:
-        raise Malformed(f"StockCode must be a non-empty string without '#', got {stock!r}")
-    quantity = event["Quantity"]
-    if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity == 0:
-        raise Malformed(f"Quantity must be a non-zero integer, got {quantity!r}")
-    if not isinstance(event["InvoiceDate"], str) or not DATE_RE.match(event["InvoiceDate"]):
-        raise Malformed(f"InvoiceDate must be ISO 8601 UTC YYYY-MM-DDTHH:MM:SSZ, got {event['InvoiceDate']!r}")
-    try:
-        time.strptime(event["InvoiceDate"], "%Y-%m-%dT%H:%M:%SZ")
-    except ValueError:
-        raise Malformed(f"InvoiceDate is not a real date: {event['InvoiceDate']!r}") from None
-    price = event["UnitPrice"]
-    if isinstance(price, bool) or not isinstance(price, int | float) or not math.isfinite(price) or price < 0:
-        raise Malformed(f"UnitPrice must be a finite number ≥ 0, got {price!r}")
-    line = event["LineNo"]
-    if isinstance(line, bool) or not isinstance(line, int) or line < 0:
-        raise Malformed(f"LineNo must be an integer ≥ 0, got {line!r}")
-    customer = event.get("CustomerID")
-    if customer is not None:
-        if isinstance(customer, bool) or not isinstance(customer, str | int):
-            raise Malformed(f"CustomerID must be a string or null, got {customer!r}")
-        customer = str(customer).strip() or None
-    if not isinstance(event["Country"], str):
-        raise Malformed(f"Country must be a string, got {event['Country']!r}")
-    description = event.get("Description")
-    event["Description"] = "" if description is None else str(description)
-    event["CustomerID"] = customer
-    return event
+    """Decode and judge one order event by :func:`shoplake.events.validate` — the rules the lake, the rate detector
+    and every other consumer use, shipped in this function's zip; raises :class:`Malformed` with the reason."""
+    return events.decode(data)
 
 
 def order_key(event: dict[str, Any]) -> str:
