@@ -15,7 +15,7 @@ help:
 	@echo "make run         run the whole workbook on the local target (SCALE=tiny|small|full), HTML reports in reports/"
 	@echo "                 TARGET=aws PREFIX=name: the same notebooks on a real account (README: Running on AWS)"
 	@echo "make test        install what is missing, lint, run every test"
-	@echo "make test-fast   unit tests only (no notebooks, Spark or browser)"
+	@echo "make test-fast   unit + aws contract tests: no stack, no Spark, no browser (about a minute)"
 	@echo "make lab         start the local stack and JupyterLab on notebooks/"
 	@echo "make bench       benchmarks, printed as ratios against baselines measured in the same run"
 	@echo "make stack-up | stack-down | stack-status | dashboard | clean"
@@ -57,7 +57,7 @@ test: $(STAMP) browser blas
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit tests/aws $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib tests bench

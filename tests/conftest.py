@@ -16,6 +16,16 @@ for _key in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
     del os.environ[_key]
 
 
+def pytest_collection_modifyitems(items):
+    """Markers follow the folders (tests/README.md): integration needs the local stack; aws needs no account."""
+    for item in items:
+        folder = item.path.parent.name
+        if folder == "integration":
+            item.add_marker(pytest.mark.integration)
+        elif folder == "aws":
+            item.add_marker(pytest.mark.aws)
+
+
 @pytest.fixture(scope="session")
 def local_stack():
     """The shared local stack; started if down, and stopped again at the end only if this session started it."""
