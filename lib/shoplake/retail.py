@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shoplake import events
 from shoplake.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 HEADER = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
 # The data set's second edition ("online_retail_II", 2009-2011) names four columns differently; same meaning.
 HEADER_II = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"]
-EVENT_COLUMNS = HEADER + ["LineNo"]
+EVENT_COLUMNS = list(events.FIELDS)  # the order event: the Online Retail columns + LineNo
 DATE_ORDERS = ("auto", "month-first", "day-first")
 ISO_FORMATS = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%SZ"]
 _SLASH_TIMES = ["%Y %H:%M", "%Y %H:%M:%S", "%y %H:%M", "%y %H:%M:%S"]

@@ -42,23 +42,13 @@ from typing import Any
 
 import yaml
 
-from shoplake import config
+from shoplake import config, events
 from shoplake.errors import ConfigError
 
 DEFAULT_CONFIG = config.REPO_ROOT / "infra" / "agent.yaml"
-# Order lines as the simulated servers write them: the Online Retail columns plus LineNo as a trailing column
-# (= shoplake.retail.EVENT_COLUMNS, repeated here so the agent process does not import pandas; a test checks).
-ORDER_FIELDS = (
-    "InvoiceNo",
-    "StockCode",
-    "Description",
-    "Quantity",
-    "InvoiceDate",
-    "UnitPrice",
-    "CustomerID",
-    "Country",
-    "LineNo",
-)
+# Order lines as the simulated servers write them: the Online Retail columns plus LineNo as a trailing column — the
+# order event's fields (shoplake.events is stdlib only, so the agent process still imports no pandas).
+ORDER_FIELDS = events.FIELDS
 ORDER_FIELD_TYPES = {
     "Quantity": "int",
     "InvoiceDate": "retail_datetime",
