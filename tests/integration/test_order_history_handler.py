@@ -273,6 +273,7 @@ def test_handler_runs_standalone_from_its_lambda_zip(resources, tmp_path):
             "shoplake/errors.py",
             "shoplake/events.py",
             "shoplake/functions/__init__.py",
+            "shoplake/functions/_aws.py",
             "shoplake/functions/order_history.py",
         ]
         archive.extractall(tmp_path)
@@ -285,7 +286,7 @@ def test_handler_runs_standalone_from_its_lambda_zip(resources, tmp_path):
         "loaded = {m: getattr(sys.modules[m], '__file__', '') for m in sys.modules if m.split('.')[0] == 'shoplake'}\n"
         f"assert all(f.startswith({str(tmp_path)!r}) for f in loaded.values()), loaded\n"
         "allowed = {'shoplake', 'shoplake.errors', 'shoplake.events', 'shoplake.functions', "
-        "'shoplake.functions.order_history'}\n"
+        "'shoplake.functions._aws', 'shoplake.functions.order_history'}\n"
         "assert set(loaded) <= allowed, sorted(set(loaded) - allowed)\n"
         "print(json.dumps(out))\n"
     )

@@ -26,12 +26,12 @@ Invalid alarms raise ``ValueError`` (a function error: the caller retries, then 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
+
+from shoplake.functions import _aws
 
 log = logging.getLogger("rate_alarm")
 
@@ -173,27 +173,11 @@ def process_event(
     return {"counts": counts, "results": results}
 
 
-def _check_endpoint() -> None:
-    url = os.environ.get("AWS_ENDPOINT_URL")
-    if not url:
-        return
-    host = urlparse(url).hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise RuntimeError(f"AWS_ENDPOINT_URL={url} is not a loopback address; unset it to use the real services")
+_check_endpoint = _aws.check_endpoint
 
 
 def _client(service: str) -> Any:
-    if service not in _CLIENTS:
-        import boto3
-        from botocore.config import Config
-
-        _check_endpoint()
-        _CLIENTS[service] = boto3.client(service, config=Config(retries={"max_attempts": 3, "mode": "standard"}))
-    return _CLIENTS[service]
+    return _aws.client(service, _CLIENTS)
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
