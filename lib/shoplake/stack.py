@@ -445,8 +445,6 @@ def ensure() -> Status:
     return status()
 
 
-
-
 def down(purge: bool = False) -> None:
     """Stop every process of the local stack; ``purge`` also deletes the PostgreSQL data and the state."""
     with _lock():

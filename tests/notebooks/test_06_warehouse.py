@@ -51,5 +51,11 @@ def test_revenue_agrees_to_the_cent_everywhere(metrics):
 
 def test_catalog_and_dashboard(metrics):
     assert {"order_lines", "products", "customers"} <= set(metrics["crawl"]["tables"])
-    assert metrics["figures"] == ["cohort_retention", "revenue_by_country", "revenue_trend", "rfm_segments", "top_products"]
+    assert metrics["figures"] == [
+        "cohort_retention",
+        "revenue_by_country",
+        "revenue_trend",
+        "rfm_segments",
+        "top_products",
+    ]
     assert 0 <= metrics["repeat_rate"] <= 1
