@@ -70,8 +70,11 @@ class Status:
 
 
 def home() -> Path:
+    """The state folder (``.shoplake/``): created private (0700) — it holds the PostgreSQL password, agent dead
+    letters and checkpoints, and the local index; a folder the user named that already exists is left as it is."""
     path = _settings.settings().home
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700, exist_ok=True)
     return path
 
 

@@ -192,3 +192,23 @@ def test_state_mirroring_the_emulator_starts_over_after_a_restart(private_stack,
     reopened = LocalIndex(index_path)
     assert reopened.count() == 0
     reopened.close()
+
+
+def test_state_folders_holding_data_are_private(private_stack, tmp_path):
+    """The state folder (PostgreSQL password), agent folders (dead letters) and index folders are 0700."""
+    import stat
+    from pathlib import Path
+
+    from shoplake import config
+    from shoplake.agent._agent import Agent
+    from shoplake.agent._flows import load_config
+    from shoplake.weblogs import LocalIndex
+
+    stack = private_stack
+    stack.ensure()
+    home = Path(config.settings().home)
+    agent = Agent(load_config(), state_dir=tmp_path / "agent" / "p1")
+    index = LocalIndex(tmp_path / "weblogs" / "p1.duckdb")
+    index.close()
+    for folder in (home, agent.state_dir, tmp_path / "weblogs"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder

@@ -19,6 +19,8 @@ CASES = [
     (["simulate-servers", "--speed", "nan"], "--speed"),
     (["simulate-servers", "--servers", "0"], "--servers"),
     (["simulate-servers", "--scale", "huge"], "--scale"),
+    (["alarm", "evaluate", "--seed", "-1"], "--seed"),
+    (["alarm", "evaluate", "--window-seconds", "0"], "--window-seconds"),
 ]
 
 

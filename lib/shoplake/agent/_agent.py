@@ -466,7 +466,7 @@ class Agent:
     ) -> None:
         self.config = agent_config
         self.state_dir = Path(state_dir) if state_dir else default_state_dir()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(parents=True, mode=0o700, exist_ok=True)  # dead letters hold order data: private
         _start_over_after_an_emulator_restart(self.state_dir)
         self.store = CheckpointStore(self.state_dir / "checkpoints.json", fsync=fsync)
         crash = os.environ.get(CRASH_AFTER_SENDS_ENV)

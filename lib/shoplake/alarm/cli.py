@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from shoplake.cli import echo_json
+from shoplake.cli import POSITIVE_INT, FiniteNumber, echo_json
 
 
 @click.group("alarm")
@@ -13,9 +13,9 @@ def alarm() -> None:
 
 
 @alarm.command("evaluate")
-@click.option("--seed", type=int, default=42, show_default=True)
-@click.option("--orders-per-day", type=int, default=60_000, show_default=True)
-@click.option("--window-seconds", type=int, default=600, show_default=True)
+@click.option("--seed", type=FiniteNumber(int, 0), default=42, show_default=True)
+@click.option("--orders-per-day", type=POSITIVE_INT, default=60_000, show_default=True)
+@click.option("--window-seconds", type=FiniteNumber(int, 10, 86_400), default=600, show_default=True)
 def evaluate_cmd(seed: int, orders_per_day: int, window_seconds: int) -> None:
     """Run the detector in-process over a simulated day; print rule vs forest."""
     from shoplake.alarm import run_offline, simulate_day

@@ -217,7 +217,7 @@ class LocalIndex(LogIndex):
 
         self.path = str(path) if path else ":memory:"
         if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(parents=True, mode=0o700, exist_ok=True)  # the index holds client IPs: private
             _start_over_after_an_emulator_restart(Path(path))
         self._con = duckdb.connect(self.path)
         self._con.execute(_SCHEMA)
