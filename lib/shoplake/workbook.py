@@ -160,6 +160,15 @@ def _drop_jdk_notices(executed: Path) -> None:
         nbformat.write(nb, executed)
 
 
+def _without_machine_paths(body: str) -> str:
+    """Reports are shared: this machine's folders become ``.`` (the repository), ``$SHOPLAKE_HOME`` and ``~``."""
+    places = {str(config.REPO_ROOT): ".", str(config.settings().home): "$SHOPLAKE_HOME", str(Path.home()): "~"}
+    for path in sorted(places, key=len, reverse=True):  # the most specific first (home may lie inside the repo)
+        if len(path) > 1:
+            body = body.replace(path, places[path])
+    return body
+
+
 def _share_plotlyjs(body: str, report_dir: Path) -> str:
     """Reports stay openable offline, but share one plotly.js (~4.8 MB) written next to them instead of one each."""
     import plotly
@@ -186,6 +195,7 @@ def export_html(executed: Path, report_dir: Path) -> Path:
     nb = nbformat.read(executed, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
     body = _share_plotlyjs(body, report_dir)
+    body = _without_machine_paths(body)
     path = report_dir / f"{executed.stem}.html"
     path.write_text(body, encoding="utf-8")
     return path

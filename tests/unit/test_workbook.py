@@ -83,7 +83,7 @@ def test_reports_carry_no_machine_paths_and_share_one_plotlyjs(tiny_workbook):
         nbdir / "03_figure.ipynb",
         "target='local'\nscale='small'\nseed=1\nout_dir='x'",
         "from shoplake import workbook\nimport plotly.express as px\nworkbook.setup_plotly()\n"
-        "px.bar(x=[1, 2], y=[3, 4]).show()\nprint(out_dir)",
+        "px.bar(x=[1, 2], y=[3, 4]).show()\nprint(out_dir)\nfrom shoplake import config\nprint(config.REPO_ROOT / 'data')",
     )
     reports = tiny_workbook / "reports"
     results = workbook.run_notebooks(
@@ -91,7 +91,10 @@ def test_reports_carry_no_machine_paths_and_share_one_plotlyjs(tiny_workbook):
     )
     assert all(r.ok for r in results), results
     html = (reports / "03_figure.html").read_text()
+    from shoplake import config
+
     assert str(tiny_workbook) not in html, "the report shows a machine path"
+    assert str(config.REPO_ROOT) not in html and "./data" in html
     shared = list(reports.glob("plotly-*.min.js"))
     assert len(shared) == 1 and shared[0].stat().st_size > 1_000_000
     assert f'<script src="{shared[0].name}"></script>' in html and len(html) < 1_000_000
