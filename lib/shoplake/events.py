@@ -184,7 +184,9 @@ def is_cancellation(event: dict[str, Any]) -> bool:
 def partition_key(event: dict[str, Any]) -> str:
     """The customer the event belongs to, or ``guest-<InvoiceNo>`` for a guest line (Kinesis and DynamoDB key)."""
     customer = event.get("CustomerID")
-    return str(customer) if customer not in (None, "") else f"guest-{event['InvoiceNo']}"
+    if customer is None or customer != customer or not str(customer).strip():  # None, NaN (a pandas gap), blank
+        return f"guest-{event.get('InvoiceNo')}"
+    return str(customer).strip()
 
 
 def encode(event: dict[str, Any]) -> bytes:

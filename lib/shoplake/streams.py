@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shoplake import config
+from shoplake import config, events
 from shoplake.errors import ShoplakeError
 
 log = logging.getLogger(__name__)
@@ -183,12 +183,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def order_partition_key(event: dict[str, Any]) -> str:
-    """Partition key of an order event: its CustomerID, or ``guest-<InvoiceNo>`` for a guest line."""
-    customer = event.get("CustomerID")
-    if customer is None or (isinstance(customer, float) and customer != customer) or str(customer).strip() == "":
-        return f"guest-{event.get('InvoiceNo')}"
-    return str(customer)
+order_partition_key = events.partition_key  # the customer, or guest-<InvoiceNo> (one definition: shoplake.events)
 
 
 def _partition_key(record: Record, data: bytes, partition_key: PartitionKey) -> str:

@@ -119,3 +119,9 @@ def _verdicts(event):
 def test_every_consumer_judges_each_edge_event_the_same_way(name, event, verdict):
     expected = "ok" if verdict == "ok" else "rejected"
     assert _verdicts(event) == dict.fromkeys(("lake", "order-history handler", "rate detector"), expected)
+
+
+def test_partition_key_of_pandas_rows_and_blanks():
+    assert events.partition_key(_with(CustomerID=float("nan"))) == "guest-536365"
+    assert events.partition_key(_with(CustomerID="  ")) == "guest-536365"
+    assert events.partition_key(_with(CustomerID=" 17850 ")) == "17850"
