@@ -47,6 +47,31 @@ Handler = Callable[[dict[str, Any], Any], Any]
 DEFAULT_IDLE_SECONDS = 300.0  # no poller activity (reads, invocations, retries) for this long → stuck
 
 
+def kinesis_event(records: list[streams.StreamRecord], stream_arn: str, region: str, role_arn: str) -> dict[str, Any]:
+    """The event the Lambda service hands a function mapped to a Kinesis stream, for ``records`` of one shard."""
+    return {
+        "Records": [
+            {
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0",
+                    "partitionKey": r.partition_key,
+                    "sequenceNumber": r.sequence_number,
+                    "data": base64.b64encode(r.data).decode("ascii"),
+                    "approximateArrivalTimestamp": r.arrival,
+                },
+                "eventSource": "aws:kinesis",
+                "eventVersion": "1.0",
+                "eventID": f"{r.shard_id}:{r.sequence_number}",
+                "eventName": "aws:kinesis:record",
+                "invokeIdentityArn": role_arn,
+                "awsRegion": region,
+                "eventSourceARN": stream_arn,
+            }
+            for r in records
+        ]
+    }
+
+
 class MappingError(ShoplakeError):
     """The local event-source mapping cannot run (bad settings, missing resources)."""
 
@@ -504,27 +529,7 @@ class EventSourceMapping:
             queue.insert(0, (rest, attempt + 1))
 
     def _event(self, records: list[streams.StreamRecord]) -> dict[str, Any]:
-        return {
-            "Records": [
-                {
-                    "kinesis": {
-                        "kinesisSchemaVersion": "1.0",
-                        "partitionKey": r.partition_key,
-                        "sequenceNumber": r.sequence_number,
-                        "data": base64.b64encode(r.data).decode("ascii"),
-                        "approximateArrivalTimestamp": r.arrival,
-                    },
-                    "eventSource": "aws:kinesis",
-                    "eventVersion": "1.0",
-                    "eventID": f"{r.shard_id}:{r.sequence_number}",
-                    "eventName": "aws:kinesis:record",
-                    "invokeIdentityArn": f"arn:aws:iam::local:role/{self.function_name}",
-                    "awsRegion": self._region,
-                    "eventSourceARN": self._stream_arn,
-                }
-                for r in records
-            ]
-        }
+        return kinesis_event(records, self._stream_arn, self._region, f"arn:aws:iam::local:role/{self.function_name}")
 
     def _invoke(self, shard_id: str, records: list[streams.StreamRecord]) -> tuple[str, int, str]:
         """Call the handler once: ("ok", n, "") | ("partial", index of the first failed record, "") | ("error", 0,

@@ -10,14 +10,13 @@ progress), ``orders.dead_letters`` (records read back from the stream by sequenc
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from typing import Any
 
 import pytest
 
-from shoplake import infra, lambda_runtime, orders, streams
+from shoplake import infra, lambda_local, lambda_runtime, orders, streams
 from shoplake.functions import order_history
 
 pytestmark = pytest.mark.aws
@@ -76,28 +75,8 @@ def sample_events() -> list[Any]:
 
 
 def lambda_event(records: list[streams.StreamRecord], stream_arn: str) -> dict[str, Any]:
-    """The event the Lambda service hands a Kinesis-mapped function."""
-    return {
-        "Records": [
-            {
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": r.partition_key,
-                    "sequenceNumber": r.sequence_number,
-                    "data": base64.b64encode(r.data).decode("ascii"),
-                    "approximateArrivalTimestamp": r.arrival,
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": f"{r.shard_id}:{r.sequence_number}",
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": infra.arn("role", "order-history-fn"),
-                "awsRegion": "eu-west-1",
-                "eventSourceARN": stream_arn,
-            }
-            for r in records
-        ]
-    }
+    """The event the Lambda service hands a Kinesis-mapped function (the same builder the local runner uses)."""
+    return lambda_local.kinesis_event(records, stream_arn, "eu-west-1", infra.arn("role", "order-history-fn"))
 
 
 def on_failure_message(records: list[streams.StreamRecord], stream_arn: str) -> dict[str, Any]:
