@@ -662,37 +662,15 @@ def _render_firehose(r: Resource) -> dict[str, Any]:
         return {"Type": "AWS::KinesisFirehose::DeliveryStream", "Properties": props}
     backup = _s3_destination(r, role)
     backup["Prefix"] = p["s3"]["error_prefix"]
-    dest: dict[str, Any] = {
+    transform = search.get("transform_function")
+    dest = stack_spec.opensearch_destination(
+        search,
+        role=role,
         # GetAtt on the domain: CloudFormation creates the stream only once the domain is active (not processing)
-        "DomainARN": _getatt(logical_id("opensearch_domain", search["domain"]), "Arn"),
-        "IndexName": search["index"],
-        "IndexRotationPeriod": search.get("index_rotation", "OneDay"),
-        "RoleARN": role,
-        "S3BackupMode": search.get("s3_backup_mode", "FailedDocumentsOnly"),
-        "S3Configuration": backup,
-        "BufferingHints": {
-            "IntervalInSeconds": int(search.get("buffer_seconds", 60)),
-            "SizeInMBs": int(search.get("buffer_mb", 1)),
-        },
-        "RetryOptions": {"DurationInSeconds": int(search.get("retry_seconds", 300))},
-    }
-    if search.get("transform_function"):
-        dest["ProcessingConfiguration"] = {
-            "Enabled": True,
-            "Processors": [
-                {
-                    "Type": "Lambda",
-                    "Parameters": [
-                        {
-                            "ParameterName": "LambdaArn",
-                            "ParameterValue": _getatt(
-                                logical_id("lambda_function", search["transform_function"]), "Arn"
-                            ),
-                        }
-                    ],
-                }
-            ],
-        }
+        domain=_getatt(logical_id("opensearch_domain", search["domain"]), "Arn"),
+        backup=backup,
+        transform=_getatt(logical_id("lambda_function", transform), "Arn") if transform else None,
+    )
     props["AmazonopensearchserviceDestinationConfiguration"] = dest
     return {"Type": "AWS::KinesisFirehose::DeliveryStream", "Properties": props}
 

@@ -48,6 +48,7 @@ from shoplake.resources import (  # noqa: E402
     lambda_package,
     lambda_zip,
     load_spec,
+    opensearch_destination,
     physical_name,
     resolve,
 )
@@ -563,38 +564,17 @@ class FirehoseDeliveryStream(Handler):
         search = r.props.get("opensearch")
         if search:
             s3 = self._s3(r)
-            dest: dict[str, Any] = {
-                "RoleARN": s3["RoleARN"],
-                "DomainARN": arn("opensearch", search["domain"]),
-                "IndexName": search["index"],
-                "IndexRotationPeriod": search.get("index_rotation", "OneDay"),
-                "S3BackupMode": search.get("s3_backup_mode", "FailedDocumentsOnly"),
-                "S3Configuration": {
-                    k: s3[k]
-                    for k in ("RoleARN", "BucketARN", "ErrorOutputPrefix", "BufferingHints", "CompressionFormat")
-                }
-                | {"Prefix": r.props["s3"]["error_prefix"]},
-                "BufferingHints": {
-                    "IntervalInSeconds": int(search.get("buffer_seconds", 60)),
-                    "SizeInMBs": int(search.get("buffer_mb", 1)),
-                },
-                "RetryOptions": {"DurationInSeconds": int(search.get("retry_seconds", 300))},
+            backup = {
+                k: s3[k] for k in ("RoleARN", "BucketARN", "ErrorOutputPrefix", "BufferingHints", "CompressionFormat")
             }
-            if search.get("transform_function"):
-                dest["ProcessingConfiguration"] = {
-                    "Enabled": True,
-                    "Processors": [
-                        {
-                            "Type": "Lambda",
-                            "Parameters": [
-                                {
-                                    "ParameterName": "LambdaArn",
-                                    "ParameterValue": arn("function", search["transform_function"]),
-                                }
-                            ],
-                        }
-                    ],
-                }
+            transform = search.get("transform_function")
+            dest = opensearch_destination(
+                search,
+                role=s3["RoleARN"],
+                domain=arn("opensearch", search["domain"]),
+                backup=backup | {"Prefix": r.props["s3"]["error_prefix"]},
+                transform=arn("function", transform) if transform else None,
+            )
             kwargs["AmazonopensearchserviceDestinationConfiguration"] = dest
         else:
             kwargs["ExtendedS3DestinationConfiguration"] = self._s3(r)

@@ -300,3 +300,35 @@ def lambda_package(r: Resource) -> bytes:
     if r.props.get("bundle"):
         return bundle_zip(list(r.props["bundle"]))
     return lambda_zip(r.props["source"])
+
+
+def opensearch_destination(
+    search: dict[str, Any], role: Any, domain: Any, backup: dict[str, Any], transform: Any
+) -> dict[str, Any]:
+    """Firehose's OpenSearch destination for a ``firehose_delivery_stream``'s ``opensearch:`` block.
+
+    One definition of its settings (index, rotation, backup mode, buffering, retries, the transform processor) for the
+    reconciler and the CloudFormation renderer; they pass the ARNs as they write them (strings for the API, GetAtt
+    for the template), ``backup`` their S3 backup configuration and ``transform`` the processor's ARN (or None).
+    """
+    dest: dict[str, Any] = {
+        "RoleARN": role,
+        "DomainARN": domain,
+        "IndexName": search["index"],
+        "IndexRotationPeriod": search.get("index_rotation", "OneDay"),
+        "S3BackupMode": search.get("s3_backup_mode", "FailedDocumentsOnly"),
+        "S3Configuration": backup,
+        "BufferingHints": {
+            "IntervalInSeconds": int(search.get("buffer_seconds", 60)),
+            "SizeInMBs": int(search.get("buffer_mb", 1)),
+        },
+        "RetryOptions": {"DurationInSeconds": int(search.get("retry_seconds", 300))},
+    }
+    if transform is not None:
+        dest["ProcessingConfiguration"] = {
+            "Enabled": True,
+            "Processors": [
+                {"Type": "Lambda", "Parameters": [{"ParameterName": "LambdaArn", "ParameterValue": transform}]}
+            ],
+        }
+    return dest
