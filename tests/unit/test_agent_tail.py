@@ -87,6 +87,21 @@ def test_a_copy_seen_before_the_truncation_waits_for_it(tmp_path):
     assert _drain(tailer) == ["b1"]
 
 
+def test_a_copy_still_being_written_waits_until_it_is_complete(tmp_path):
+    """A scan may list the copy while logrotate still writes it: shorter than what was shipped, it is not new."""
+    log = tmp_path / "access.log"
+    _append(log, "a1\na2\na3\na4\n")
+    tailer = Tailer([str(tmp_path / "access.log*")], FlowState())
+    assert _drain(tailer) == ["a1", "a2", "a3", "a4"]
+    copy = tmp_path / "access.log.1"
+    _append(copy, "a1\na2\n")  # the copy so far ...
+    os.truncate(log, 0)  # (the listing raced the truncation)
+    _append(log, "b1\n")
+    assert _drain(tailer) == ["b1"]  # ... is not shipped from its start
+    _append(copy, "a3\na4\na5\n")  # complete, with a line written just before the truncation
+    assert _drain(tailer) == ["a5"]
+
+
 def test_a_file_replaced_with_other_content_is_read_from_the_start(tmp_path):
     log = tmp_path / "app.log"
     _append(log, "old line 1\nold line 2\n")

@@ -8,7 +8,8 @@ A file is known by ``<device>:<inode>`` and its first bytes (:class:`~._checkpoi
   than its offset, or starts with other bytes: its old state becomes an *orphan* and it is read again from 0. The
   copy is an unknown inode whose first bytes match the orphan: it takes over the orphan's offset, so the lines not
   yet shipped before the truncation are read from the copy, and the shipped ones are not read again. A copy seen
-  *before* the truncation (its first bytes match a live file) waits until the original is truncated.
+  *before* the truncation (its first bytes match a live file) waits until the original is truncated, and a copy
+  still being written (shorter than the orphan's offset) waits until it is complete.
 - **inode reuse** (a deleted file's inode given to a new file): the first bytes differ, so it is a new file.
 
 Only complete lines are returned: a partial line at the end of a file waits for its newline.
@@ -160,8 +161,23 @@ class Tailer:
                 continue
             if b"\n" not in current and st.st_size <= len(current):
                 continue  # no complete line yet: too early to tell a new file from a copy
-            orphan = self._matching_orphan(current, st.st_size)
+            orphan = self._matching_orphan(current)
+            if orphan is not None and orphan.offset > self._size_now(path, key, st.st_size):
+                # a copy still being written (copytruncate copies before it truncates): it will hold at least the
+                # orphan's offset once complete; read from 0 now, it would repeat every line already shipped
+                if now - self._copy_seen.setdefault(key, now) < self.copy_grace_s:
+                    log.debug("%s looks like a copy of %s still being written: waiting", path, orphan.path)
+                    continue
+                log.warning(
+                    "%s starts like %s but stayed shorter than its offset %d for %.0f s: treating it as a new file",
+                    path,
+                    orphan.path,
+                    orphan.offset,
+                    self.copy_grace_s,
+                )
+                orphan = None
             if orphan is not None:
+                self._copy_seen.pop(key, None)
                 self.state.orphans.remove(orphan)
                 log.info("%s is a copy of %s (copytruncate): continuing at offset %d", path, orphan.path, orphan.offset)
                 kept[key] = FileState(key=key, path=path, offset=orphan.offset, head=current, lines=orphan.lines)
@@ -186,11 +202,20 @@ class Tailer:
         self._sizes = {k: found[k][1].st_size for k in kept}
         self._mtimes = {k: found[k][1].st_mtime for k in kept}
 
-    def _matching_orphan(self, current: bytes, size: int) -> FileState | None:
-        matches = [o for o in self.state.orphans if o.offset <= size and _related(current, o.head)]
+    def _matching_orphan(self, current: bytes) -> FileState | None:
+        matches = [o for o in self.state.orphans if _related(current, o.head)]
         if not matches:
             return None
         return max(matches, key=lambda o: (len(o.head), o.updated))
+
+    @staticmethod
+    def _size_now(path: str, key: str, listed: int) -> int:
+        """The size of ``path`` now (the listing's is older than the heads read since); ``listed`` if it moved."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return listed
+        return st.st_size if file_key(st) == key else listed
 
     # ------------------------------------------------------------------ reading
 
