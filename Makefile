@@ -9,16 +9,16 @@ STAMP := $(VENV)/.installed
 SCALE ?= small
 PYTEST_ARGS ?=
 
-.PHONY: help install check-java blas run test test-fast lint bench lab stack-up stack-down stack-status dashboard browser clean
+.PHONY: help install check-java blas run test test-fast lint bench lab local-up local-down local-status dashboard browser clean
 
 help:
 	@echo "make run         run the whole workbook on the local target (SCALE=tiny|small|full), HTML reports in reports/"
 	@echo "                 TARGET=aws PREFIX=name: the same notebooks on a real account (README: Running on AWS)"
 	@echo "make test        install what is missing, lint, run every test"
-	@echo "make test-fast   unit + aws contract tests: no stack, no Spark, no browser (about a minute)"
-	@echo "make lab         start the local stack and JupyterLab on notebooks/"
+	@echo "make test-fast   unit + aws contract tests: no local services, no Spark, no browser (about a minute)"
+	@echo "make lab         start the local services and JupyterLab on notebooks/"
 	@echo "make bench       benchmarks, printed as ratios against baselines measured in the same run"
-	@echo "make stack-up | stack-down | stack-status | dashboard | clean"
+	@echo "make local-up | local-down | local-status | dashboard | clean"
 
 $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory check-java
@@ -49,7 +49,7 @@ browser:
 
 # TARGET=aws PREFIX=name run the same notebooks against a real account (README: Running on AWS)
 run: $(STAMP) blas
-	$(if $(TARGET),SHOPLAKE_TARGET=$(TARGET)) $(if $(PREFIX),SHOPLAKE_PREFIX=$(PREFIX)) $(BIN)/shoplake run --scale $(SCALE) $(if $(ONLY),--only $(ONLY)) $(if $(KEEP_STACK),--keep-stack)
+	$(if $(TARGET),SHOPLAKE_TARGET=$(TARGET)) $(if $(PREFIX),SHOPLAKE_PREFIX=$(PREFIX)) $(BIN)/shoplake run --scale $(SCALE) $(if $(ONLY),--only $(ONLY)) $(if $(KEEP_LOCAL),--keep-local)
 
 test: $(STAMP) browser blas
 	$(BIN)/ruff check lib tests bench
@@ -67,22 +67,22 @@ bench: $(STAMP)
 	$(PY) -m bench $(if $(ONLY),--only $(ONLY))
 
 lab: $(STAMP)
-	$(BIN)/shoplake stack up
+	$(BIN)/shoplake local up
 	@if [ "$$(id -u)" = 0 ]; then echo "running as root (a container or CI?): starting JupyterLab with --allow-root"; fi
 	$(BIN)/jupyter lab --notebook-dir=notebooks $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
-stack-up: $(STAMP)
-	$(BIN)/shoplake stack up
+local-up: $(STAMP)
+	$(BIN)/shoplake local up
 
-stack-down: $(STAMP)
-	$(BIN)/shoplake stack down
+local-down: $(STAMP)
+	$(BIN)/shoplake local down
 
-stack-status: $(STAMP)
-	$(BIN)/shoplake stack status
+local-status: $(STAMP)
+	$(BIN)/shoplake local status
 
 dashboard: $(STAMP)
 	$(BIN)/shoplake dashboard
 
 clean:
-	-@test -x $(BIN)/shoplake && $(BIN)/shoplake stack down --purge
+	-@test -x $(BIN)/shoplake && $(BIN)/shoplake local down --purge
 	rm -rf build reports data/generated .shoplake .pytest_cache .ruff_cache spark-warehouse metastore_db derby.log

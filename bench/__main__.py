@@ -27,10 +27,10 @@ def main() -> None:
         if unknown:
             sys.exit(f"unknown benchmark(s) {sorted(unknown)}; available: {names}")
         names = [n for n in names if n in wanted]
-    from shoplake import stack
+    from shoplake import local_services
 
-    was_up = stack.status().up
-    stack.ensure()
+    was_up = local_services.status().up
+    local_services.ensure()
     failed = []
     started = datetime.now(UTC)
     try:
@@ -48,7 +48,7 @@ def main() -> None:
             print(f"--- {name}: {time.perf_counter() - began:.1f} s", flush=True)
     finally:
         if not was_up:
-            stack.down()
+            local_services.down()
         path = _report.write(started, failed)
         print(f"\n{_report.table()}\n\nfigures written to {path}", flush=True)
     if failed:

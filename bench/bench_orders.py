@@ -65,7 +65,7 @@ def main(scale: str = "small") -> dict[str, float]:
     previous = os.environ.get("SHOPLAKE_PREFIX")
     os.environ["SHOPLAKE_PREFIX"] = f"bench-{uuid.uuid4().hex[:6]}"
     from shoplake import config, datagen, infra, orders, streams
-    from shoplake.functions import order_history
+    from shoplake.lambdas import order_history
 
     config.clear_caches()
     spec = [r for r in infra.load_spec() if r.key in NEEDED]

@@ -1,4 +1,4 @@
-"""Shared fixtures: one local stack for the whole session, a resource prefix of this session's own."""
+"""Shared fixtures: one local services for the whole session, a resource prefix of this session's own."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ for _key in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
 
 
 def pytest_collection_modifyitems(items):
-    """Markers follow the folders (tests/README.md): integration needs the local stack; aws needs no account."""
+    """Markers follow the folders (tests/README.md): integration needs the local services; aws needs no account."""
     for item in items:
         folder = item.path.parent.name
         if folder == "integration":
@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def local_stack():
-    """The shared local stack; started if down, and stopped again at the end only if this session started it."""
+    """The shared local services; started if down, and stopped again at the end only if this session started it."""
     from shoplake import config, stack
 
     was_up = stack.status().up
@@ -41,7 +41,7 @@ def local_stack():
 
 @pytest.fixture(scope="session")
 def provisioned(local_stack):
-    """Every resource of infra/stack.yaml applied under this session's prefix; yields infra outputs."""
+    """Every resource of infra/resources.yaml applied under this session's prefix; yields infra outputs."""
     from shoplake import infra
 
     infra.apply()

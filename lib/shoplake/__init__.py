@@ -1,4 +1,4 @@
-"""shoplake: an e-commerce data platform on AWS services, runnable locally on an embedded AWS stack."""
+"""shoplake: an e-commerce data platform on AWS services, runnable locally on an embedded AWS emulator."""
 
 from shoplake.errors import ShoplakeError
 

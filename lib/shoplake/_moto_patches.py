@@ -1,4 +1,4 @@
-"""Small fixes to moto, applied only inside the emulator process the local stack starts.
+"""Small fixes to moto, applied only inside the emulator process the local services starts.
 
 * Kinesis shards looked up their newest sequence number by listing every record, and GetRecords scanned the whole
   shard from the start: put and read cost grew with the stream (quadratic replays). Sequence numbers of a shard are

@@ -1,4 +1,4 @@
-"""Entry point of the emulator process the stack starts: moto's server on a loopback port, request log silenced."""
+"""Entry point of the emulator process local_services starts: moto's server on a loopback port, request log silenced."""
 
 import argparse
 import logging

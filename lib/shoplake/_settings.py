@@ -2,7 +2,7 @@
 
 ``settings()`` resolves them once per distinct environment (cached on the values of the variables in the table), so a
 hot path may call it freely. Notebook parameters override the environment through ``apply_parameters``. This module
-imports nothing of shoplake but its errors: ``config`` (clients) and ``stack`` (the local processes) both build on it.
+imports nothing of shoplake but its errors: ``config`` (clients) and ``local_services`` (the emulator and PostgreSQL processes) both build on it.
 The README's settings table is this table.
 """
 
@@ -45,7 +45,7 @@ KNOBS: tuple[Knob, ...] = (
     ),
     Knob("scale", "SHOPLAKE_SCALE", "data size: `tiny` ≈ 2k order lines, `small` ≈ 100k (default), `full` ≈ 1.07M"),
     Knob("seed", "SHOPLAKE_SEED", "random seed of the synthetic shop (default 42)"),
-    Knob("home", "SHOPLAKE_HOME", "state folder of the local stack, agent and index (default `.shoplake/`)"),
+    Knob("home", "SHOPLAKE_HOME", "state folder of the local services, agent and index (default `.shoplake/`)"),
     Knob("data_dir", "SHOPLAKE_DATA_DIR", "where datasets are generated (default `data/generated/`)"),
     Knob("retail_file", "SHOPLAKE_RETAIL_FILE", "the real Online Retail file to use instead of the synthetic shop"),
     Knob("profile", "AWS_PROFILE", "aws: the credentials profile (the local target reads no profile at all)"),

@@ -1,4 +1,4 @@
-"""The ``shoplake`` command: stack, infra, data, run, and one group per data product (loaded on first use)."""
+"""The ``shoplake`` command: local, infra, data, run, and one group per data product (loaded on first use)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ import click
 from shoplake.errors import ShoplakeError
 
 # name -> "module:attribute" of a click command/group, imported only when that command runs,
-# so `shoplake stack up` does not pay for Spark or Dash imports.
+# so `shoplake local up` does not pay for Spark or Dash imports.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "stack": ("shoplake.stack_cli:stack", "start, stop and inspect the local stack"),
-    "infra": ("shoplake.infra:cli", "plan, apply or destroy the resources in infra/stack.yaml"),
+    "local": (
+        "shoplake.local_services_cli:local",
+        "start, stop and inspect the local services (emulator + PostgreSQL)",
+    ),
+    "infra": ("shoplake.infra:cli", "plan, apply or destroy the resources in infra/resources.yaml"),
     "data": ("shoplake.datagen.cli:data", "generate the synthetic shop or load the real Online Retail file"),
     "run": ("shoplake.workbook:cli", "run the notebooks in order and write HTML reports"),
     "orders": ("shoplake.orders.cli:orders", "order history: ingest the stream, look up a customer"),

@@ -1,6 +1,6 @@
-"""CloudFormation for the aws target: render ``infra/stack.yaml`` into one template, and plan/apply/destroy it.
+"""CloudFormation for the aws target: render ``infra/resources.yaml`` into one template, and plan/apply/destroy it.
 
-The local target keeps the reconciler in :mod:`shoplake.infra`; on aws the same ``stack.yaml`` becomes one stack
+The local target keeps the reconciler in :mod:`shoplake.infra`; on aws the same ``resources.yaml`` becomes one stack
 (``shoplake-<prefix>``) that CloudFormation creates, updates (change sets: a plan says what will be replaced), rolls
 back and deletes. Lambda code is packaged to a bootstrap bucket per account and region (created on first use) under
 content-hash keys, so a changed handler is a changed S3 key and CloudFormation updates the function.
@@ -51,7 +51,7 @@ PHONE_PATTERN = r"^(\+[1-9][0-9]{6,14})?$"
 EMAIL_PATTERN = r"^([^@\s]+@[^@\s]+\.[^@\s]+)?$"
 FICTIONAL_PHONE = "+15555550100"  # the local target's stand-in; never subscribed on a real account
 
-# environment variables of stack.yaml that become template parameters (never baked into the template)
+# environment variables of resources.yaml that become template parameters (never baked into the template)
 ENV_PARAMETERS = {
     "SHOPLAKE_RATE_DETECTOR_LAYER": "RateDetectorLayerArn",
     "SHOPLAKE_ALARM_PHONE": "AlarmPhone",
@@ -84,7 +84,7 @@ LOGICAL_PREFIX = {
     "opensearch_domain": "Domain",
     "event_source_mapping": "Mapping",
 }
-KIND_TYPE = {  # reference kind in stack.yaml -> resource type
+KIND_TYPE = {  # reference kind in resources.yaml -> resource type
     "bucket": "s3_bucket",
     "stream": "kinesis_stream",
     "table": "dynamodb_table",
@@ -166,12 +166,12 @@ def arn_expr(kind: str, short: str) -> dict[str, str]:
         "firehose": f"{head}:firehose:{where}:deliverystream/{name}",
     }
     if kind not in templates:
-        raise InfraError(f"unknown reference kind {kind!r} (in {kind}:{short}) in infra/stack.yaml")
+        raise InfraError(f"unknown reference kind {kind!r} (in {kind}:{short}) in infra/resources.yaml")
     return _sub(templates[kind])
 
 
 def ref_expr(ref: str) -> Any:
-    """A value reference of stack.yaml (``table:x``, ``queue_url:x``, ``topic_arn:x`` ...) as a template expression.
+    """A value reference of resources.yaml (``table:x``, ``queue_url:x``, ``topic_arn:x`` ...) as a template expression.
 
     Refs to resources of the stack create the dependency (the function waits for its table and queue).
     """
@@ -199,18 +199,18 @@ _ENV = re.compile(r"^\$\{([A-Z0-9_]+)(?::-[^}]*)?\}$")
 
 
 def _param_of(value: Any) -> str | None:
-    """The template parameter an unexpanded ``${VAR}`` value of stack.yaml stands for (None for a literal)."""
+    """The template parameter an unexpanded ``${VAR}`` value of resources.yaml stands for (None for a literal)."""
     if not isinstance(value, str):
         return None
     match = _ENV.match(value.strip())
     if not match:
         if "${" in value:
-            raise InfraError(f"infra/stack.yaml value {value!r}: on aws only a whole ${{VAR}} can be a parameter")
+            raise InfraError(f"infra/resources.yaml value {value!r}: on aws only a whole ${{VAR}} can be a parameter")
         return None
     var = match.group(1)
     if var not in ENV_PARAMETERS:
         raise InfraError(
-            f"infra/stack.yaml uses ${{{var}}}, which has no template parameter (known: {sorted(ENV_PARAMETERS)})"
+            f"infra/resources.yaml uses ${{{var}}}, which has no template parameter (known: {sorted(ENV_PARAMETERS)})"
         )
     return ENV_PARAMETERS[var]
 
@@ -224,7 +224,7 @@ class Rendered:
 
     template: dict[str, Any]
     packages: dict[str, bytes] = field(default_factory=dict)
-    resources: dict[str, tuple[str, str]] = field(default_factory=dict)  # logical id -> (stack.yaml type, name)
+    resources: dict[str, tuple[str, str]] = field(default_factory=dict)  # logical id -> (resources.yaml type, name)
     outputs: dict[str, str] = field(default_factory=dict)  # reference the code reads -> output key
 
     def body(self) -> str:
@@ -249,7 +249,7 @@ def _tags() -> list[dict[str, Any]]:
 
 
 def render(spec: list[Resource] | None = None) -> Rendered:
-    """Render every aws resource of ``stack.yaml`` (unexpanded: ``${VAR}`` become parameters) into one template."""
+    """Render every aws resource of ``resources.yaml`` (unexpanded: ``${VAR}`` become parameters) into one template."""
     spec = spec if spec is not None else stack_spec.load_spec(target="aws", expand=False)
     by_key = {r.key: r for r in spec}
     out = Rendered(template={})
@@ -260,13 +260,13 @@ def render(spec: list[Resource] | None = None) -> Rendered:
     def output(ref: str, value: Any) -> None:
         key = output_key(ref)
         if key in outputs:
-            raise InfraError(f"two stack.yaml references render to the same Output {key}: rename one")
+            raise InfraError(f"two resources.yaml references render to the same Output {key}: rename one")
         outputs[key] = {"Description": ref, "Value": value}
         out.outputs[ref] = key
 
     def add(logical: str, body: dict[str, Any], origin: tuple[str, str]) -> None:
         if logical in resources:
-            raise InfraError(f"two stack.yaml resources render to the same logical id {logical}: rename one")
+            raise InfraError(f"two resources.yaml resources render to the same logical id {logical}: rename one")
         resources[logical] = body
         out.resources[logical] = origin
 
@@ -427,11 +427,13 @@ def render(spec: list[Resource] | None = None) -> Rendered:
 
     missing = [ref for r in spec for ref in _refs_of(r) if ref not in by_key]
     if missing:
-        raise InfraError(f"infra/stack.yaml refers to resources it does not declare for aws: {sorted(set(missing))}")
+        raise InfraError(
+            f"infra/resources.yaml refers to resources it does not declare for aws: {sorted(set(missing))}"
+        )
 
     out.template = {
         "AWSTemplateFormatVersion": "2010-09-09",
-        "Description": "shoplake: every aws resource of infra/stack.yaml (rendered by `shoplake infra template`)",
+        "Description": "shoplake: every aws resource of infra/resources.yaml (rendered by `shoplake infra template`)",
         "Parameters": _parameters(),
         "Rules": {
             "AlarmEndpoint": {
@@ -598,7 +600,7 @@ def _render_role(r: Resource, lid: str, add: Any, output: Any) -> None:
     services = p["service"] if isinstance(p["service"], list) else [p["service"]]
     props: dict[str, Any] = {
         "RoleName": name_expr(r.type, r.name),
-        "Description": f"shoplake {r.name} (least privilege, from infra/stack.yaml)",
+        "Description": f"shoplake {r.name} (least privilege, from infra/resources.yaml)",
         "AssumeRolePolicyDocument": {
             "Version": "2012-10-17",
             "Statement": [
@@ -946,7 +948,7 @@ class CloudFormationStack:
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()],
             Capabilities=["CAPABILITY_NAMED_IAM"],
             Tags=[{"Key": "shoplake:prefix", "Value": values["Prefix"]}],
-            Description="shoplake infra (rendered from infra/stack.yaml)",
+            Description="shoplake infra (rendered from infra/resources.yaml)",
             **self._template_args(rendered, upload),
         )
 

@@ -71,15 +71,15 @@ LOCAL_SECRET_KEY = "testing"
 
 
 def ensure_ready() -> Settings:
-    """Make the current target usable: local → the shared stack is up; aws → region, endpoints and credentials.
+    """Make the current target usable: local → the shared local services are up; aws → region, endpoints and credentials.
 
     Idempotent and cheap when already ready; every notebook (``workbook.start``) and CLI verb calls it first.
     """
     s = settings()
     if s.is_local:
-        from shoplake import stack  # local import: stack imports config
+        from shoplake import local_services  # local import: local_services imports config
 
-        stack.ensure()
+        local_services.ensure()
         clear_caches()
         return s
     _check_aws_environment(s)
@@ -158,12 +158,12 @@ def _refuse_non_loopback(request: Any, **_: Any) -> None:
 
 
 def endpoint_url() -> str | None:
-    """The emulator URL on the local target (raises if the stack is down), None on aws."""
+    """The emulator URL on the local target (raises if the local services are down), None on aws."""
     if not settings().is_local:
         return None
-    from shoplake import stack  # local import: stack imports config
+    from shoplake import local_services  # local import: local_services imports config
 
-    url = stack.moto_url()
+    url = local_services.moto_url()
     bypass_proxies_for_loopback()
     return assert_loopback(url, "emulator URL")
 
@@ -284,7 +284,7 @@ def storage_options() -> dict[str, Any]:
 
 
 def clear_caches() -> None:
-    """Forget cached sessions and clients (after the stack restarts or settings change)."""
+    """Forget cached sessions and clients (after the local services restart or settings change)."""
     _session.cache_clear()
     _client.cache_clear()
     _aws_identity.cache_clear()

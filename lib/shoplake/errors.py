@@ -9,12 +9,12 @@ class ConfigError(ShoplakeError):
     """A setting is missing, malformed or unsafe (e.g. a real AWS endpoint on the local target)."""
 
 
-class StackError(ShoplakeError):
-    """The local stack (emulator, PostgreSQL) is not running or cannot be started."""
+class LocalServicesError(ShoplakeError):
+    """The local services (emulator, PostgreSQL) is not running or cannot be started."""
 
 
 class InfraError(ShoplakeError):
-    """A resource in infra/stack.yaml cannot be planned, created or removed."""
+    """A resource in infra/resources.yaml cannot be planned, created or removed."""
 
 
 class DataError(ShoplakeError):

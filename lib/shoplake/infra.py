@@ -1,8 +1,8 @@
-"""Plan, apply and destroy the resources declared in ``infra/stack.yaml``: the same verbs on both targets.
+"""Plan, apply and destroy the resources declared in ``infra/resources.yaml``: the same verbs on both targets.
 
 The backend is chosen once (``config.by_target``): on the local target a reconciler (below) creates, repairs and
 adopts resources one API call at a time (drift repair and partial applies are what local workflows need); on aws
-``stack.yaml`` is rendered into one CloudFormation template and CloudFormation does the work
+``resources.yaml`` is rendered into one CloudFormation template and CloudFormation does the work
 (:mod:`shoplake.cloudformation`: change-set plans with replacement and cost, rollback, one-step delete, drift).
 
 ``apply`` is idempotent (a second apply changes nothing); ``destroy`` removes only what this tool created (local: a
@@ -115,7 +115,7 @@ class Handler:
 
     def update(self, r: Resource, current: dict[str, Any], drift: list[str]) -> None:
         raise InfraError(
-            f"{r.key} differs from stack.yaml ({'; '.join(drift)}) and cannot be changed in place: "
+            f"{r.key} differs from resources.yaml ({'; '.join(drift)}) and cannot be changed in place: "
             "run `shoplake infra destroy` then `apply`"
         )
 
@@ -392,7 +392,7 @@ class IamRole(Handler):
         iam.create_role(
             RoleName=name,
             AssumeRolePolicyDocument=json.dumps(trust),
-            Description=f"shoplake {r.name} (least privilege, from infra/stack.yaml)",
+            Description=f"shoplake {r.name} (least privilege, from infra/resources.yaml)",
         )
         self._put_policy(r)
         for policy_arn in r.props.get("managed_policies") or []:
@@ -454,7 +454,7 @@ class LambdaFunction(Handler):
                 raise InfraError(
                     f"{r.key}: layer {layer!r} is not a layer version ARN "
                     "(arn:aws:lambda:<region>:<account>:layer:<name>:<version>); set the environment "
-                    "variable infra/stack.yaml names for it (build the layer as the README says)"
+                    "variable infra/resources.yaml names for it (build the layer as the README says)"
                 )
         return layers
 
@@ -710,9 +710,9 @@ def _read_state() -> dict[str, Any]:
 
 
 def _moto_generation() -> Any:
-    from shoplake import stack
+    from shoplake import local_services
 
-    return stack.moto_generation()
+    return local_services.moto_generation()
 
 
 def _write_state(state: dict[str, Any]) -> None:
@@ -816,20 +816,20 @@ class Reconciler:
         return out
 
     def leftovers(self) -> list[str]:
-        """Resources of stack.yaml that still exist (what a destroy left, or what another run created)."""
+        """Resources of resources.yaml that still exist (what a destroy left, or what another run created)."""
         return [f"{r.type}:{physical_name(r)}" for r in load_spec() if HANDLERS[r.type].exists(r) is not None]
 
     def drift(self) -> list[dict[str, str]]:
-        """Differences between stack.yaml and the emulator, one row per resource."""
+        """Differences between resources.yaml and the emulator, one row per resource."""
         return [
             {"logical_id": c.resource.key, "type": c.resource.type, "status": c.action, "detail": c.detail}
             for c in self.plan()
         ]
 
     def describe_target(self) -> list[str]:
-        from shoplake import stack
+        from shoplake import local_services
 
-        return stack.status().lines()
+        return local_services.status().lines()
 
 
 def backend(spec: list[Resource] | None = None) -> Any:
@@ -866,7 +866,7 @@ def destroy(confirm: str | None = None, spec: list[Resource] | None = None) -> l
 def outputs(spec: list[Resource] | None = None) -> dict[str, str]:
     """Real names, ARNs and URLs by reference (``table:order_history``, ``queue_url:alarm-inbox``, ...).
 
-    aws: the stack's Outputs (the stack must exist); with a resource list: computed from stack.yaml.
+    aws: the stack's Outputs (the stack must exist); with a resource list: computed from resources.yaml.
     """
     return backend(spec).outputs(spec)
 
@@ -877,7 +877,7 @@ def leftovers() -> list[str]:
 
 
 def drift() -> list[dict[str, str]]:
-    """Drift between stack.yaml and what exists (aws: CloudFormation drift detection)."""
+    """Drift between resources.yaml and what exists (aws: CloudFormation drift detection)."""
     return backend().drift()
 
 
@@ -908,7 +908,7 @@ def table(changes: list[Change]) -> Any:
 
 @click.group("infra")
 def cli() -> None:
-    """Plan, apply or destroy the resources of infra/stack.yaml on the current target."""
+    """Plan, apply or destroy the resources of infra/resources.yaml on the current target."""
 
 
 def _print(changes: list[Change]) -> None:
@@ -965,7 +965,7 @@ def outputs_cmd() -> None:
 
 @cli.command("drift")
 def drift_cmd() -> None:
-    """Compare what exists with stack.yaml (aws: CloudFormation drift detection)."""
+    """Compare what exists with resources.yaml (aws: CloudFormation drift detection)."""
     config.ensure_ready()
     rows = drift()
     for row in rows:
@@ -977,7 +977,7 @@ def drift_cmd() -> None:
 @cli.command("template")
 @click.option("--out", type=click.Path(dir_okay=False), default="build/shoplake.cfn.yaml", show_default=True)
 def template_cmd(out: str) -> None:
-    """Render the aws resources of stack.yaml into one CloudFormation template (+ the Lambda zips beside it)."""
+    """Render the aws resources of resources.yaml into one CloudFormation template (+ the Lambda zips beside it)."""
     from shoplake import cloudformation
 
     rendered = cloudformation.write_template(Path(out))

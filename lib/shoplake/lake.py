@@ -1,6 +1,6 @@
 """The S3 data lake: order events delivered by Firehose to ``raw/``, curated into typed, partitioned Parquet.
 
-Layout (bucket ``bucket:lake`` of ``infra/stack.yaml``)::
+Layout (bucket ``bucket:lake`` of ``infra/resources.yaml``)::
 
     raw/orders/YYYY/MM/DD/HH/<stream>-...   JSON lines exactly as Firehose delivers them (at-least-once)
     curated/order_lines/order_date=YYYY-MM-DD/*.parquet   one row per distinct order line (schema below)
@@ -175,7 +175,7 @@ class CurationCounts:
 
 
 def bucket() -> str:
-    """The lake bucket's real name (``bucket:lake`` of infra/stack.yaml)."""
+    """The lake bucket's real name (``bucket:lake`` of infra/resources.yaml)."""
     from shoplake import infra
 
     return infra.physical_name(infra.find("s3_bucket", "lake"))
@@ -227,7 +227,7 @@ def order_events(events: pd.DataFrame | Iterable[dict[str, Any]]) -> Iterator[di
             yield {k: plain(v) for k, v in event.items()}
 
 
-# Firehose buffers up to 60 s / 5 MB (orders-to-lake in infra/stack.yaml) before it writes an object; a wait that sees
+# Firehose buffers up to 60 s / 5 MB (orders-to-lake in infra/resources.yaml) before it writes an object; a wait that sees
 # no new record for this long has stalled (delivery errors go to the stream's CloudWatch log and S3 error prefix).
 DELIVERY_STALL_S = 240.0
 DELIVERY_POLL_S = 5.0

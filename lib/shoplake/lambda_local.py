@@ -20,7 +20,7 @@ poller, the same way for any handler (``order_history``, the rate alarm detector
   Waiting has no total time limit unless one is given: it lasts while the pollers make progress and fails after
   ``idle_seconds`` without any (a hanging handler), or within seconds when the local emulator stops answering.
 
-Settings come from the ``event_source_mapping`` entries of ``infra/stack.yaml`` (:func:`mapping_settings`), the
+Settings come from the ``event_source_mapping`` entries of ``infra/resources.yaml`` (:func:`mapping_settings`), the
 same entries infra turns into real mappings on aws.
 """
 
@@ -78,7 +78,7 @@ class MappingError(ShoplakeError):
 
 @dataclass(frozen=True)
 class MappingSettings:
-    """The knobs of a Kinesis event-source mapping (names as in stack.yaml)."""
+    """The knobs of a Kinesis event-source mapping (names as in resources.yaml)."""
 
     stream: str = "orders"
     batch_size: int = 100
@@ -123,7 +123,7 @@ class MappingSettings:
 
 
 def mapping_settings(name: str = "orders-to-order-history", **overrides: Any) -> MappingSettings:
-    """The settings of the ``event_source_mapping`` named ``name`` in infra/stack.yaml (on-failure queue resolved)."""
+    """The settings of the ``event_source_mapping`` named ``name`` in infra/resources.yaml (on-failure queue resolved)."""
     from shoplake import infra
 
     props = dict(infra.find("event_source_mapping", name).props)
@@ -392,8 +392,8 @@ class EventSourceMapping:
                     self._stop.set()
                     self._threads = []
                     raise MappingError(
-                        f"the local stack's AWS emulator at {self._endpoint} stopped answering while {self.consumer} "
-                        "was consuming: start it with `shoplake stack up` (or `make stack-up`) and run again; the "
+                        f"the local services's AWS emulator at {self._endpoint} stopped answering while {self.consumer} "
+                        "was consuming: start it with `shoplake local up` (or `make local-up`) and run again; the "
                         "consumer resumes from its checkpoints"
                     )
             activity = self._activity()

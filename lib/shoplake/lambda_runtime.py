@@ -5,7 +5,7 @@ One rule shared by ``orders.consume`` and ``alarm.consume`` (issue 11 §1), pick
 - **local** (:class:`LocalRuntime`): the emulator cannot run Lambda, so ``shoplake.lambda_local`` plays the Lambda
   service in this process (per-shard pollers, checkpoints, retries, bisect, on-failure queue) and runs the handler
   until the stream is caught up;
-- **aws** (:class:`DeployedRuntime`): the function and its event-source mapping from ``infra/stack.yaml`` do the work.
+- **aws** (:class:`DeployedRuntime`): the function and its event-source mapping from ``infra/resources.yaml`` do the work.
   The runtime only checks that the mapping exists and is ``Enabled`` (``lambda:ListEventSourceMappings`` /
   ``GetEventSourceMapping``) and waits while progress is being made: the part's *probe* counts what landed (items,
   dead letters, detector state), and the mapping's ``LastProcessingResult`` is watched. It returns when the probe
@@ -126,7 +126,7 @@ class LocalRuntime(Runtime):
 
 
 def find_mapping(mapping_name: str, client: Any = None) -> dict[str, Any]:
-    """The deployed event-source mapping of stack.yaml's ``event_source_mapping`` ``mapping_name`` (physical names
+    """The deployed event-source mapping of resources.yaml's ``event_source_mapping`` ``mapping_name`` (physical names
     through ``shoplake.infra``); a clear error when infra has not created it."""
     from shoplake import infra
 
@@ -297,7 +297,7 @@ def open_runtime(
     idle_seconds: float | None = None,
     poll_seconds: float = DEFAULT_POLL_SECONDS,
 ) -> Runtime:
-    """The runtime of stack.yaml's mapping ``mapping_name`` for the current target (chosen here, once).
+    """The runtime of resources.yaml's mapping ``mapping_name`` for the current target (chosen here, once).
 
     ``local`` builds the in-process mapping (only called on the local target); ``probe`` counts progress on aws.
     ``idle_seconds`` is the consumer's allowed silence on both targets (locally: no poller activity); ``timeout``

@@ -1,4 +1,4 @@
-"""The resources of ``infra/stack.yaml`` and what derives from them: names, ARNs, references, Lambda packages.
+"""The resources of ``infra/resources.yaml`` and what derives from them: names, ARNs, references, Lambda packages.
 
 One description for both targets: the local reconciler (:mod:`shoplake.infra`) and the CloudFormation renderer
 (:mod:`shoplake.cloudformation`) both read it here, so neither imports the other's internals.
@@ -24,7 +24,7 @@ from shoplake.errors import InfraError
 
 log = logging.getLogger(__name__)
 
-SPEC_PATH = config.REPO_ROOT / "infra" / "stack.yaml"
+SPEC_PATH = config.REPO_ROOT / "infra" / "resources.yaml"
 PACKAGE_DIR = Path(__file__).resolve().parent
 LAMBDA_RUNTIME = "python3.12"
 HOURS_PER_MONTH = 730
@@ -47,7 +47,7 @@ ORDER = (
 
 @dataclass(frozen=True)
 class Resource:
-    """One entry of stack.yaml, with the current target's overrides merged in."""
+    """One entry of resources.yaml, with the current target's overrides merged in."""
 
     type: str
     name: str
@@ -68,7 +68,7 @@ class Change:
     replacement: str = ""  # aws: CloudFormation's Replacement (True | False | Conditional | new)
     hourly_usd: float | None = None  # aws plan: list price per hour while the resource exists
     logical_id: str = ""  # aws: the template's logical id
-    real_name: str | None = None  # None: the physical name from stack.yaml
+    real_name: str | None = None  # None: the physical name from resources.yaml
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -104,7 +104,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         info = path.stat()
     except FileNotFoundError as exc:
-        raise InfraError(f"{path} not found: the stack description must exist (infra/stack.yaml)") from exc
+        raise InfraError(f"{path} not found: the stack description must exist (infra/resources.yaml)") from exc
     return copy.deepcopy(_parsed(str(path), info.st_mtime_ns, info.st_size))
 
 
@@ -148,7 +148,7 @@ def find(resource_type: str, name: str, target: str | None = None) -> Resource:
     for resource in load_spec(target=target):
         if resource.type == resource_type and resource.name == name:
             return resource
-    raise InfraError(f"infra/stack.yaml declares no {resource_type} named {name!r}")
+    raise InfraError(f"infra/resources.yaml declares no {resource_type} named {name!r}")
 
 
 def physical_name(resource: Resource) -> str:
@@ -222,7 +222,7 @@ def arn(kind: str, short: str) -> str:
 
 
 def resolve(ref: str) -> str:
-    """Turn a reference from stack.yaml (``table:order_history``, ``queue_url:x``, ``topic_arn:alarms``) into a value."""
+    """Turn a reference from resources.yaml (``table:order_history``, ``queue_url:x``, ``topic_arn:alarms``) into a value."""
     kind, _, short = ref.partition(":")
     if kind in ("table", "stream", "function", "role_name"):
         return config.resource_name(short)
@@ -256,7 +256,7 @@ def lambda_zip(source: str) -> bytes:
     """The deployment package of a handler file: the file alone at the zip root, with fixed timestamps."""
     path = PACKAGE_DIR / source
     if not path.exists():
-        raise InfraError(f"Lambda source {path} does not exist (stack.yaml 'source' is relative to lib/shoplake/)")
+        raise InfraError(f"Lambda source {path} does not exist (resources.yaml 'source' is relative to lib/shoplake/)")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         info = zipfile.ZipInfo(path.name, date_time=(2020, 1, 1, 0, 0, 0))
@@ -281,7 +281,7 @@ def bundle_zip(paths: list[str]) -> bytes:
             found = [path]
         else:
             raise InfraError(
-                f"Lambda bundle entry {path} does not exist (stack.yaml 'bundle' paths are relative to lib/shoplake/)"
+                f"Lambda bundle entry {path} does not exist (resources.yaml 'bundle' paths are relative to lib/shoplake/)"
             )
         for f in found:
             files["shoplake/" + f.relative_to(PACKAGE_DIR).as_posix()] = f

@@ -1,6 +1,6 @@
 """Run the numbered notebooks in order with papermill, collect their recorded metrics, export HTML reports.
 
-Notebooks call :func:`start` in their first cell (parameters → settings, local stack up) and
+Notebooks call :func:`start` in their first cell (parameters → settings, local services up) and
 :func:`record_metrics` once at the end; tests and ``shoplake run`` read ``<out_dir>/<notebook>.metrics.json``.
 """
 
@@ -36,7 +36,7 @@ class NotebookFailed(ShoplakeError):
 
 
 def start(target: str = "local", scale: str = "small", seed: int = 42, **_: Any) -> config.Settings:
-    """First call of every notebook: make the parameters the settings, bring the local stack up, set up plotly."""
+    """First call of every notebook: make the parameters the settings, bring the local services up, set up plotly."""
     settings = config.apply_parameters(target=target, scale=scale, seed=seed)
     config.ensure_ready()
     setup_plotly()
@@ -106,19 +106,19 @@ def notebooks(only: list[str] | None = None, notebook_dir: Path = NOTEBOOK_DIR) 
 
 @contextlib.contextmanager
 def held_for_run(keep: bool = False) -> Iterator[config.Settings]:
-    """The target made ready for one run (``shoplake run``); afterwards the local stack is stopped only if this
-    call started it, so a JupyterLab session or a test session sharing the stack keeps its data. On aws: nothing
+    """The target made ready for one run (``shoplake run``); afterwards the local services is stopped only if this
+    call started it, so a JupyterLab session or a test session sharing the local services keeps its data. On aws: nothing
     to start or stop."""
-    from shoplake import stack
+    from shoplake import local_services
 
     settings = config.settings()
-    started_here = config.by_target(local=lambda: not stack.status().up, aws=lambda: False)()
+    started_here = config.by_target(local=lambda: not local_services.status().up, aws=lambda: False)()
     config.ensure_ready()
     try:
         yield settings
     finally:
         if started_here and not keep:
-            stack.down()
+            local_services.down()
 
 
 def _failing_cell(exc: Exception) -> str:
@@ -326,13 +326,13 @@ def summary_lines(results: list[NotebookResult]) -> list[str]:
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--only", default=None, help="comma-separated notebook numbers or names, e.g. 00,01,02")
 @click.option("--out-dir", type=click.Path(path_type=Path), default=None, help="executed notebooks + metrics (build/)")
-@click.option("--keep-stack", is_flag=True, help="leave the local stack running afterwards")
+@click.option("--keep-local", is_flag=True, help="leave the local services running afterwards")
 @click.option("--keep-going", is_flag=True, help="run the remaining notebooks after a failure")
-def cli(scale: str, seed: int, only: str | None, out_dir: Path | None, keep_stack: bool, keep_going: bool) -> None:
+def cli(scale: str, seed: int, only: str | None, out_dir: Path | None, keep_local: bool, keep_going: bool) -> None:
     """Run the notebooks in order (papermill) and write HTML reports to reports/."""
     names = only.split(",") if only else None
     notebooks(names)  # a typo in --only fails here, before anything is started
-    with held_for_run(keep=keep_stack):
+    with held_for_run(keep=keep_local):
         results = run_notebooks(scale=scale, seed=seed, only=names, out_dir=out_dir, keep_going=keep_going)
     for line in summary_lines(results):
         click.echo(line)

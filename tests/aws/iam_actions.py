@@ -7,7 +7,7 @@ Three pieces, used by ``test_iam_policies.py``:
   :data:`ACTION_EXCEPTIONS` lists those that are not (S3's ListObjectsV2 is ``s3:ListBucket``, SQS's batch calls are
   authorised as the single call, Lambda's Invoke is ``lambda:InvokeFunction``...; from the Service Authorization
   Reference, https://docs.aws.amazon.com/service-authorization/latest/reference/reference_policies_actions-resources-contextkeys.html).
-- :func:`service_side_uses` — what AWS itself does with a role, derived from ``infra/stack.yaml`` (an event-source
+- :func:`service_side_uses` — what AWS itself does with a role, derived from ``infra/resources.yaml`` (an event-source
   mapping polls Kinesis with the function's role, Firehose writes S3 and OpenSearch with its role...), each need
   with the AWS documentation page it comes from (:data:`SERVICE_SIDE`).
 - :func:`check_role` — both directions against the role's policy document (``IamRole.policy_document``), evaluated

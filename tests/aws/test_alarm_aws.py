@@ -15,7 +15,7 @@ from shoplake import config
 from shoplake.alarm import RateDetector, day_slice, detector_config, messages, simulate_day
 from shoplake.alarm import function as rd
 from shoplake.alarm._windows import parse_ts
-from shoplake.functions import rate_alarm
+from shoplake.lambdas import rate_alarm
 
 pytestmark = pytest.mark.aws
 

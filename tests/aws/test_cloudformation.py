@@ -1,4 +1,4 @@
-"""The CloudFormation template rendered from infra/stack.yaml: cfn-lint clean, same resources as the reconciler."""
+"""The CloudFormation template rendered from infra/resources.yaml: cfn-lint clean, same resources as the reconciler."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def test_firehose_to_opensearch_waits_for_the_domain_and_buffers_briefly(rendere
 
 
 def test_unknown_environment_variable_cannot_become_part_of_the_template(tmp_path):
-    path = tmp_path / "stack.yaml"
+    path = tmp_path / "resources.yaml"
     path.write_text("resources:\n  - type: sns_topic\n    name: t\n    sms_subscription: ${SOMETHING_ELSE}\n")
     with pytest.raises(InfraError, match="no template parameter"):
         cf.render(infra.load_spec(path, target="aws", expand=False))
@@ -179,7 +179,7 @@ def _sorted_statements(doc: dict) -> list:
 
 
 def test_template_and_reconciler_describe_the_same_resources(aws_target, monkeypatch):
-    """Every aws resource of stack.yaml: the reconciler's create requests (recorded, validated by botocore) and the
+    """Every aws resource of resources.yaml: the reconciler's create requests (recorded, validated by botocore) and the
     template's properties (intrinsics resolved) carry the same physical names, policy actions and settings."""
     monkeypatch.setenv("SHOPLAKE_PREFIX", "par")
     layer = aws_target_layer()
@@ -302,4 +302,4 @@ def test_template_and_reconciler_describe_the_same_resources(aws_target, monkeyp
             for key in req:
                 assert t[key] == req[key], key
         checked.add(r.type)
-    assert checked == set(infra.HANDLERS)  # every resource type of stack.yaml was compared
+    assert checked == set(infra.HANDLERS)  # every resource type of resources.yaml was compared

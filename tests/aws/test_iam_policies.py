@@ -1,4 +1,4 @@
-"""Least privilege both ways: each role in infra/stack.yaml grants exactly what its code and AWS on its behalf use.
+"""Least privilege both ways: each role in infra/resources.yaml grants exactly what its code and AWS on its behalf use.
 
 For every ``iam_role`` of the stack (aws target), a scenario runs the role's code against moto in-process under
 ``rec.as_role(<role>)`` (the recorder of every boto3 call, ``tests/aws/conftest.py``), each call is mapped to its IAM
@@ -71,7 +71,7 @@ def _order(invoice: str, at: str, quantity: int = 6, customer: str | None = "178
 
 def order_history_fn(rec: Any, out: dict[str, str], patch: pytest.MonkeyPatch) -> None:
     """The order-history handler: sales, a malformed record (→ DLQ), a cancellation (→ Query + conditional update)."""
-    from shoplake.functions import order_history as fn
+    from shoplake.lambdas import order_history as fn
 
     patch.setattr(fn, "_CLIENTS", {})
     patch.setenv("TABLE_NAME", out["table:order_history"])
@@ -92,7 +92,7 @@ def rate_detector_fn(rec: Any, out: dict[str, str], patch: pytest.MonkeyPatch) -
     from shoplake.alarm import RateDetector, detector_config, simulate_day
     from shoplake.alarm import function as rd
     from shoplake.alarm._windows import parse_ts
-    from shoplake.functions import rate_alarm
+    from shoplake.lambdas import rate_alarm
 
     cfg = detector_config(600, num_trees=5, tree_size=32, warmup_windows=20)
     patch.setenv("STATE_TABLE", out["table:alarm_state"])
@@ -147,7 +147,7 @@ def rate_detector_fn(rec: Any, out: dict[str, str], patch: pytest.MonkeyPatch) -
 def rate_alarm_fn(rec: Any, out: dict[str, str], patch: pytest.MonkeyPatch) -> None:
     """The rate-alarm handler on one alarm and its repeat (de-dup). Nothing on aws invokes this function (the detector
     calls the same code in-process), so its role must grant no Kinesis read and no on-failure queue."""
-    from shoplake.functions import rate_alarm
+    from shoplake.lambdas import rate_alarm
 
     patch.setattr(rate_alarm, "_CLIENTS", {})
     patch.setenv("TOPIC_ARN", out["topic_arn:alarms"])
@@ -171,7 +171,7 @@ def rate_alarm_fn(rec: Any, out: dict[str, str], patch: pytest.MonkeyPatch) -> N
 
 def weblogs_transform_fn(rec: Any, out: dict[str, str], patch: pytest.MonkeyPatch) -> None:
     """The Firehose record transformation: parses lines, calls no AWS API (its role needs only logs)."""
-    from shoplake.functions import weblogs_transform as fn
+    from shoplake.lambdas import weblogs_transform as fn
 
     line = '1.2.3.4 - - [09/Dec/2011:10:00:00 +0000] "GET /product/85123A HTTP/1.1" 200 512 "-" "Mozilla/5.0"'
     event = {

@@ -213,7 +213,7 @@ def test_apply_deploys_on_moto_every_type_it_supports_then_destroy_leaves_nothin
 
 def test_outputs_are_read_from_the_stack(deployable):
     """moto computes Outputs only when every output's resource is supported (and only in create_stack): deploy
-    those, compare with the names the reconciler computes from stack.yaml."""
+    those, compare with the names the reconciler computes from resources.yaml."""
     spec = [r for r in infra.load_spec(target="aws", expand=False) if cf.CFN_TYPES[r.type] not in cf.MOTO_SKIPPED_TYPES]
     spec = [r if r.type != "sns_topic" else infra.Resource(r.type, r.name, {}) for r in spec]
     stack = _stack(spec=spec)
@@ -405,7 +405,7 @@ def test_reconciler_waits_for_a_code_update_before_updating_the_configuration(de
     spec = [infra.find("iam_role", "weblogs-transform-fn"), infra.find("lambda_function", "weblogs-transform")]
     infra.apply(spec)
     fn = spec[1]
-    changed = infra.Resource(fn.type, fn.name, {**fn.props, "timeout": 90, "source": "functions/rate_alarm.py"})
+    changed = infra.Resource(fn.type, fn.name, {**fn.props, "timeout": 90, "source": "lambdas/rate_alarm.py"})
     deployable.clear()
     [change] = infra.plan([changed])
     assert change.action == "update" and "code changed" in change.detail and "timeout changed" in change.detail

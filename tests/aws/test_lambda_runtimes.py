@@ -1,6 +1,6 @@
 """Each Lambda zip infra builds imports and handles a sample event in the Lambda runtime's Python.
 
-The runtime of stack.yaml's functions is python3.12 with the standard library plus boto3/botocore (no setuptools, no
+The runtime of resources.yaml's functions is python3.12 with the standard library plus boto3/botocore (no setuptools, no
 pkg_resources, nothing else). So each zip (``infra.lambda_package``, exactly what ``infra apply`` uploads) is unpacked
 into a temp dir and its handler run by a clean ``python3.12 -I -S`` interpreter, whose only other path entry is a temp
 dir of symlinks to this venv's pure-Python boto3, botocore, jmespath, s3transfer, dateutil, urllib3 and six. The

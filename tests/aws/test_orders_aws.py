@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from shoplake import infra, lambda_local, lambda_runtime, orders, streams
-from shoplake.functions import order_history
+from shoplake.lambdas import order_history
 
 pytestmark = pytest.mark.aws
 
@@ -36,7 +36,7 @@ ORDER_HISTORY_FN_CALLS = {"dynamodb:BatchWriteItem", "dynamodb:Query", "dynamodb
 
 @pytest.fixture
 def stack(aws_target, monkeypatch):
-    """The order-history resources of stack.yaml, applied by infra on the aws target (moto), the deployed function's
+    """The order-history resources of resources.yaml, applied by infra on the aws target (moto), the deployed function's
     environment set as Lambda would set it."""
     from moto.awslambda.models import LambdaBackend
 
@@ -104,7 +104,7 @@ def on_failure_message(records: list[streams.StreamRecord], stream_arn: str) -> 
 
 
 def play_lambda_service(rec, give_up_on: int = 0) -> list[streams.StreamRecord]:
-    """Invoke the deployed handler on every record of the stream in batches of stack.yaml's size, as the role
+    """Invoke the deployed handler on every record of the stream in batches of resources.yaml's size, as the role
     ``order-history-fn``; the first ``give_up_on`` records of the first shard get an on-failure message instead.
     Returns the records given up on."""
     import boto3
@@ -138,7 +138,7 @@ def test_handler_calls_only_what_its_role_lists(stack):
 
 
 def test_every_call_of_the_handler_is_granted_by_its_policy_in_stack_yaml(stack):
-    """issue 11 #1: the role lacked dynamodb:Query → AccessDenied on a real account (policy: infra/stack.yaml)."""
+    """issue 11 #1: the role lacked dynamodb:Query → AccessDenied on a real account (policy: infra/resources.yaml)."""
     orders.publish(sample_events(), progress=False)
     play_lambda_service(stack)
     role = infra.find("iam_role", "order-history-fn")

@@ -328,7 +328,7 @@ def test_handler_runs_a_tumbling_window_sequence_in_python312(python312, layer_d
 
 def test_deployed_modules_need_no_python_newer_than_the_runtime():
     """vermin: the minimum Python of every module the Lambda functions deploy is at most 3.12."""
-    files = sorted({str(p) for p in (REPO / "lib" / "shoplake" / "functions").glob("*.py")})
+    files = sorted({str(p) for p in (REPO / "lib" / "shoplake" / "lambdas").glob("*.py")})
     bundle = infra.find("lambda_function", "rate-detector", target="aws").props["bundle"]
     files += [str(REPO / "lib" / "shoplake" / entry) for entry in bundle if entry.endswith(".py")]
     vermin = Path(sys.executable).with_name("vermin")

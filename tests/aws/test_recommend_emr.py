@@ -5,7 +5,7 @@
 * the EMR requests (``RunJobFlow``, ``AddJobFlowSteps``, ...) validate against botocore's EMR model (moto in-process)
   with the release, Python, bootstrap and uploaded files a cluster needs;
 * ``recommend.train`` on aws waits for the step and reads the run back from S3 in the shape of a local report; the
-  job's own boto3 calls, made as the ``emr-ec2`` role, are granted by that role's policy in ``infra/stack.yaml``.
+  job's own boto3 calls, made as the ``emr-ec2`` role, are granted by that role's policy in ``infra/resources.yaml``.
 """
 
 from __future__ import annotations
@@ -398,7 +398,7 @@ def _granted(statements: list[dict], action: str, resource: str) -> bool:
 
 
 def test_the_emr_ec2_role_grants_the_jobs_calls(buckets):
-    """Each boto3 call the job makes on the cluster is allowed by the emr-ec2 policy of infra/stack.yaml."""
+    """Each boto3 call the job makes on the cluster is allowed by the emr-ec2 policy of infra/resources.yaml."""
     from shoplake import infra
 
     cfg = emr.job_config()

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from shoplake import config
-from shoplake.functions import weblogs_transform
+from shoplake.lambdas import weblogs_transform
 from shoplake.weblogs import _index as ix
 from shoplake.weblogs._query import FIELDS, KEYWORD_FIELDS, NUMERIC_FIELDS, TEXT_FIELDS
 
@@ -207,7 +207,7 @@ def test_the_field_check_fails_on_the_defect_it_guards(aws_target):
 
 
 def test_template_patterns_match_the_index_names_firehose_writes():
-    stack = yaml.safe_load((config.REPO_ROOT / "infra" / "stack.yaml").read_text())
+    stack = yaml.safe_load((config.REPO_ROOT / "infra" / "resources.yaml").read_text())
     weblogs = next(r for r in stack["resources"] if r["type"] == "firehose_delivery_stream" and r["name"] == "weblogs")
     search = weblogs["aws"]["opensearch"]
     assert search["index"] == ix.INDEX_PREFIX and search["index_rotation"] == "OneDay"

@@ -41,7 +41,7 @@ BASE = {
 
 @pytest.fixture(scope="module")
 def agent_infra(local_stack):
-    """The resources of infra/stack.yaml the agent ships to (applied alone, so other parts' state does not matter)."""
+    """The resources of infra/resources.yaml the agent ships to (applied alone, so other parts' state does not matter)."""
     from shoplake import infra
 
     spec = [r for r in infra.load_spec() if (r.type, r.name) in BASE]

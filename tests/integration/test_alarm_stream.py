@@ -1,4 +1,4 @@
-"""The detector on the local stack: its own consumer of `orders`, alarms to SNS (read back), dead letters, restart."""
+"""The detector on the local services: its own consumer of `orders`, alarms to SNS (read back), dead letters, restart."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from shoplake import config, streams
 from shoplake.alarm import day_slice, detector_config, messages, simulate_day
 from shoplake.alarm import detector as det
-from shoplake.functions import rate_alarm
+from shoplake.lambdas import rate_alarm
 
 INCIDENTS = [
     {

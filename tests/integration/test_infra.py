@@ -1,4 +1,4 @@
-"""infra: plan/apply/destroy of infra/stack.yaml against the real emulator."""
+"""infra: plan/apply/destroy of infra/resources.yaml against the real emulator."""
 
 import json
 import uuid
@@ -37,9 +37,9 @@ def test_apply_is_idempotent_and_destroy_removes_everything(own_prefix):
     assert fn["Environment"]["Variables"]["TABLE_NAME"] == config.resource_name("order_history")
     assert fn["Environment"]["Variables"]["DEAD_LETTER_QUEUE_URL"].startswith(config.endpoint_url())
     # the emulator's own view still works with Lambda functions defined (patched in shoplake._moto_patches)
-    from shoplake import stack
+    from shoplake import local_services
 
-    assert "awslambda" in stack.emulator_data()
+    assert "awslambda" in local_services.emulator_data()
     removed = infra.destroy(spec=spec)
     assert [c.action for c in removed] == ["delete"] * len(spec)
     assert {c.action for c in infra.plan(spec)} == {"create"}
@@ -84,7 +84,7 @@ def test_aws_destroy_needs_confirmation(monkeypatch):
 
 
 def test_bad_spec_gives_a_clear_error(tmp_path):
-    bad = tmp_path / "stack.yaml"
+    bad = tmp_path / "resources.yaml"
     bad.write_text("resources:\n  - type: rocket\n    name: x\n")
     with pytest.raises(InfraError, match="unknown type 'rocket'"):
         infra.load_spec(bad)
@@ -132,7 +132,7 @@ def test_role_with_instance_profile_is_created_and_removed_with_it(own_prefix):
 
 def test_local_verbs_for_notebooks_00_and_99(own_prefix):
     """The target-neutral verbs the notebooks call: describe_target, leftovers, cost_summary (empty locally)."""
-    assert infra.describe_target()  # the local stack's status lines
+    assert infra.describe_target()  # the local services's status lines
     spec = [infra.find("sqs_queue", "alarm-inbox")]
     changes = infra.apply(spec)
     assert infra.cost_summary(changes) == []

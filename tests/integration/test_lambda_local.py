@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shoplake import config, lambda_local, streams
-from shoplake.functions import order_history
+from shoplake.lambdas import order_history
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +361,7 @@ def test_checkpoints_are_written_per_interval_not_per_batch_and_always_at_the_en
 CRASHING_CONSUMER = """
 import json, sys, time
 from shoplake import config, lambda_local
-from shoplake.functions import order_history
+from shoplake.lambdas import order_history
 args = json.loads(sys.argv[1])
 dynamodb, sqs = config.client("dynamodb"), config.client("sqs")
 handled = []
@@ -470,9 +470,9 @@ def test_a_dead_emulator_fails_the_consumer_at_once_naming_the_stack(tmp_path, m
     import sys
     import time
 
-    from shoplake import stack
+    from shoplake import local_services
 
-    port = stack.free_port()
+    port = local_services.free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "shoplake._moto_server", "--port", str(port)],
         stdout=subprocess.DEVNULL,
@@ -484,7 +484,7 @@ def test_a_dead_emulator_fails_the_consumer_at_once_naming_the_stack(tmp_path, m
             if lambda_local._reachable(url, timeout=0.2):
                 break
             time.sleep(0.05)
-        monkeypatch.setattr(stack, "moto_url", lambda: url)
+        monkeypatch.setattr(local_services, "moto_url", lambda: url)
         config.clear_caches()
         own = {"on_failure": config.client("sqs").create_queue(QueueName="of")["QueueUrl"]}
         config.client("dynamodb").create_table(
@@ -507,7 +507,7 @@ def test_a_dead_emulator_fails_the_consumer_at_once_naming_the_stack(tmp_path, m
             return {}
 
         running = mapping(kills_the_emulator, "shoplake-dead-orders", own, batch_size=10, retry_delay_seconds=0.5)
-        with pytest.raises(lambda_local.MappingError, match=f"emulator at {url} stopped answering.*shoplake stack up"):
+        with pytest.raises(lambda_local.MappingError, match=f"emulator at {url} stopped answering.*shoplake local up"):
             running.run_until_caught_up(idle_seconds=3600)
     finally:
         server.kill()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from shoplake import config, stack
-from shoplake.functions import order_history
+from shoplake.lambdas import order_history
 
 
 @pytest.fixture(scope="module")
@@ -272,21 +272,21 @@ def test_handler_runs_standalone_from_its_lambda_zip(resources, tmp_path):
             "shoplake/__init__.py",
             "shoplake/errors.py",
             "shoplake/events.py",
-            "shoplake/functions/__init__.py",
-            "shoplake/functions/_aws.py",
-            "shoplake/functions/order_history.py",
+            "shoplake/lambdas/__init__.py",
+            "shoplake/lambdas/_aws.py",
+            "shoplake/lambdas/order_history.py",
         ]
         archive.extractall(tmp_path)
     customer = uuid.uuid4().hex[:10]
     event = kinesis_event([line("600500", "Z", 1, "2011-01-09T10:00:00Z", customer), b"garbage"])
     script = (
         "import json, sys\n"
-        "from shoplake.functions import order_history\n"
+        "from shoplake.lambdas import order_history\n"
         "out = order_history.handler(json.loads(sys.stdin.read()), None)\n"
         "loaded = {m: getattr(sys.modules[m], '__file__', '') for m in sys.modules if m.split('.')[0] == 'shoplake'}\n"
         f"assert all(f.startswith({str(tmp_path)!r}) for f in loaded.values()), loaded\n"
-        "allowed = {'shoplake', 'shoplake.errors', 'shoplake.events', 'shoplake.functions', "
-        "'shoplake.functions._aws', 'shoplake.functions.order_history'}\n"
+        "allowed = {'shoplake', 'shoplake.errors', 'shoplake.events', 'shoplake.lambdas', "
+        "'shoplake.lambdas._aws', 'shoplake.lambdas.order_history'}\n"
         "assert set(loaded) <= allowed, sorted(set(loaded) - allowed)\n"
         "print(json.dumps(out))\n"
     )

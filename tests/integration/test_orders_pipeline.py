@@ -78,7 +78,7 @@ def test_reconciliation_reads_keys_and_hashes_and_still_catches_a_wrong_write(pi
     """issue 13: the default reconciliation reads only keys, content hashes and marks (a projection) and agrees
     with the full comparison; an item written with other content at the right key is a content mismatch."""
     from shoplake import config
-    from shoplake.functions import order_history
+    from shoplake.lambdas import order_history
 
     projected = orders.table_items(orders._ingest.RECONCILE_COLUMNS)
     assert list(projected.columns) == list(orders._ingest.RECONCILE_COLUMNS) and len(projected) == len(

@@ -42,7 +42,7 @@ TINY = detector_config(600, num_trees=5, tree_size=32, warmup_windows=20)
 
 @pytest.fixture(scope="module")
 def stack(local_stack):
-    """The whole infra/stack.yaml applied under a prefix of this module alone (destroyed afterwards)."""
+    """The whole infra/resources.yaml applied under a prefix of this module alone (destroyed afterwards)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SHOPLAKE_PREFIX", "p7" + uuid.uuid4().hex[:5])
         config.clear_caches()
@@ -257,7 +257,7 @@ def test_bundle_is_deterministic_and_imports_with_numpy_and_rrcf_only(tmp_path):
     assert package == infra.lambda_package(entry)
     names = zipfile.ZipFile(BytesIO(package)).namelist()
     assert names == sorted(names) and "shoplake/alarm/detector.py" in names and "shoplake/alarm/_rcf.py" in names
-    assert "shoplake/alarm/function.py" in names and "shoplake/functions/rate_alarm.py" in names
+    assert "shoplake/alarm/function.py" in names and "shoplake/lambdas/rate_alarm.py" in names
     assert "shoplake/alarm/__init__.py" not in names and not any("__pycache__" in n for n in names)
     zipfile.ZipFile(BytesIO(package)).extractall(tmp_path)
     site = str(Path(numpy.__file__).resolve().parents[1])  # numpy, rrcf, boto3 — the layer's and runtime's packages

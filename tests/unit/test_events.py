@@ -100,7 +100,7 @@ def _verdicts(event):
     """What each consumer of order events does with ``event``: "ok" or "rejected"."""
     from shoplake import lake
     from shoplake.alarm import detector
-    from shoplake.functions import order_history
+    from shoplake.lambdas import order_history
 
     data = json.dumps(event).encode()
     out = {}

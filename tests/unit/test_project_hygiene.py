@@ -67,10 +67,10 @@ def test_no_credentials_in_the_repository():
             assert not pattern.search(path.read_text(errors="ignore")), f"credential-like string in {path}"
 
 
-# Only these modules may look at the target: config (by_target, ensure_ready), the local stack itself, and the
+# Only these modules may look at the target: config (by_target, ensure_ready), the local services itself, and the
 # workbook runner that passes the target on as a notebook parameter. Every part chooses its backend through
 # config.by_target inside its own open_*/backend verb.
-TARGET_DECIDERS = {"config.py", "_settings.py", "stack.py"}
+TARGET_DECIDERS = {"config.py", "_settings.py", "local_services.py"}
 TARGET_TEST = re.compile(r"\bis_local\b|\btarget\s*[!=]=|[!=]=\s*[\"'](?:local|aws)[\"']")
 
 
@@ -99,7 +99,7 @@ def test_readme_settings_table_is_the_knob_table():
     assert block == config.knob_table(), "README's settings table differs from shoplake._settings.KNOBS"
 
 
-# The parts (one data product each) build on the shared layer (config, stack, infra, resources, lake, streams,
+# The parts (one data product each) build on the shared layer (config, local_services, infra, resources, lake, streams,
 # events, lambda_runtime, agent, datagen, ...) and never on each other.
 PARTS = {"orders", "recommend", "alarm", "weblogs", "warehouse"}
 

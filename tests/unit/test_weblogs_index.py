@@ -127,7 +127,7 @@ def test_opensearch_dsl():
 def test_template_maps_every_document_field():
     import json
 
-    from shoplake.functions.weblogs_transform import rejected_document
+    from shoplake.lambdas.weblogs_transform import rejected_document
     from shoplake.weblogs import index_template, parse_line
 
     template = json.loads((config.REPO_ROOT / "infra" / "opensearch" / "weblogs-template.json").read_text())

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from shoplake import config
-from shoplake.functions import weblogs_transform
+from shoplake.lambdas import weblogs_transform
 from shoplake.weblogs import parse_file, parse_line, parse_lines
 
 SAMPLE = config.REPO_ROOT / "data" / "samples" / "access_tricky.log"

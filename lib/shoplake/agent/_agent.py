@@ -440,9 +440,11 @@ def _firehose_hashes(delivery_stream: str, since: float) -> Counter[str] | None:
 def _start_over_after_an_emulator_restart(state_dir: Path) -> None:
     """Locally, checkpoints say what the emulator already holds; a restarted emulator holds nothing, so they are set
     aside (kept, renamed) and every file ships again. On aws the destination keeps its data: nothing to do."""
-    from shoplake import stack
+    from shoplake import local_services
 
-    was = config.by_target(local=lambda: stack.restarted_since(state_dir / "emulator-generation"), aws=lambda: None)()
+    was = config.by_target(
+        local=lambda: local_services.restarted_since(state_dir / "emulator-generation"), aws=lambda: None
+    )()
     checkpoints = state_dir / "checkpoints.json"
     if was is not None and checkpoints.exists():
         aside = state_dir / f"checkpoints.emulator-{was}.json"

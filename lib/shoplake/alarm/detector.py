@@ -405,7 +405,7 @@ class StreamHandler:
         """Hand alarms to the ``rate_alarm`` handler (locally a direct call; on aws the function does the same)."""
         if not alarms:
             return
-        from shoplake.functions import rate_alarm
+        from shoplake.lambdas import rate_alarm
 
         answer = rate_alarm.process_event(
             {"alarms": [a.as_event() for a in alarms]},
@@ -515,7 +515,7 @@ def consume(
     does). On aws the deployed ``rate-detector`` function does the work: this waits while its state in
     ``alarm_state`` moves (``expected``: the ``records_in`` to reach; by default until it stops moving for
     ``idle_seconds``) and reads the detector and its alarms' outcomes back; ``consumer``/``config``/``warmup`` are
-    then the function's (``DETECTOR_NAME`` in stack.yaml), and ``final`` cannot apply.
+    then the function's (``DETECTOR_NAME`` in resources.yaml), and ``final`` cannot apply.
     """
     from shoplake import lambda_runtime
 
@@ -583,7 +583,7 @@ def consume(
 
 
 def _deployed_detector_name() -> str:
-    """The ``DETECTOR_NAME`` the deployed rate-detector function keeps its state under (stack.yaml)."""
+    """The ``DETECTOR_NAME`` the deployed rate-detector function keeps its state under (resources.yaml)."""
     from shoplake import infra
 
     environment = infra.find("lambda_function", "rate-detector").props.get("environment") or {}

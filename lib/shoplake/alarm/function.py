@@ -1,7 +1,7 @@
 """Lambda handler: the transaction-rate detector on aws — Kinesis tumbling windows → shoplake.alarm → rate_alarm → SNS.
 
 Kinesis Data Analytics for SQL is discontinued, so on aws the detector is this function on the ``orders`` stream with
-an event-source mapping that has ``TumblingWindowInSeconds`` (``infra/stack.yaml``: ``orders-to-rate-detector``).
+an event-source mapping that has ``TumblingWindowInSeconds`` (``infra/resources.yaml``: ``orders-to-rate-detector``).
 It runs the SAME detection code as the local detector (``shoplake.alarm.detector.RateDetector``: event-time windows,
 watermark over shards, random cut forest, alarm policy) — only the transport differs. Deployed as a bundle
 (``shoplake/...`` package layout) with numpy + rrcf from a layer.
@@ -62,7 +62,7 @@ from shoplake.alarm.detector import (
     detector_config,
     encode_state,
 )
-from shoplake.functions import rate_alarm
+from shoplake.lambdas import rate_alarm
 
 log = logging.getLogger("rate_detector")  # the function's log name in CloudWatch
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from shoplake import config, lambda_local, lambda_runtime, streams
 from shoplake.errors import ShoplakeError
-from shoplake.functions import order_history
+from shoplake.lambdas import order_history
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def handler() -> lambda_local.Handler:
 def mapping(
     consumer: str = CONSUMER, handler_fn: lambda_local.Handler | None = None, **overrides: Any
 ) -> lambda_local.EventSourceMapping:
-    """The local event-source mapping ``orders → order_history`` with stack.yaml's settings (``overrides`` win)."""
+    """The local event-source mapping ``orders → order_history`` with resources.yaml's settings (``overrides`` win)."""
     # the handler's writes are idempotent, so a crash may replay a little: checkpoint once a second, not per batch
     settings = lambda_local.mapping_settings(
         MAPPING, **{"checkpoint_interval_seconds": CHECKPOINT_INTERVAL_SECONDS, **overrides}

@@ -15,7 +15,7 @@ What the cluster runs, fixed here so that it does not depend on the release's de
   (``emr_bootstrap.sh``, uploaded with the job) installs :data:`JOB_PACKAGES` pinned into that Python on every node.
   A reused cluster (``cluster_id``) must have been started with it (:func:`start_cluster`); this is checked.
 * Code: the shoplake modules the job imports (``als_job.SHIPPED_MODULES``) go in a zip through ``--py-files``.
-* Roles: the ``emr-service`` and ``emr-ec2`` roles of ``infra/stack.yaml`` (the EC2 one as instance profile).
+* Roles: the ``emr-service`` and ``emr-ec2`` roles of ``infra/resources.yaml`` (the EC2 one as instance profile).
   The service role's AWS managed policy (``AmazonEMRServicePolicy_v2``) only acts on resources tagged
   ``for-use-with-amazon-emr-managed-policies=true``: the cluster carries the tag, and the subnet must have it.
 """
@@ -48,7 +48,7 @@ JOB_PACKAGES = ("numpy==1.26.4", "pandas==2.0.3", "pyarrow==14.0.2", "boto3==1.3
 BOOTSTRAP_NAME = "shoplake-job-python-packages"
 STEP_NAME = "shoplake-recommend-als"
 INSTANCE_TYPE = "m5.xlarge"
-SERVICE_ROLE = "emr-service"  # iam_role names in infra/stack.yaml
+SERVICE_ROLE = "emr-service"  # iam_role names in infra/resources.yaml
 EC2_ROLE = "emr-ec2"
 MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
 IDLE_TIMEOUT_S = 3600  # a cluster started for reuse ends itself after an idle hour
@@ -84,14 +84,14 @@ class EmrError(ShoplakeError):
 
 
 def artifacts_bucket() -> str:
-    """The artifacts bucket's real name (``s3_bucket:artifacts`` of infra/stack.yaml)."""
+    """The artifacts bucket's real name (``s3_bucket:artifacts`` of infra/resources.yaml)."""
     from shoplake import infra
 
     return infra.physical_name(infra.find("s3_bucket", "artifacts"))
 
 
 def role_name(name: str) -> str:
-    """The real name of an aws-only ``iam_role`` of infra/stack.yaml (the instance profile has the same name)."""
+    """The real name of an aws-only ``iam_role`` of infra/resources.yaml (the instance profile has the same name)."""
     from shoplake import infra
 
     return infra.physical_name(infra.find("iam_role", name, target="aws"))

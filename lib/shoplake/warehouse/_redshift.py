@@ -410,9 +410,9 @@ class PostgresWarehouse(Warehouse):
     dialect = "postgresql"
 
     def connect(self) -> Any:
-        from shoplake import stack
+        from shoplake import local_services
 
-        return stack.postgres_connection()
+        return local_services.postgres_connection()
 
     def load(self, tables: dict[str, Any]) -> None:
         streams = {name: _csv_stream(table) for name, table in tables.items()}

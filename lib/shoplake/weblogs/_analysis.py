@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def _log_span_s(path: Path) -> float:
-    from shoplake.functions.weblogs_transform import parse_line
+    from shoplake.lambdas.weblogs_transform import parse_line
 
     lines = list(iter_lines(path))
     stamps = [d["@timestamp"] for d in (parse_line(x)[0] for x in (lines[0], lines[-1])) if d]
@@ -36,7 +36,7 @@ def _written_offsets(path: Path) -> np.ndarray:
 
     A line the parser refuses has no time of its own: it takes the time of the line before it.
     """
-    from shoplake.functions.weblogs_transform import parse_line
+    from shoplake.lambdas.weblogs_transform import parse_line
 
     stamps: list[float] = []
     last = None

@@ -1,6 +1,6 @@
 """Delivery of access logs: ship lines to Firehose ``weblogs``, and the follower that brings them into the index.
 
-On aws Firehose runs the transformation Lambda (``functions/weblogs_transform.py``) and writes its documents to
+On aws Firehose runs the transformation Lambda (``lambdas/weblogs_transform.py``) and writes its documents to
 OpenSearch itself (access documents and rejected-line documents carrying the parser's reason); records it cannot
 deliver go to the S3 backup ``weblogs-failed/`` of the lake bucket. Locally the emulator's Firehose lands the raw
 lines in the lake under ``raw/weblogs/`` (one object per put); :func:`deliver_new` reads the objects not indexed
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shoplake import config
-from shoplake.functions.weblogs_transform import is_rejected, transform_records
+from shoplake.lambdas.weblogs_transform import is_rejected, transform_records
 from shoplake.weblogs._lake_io import (
     FAILED_PREFIX,
     RAW_PREFIX,
@@ -225,7 +225,7 @@ class Follower(ABC):
 class LakeFollower(Follower):
     """Local: indexes the objects the emulator's Firehose delivers to ``raw/weblogs/`` (:func:`deliver_new`)."""
 
-    hint = "is the emulator up (shoplake stack status)?"
+    hint = "is the emulator up (shoplake local status)?"
 
     def __init__(
         self,

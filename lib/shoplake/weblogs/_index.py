@@ -72,7 +72,7 @@ DOC_COLUMNS = (
     "bot",
     "source",
 )
-INDEX_PREFIX = "weblogs"  # the Firehose IndexName (infra/stack.yaml); OneDay rotation appends -YYYY-MM-DD
+INDEX_PREFIX = "weblogs"  # the Firehose IndexName (infra/resources.yaml); OneDay rotation appends -YYYY-MM-DD
 TEMPLATE_PATH = config.REPO_ROOT / "infra" / "opensearch" / "weblogs-template.json"
 TEMPLATE_NAME = INDEX_PREFIX
 
@@ -197,10 +197,10 @@ CREATE TABLE IF NOT EXISTS sources (source VARCHAR PRIMARY KEY, ingested_at TIME
 def _start_over_after_an_emulator_restart(path: Path) -> None:
     """A local index file mirrors what the emulator's lake held; after an emulator restart (an empty lake) it is
     rebuilt from scratch instead of counting yesterday's documents twice."""
-    from shoplake import stack
+    from shoplake import local_services
 
     marker = path.with_name(path.name + ".generation")
-    was = config.by_target(local=lambda: stack.restarted_since(marker), aws=lambda: None)()
+    was = config.by_target(local=lambda: local_services.restarted_since(marker), aws=lambda: None)()
     if was is not None and path.exists():
         path.unlink()
         Path(str(path) + ".wal").unlink(missing_ok=True)
@@ -459,7 +459,7 @@ REJECTED_ONLY = {"term": {"rejected": True}}
 def dsl_filter(query: str, start: Any = None, end: Any = None) -> dict[str, Any]:
     """The query clause of a search string plus an ``@timestamp`` range, over access documents only.
 
-    Rejected-line documents share the daily indices (see ``functions/weblogs_transform``); every search leaves them out.
+    Rejected-line documents share the daily indices (see ``lambdas/weblogs_transform``); every search leaves them out.
     """
     clauses = [to_dsl(query), ACCESS_ONLY]
     if start is not None or end is not None:
@@ -635,7 +635,7 @@ class OpenSearchIndex(LogIndex):
     ) -> IngestCounts:
         from opensearchpy import helpers
 
-        from shoplake.functions.weblogs_transform import rejected_document
+        from shoplake.lambdas.weblogs_transform import rejected_document
 
         target = daily_index()
         actions = [

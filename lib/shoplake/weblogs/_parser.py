@@ -1,6 +1,6 @@
 """Apache access-log files → search documents, with every line that cannot be parsed kept and counted with a reason.
 
-The line parser itself is :func:`shoplake.functions.weblogs_transform.parse_line` — the code the Firehose
+The line parser itself is :func:`shoplake.lambdas.weblogs_transform.parse_line` — the code the Firehose
 transformation Lambda runs — so the CLI, the local delivery and AWS parse identically.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from shoplake.errors import DataError
-from shoplake.functions.weblogs_transform import is_bot, parse_line, to_utc_iso, unescape
+from shoplake.lambdas.weblogs_transform import is_bot, parse_line, to_utc_iso, unescape
 
 __all__ = [
     "ParseResult",

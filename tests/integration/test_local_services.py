@@ -1,4 +1,4 @@
-"""The local stack's lifecycle against the real processes, in a state folder of its own."""
+"""The local services's lifecycle against the real processes, in a state folder of its own."""
 
 import os
 import signal
@@ -45,7 +45,7 @@ def test_up_status_idempotent_down(private_stack):
     began = time.perf_counter()
     status = stack.ensure()
     assert status.up, status.lines()
-    assert time.perf_counter() - began < 30  # generous; the figure is reported by `shoplake stack up`
+    assert time.perf_counter() - began < 30  # generous; the figure is reported by `shoplake local up`
     state = stack.read_state()
     pids = state["moto"]["pid"], state["postgres"]["pid"]
     # a second ensure reuses the running processes
@@ -78,11 +78,11 @@ def test_recovers_from_a_killed_emulator_and_a_stale_pid(private_stack):
 
 
 def test_down_stack_gives_a_clear_message(private_stack):
-    from shoplake.errors import StackError
+    from shoplake.errors import LocalServicesError
 
-    with pytest.raises(StackError, match="make stack-up"):
+    with pytest.raises(LocalServicesError, match="make local-up"):
         private_stack.moto_url()
-    with pytest.raises(StackError, match="stack up"):
+    with pytest.raises(LocalServicesError, match="stack up"):
         private_stack.postgres_params()
 
 
@@ -135,7 +135,7 @@ def test_a_live_but_silent_emulator_is_reported_not_killed(private_stack):
     status = stack.ensure()
     os.kill(status.moto_pid, signal.SIGSTOP)  # alive, but answers nothing
     try:
-        with pytest.raises(stack.StackError, match="does not answer"):
+        with pytest.raises(stack.LocalServicesError, match="does not answer"):
             stack.ensure()
         assert _alive(status.moto_pid)
     finally:

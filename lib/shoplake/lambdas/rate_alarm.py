@@ -31,7 +31,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from shoplake.functions import _aws
+from shoplake.lambdas import _aws
 
 log = logging.getLogger("rate_alarm")
 

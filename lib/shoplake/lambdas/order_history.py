@@ -48,7 +48,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from shoplake import events
-from shoplake.functions import _aws
+from shoplake.lambdas import _aws
 
 log = logging.getLogger("order_history")
 

@@ -1,7 +1,7 @@
-"""The local stack: the AWS emulator (moto in server mode) and an embedded PostgreSQL, as background processes.
+"""The local services: the AWS emulator (moto in server mode) and an embedded PostgreSQL, as background processes.
 
-State lives in ``.shoplake/`` (``SHOPLAKE_HOME``): ``stack.json`` (endpoints, pids, the generated PostgreSQL
-password), logs, and a lock so that ``make run``, JupyterLab kernels and test sessions share one stack.
+State lives in ``.shoplake/`` (``SHOPLAKE_HOME``): ``services.json`` (endpoints, pids, the generated PostgreSQL
+password), logs, and a lock so that ``make run``, JupyterLab kernels and test sessions share one set of local services.
 ``ensure()`` starts whatever is down and is cheap when everything is up.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from shoplake import _settings
-from shoplake.errors import StackError
+from shoplake.errors import LocalServicesError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ START_TIMEOUT_S = 30.0
 
 @dataclass
 class Status:
-    """What ``shoplake stack status`` shows."""
+    """What ``shoplake local status`` shows."""
 
     moto_url: str | None
     moto_healthy: bool
@@ -79,7 +79,7 @@ def home() -> Path:
 
 
 def _state_path() -> Path:
-    return home() / "stack.json"
+    return home() / "services.json"
 
 
 def read_state() -> dict[str, Any]:
@@ -103,7 +103,7 @@ def _write_state(state: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def _lock() -> Iterator[None]:
-    with open(home() / "stack.lock", "w") as handle:
+    with open(home() / "services.lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -196,12 +196,12 @@ def _start_moto() -> dict[str, Any]:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(f"the AWS emulator exited at start (code {proc.returncode}); see {log_path}")
+            raise LocalServicesError(f"the AWS emulator exited at start (code {proc.returncode}); see {log_path}")
         if _moto_healthy(url):
             return {"pid": proc.pid, "port": port, "url": url, "started": time.time(), "log": str(log_path)}
         time.sleep(0.1)
     _kill(proc.pid)
-    raise StackError(f"the AWS emulator did not answer on {url} within {START_TIMEOUT_S:.0f} s; see {log_path}")
+    raise LocalServicesError(f"the AWS emulator did not answer on {url} within {START_TIMEOUT_S:.0f} s; see {log_path}")
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -331,7 +331,7 @@ def _start_postgres(previous: dict[str, Any] | None) -> dict[str, Any]:
         )
         pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
-            raise StackError(f"PostgreSQL initdb failed: {result.stderr.strip()[-500:]}")
+            raise LocalServicesError(f"PostgreSQL initdb failed: {result.stderr.strip()[-500:]}")
     # a crashed server leaves postmaster.pid behind; pg_ctl handles a stale one, a live one we stop first
     port = free_port()
     options = f"-h 127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off -c synchronous_commit=off"
@@ -342,7 +342,7 @@ def _start_postgres(previous: dict[str, Any] | None) -> dict[str, Any]:
     )
     if result.returncode != 0:
         tail = log_path.read_text()[-800:] if log_path.exists() else ""
-        raise StackError(f"PostgreSQL did not start: {result.stderr.strip()[-300:]} {tail}")
+        raise LocalServicesError(f"PostgreSQL did not start: {result.stderr.strip()[-300:]} {tail}")
     pid = int((pgdata / "postmaster.pid").read_text().split()[0])
     pg = {
         "pid": pid,
@@ -422,18 +422,18 @@ def status() -> Status:
 
 
 def ensure() -> Status:
-    """Start whatever part of the local stack is down; return its status. Safe to call from many processes."""
+    """Start whatever part of the local services is down; return its status. Safe to call from many processes."""
     if not _settings.settings().is_local:
-        raise StackError("the local stack is only for SHOPLAKE_TARGET=local; on aws the services are real")
+        raise LocalServicesError("the local services is only for SHOPLAKE_TARGET=local; on aws the services are real")
     with _lock():
         state = read_state()
         moto = state.get("moto")
         if moto and _is_our_emulator(moto.get("pid")):
             if not _emulator_answers(moto.get("url")):
                 # never kill a live emulator (and its in-memory data) on a failed health check
-                raise StackError(
+                raise LocalServicesError(
                     f"the AWS emulator (pid {moto['pid']}) is running but does not answer at {moto.get('url')}; "
-                    f"see {moto.get('log')}. If it is stuck, `shoplake stack down` stops it (its data is lost)."
+                    f"see {moto.get('log')}. If it is stuck, `shoplake local down` stops it (its data is lost)."
                 )
         else:
             state["moto"] = _start_moto()
@@ -449,7 +449,7 @@ def ensure() -> Status:
 
 
 def down(purge: bool = False) -> None:
-    """Stop every process of the local stack; ``purge`` also deletes the PostgreSQL data and the state."""
+    """Stop every process of the local services; ``purge`` also deletes the PostgreSQL data and the state."""
     with _lock():
         state = read_state()
         moto = state.get("moto")
@@ -471,12 +471,12 @@ def down(purge: bool = False) -> None:
 
 
 def moto_url() -> str:
-    """The emulator URL; raises a StackError telling how to start the stack when it is down."""
+    """The emulator URL; raises a LocalServicesError telling how to start the local services when it is down."""
     moto = read_state().get("moto") or {}
     url = moto.get("url")
     if not url or not _pid_alive(moto.get("pid")):
-        raise StackError(
-            "the local AWS emulator is not running: start it with `make stack-up` (or `shoplake stack up`), "
+        raise LocalServicesError(
+            "the local AWS emulator is not running: start it with `make local-up` (or `shoplake local up`), "
             "or run notebook 00_provision first"
         )
     return url
@@ -510,8 +510,8 @@ def postgres_params() -> dict[str, Any]:
     """Connection parameters of the embedded PostgreSQL (host, port, user, password, database)."""
     pg = read_state().get("postgres") or {}
     if not pg.get("port") or not _pid_alive(pg.get("pid")):
-        raise StackError(
-            "the embedded PostgreSQL is not running: start it with `make stack-up` (or `shoplake stack up`)"
+        raise LocalServicesError(
+            "the embedded PostgreSQL is not running: start it with `make local-up` (or `shoplake local up`)"
         )
     return {k: pg[k] for k in ("host", "port", "user", "password", "database")}
 
