@@ -18,7 +18,7 @@ from pathlib import Path
 from shoplake import config, datagen, infra, streams
 from shoplake.agent import Agent, load_config
 from shoplake.agent._flows import ORDER_FIELDS, AgentConfig
-from shoplake.agent._writer import order_line_csv
+from shoplake.agent._servers import order_line_csv
 
 MAX_LINES = 20_000
 BASE = {("s3_bucket", "lake"), ("iam_role", "firehose-delivery")}

@@ -29,14 +29,14 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def local_stack():
     """The shared local services; started if down, and stopped again at the end only if this session started it."""
-    from shoplake import config, stack
+    from shoplake import config, local_services
 
-    was_up = stack.status().up
-    status = stack.ensure()
+    was_up = local_services.status().up
+    status = local_services.ensure()
     config.clear_caches()
     yield status
     if not was_up:
-        stack.down()
+        local_services.down()
 
 
 @pytest.fixture(scope="session")

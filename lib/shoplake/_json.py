@@ -38,3 +38,38 @@ def plain(value: Any) -> Any:
     except (ImportError, TypeError, ValueError):
         pass
     return value
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(..., default=json_default)``: :func:`plain`'s value, or the text of a value it leaves as is."""
+    converted = plain(value)
+    return str(converted) if converted is value else converted
+
+
+def rows(data: Any) -> list[dict[str, Any]]:
+    """The rows of a DataFrame (or an iterable of dicts) as JSON-ready dicts, with :func:`plain`'s rules.
+
+    A DataFrame is converted column by column (integers and floats by numpy, timestamps formatted once per column),
+    so a million rows take about a second rather than one :func:`plain` call per cell.
+    """
+    import pandas as pd
+
+    if not isinstance(data, pd.DataFrame):
+        return [{str(k): plain(v) for k, v in dict(row).items()} for row in data]
+    columns: dict[str, list[Any]] = {}
+    for name in data.columns:
+        series = data[name]
+        if pd.api.types.is_bool_dtype(series.dtype) and not series.hasnans:
+            values = series.astype(bool).tolist()
+        elif pd.api.types.is_integer_dtype(series.dtype) and not series.hasnans:
+            values = series.astype("int64").tolist()
+        elif pd.api.types.is_float_dtype(series.dtype):
+            values = [v if math.isfinite(v) else None for v in series.astype(float).tolist()]
+        elif pd.api.types.is_datetime64_any_dtype(series.dtype):
+            stamps = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
+            values = stamps.dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype(object).where(series.notna(), None).tolist()
+        else:
+            values = [plain(v) for v in series.astype(object).tolist()]
+        columns[str(name)] = values
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]

@@ -57,6 +57,18 @@ class Rejected(ValueError):
         self.reason = reason
 
 
+def from_frame(events: Any) -> list[dict[str, Any]]:
+    """Order events (a DataFrame in the event schema, or an iterable of dicts) as JSON-ready event dicts.
+
+    The one frame → events conversion (NaN → None, so a guest's ``CustomerID`` is None; timestamps → ``…Z``;
+    numpy numbers → Python), used by the producer, the lake delivery and the dataset. Needs pandas, so the Lambda
+    bundles never call it.
+    """
+    from shoplake._json import rows
+
+    return rows(events)
+
+
 def decode(data: bytes | str | dict[str, Any]) -> dict[str, Any]:
     """The validated event of one record's bytes (or an already parsed object); raises :class:`Rejected`."""
     if isinstance(data, dict):

@@ -38,7 +38,7 @@ import shutil
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -48,8 +48,8 @@ from typing import Any
 import pandas as pd
 
 from shoplake import config, events
-from shoplake._json import plain
 from shoplake.errors import DataError, ShoplakeError
+from shoplake.events import from_frame
 
 log = logging.getLogger(__name__)
 
@@ -216,15 +216,9 @@ def _check_bucket() -> str:
 # --------------------------------------------------------------------------- delivery
 
 
-def order_events(events: pd.DataFrame | Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def order_events(events: pd.DataFrame | Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Order events as JSON-ready dicts (the order event schema), from a DataFrame or any iterable of dicts."""
-    if isinstance(events, pd.DataFrame):
-        columns = list(events.columns)
-        for row in events.itertuples(index=False, name=None):
-            yield {c: plain(v) for c, v in zip(columns, row, strict=True)}
-    else:
-        for event in events:
-            yield {k: plain(v) for k, v in event.items()}
+    return from_frame(events)
 
 
 # Firehose buffers up to 60 s / 5 MB (orders-to-lake in infra/resources.yaml) before it writes an object; a wait that sees

@@ -35,7 +35,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shoplake import config, events
+from shoplake._json import json_default
 from shoplake.errors import ShoplakeError
+from shoplake.events import from_frame
 
 log = logging.getLogger(__name__)
 
@@ -163,24 +165,12 @@ def encode(record: Record, newline: bool = False) -> bytes:
     elif isinstance(record, str):
         data = record.encode("utf-8")
     elif isinstance(record, dict):
-        data = json.dumps(record, separators=(",", ":"), default=_json_default, ensure_ascii=False).encode("utf-8")
+        data = json.dumps(record, separators=(",", ":"), default=json_default, ensure_ascii=False).encode("utf-8")
     else:
         raise StreamError(f"records must be dicts, bytes or str, got {type(record).__name__}")
     if newline and not data.endswith(b"\n"):
         data += b"\n"
     return data
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return value.item()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
 
 
 order_partition_key = events.partition_key  # the customer, or guest-<InvoiceNo> (one definition: shoplake.events)
@@ -531,21 +521,8 @@ def replay(
 
 
 def _records_of(events: Any) -> list[dict[str, Any]]:
-    """Rows of a DataFrame (or an iterable of dicts) as plain JSON-ready dicts (NaN → None, timestamps → ISO)."""
-    import pandas as pd
-
-    if isinstance(events, pd.DataFrame):
-        frame = events.astype(object).where(events.notna(), None)
-        rows = frame.to_dict(orient="records")
-    else:
-        rows = [dict(r) for r in events]
-    for row in rows:
-        for key, value in row.items():
-            if isinstance(value, pd.Timestamp | datetime):
-                row[key] = _json_default(value.to_pydatetime() if isinstance(value, pd.Timestamp) else value)
-            elif hasattr(value, "item") and callable(value.item):
-                row[key] = value.item()
-    return rows
+    """Rows of a DataFrame (or an iterable of dicts) as plain JSON-ready dicts (see :func:`shoplake.events.from_frame`)."""
+    return from_frame(events)
 
 
 # --------------------------------------------------------------------------- readers

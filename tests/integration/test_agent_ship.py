@@ -23,7 +23,7 @@ from shoplake import config, streams
 from shoplake.agent import Agent, load_config, ship_dataset, simulate_servers
 from shoplake.agent._agent import CRASH_AFTER_SENDS_ENV
 from shoplake.agent._flows import ORDER_FIELDS
-from shoplake.agent._writer import order_line_csv
+from shoplake.agent._servers import order_line_csv
 
 ORDER_CSV = """
       - optionName: CSVTOJSON

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from shoplake import config, stack
+from shoplake import config, local_services
 from shoplake.lambdas import order_history
 
 
@@ -294,7 +294,7 @@ def test_handler_runs_standalone_from_its_lambda_zip(resources, tmp_path):
     env.update(
         TABLE_NAME=table,
         DEAD_LETTER_QUEUE_URL=queue,
-        AWS_ENDPOINT_URL=stack.moto_url(),
+        AWS_ENDPOINT_URL=local_services.moto_url(),
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",

@@ -6,7 +6,7 @@ import pytest
 
 from shoplake import streams
 from shoplake.agent._flows import ORDER_FIELDS, LogToJson, Malformed, load_config
-from shoplake.agent._writer import order_line_csv
+from shoplake.agent._servers import order_line_csv
 from shoplake.errors import ConfigError
 
 

@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 from shoplake.agent._checkpoint import CheckpointStore, FlowState
+from shoplake.agent._servers import RotatingLog, simulate_servers
 from shoplake.agent._tail import Tailer
-from shoplake.agent._writer import RotatingLog, simulate_servers
 
 
 def _drain(tailer: Tailer, max_lines: int = 1000) -> list[str]:

@@ -6,8 +6,8 @@ Verbs: :func:`ship_dataset` (servers + agent in one call, what notebooks use), :
 
 from shoplake.agent._agent import Agent, AgentError, default_state_dir
 from shoplake.agent._flows import load_config
+from shoplake.agent._servers import order_line_csv, simulate_servers
 from shoplake.agent._ship import ship_dataset
-from shoplake.agent._writer import order_line_csv, simulate_servers
 
 __all__ = [
     "Agent",

@@ -13,7 +13,7 @@ from typing import Any
 from shoplake import config
 from shoplake.agent._agent import Agent
 from shoplake.agent._flows import load_config
-from shoplake.agent._writer import simulate_servers
+from shoplake.agent._servers import simulate_servers
 from shoplake.errors import ConfigError
 
 log = logging.getLogger(__name__)

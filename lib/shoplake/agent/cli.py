@@ -192,7 +192,7 @@ def simulate_servers(
 ) -> None:
     """Play the generated shop as web servers writing orders.csv and access.log (with log rotation)."""
     from shoplake import datagen
-    from shoplake.agent._writer import simulate_servers as simulate
+    from shoplake.agent._servers import simulate_servers as simulate
     from shoplake.cli import echo_json
 
     dataset = datagen.load(scale=scale, seed=seed)

@@ -129,14 +129,9 @@ class Dataset:
 
     def order_events(self) -> list[dict[str, Any]]:
         """The order lines as JSON-ready event dicts (``CustomerID`` None for guests), in file order."""
-        lines = self.order_lines
-        columns = {col: lines[col].to_numpy(dtype=object).tolist() for col in lines.columns}
-        columns["Quantity"] = lines["Quantity"].astype("int64").tolist()
-        columns["LineNo"] = lines["LineNo"].astype("int64").tolist()
-        columns["UnitPrice"] = lines["UnitPrice"].astype(float).tolist()
-        columns["CustomerID"] = [c if isinstance(c, str) else None for c in columns["CustomerID"]]
-        names = list(columns)
-        return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        from shoplake import events
+
+        return events.from_frame(self.order_lines)
 
     @cached_property
     def products(self) -> pd.DataFrame:
