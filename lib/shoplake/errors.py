@@ -10,7 +10,7 @@ class ConfigError(ShoplakeError):
 
 
 class LocalServicesError(ShoplakeError):
-    """The local services (emulator, PostgreSQL) is not running or cannot be started."""
+    """The local services (emulator, PostgreSQL) are not running or cannot be started."""
 
 
 class InfraError(ShoplakeError):
@@ -19,3 +19,33 @@ class InfraError(ShoplakeError):
 
 class DataError(ShoplakeError):
     """Input data is missing or malformed."""
+
+
+def read_user_text(path: object, what: str, error: type[ShoplakeError] = DataError) -> str:
+    """The UTF-8 text of a file the user named (``what``: "the SQL file" ...), or ``error`` with a one-line reason.
+
+    A missing file, a folder, an unreadable file or one that is not UTF-8 text (a binary) never becomes a traceback.
+    """
+    import os
+
+    name = os.fspath(path)  # type: ignore[call-overload]
+    try:
+        with open(name, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise error(f"{what} {name} does not exist") from None
+    except IsADirectoryError:
+        raise error(f"{what} {name} is a folder: give a file") from None
+    except PermissionError:
+        raise error(f"{what} {name} cannot be read (permission denied)") from None
+    except OSError as exc:
+        raise error(f"{what} {name} cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{what} {name} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}): is it a binary?"
+        ) from None
+    if "\x00" in text:
+        raise error(f"{what} {name} holds NUL bytes: is it a binary?")
+    return text.removeprefix("\ufeff")

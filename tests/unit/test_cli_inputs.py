@@ -37,3 +37,31 @@ def test_a_huge_rejected_line_is_not_echoed_whole(tmp_path):
     log.write_text("x" * 2_000_000 + "\n")
     result = CliRunner().invoke(cli, ["logs", "parse", "--json", str(log)])
     assert result.exit_code == 0 and len(result.output) < 5_000
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"\x00\x01\xff\xfe select", "not UTF-8 text"), (b"select 1\x00", "NUL bytes"), (None, "is a folder")],
+    ids=["binary", "nul", "folder"],
+)
+def test_a_sql_file_that_is_not_text_is_a_one_line_error(tmp_path, content, reason):
+    from shoplake.warehouse import SqlQueryError, load_query
+
+    path = tmp_path / "q.sql"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(SqlQueryError, match=reason) as caught:
+        load_query(path)
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_user_text_files_lose_a_byte_order_mark_and_keep_their_text(tmp_path):
+    from shoplake.errors import DataError, read_user_text
+
+    path = tmp_path / "q.sql"
+    path.write_bytes("\ufeffselect 'é'".encode())
+    assert read_user_text(path, "the SQL file") == "select 'é'"
+    with pytest.raises(DataError, match="does not exist"):
+        read_user_text(tmp_path / "missing.sql", "the SQL file")

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from shoplake import config
-from shoplake.errors import ShoplakeError
+from shoplake.errors import ShoplakeError, read_user_text
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def load_query(name_or_file: str | Path) -> Query:
         path = QUERY_DIR / f"{candidate.stem if candidate.suffix == '.sql' else name_or_file}.sql"
         if not path.exists():
             raise SqlQueryError(f"no query {str(name_or_file)!r}: give a .sql file path or one of {list_queries()}")
-    sql = path.read_text(encoding="utf-8").strip().rstrip(";")
+    sql = read_user_text(path, "the SQL file", SqlQueryError).strip().rstrip(";")
     if not sql:
         raise SqlQueryError(f"{path.name} is empty: write one SELECT statement in Athena (Trino) SQL")
     return Query(path.stem, path, sql)
