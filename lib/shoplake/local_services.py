@@ -427,9 +427,9 @@ def status() -> Status:
 
 
 def ensure() -> Status:
-    """Start whatever part of the local services is down; return its status. Safe to call from many processes."""
+    """Start whatever local service is down; return their status. Safe to call from many processes."""
     if not _settings.settings().is_local:
-        raise LocalServicesError("the local services is only for SHOPLAKE_TARGET=local; on aws the services are real")
+        raise LocalServicesError("the local services are only for SHOPLAKE_TARGET=local; on aws the services are real")
     with _lock():
         state = read_state()
         moto = state.get("moto")

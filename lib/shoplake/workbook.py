@@ -106,7 +106,7 @@ def notebooks(only: list[str] | None = None, notebook_dir: Path = NOTEBOOK_DIR) 
 
 @contextlib.contextmanager
 def held_for_run(keep: bool = False) -> Iterator[config.Settings]:
-    """The target made ready for one run (``shoplake run``); afterwards the local services is stopped only if this
+    """The target made ready for one run (``shoplake run``); afterwards the local services are stopped only if this
     call started it, so a JupyterLab session or a test session sharing the local services keeps its data. On aws: nothing
     to start or stop."""
     from shoplake import local_services
