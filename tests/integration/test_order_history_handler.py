@@ -388,8 +388,9 @@ def reference_marks(batch: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def test_cancellation_look_ups_are_one_query_per_customer_per_batch(resources):
-    """issue 13: a batch with many cancellations of few customers queries each customer once (reading only the
-    attributes the choice needs) and marks the same lines as one query per cancellation did."""
+    """issue 13: a batch with many cancellations of few customers queries each customer once and marks the same
+    lines as one query per cancellation did; the marks go into the batch's puts (no request per cancellation), and
+    original lines the queries covered need no other read."""
     table, queue = resources
     tag = uuid.uuid4().hex[:6]
     customers = [f"q-{tag}-{i}" for i in range(3)]
@@ -403,22 +404,13 @@ def test_cancellation_look_ups_are_one_query_per_customer_per_batch(resources):
         for c in range(3)
         for d in range(6)
     ]
-    calls: list[dict[str, Any]] = []
-    dynamodb = config.client("dynamodb")
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(dynamodb, name)
-
-        def query(self, **kwargs):
-            calls.append(kwargs)
-            return dynamodb.query(**kwargs)
-
-    response = order_history.process(kinesis_event(originals + cancels), table, queue, Counting(), config.client("sqs"))
+    dynamodb = Counting()
+    response = order_history.process(kinesis_event(originals + cancels), table, queue, dynamodb, config.client("sqs"))
     counts = response["counts"]
     assert counts["cancellations"] == 18 and counts["cancellations_matched"] == 18
-    assert len(calls) == 3 and {c["ExpressionAttributeValues"][":c"]["S"] for c in calls} == set(customers)
-    assert all(c["ProjectionExpression"] == "order_key, stock_code, cancelled_by" for c in calls)
+    queries = dynamodb.calls["query"]
+    assert len(queries) == 3 and {c["ExpressionAttributeValues"][":c"]["S"] for c in queries} == set(customers)
+    assert dynamodb.operations() == {"query": 3, "batch_write_item": 3}  # 54 items, 25 per call
     marked = {
         i["event_id"]["S"]: i["cancelled_by"]["S"] for c in customers for i in items_of(table, c) if "cancelled_by" in i
     }
@@ -426,6 +418,26 @@ def test_cancellation_look_ups_are_one_query_per_customer_per_batch(resources):
     # a replay in one batch marks nothing new
     again = order_history.process(kinesis_event(originals + cancels), table, queue, Counting(), config.client("sqs"))
     assert again["counts"]["cancellations_matched"] == 18
+
+
+class Counting:
+    """The emulator's DynamoDB client, recording every call by operation."""
+
+    def __init__(self) -> None:
+        self.real = config.client("dynamodb")
+        self.calls: dict[str, list[dict[str, Any]]] = {}
+
+    def __getattr__(self, name):
+        method = getattr(self.real, name)
+
+        def call(**kwargs):
+            self.calls.setdefault(name, []).append(kwargs)
+            return method(**kwargs)
+
+        return call
+
+    def operations(self) -> dict[str, int]:
+        return {name: len(calls) for name, calls in self.calls.items()}
 
 
 def test_more_stock_codes_than_dynamodbs_in_operator_takes(resources):
@@ -437,3 +449,169 @@ def test_more_stock_codes_than_dynamodbs_in_operator_takes(resources):
     assert response["counts"]["cancellations_matched"] == 120 and not response["batchItemFailures"]
     marked = {i["event_id"]["S"]: i["cancelled_by"]["S"] for i in items_of(table, customer) if "cancelled_by" in i}
     assert marked == {f"63{d:03d}-{d}": f"C64{d:03d}-{d}" for d in range(120)}
+
+
+def table_of(table: str, customers: list[str]) -> list[dict[str, Any]]:
+    return sorted(
+        (i for c in customers for i in items_of(table, c)), key=lambda i: (i["customer_id"]["S"], i["order_key"]["S"])
+    )
+
+
+def replay_stream(tag: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Three customers' order lines and cancellations in stream order (by date): cancellations of lines in earlier
+    batches, of lines in the same batch, two of one product (two marks), and one with nothing left to mark."""
+    customers = [f"r-{tag}-{c}" for c in range(3)]
+    stream: list[dict[str, Any]] = []
+    for day in range(1, 9):
+        for c, customer in enumerate(customers):
+            date = f"2011-04-{day:02d}T1{c}:00:00Z"
+            if day % 3 == 0:  # cancel two products bought earlier (one of them twice over the days)
+                stream.append(line(f"C7{c}{day}", f"P{day % 2}", -1, date, customer))
+                stream.append(line(f"C7{c}{day}", f"P{(day + c) % 4}", -2, date, customer, line_no=1))
+            else:
+                stream.extend(line(f"6{c}{day}", f"P{n}", 2, date, customer, line_no=n) for n in range(4))
+    stream.append(line("C79999", "NEVER", -1, "2011-04-30T10:00:00Z", customers[0]))  # nothing to mark
+    return stream, customers
+
+
+def test_replaying_any_subset_in_any_order_keeps_the_cancellation_marks(resources):
+    """issue 16 #5: re-putting an original line must not drop the mark a cancellation put on it: replays of any
+    subset of the stream, in any order and any batching, leave the table exactly as the full run did."""
+    import random
+
+    table, _ = resources
+    stream, customers = replay_stream(uuid.uuid4().hex[:6])
+    for start in range(0, len(stream), 7):  # the full run, in batches as the mapping cuts them
+        run(resources, stream[start : start + 7], first_seq=start + 1)
+    full = table_of(table, customers)
+    marks = {i["event_id"]["S"]: i["cancelled_by"]["S"] for i in full if "cancelled_by" in i}
+    assert marks == reference_marks(stream) and len(marks) >= 10
+    assert len(full) == len(stream)
+    # the probe's case: the first half again (originals re-put, most of their cancellations not replayed)
+    run(resources, stream[: len(stream) // 2])
+    assert table_of(table, customers) == full
+    # only original lines, one batch each
+    for event in (e for e in stream if not e["InvoiceNo"].startswith("C")):
+        run(resources, [event])
+    assert table_of(table, customers) == full
+    rng = random.Random(16)
+    for _trial in range(8):
+        subset = rng.sample(stream, rng.randint(1, len(stream)))  # any subset, in any order
+        size = rng.choice([1, 3, 10, 100])
+        for start in range(0, len(subset), size):
+            response = run(resources, subset[start : start + size])
+            assert response["batchItemFailures"] == []
+        assert table_of(table, customers) == full
+
+
+def test_requests_per_batch_do_not_grow_with_cancellations(resources):
+    """issue 13: a batch of new lines whose cancellations mark lines of earlier batches costs one Query per customer,
+    one BatchGetItem for the batch's original lines (their marks) and the BatchWriteItem puts — no request per
+    cancellation."""
+    table, queue = resources
+    tag = uuid.uuid4().hex[:6]
+    customers = [f"n-{tag}-{c}" for c in range(2)]
+    earlier = [
+        line(f"65{c}{d}", f"K{d}", 2, "2011-05-01T10:00:00Z", customers[c], line_no=d)
+        for c in range(2)
+        for d in range(5)
+    ]
+    run(resources, earlier)
+    batch = [
+        line(f"66{c}{d}", f"N{d}", 1, "2011-05-02T10:00:00Z", customers[c], line_no=d)
+        for c in range(2)
+        for d in range(40)
+    ]
+    batch += [
+        line(f"C67{c}", f"K{d}", -1, "2011-05-03T10:00:00Z", customers[c], line_no=d)
+        for c in range(2)
+        for d in range(5)
+    ]
+    dynamodb = Counting()
+    response = order_history.process(kinesis_event(batch), table, queue, dynamodb, config.client("sqs"))
+    assert response["counts"]["cancellations_matched"] == 10 and response["batchItemFailures"] == []
+    # 90 items + 10 earlier lines re-put with their marks = 100 puts, 25 per call
+    assert dynamodb.operations() == {"query": 2, "batch_get_item": 1, "batch_write_item": 4}
+    assert len(dynamodb.calls["batch_get_item"][0]["RequestItems"][table]["Keys"]) == 80
+    marked = {
+        i["event_id"]["S"]: i["cancelled_by"]["S"] for c in customers for i in items_of(table, c) if "cancelled_by" in i
+    }
+    assert marked == {f"65{c}{d}-{d}": f"C67{c}-{d}" for c in range(2) for d in range(5)}
+
+
+class UnprocessedReads:
+    """The emulator's DynamoDB, except that BatchGetItem answers only the first ``accept`` keys of each call and
+    returns the others as UnprocessedKeys (DynamoDB does so under throttling or past 16 MB; moto never does)."""
+
+    def __init__(self, table: str, accept: int) -> None:
+        self.real, self.table, self.accept = config.client("dynamodb"), table, accept
+        self.gets = 0
+
+    def batch_get_item(self, RequestItems):  # noqa: N803
+        self.gets += 1
+        request = RequestItems[self.table]
+        keys, rest = request["Keys"][: self.accept], request["Keys"][self.accept :]
+        response = {"Responses": {self.table: []}}
+        if keys:
+            response = self.real.batch_get_item(RequestItems={self.table: {**request, "Keys": keys}})
+        response["UnprocessedKeys"] = {self.table: {**request, "Keys": rest}} if rest else {}
+        return response
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_unprocessed_keys_are_retried_and_never_lose_a_mark(resources, monkeypatch):
+    """BatchGetItem's UnprocessedKeys are read again (with backoff); when some stay unprocessed, nothing is written
+    (a put without the mark it carries would un-cancel the line) and the batch is reported for the mapping to retry."""
+    table, queue = resources
+    monkeypatch.setattr(order_history.time, "sleep", lambda _s: None)
+    customer = f"u-{uuid.uuid4().hex[:6]}"
+    originals = [line(f"68{d}", f"U{d}", 2, "2011-06-01T10:00:00Z", customer, line_no=d) for d in range(6)]
+    cancels = [line("C689", f"U{d}", -1, "2011-06-02T10:00:00Z", customer, line_no=d) for d in range(6)]
+    run(resources, originals + cancels)
+    full = items_of(table, customer)
+    assert sum("cancelled_by" in i for i in full) == 6
+    # two keys per attempt: the handler's own retries read all six marks back, the replay keeps them
+    reads = UnprocessedReads(table, 2)
+    response = order_history.process(kinesis_event(originals, 30), table, queue, reads, config.client("sqs"))
+    assert response["batchItemFailures"] == [] and reads.gets == 3 and items_of(table, customer) == full
+    # nothing ever read: every record reported, nothing written over the marks
+    response = order_history.process(
+        kinesis_event(originals, 40), table, queue, UnprocessedReads(table, 0), config.client("sqs")
+    )
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == [str(40 + i) for i in range(6)]
+    assert response["counts"]["written"] == 0 and items_of(table, customer) == full
+
+
+def test_a_mark_not_written_reports_its_cancellation(resources, monkeypatch):
+    """The put carrying a new mark stays unprocessed: the cancellation is reported too (the mapping retries from
+    the first failed record, so the mark is decided again), never counted matched."""
+    table, queue = resources
+    monkeypatch.setattr(order_history.time, "sleep", lambda _s: None)
+    customer = f"m-{uuid.uuid4().hex[:6]}"
+    original = line("690", "M1", 2, "2011-07-01T10:00:00Z", customer)
+    run(resources, [original])
+    cancel = line("C691", "M1", -2, "2011-07-02T10:00:00Z", customer)
+
+    class MarksUnprocessed(PartlyThrottled):
+        def batch_write_item(self, RequestItems):  # noqa: N803
+            requests = RequestItems[self.table]
+            keep = [r for r in requests if "cancelled_by" not in r["PutRequest"]["Item"]]
+            if keep:
+                self.real.batch_write_item(RequestItems={self.table: keep})
+            rest = [r for r in requests if r not in keep]
+            return {"UnprocessedItems": {self.table: rest} if rest else {}}
+
+    response = order_history.process(
+        kinesis_event([cancel], 50), table, queue, MarksUnprocessed(table, 0), config.client("sqs")
+    )
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["50"]
+    assert response["counts"]["cancellations_matched"] == 0
+    assert not any("cancelled_by" in i for i in items_of(table, customer))
+    response = run(resources, [cancel], first_seq=50)  # the mapping's retry
+    assert response["counts"]["cancellations_matched"] == 1
+    assert {i["event_id"]["S"]: i.get("cancelled_by", {}).get("S") for i in items_of(table, customer)} == {
+        "690-0": "C691-0",
+        "C691-0": None,
+    }

@@ -7,10 +7,10 @@ Configuration (environment): ``TABLE_NAME``, ``DEAD_LETTER_QUEUE_URL``; optional
 honours it) for the local emulator — only a loopback address is accepted there.
 
 Table layout: partition key ``customer_id``; sort key ``order_key = <InvoiceDate>#<InvoiceNo>#<StockCode>#<LineNo>``
-(orders by time, unique per order line, deterministic). Writes are BatchWriteItem puts of items computed only
-from the event, so replaying a record rewrites the same item: the table is unchanged. Each item carries
-``content_sha256``, the hash of its content as written (:func:`content_hash`), so a reconciliation can compare keys
-and hashes instead of reading every attribute back.
+(orders by time, unique per order line, deterministic). Writes are BatchWriteItem puts of the items computed from
+the events plus the cancellation marks they already carry, so replaying a record rewrites the same item: the table is
+unchanged. Each item carries ``content_sha256``, the hash of the event's content (:func:`content_hash`), so a
+reconciliation can compare keys and hashes instead of reading every attribute back.
 
 Policies:
 - **Guests** (no CustomerID) are stored under ``customer_id = guest-<InvoiceNo>`` (one partition per guest invoice,
@@ -18,12 +18,20 @@ Policies:
 - **Cancellations** (``C…`` invoices) are stored as their own lines (negative quantity, ``is_cancellation``). Then
   the original line is marked: among the same customer's earlier lines with the same StockCode that are not
   cancellations, the newest one not yet marked by another cancellation gets ``cancelled_by = <C-invoice>-<line>``,
-  ``cancelled_quantity`` and ``status = cancelled`` (a conditional update, so replays re-mark the same line and
-  two cancellations never claim one line). A cancellation without such a line (a guest's, or one whose original
-  came before the data) stays stored and is counted ``cancellations_unmatched``. The look-up is one Query per
-  customer per batch (not per cancellation), reading only the three attributes the choice needs. A replay of an original line
-  rewrites it without its mark; the cancellation that follows it in the shard (same customer → same shard, later)
-  is replayed too and marks it again.
+  ``cancelled_quantity`` and ``status = cancelled``. A cancellation without such a line (a guest's, or one whose
+  original came before the data) stays stored and is counted ``cancellations_unmatched``. The lines of one batch are
+  visible to all its cancellations; a cancellation already marking a line (a replay) changes nothing.
+- **Replays** of any subset of the stream, in any order, leave the table as the full run did: before writing, the
+  handler reads the marks the batch's original lines already carry and re-puts them with those marks. A cancellation
+  replayed before its original line is already stored marks nothing new (the line keeps the mark the full run
+  gave it); on a fresh table, a cancellation that arrives before its original stays unmatched — the stream keeps one
+  customer's events in order (partition key = customer, one shard), so the full run never does that.
+- **Requests per batch** (not per event or per cancellation): one Query per customer with cancellations in the
+  batch (the stored lines they may mark, whole, as a newly marked line is re-put with its mark); one BatchGetItem
+  per 100 of the batch's original lines that the Queries did not cover (keys and marks only); BatchWriteItem puts
+  (25 per call) of the batch's items and of the lines newly marked. Reads and writes are not conditional: this
+  relies on one writer per customer at a time — the event-source mapping invokes one batch per shard at a time, in
+  order, and a customer's events share a shard (a ParallelizationFactor > 1 keeps that per partition key).
 - **Malformed** records (not JSON, missing/ill-typed fields, bad date) go to the dead-letter queue as one
   message each: ``{"reason", "data_base64", "data_text", "data_length", "data_sha256", "truncated", "source":
   {shard_id, sequence_number, event_source_arn}}`` — the record is embedded up to 96 KiB (text up to 16 KiB), so a
@@ -32,8 +40,8 @@ Policies:
   ``batchItemFailures`` so the event-source mapping retries from the first failed record. Anything else raises (a
   function error: the mapping retries, bisects, then sends the batch's metadata to its on-failure queue).
 
-AWS calls (for the role's least privilege): ``dynamodb:BatchWriteItem``, ``dynamodb:Query`` and
-``dynamodb:UpdateItem`` on the table, ``sqs:SendMessage`` on the dead-letter queue.
+AWS calls (for the role's least privilege): ``dynamodb:BatchWriteItem``, ``dynamodb:BatchGetItem`` and
+``dynamodb:Query`` on the table, ``sqs:SendMessage`` on the dead-letter queue.
 """
 
 from __future__ import annotations
@@ -54,12 +62,17 @@ log = logging.getLogger("order_history")
 
 REQUIRED = events.REQUIRED
 BATCH_WRITE_MAX = 25
+BATCH_GET_MAX = 100  # BatchGetItem's limit per call
+MAX_IN_CODES = 99  # DynamoDB's IN takes at most 100 operands
+MARK = ("cancelled_by", "cancelled_quantity")  # what a cancellation adds to the line it cancels (and status)
 WRITE_ATTEMPTS = 5
 MAX_MESSAGE_BYTES = 200 * 1024  # SQS accepts 256 KiB per message; keep a margin for attributes
 EMBED_BYTES = 96 * 1024  # a malformed record's bytes embedded in its dead letter (base64: 128 KiB)
 EMBED_TEXT_BYTES = 16 * 1024  # ... and as text, for reading (JSON escaping may grow it up to 6×)
 
 _CLIENTS: dict[str, Any] = {}
+
+Key = tuple[str, str]  # (customer_id, order_key)
 
 
 # The record can never be written: it goes to the dead-letter queue with this reason (``.reason``).
@@ -174,22 +187,33 @@ def process(event: dict[str, Any], table: str, dlq_url: str, dynamodb: Any, sqs:
                 counts["dead_lettered"] += 1
             else:
                 failed.add(sequence)
-    # writes: one BatchWriteItem per 25 distinct keys; unprocessed items retried, then reported as failures
-    by_key: dict[tuple[str, str], str] = {}
-    pending: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
+    # one item per table key (a record repeated within the batch is the same item), and who answers for each key
+    items: dict[Key, dict[str, Any]] = {}
+    owners: dict[Key, set[str]] = {}
     for sequence, _order, item in valid:
-        key = (item["customer_id"]["S"], item["order_key"]["S"])
-        pending[key] = (sequence, item)
-        by_key.setdefault(key, sequence)
-    keys = list(pending)
-    for start in range(0, len(keys), BATCH_WRITE_MAX):
-        chunk = keys[start : start + BATCH_WRITE_MAX]
-        not_written = _batch_write(dynamodb, table, [pending[k][1] for k in chunk])
-        for key in chunk:
-            if key in not_written:
-                failed.add(pending[key][0])
-                failed.add(by_key[key])
-    cancels: list[tuple[str, dict[str, Any]]] = []
+        key = _key_of(item)
+        items[key] = item
+        owners.setdefault(key, set()).add(sequence)
+    cancels = [(sequence, order) for sequence, order, _item in valid if order["InvoiceNo"].startswith("C")]
+    matched: dict[str, bool] = {}
+    try:
+        lines = _read_lines(dynamodb, table, items, cancels)
+    except Exception as exc:  # noqa: BLE001 - transient: nothing written, the mapping retries the batch
+        if not _is_transient(exc):
+            raise
+        log.warning("order_history: reading the batch's lines failed, the batch will be retried: %s", exc)
+        failed.update(sequence for sequence, _order, _item in valid)
+    else:
+        matched, marked_by = _decide_marks(cancels, lines)
+        puts = {key: _with_mark(item, lines[key]["mark"]) if key in lines else item for key, item in items.items()}
+        for key, sequence in marked_by.items():  # a line of an earlier batch, marked now: re-put with its mark
+            puts.setdefault(key, _with_mark(lines[key]["item"], lines[key]["mark"]))
+            owners.setdefault(key, set()).add(sequence)  # not written → the cancellation is retried as well
+        keys = list(puts)
+        for start in range(0, len(keys), BATCH_WRITE_MAX):
+            chunk = keys[start : start + BATCH_WRITE_MAX]
+            for key in _batch_write(dynamodb, table, [puts[k] for k in chunk]):
+                failed.update(owners[key])
     for sequence, order, _item in valid:
         if sequence in failed:
             continue
@@ -198,11 +222,6 @@ def process(event: dict[str, Any], table: str, dlq_url: str, dynamodb: Any, sqs:
             counts["guest_lines"] += 1
         if order["InvoiceNo"].startswith("C"):
             counts["cancellations"] += 1
-            cancels.append((sequence, order))
-    matched, not_marked = _mark_cancellations(dynamodb, table, cancels)
-    failed.update(not_marked)
-    for sequence, _order in cancels:
-        if sequence in matched:
             counts["cancellations_matched" if matched[sequence] else "cancellations_unmatched"] += 1
     counts["transient_failures"] = len(failed)
     log.info("order_history batch: %s", counts)
@@ -217,6 +236,8 @@ def _seq_int(sequence: str) -> int:
 
 
 def _is_transient(exc: Exception) -> bool:
+    if isinstance(exc, Unprocessed):
+        return True
     code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
     return code in {
         "ProvisionedThroughputExceededException",
@@ -233,7 +254,28 @@ def _is_transient(exc: Exception) -> bool:
     }
 
 
-def _batch_write(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> set[tuple[str, str]]:
+class Unprocessed(Exception):
+    """DynamoDB left keys unprocessed after every attempt (throttling): the batch is retried."""
+
+
+def _key_of(item: dict[str, Any]) -> Key:
+    return item["customer_id"]["S"], item["order_key"]["S"]
+
+
+def _mark_of(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The cancellation mark an item carries (``cancelled_by`` and ``cancelled_quantity``), or None."""
+    if not item or "cancelled_by" not in item:
+        return None
+    return {name: item[name] for name in MARK if name in item}
+
+
+def _with_mark(item: dict[str, Any], mark: dict[str, Any] | None) -> dict[str, Any]:
+    """``item`` as it must be stored: with its mark and ``status = cancelled`` when it has one (its content hash stays
+    the hash of the event's content)."""
+    return {**item, **mark, "status": {"S": "cancelled"}} if mark else item
+
+
+def _batch_write(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> set[Key]:
     """Write ``items``; returns the keys still unprocessed after a few backed-off attempts (transient)."""
     requests = [{"PutRequest": {"Item": item}} for item in items]
     for attempt in range(WRITE_ATTEMPTS):
@@ -247,61 +289,86 @@ def _batch_write(dynamodb: Any, table: str, items: list[dict[str, Any]]) -> set[
         if not requests:
             return set()
         time.sleep(min(1.0, 0.05 * 2**attempt))
-    return {(r["PutRequest"]["Item"]["customer_id"]["S"], r["PutRequest"]["Item"]["order_key"]["S"]) for r in requests}
+    return {_key_of(r["PutRequest"]["Item"]) for r in requests}
 
 
-def _mark_cancellations(
-    dynamodb: Any, table: str, cancels: list[tuple[str, dict[str, Any]]]
-) -> tuple[dict[str, bool], set[str]]:
-    """Mark the original lines of a batch's cancellations (see the module docstring), in stream order.
+def _read_lines(
+    dynamodb: Any, table: str, items: dict[Key, dict[str, Any]], cancels: list[tuple[str, dict[str, Any]]]
+) -> dict[Key, dict[str, Any]]:
+    """What the batch's marks are decided on, before anything is written: ``{key: {"item", "stock_code", "mark"}}``
+    for the original lines (not cancellations) that the batch writes or that its cancellations may mark.
 
-    One Query per customer of the batch (not one per cancellation): the customer's non-cancellation lines before
-    the newest cancellation, only the attributes the choice needs (``order_key``, ``stock_code``, ``cancelled_by``).
-    Marks made earlier in the batch are kept in that view, so the result is the same as querying before each one.
-    Returns ({sequence: matched}, sequences that failed transiently — the mapping retries them)."""
-    matched: dict[str, bool] = {}
-    failed: set[str] = set()
-    by_customer: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    for sequence, cancel in cancels:
-        if cancel["CustomerID"] is None:
-            matched[sequence] = False  # a guest's cancellation has no earlier lines to mark
-        else:
-            by_customer.setdefault(cancel["CustomerID"], []).append((sequence, cancel))
+    - per customer with cancellations in the batch, one Query: the customer's lines that any of them may mark
+      (stored items, as they are re-put with the mark);
+    - the batch's own original lines (the item from the event) with the mark they already carry in the table — from
+      that Query when it covered them, else from one BatchGetItem per 100 keys (keys and marks only): a replayed line
+      is re-put with its mark, never without it."""
+    lines: dict[Key, dict[str, Any]] = {}
+    covered: dict[str, tuple[str, set[str] | None]] = {}  # customer → (order_key bound, stock codes | all)
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for _sequence, cancel in cancels:
+        if cancel["CustomerID"] is not None:  # a guest's cancellation has no earlier lines to mark
+            by_customer.setdefault(cancel["CustomerID"], []).append(cancel)
     for customer, group in by_customer.items():
-        try:
-            lines = _candidate_lines(
-                dynamodb,
-                table,
-                customer,
-                max(c["InvoiceDate"] for _, c in group) + "#",
-                sorted({c["StockCode"] for _, c in group}),
-            )
-            for sequence, cancel in group:
-                matched[sequence] = _mark_one(dynamodb, table, cancel, lines)
-        except Exception as exc:  # noqa: BLE001 - transient: report, the mapping retries (marks are idempotent)
-            if not _is_transient(exc):
-                raise
-            failed.update(sequence for sequence, _ in group)
-            for sequence, _ in group:
-                matched.pop(sequence, None)
-    return matched, failed
+        before = max(c["InvoiceDate"] for c in group) + "#"
+        codes = sorted({c["StockCode"] for c in group})
+        for stored in _candidate_lines(dynamodb, table, customer, before, codes):
+            lines[_key_of(stored)] = {"item": stored, "stock_code": stored["stock_code"]["S"], "mark": _mark_of(stored)}
+        covered[customer] = (before, set(codes) if len(codes) <= MAX_IN_CODES else None)
+    originals = [key for key, item in items.items() if not item["is_cancellation"]["BOOL"]]
+
+    def queried(key: Key) -> bool:
+        bound, codes = covered.get(key[0], ("", set()))
+        return key[1] < bound and (codes is None or items[key]["stock_code"]["S"] in codes)
+
+    stored_marks = _stored_marks(dynamodb, table, [k for k in originals if not queried(k)])
+    for key in originals:
+        mark = lines[key]["mark"] if key in lines else _mark_of(stored_marks.get(key))
+        lines[key] = {"item": items[key], "stock_code": items[key]["stock_code"]["S"], "mark": mark}
+    return lines
+
+
+def _stored_marks(dynamodb: Any, table: str, keys: list[Key]) -> dict[Key, dict[str, Any]]:
+    """The items of ``keys`` that exist, with only their keys and marks: BatchGetItem, ≤ 100 keys per call,
+    unprocessed keys retried with backoff (raises :class:`Unprocessed` when some stay unprocessed)."""
+    found: dict[Key, dict[str, Any]] = {}
+    for start in range(0, len(keys), BATCH_GET_MAX):
+        request: dict[str, Any] | None = {
+            "Keys": [{"customer_id": {"S": c}, "order_key": {"S": k}} for c, k in keys[start : start + BATCH_GET_MAX]],
+            "ProjectionExpression": "customer_id, order_key, cancelled_by, cancelled_quantity",
+            "ConsistentRead": True,
+        }
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                response = dynamodb.batch_get_item(RequestItems={table: request})
+            except Exception as exc:  # noqa: BLE001
+                if not _is_transient(exc):
+                    raise
+                response = {"UnprocessedKeys": {table: request}}
+            for item in response.get("Responses", {}).get(table, []):
+                found[_key_of(item)] = item
+            request = response.get("UnprocessedKeys", {}).get(table)
+            if not request or not request.get("Keys"):
+                break
+            time.sleep(min(1.0, 0.05 * 2**attempt))
+        else:
+            raise Unprocessed(f"BatchGetItem left {len(request['Keys'])} keys unprocessed after {WRITE_ATTEMPTS} tries")
+    return found
 
 
 def _candidate_lines(
     dynamodb: Any, table: str, customer: str, before: str, stock_codes: list[str]
 ) -> list[dict[str, Any]]:
-    """The customer's lines (not cancellations) with one of ``stock_codes`` and ``order_key < before``, newest
-    first: only ``order_key``, ``stock_code`` and ``cancelled_by`` (a ConsistentRead Query, all pages)."""
-    # DynamoDB's IN takes at most 100 operands: with more stock codes, filter them here instead
-    codes = {f":s{i}": {"S": code} for i, code in enumerate(stock_codes)} if len(stock_codes) <= 99 else {}
+    """The customer's stored lines (not cancellations) with one of ``stock_codes`` and ``order_key < before``,
+    whole items (a ConsistentRead Query, all pages)."""
+    # DynamoDB's IN takes at most 100 operands: with more stock codes, the choice filters them instead
+    codes = {f":s{i}": {"S": code} for i, code in enumerate(stock_codes)} if len(stock_codes) <= MAX_IN_CODES else {}
     in_codes = f" AND stock_code IN ({', '.join(codes)})" if codes else ""
     kwargs: dict[str, Any] = {
         "TableName": table,
         "KeyConditionExpression": "customer_id = :c AND order_key < :k",
         "FilterExpression": f"is_cancellation = :f{in_codes}",
-        "ProjectionExpression": "order_key, stock_code, cancelled_by",
         "ExpressionAttributeValues": {":c": {"S": customer}, ":k": {"S": before}, ":f": {"BOOL": False}, **codes},
-        "ScanIndexForward": False,
         "ConsistentRead": True,
     }
     lines: list[dict[str, Any]] = []
@@ -313,39 +380,38 @@ def _candidate_lines(
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def _mark_one(dynamodb: Any, table: str, cancel: dict[str, Any], lines: list[dict[str, Any]]) -> bool:
-    """Mark the newest unmarked line of ``lines`` (newest first) that ``cancel`` cancels; True when one is marked.
-    ``lines`` is updated with the mark, so a later cancellation of the same batch does not claim the line again."""
-    me = f"{cancel['InvoiceNo']}-{cancel['LineNo']}"
-    before = cancel["InvoiceDate"] + "#"
-    candidates = [c for c in lines if c["stock_code"]["S"] == cancel["StockCode"] and c["order_key"]["S"] < before]
-    if any(c.get("cancelled_by", {}).get("S") == me for c in candidates):
-        return True  # a replay: already marked by this cancellation
-    for candidate in candidates:  # newest first
-        if "cancelled_by" in candidate:
+def _decide_marks(
+    cancels: list[tuple[str, dict[str, Any]]], lines: dict[Key, dict[str, Any]]
+) -> tuple[dict[str, bool], dict[Key, str]]:
+    """Each cancellation, in stream order, marks the newest unmarked earlier line of its customer and product
+    (``lines`` is updated). Returns ({sequence: matched}, {key of a newly marked line: the cancellation's sequence}).
+
+    A cancellation whose mark a line already carries (a replay) is matched and changes nothing."""
+    newest_first: dict[tuple[str, str], list[Key]] = {}
+    for key in sorted(lines, key=lambda k: k[1], reverse=True):
+        newest_first.setdefault((key[0], lines[key]["stock_code"]), []).append(key)
+    matched: dict[str, bool] = {}
+    marked_by: dict[Key, str] = {}
+    for sequence, cancel in cancels:
+        matched[sequence] = False
+        if cancel["CustomerID"] is None:
             continue
-        try:
-            dynamodb.update_item(
-                TableName=table,
-                Key={"customer_id": {"S": cancel["CustomerID"]}, "order_key": candidate["order_key"]},
-                UpdateExpression="SET cancelled_by = :me, cancelled_quantity = :q, #st = :cancelled",
-                ConditionExpression="attribute_exists(order_key) AND (attribute_not_exists(cancelled_by) "
-                "OR cancelled_by = :me)",
-                ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues={
-                    ":me": {"S": me},
-                    ":q": {"N": str(abs(cancel["Quantity"]))},
-                    ":cancelled": {"S": "cancelled"},
-                },
-            )
-        except Exception as exc:  # noqa: BLE001
-            if getattr(exc, "response", {}).get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-            candidate["cancelled_by"] = {"S": "?"}  # taken meanwhile (or gone): never try it again in this batch
+        me = f"{cancel['InvoiceNo']}-{cancel['LineNo']}"
+        before = cancel["InvoiceDate"] + "#"
+        candidates = [k for k in newest_first.get((cancel["CustomerID"], cancel["StockCode"]), []) if k[1] < before]
+        if any((lines[k]["mark"] or {}).get("cancelled_by", {}).get("S") == me for k in candidates):
+            matched[sequence] = True  # a replay: already marked by this cancellation
             continue
-        candidate["cancelled_by"] = {"S": me}
-        return True
-    return False
+        for key in candidates:
+            if lines[key]["mark"] is None:
+                lines[key]["mark"] = {
+                    "cancelled_by": {"S": me},
+                    "cancelled_quantity": {"N": str(abs(cancel["Quantity"]))},
+                }
+                marked_by[key] = sequence
+                matched[sequence] = True
+                break
+    return matched, marked_by
 
 
 def dead_letter_body(record: dict[str, Any], raw: bytes, reason: str) -> str:
