@@ -82,7 +82,7 @@ def test_down_stack_gives_a_clear_message(private_services):
 
     with pytest.raises(LocalServicesError, match="make local-up"):
         private_services.moto_url()
-    with pytest.raises(LocalServicesError, match="stack up"):
+    with pytest.raises(LocalServicesError, match="local up"):
         private_services.postgres_params()
 
 
