@@ -19,12 +19,14 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,17 +115,80 @@ def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[
     return docs, rejected
 
 
+# Firehose names its S3 objects <prefix>YYYY/MM/DD/HH/<stream>-<version>-YYYY-MM-DD-HH-MM-SS-<random> (UTC), so key order
+# is arrival order to the second: a follower need not list what it has seen long ago.
+_KEY_TIME_RE = re.compile(r"^(?P<dir>.*/)?(?P<name>.+?)-(?P<time>\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d)-[^/]+$")
+LISTING_MARGIN_S = 10.0  # how far before the newest object a listing starts again (late or out-of-order writes)
+INGEST_LINES = 20_000  # a pass ingests the objects it found in transactions of about this many lines
+
+
+class LakeCursor:
+    """Which objects under ``raw/weblogs/`` are new, without listing the whole prefix every time.
+
+    Each listing starts ``LISTING_MARGIN_S`` before the newest object seen (``StartAfter``, from Firehose's key
+    names), so a follower's pass costs what arrived recently, not everything the lake ever held; ``seen`` keeps the
+    keys handled in that window. Keys that do not follow Firehose's naming make it list everything, as before.
+    """
+
+    def __init__(self, bucket: str, prefix: str = RAW_PREFIX, seen: set[str] | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix
+        self.seen: set[str] = set(seen or ())
+        self.start_after: str | None = None
+
+    def new_keys(self) -> list[str]:
+        """Keys not seen yet, in key order (they are not marked seen until :meth:`mark`)."""
+        keys = _list_keys(self.bucket, self.prefix, start_after=self.start_after)
+        return [k for k in keys if k not in self.seen]
+
+    def mark(self, keys: Iterable[str]) -> None:
+        """Handled: never returned again; the next listing starts a margin before the newest key.
+
+        Call it only for keys whose older neighbours are all handled too (a follower marks in key order, after
+        a complete listing), since listings will not look further back than the margin.
+        """
+        self.seen.update(keys)
+        newest = max((k for k in self.seen if k.startswith(self.prefix)), default=None)
+        start = _listing_start(newest, self.prefix) if newest is not None else None
+        if start is not None and (self.start_after is None or start > self.start_after):
+            self.start_after = start
+            self.seen = {k for k in self.seen if k > start}
+
+
+def _listing_start(key: str, prefix: str) -> str | None:
+    """A ``StartAfter`` ``LISTING_MARGIN_S`` before ``key``'s arrival time, in Firehose's key naming (or None)."""
+    m = _KEY_TIME_RE.match(key[len(prefix) :]) if key.startswith(prefix) else None
+    if m is None:
+        return None
+    try:
+        arrived = datetime.strptime(m["time"], "%Y-%m-%d-%H-%M-%S")
+    except ValueError:
+        return None
+    start = arrived - timedelta(seconds=LISTING_MARGIN_S)
+    return f"{prefix}{start:%Y/%m/%d/%H}/{m['name']}-{start:%Y-%m-%d-%H-%M-%S}"
+
+
 def deliver_new(
-    index: LogIndex, bucket: str | None = None, ignore: set[str] | None = None, progress: bool = False
+    index: LogIndex,
+    bucket: str | None = None,
+    ignore: set[str] | None = None,
+    progress: bool = False,
+    cursor: LakeCursor | None = None,
 ) -> IndexDeliveryCounts:
-    """Index every object under ``raw/weblogs/`` the index has not ingested yet (idempotent: replay-safe)."""
+    """Index every object under ``raw/weblogs/`` the index has not ingested yet (idempotent: replay-safe).
+
+    ``cursor`` (a :class:`LakeCursor`, kept by a follower between passes) lists only what arrived recently;
+    without one the whole prefix is listed and compared with the index's sources.
+    """
     from tqdm.auto import tqdm
 
     bucket = bucket or lake_bucket()
-    done = index.sources() | (ignore or set())
-    keys = [k for k in _list_keys(bucket, RAW_PREFIX) if k not in done]
+    if cursor is None:
+        cursor = LakeCursor(bucket, seen=index.sources() | (ignore or set()))
+    keys = cursor.new_keys()
     counts = IndexDeliveryCounts()
     if not keys:
+        cursor.mark(())
         return counts
     s3 = config.client("s3")
 
@@ -132,18 +197,34 @@ def deliver_new(
         docs, rejected = transform_object(key, body)
         return key, docs, rejected, len(docs) + len(rejected)
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        for key, docs, rejected, n_lines in tqdm(
-            pool.map(fetch, keys), total=len(keys), desc="deliver weblogs", disable=not progress
-        ):
-            result = index.ingest(docs, source=key, rejected=rejected)
+    pending: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = []
+
+    def flush() -> None:
+        results = index.ingest_many([(docs, key, rejected) for key, docs, rejected in pending])
+        for (_, docs, rejected), result in zip(pending, results, strict=True):
             if result.skipped_source:
                 counts.skipped_objects += 1
                 continue
             counts.objects += 1
-            counts.lines += n_lines
+            counts.lines += len(docs) + len(rejected)
             counts.indexed += result.indexed
             counts.rejected += result.rejected
+        cursor.mark(key for key, _, _ in pending)
+        pending.clear()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        waiting = 0
+        for key, docs, rejected, n_lines in tqdm(
+            pool.map(fetch, keys), total=len(keys), desc="deliver weblogs", disable=not progress
+        ):
+            pending.append((key, docs, rejected))
+            waiting += n_lines
+            if waiting >= INGEST_LINES:  # one transaction per INGEST_LINES lines, not one per object
+                flush()
+                waiting = 0
+        if pending:
+            flush()
+    cursor.mark(())  # every key of this listing is handled (delivered, or seen before)
     return counts
 
 
@@ -237,9 +318,12 @@ class LakeFollower(Follower):
         super().__init__(index, interval_s, only_new, on_pass)
         self.bucket = lake_bucket()
         self.ignore = existing_objects(self.bucket) if only_new else set()
+        self.cursor = LakeCursor(self.bucket, seen=index.sources() | self.ignore)
+        if only_new:
+            self.cursor.mark(())  # everything there is left out: list from near the newest object already there
 
     def _pass(self, progress: bool) -> IndexDeliveryCounts:
-        return deliver_new(self.index, self.bucket, self.ignore, progress=progress)
+        return deliver_new(self.index, self.bucket, progress=progress, cursor=self.cursor)
 
 
 # Firehose's defaults when a stream sets no buffering of its own (CreateDeliveryStream API reference)

@@ -121,6 +121,12 @@ class LogIndex(ABC):
     ) -> IngestCounts:
         """Index a micro-batch of documents (and store its rejected lines) at once."""
 
+    def ingest_many(
+        self, batches: Sequence[tuple[Sequence[dict[str, Any]], str | None, Sequence[dict[str, Any]]]]
+    ) -> list[IngestCounts]:
+        """Several micro-batches ``(docs, source, rejected)``; one :class:`IngestCounts` each, in order."""
+        return [self.ingest(docs, source=source, rejected=rejected) for docs, source, rejected in batches]
+
     @abstractmethod
     def count(self, query: str = "", start: Any = None, end: Any = None) -> int:
         """Number of documents matching."""
@@ -247,21 +253,48 @@ class LocalIndex(LogIndex):
     def ingest(
         self, docs: Sequence[dict[str, Any]], source: str | None = None, rejected: Sequence[dict[str, Any]] = ()
     ) -> IngestCounts:
+        return self.ingest_many([(docs, source, rejected)])[0]
+
+    def ingest_many(
+        self, batches: Sequence[tuple[Sequence[dict[str, Any]], str | None, Sequence[dict[str, Any]]]]
+    ) -> list[IngestCounts]:
+        """One transaction for all the batches (a follower's pass): sources already there, or repeated within
+        ``batches``, are skipped; the others go in together, so a pass costs one insert, not one per object."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
         with self._write:
             cur = self._cur()
-            if source is not None and cur.execute("SELECT 1 FROM sources WHERE source = ?", [source]).fetchall():
-                return IngestCounts(skipped_source=True)
-            cols: dict[str, Any] = {}
-            for name in DOC_COLUMNS:
-                if name == "_id":
-                    cols[name] = [d.get("_id") or f"{source or 'batch'}#{i}" for i, d in enumerate(docs)]
-                elif name == "source":
-                    cols[name] = [source] * len(docs)
-                else:
-                    cols[name] = [d.get(name) for d in docs]
+            named = [src for _, src, _ in batches if src is not None]
+            present: set[str] = set()
+            if named:
+                present = {
+                    r[0]
+                    for r in cur.execute(
+                        "SELECT source FROM sources WHERE source IN (SELECT unnest(?::VARCHAR[]))", [named]
+                    ).fetchall()
+                }
+            out: list[IngestCounts] = []
+            keep: list[tuple[Sequence[dict[str, Any]], str | None, Sequence[dict[str, Any]]]] = []
+            for docs, source, rejected in batches:
+                if source is not None and source in present:
+                    out.append(IngestCounts(skipped_source=True))
+                    continue
+                if source is not None:
+                    present.add(source)
+                keep.append((docs, source, rejected))
+                out.append(IngestCounts(indexed=len(docs), rejected=len(rejected)))
+            if not keep:
+                return out
+            cols: dict[str, list[Any]] = {name: [] for name in DOC_COLUMNS}
+            for docs, source, _ in keep:
+                for name in DOC_COLUMNS:
+                    if name == "_id":
+                        cols[name] += [d.get("_id") or f"{source or 'batch'}#{i}" for i, d in enumerate(docs)]
+                    elif name == "source":
+                        cols[name] += [source] * len(docs)
+                    else:
+                        cols[name] += [d.get(name) for d in docs]
             table = pa.table(
                 {
                     "_id": pa.array(cols["_id"], pa.string()),
@@ -279,26 +312,33 @@ class LocalIndex(LogIndex):
                 }
             )
             now = datetime.now(UTC).replace(tzinfo=None)
+            bad_rows = [(r, source, i) for _, source, rejected in keep for i, r in enumerate(rejected)]
             bad = pa.table(
                 {
-                    "_id": pa.array(
-                        [r.get("_id") or f"{source or 'batch'}#r{i}" for i, r in enumerate(rejected)], pa.string()
-                    ),
-                    "source": pa.array([source] * len(rejected), pa.string()),
-                    "line_no": pa.array([r.get("line_no") for r in rejected], pa.int64()),
-                    "line": pa.array([r.get("line") for r in rejected], pa.string()),
-                    "reason": pa.array([r.get("reason") for r in rejected], pa.string()),
-                    "received_at": pa.array([now] * len(rejected), pa.timestamp("us")),
+                    "_id": pa.array([r.get("_id") or f"{s or 'batch'}#r{i}" for r, s, i in bad_rows], pa.string()),
+                    "source": pa.array([s for _, s, _ in bad_rows], pa.string()),
+                    "line_no": pa.array([r.get("line_no") for r, _, _ in bad_rows], pa.int64()),
+                    "line": pa.array([r.get("line") for r, _, _ in bad_rows], pa.string()),
+                    "reason": pa.array([r.get("reason") for r, _, _ in bad_rows], pa.string()),
+                    "received_at": pa.array([now] * len(bad_rows), pa.timestamp("us")),
+                }
+            )
+            sources = pa.table(
+                {
+                    "source": pa.array([s for _, s, _ in keep if s is not None], pa.string()),
+                    "ingested_at": pa.array([now for _, s, _ in keep if s is not None], pa.timestamp("us")),
+                    "docs": pa.array([len(d) for d, s, _ in keep if s is not None], pa.int64()),
+                    "rejected": pa.array([len(r) for _, s, r in keep if s is not None], pa.int64()),
                 }
             )
             cur.execute("BEGIN TRANSACTION")
             try:
                 cur.register("_batch_docs", table)
                 cur.register("_batch_rejected", bad)
+                cur.register("_batch_sources", sources)
                 cur.execute("INSERT INTO docs SELECT * FROM _batch_docs")
                 cur.execute("INSERT INTO rejected SELECT * FROM _batch_rejected")
-                if source is not None:
-                    cur.execute("INSERT INTO sources VALUES (?, ?, ?, ?)", [source, now, len(docs), len(rejected)])
+                cur.execute("INSERT INTO sources SELECT * FROM _batch_sources")
                 cur.execute("COMMIT")
             except Exception:
                 cur.execute("ROLLBACK")
@@ -306,7 +346,8 @@ class LocalIndex(LogIndex):
             finally:
                 cur.unregister("_batch_docs")
                 cur.unregister("_batch_rejected")
-            return IngestCounts(indexed=len(docs), rejected=len(rejected))
+                cur.unregister("_batch_sources")
+            return out
 
     def count(self, query: str = "", start: Any = None, end: Any = None) -> int:
         cond, params = self._where(query, start, end)

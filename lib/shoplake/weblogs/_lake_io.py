@@ -26,11 +26,12 @@ def lake_bucket() -> str:
     return lake.bucket()
 
 
-def _list_keys(bucket: str, prefix: str) -> list[str]:
+def _list_keys(bucket: str, prefix: str, start_after: str | None = None) -> list[str]:
     s3 = config.client("s3")
     keys: list[str] = []
+    extra = {"StartAfter": start_after} if start_after else {}
     try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **extra):
             keys.extend(obj["Key"] for obj in page.get("Contents", []))
     except Exception as exc:
         if "NoSuchBucket" in str(exc):
