@@ -1046,26 +1046,8 @@ class CloudFormationStack:
         except Exception as exc:
             if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
                 raise InfraError(f"bootstrap bucket {bucket} exists but is not usable ({exc})") from exc
-        kwargs: dict[str, Any] = {"Bucket": bucket}
-        if region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
         log.info("creating the bootstrap bucket %s", bucket)
-        s3.create_bucket(**kwargs)
-        s3.put_public_access_block(
-            Bucket=bucket,
-            PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True,
-                "IgnorePublicAcls": True,
-                "BlockPublicPolicy": True,
-                "RestrictPublicBuckets": True,
-            },
-        )
-        s3.put_bucket_encryption(
-            Bucket=bucket,
-            ServerSideEncryptionConfiguration={
-                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-            },
-        )
+        stack_spec.create_private_bucket(s3, bucket, region)
         return bucket
 
     def package(self, rendered: Rendered) -> int:

@@ -44,6 +44,7 @@ from shoplake.resources import (  # noqa: E402
     arn,
     bucket_name,
     bundle_zip,
+    create_private_bucket,
     find,
     lambda_package,
     lambda_zip,
@@ -136,25 +137,7 @@ class S3Bucket(Handler):
 
     def create(self, r: Resource) -> None:
         s3, name, region = self.client(), physical_name(r), config.settings().region
-        kwargs: dict[str, Any] = {"Bucket": name}
-        if region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        s3.create_bucket(**kwargs)
-        s3.put_public_access_block(
-            Bucket=name,
-            PublicAccessBlockConfiguration={
-                "BlockPublicAcls": True,
-                "IgnorePublicAcls": True,
-                "BlockPublicPolicy": True,
-                "RestrictPublicBuckets": True,
-            },
-        )
-        s3.put_bucket_encryption(
-            Bucket=name,
-            ServerSideEncryptionConfiguration={
-                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
-            },
-        )
+        create_private_bucket(s3, name, region)
 
     def delete(self, r: Resource) -> None:
         bucket = config.resource("s3").Bucket(physical_name(r))

@@ -350,30 +350,16 @@ def put_records(
     itself); or None: order events (dicts with ``InvoiceNo``) by customer (``guest-<InvoiceNo>`` for guests), other
     records by the SHA-1 of their bytes. ``client`` overrides the Kinesis client (default ``config.client``).
     """
-    budget = _Budget(max_attempts, stall_seconds)
-    check_number("base_delay", base_delay)
-    check_number("max_delay", max_delay)
     name = stream_name(stream)
     kinesis = client or config.client("kinesis")
-    result = PutResult()
-    began = time.perf_counter()
 
-    def entries() -> Iterator[_Entry]:
-        for record in records:
-            data = encode(record)
-            key = _partition_key(record, data, partition_key)
-            size = len(data) + len(key.encode("utf-8"))
-            if size > KINESIS_MAX_RECORD_BYTES:
-                result.rejected += 1
-                result.rejected_records.append(
-                    {
-                        "record": record,
-                        "reason": f"record is {size} bytes with its "
-                        f"partition key; Kinesis accepts at most {KINESIS_MAX_RECORD_BYTES}",
-                    }
-                )
-                continue
-            yield _Entry(record, data, key, size)
+    def entry(record: Record) -> _Entry | str:
+        data = encode(record)
+        key = _partition_key(record, data, partition_key)
+        size = len(data) + len(key.encode("utf-8"))
+        if size > KINESIS_MAX_RECORD_BYTES:
+            return f"record is {size} bytes with its partition key; Kinesis accepts at most {KINESIS_MAX_RECORD_BYTES}"
+        return _Entry(record, data, key, size)
 
     def call(batch: list[_Entry]) -> list[dict[str, Any]]:
         response = kinesis.put_records(
@@ -381,15 +367,53 @@ def put_records(
         )
         return response["Records"]
 
-    with _progress_bar(progress, f"put {name}", _len_or_none(records)) as bar:
-        for batch in _batches(entries(), KINESIS_MAX_RECORDS, KINESIS_MAX_BATCH_BYTES):
-            _send_with_retries(batch, call, result, budget, base_delay, max_delay, f"Kinesis stream {name}")
+    return _put_all(
+        records,
+        entry,
+        call,
+        (KINESIS_MAX_RECORDS, KINESIS_MAX_BATCH_BYTES),
+        f"Kinesis stream {name}",
+        progress,
+        _Budget(max_attempts, stall_seconds),
+        base_delay,
+        max_delay,
+    )
+
+
+def _put_all(
+    records: Iterable[Record],
+    entry: Callable[[Record], _Entry | str],
+    call: Callable[[list[_Entry]], list[dict[str, Any]]],
+    limits: tuple[int, int],
+    target: str,
+    progress: bool,
+    budget: _Budget,
+    base_delay: float,
+    max_delay: float,
+) -> PutResult:
+    """Batch ``records`` within ``limits`` (records, bytes per call) and send each batch with retries; a record
+    ``entry`` refuses (returns a reason) is counted as rejected and kept with its reason."""
+    check_number("base_delay", base_delay)
+    check_number("max_delay", max_delay)
+    result = PutResult()
+    began = time.perf_counter()
+
+    def entries() -> Iterator[_Entry]:
+        for record in records:
+            made = entry(record)
+            if isinstance(made, str):
+                result.rejected += 1
+                result.rejected_records.append({"record": record, "reason": made})
+                continue
+            yield made
+
+    with _progress_bar(progress, f"put {target.rsplit(' ', 1)[-1]}", _len_or_none(records)) as bar:
+        for batch in _batches(entries(), *limits):
+            _send_with_retries(batch, call, result, budget, base_delay, max_delay, target)
             bar.update(len(batch))
     result.elapsed_s = time.perf_counter() - began
     if result.failed or result.rejected:
-        log.warning(
-            "put_records %s: %d sent, %d failed, %d rejected", name, result.sent, result.failed, result.rejected
-        )
+        log.warning("put to %s: %d sent, %d failed, %d rejected", target, result.sent, result.failed, result.rejected)
     return result
 
 
@@ -410,42 +434,30 @@ def put_firehose(
     Dicts become JSON lines, str/bytes are sent as given; ``newline`` terminates each record with ``\\n`` (so the
     objects Firehose writes are JSON-lines / log files). Only records with an ``ErrorCode`` are retried.
     """
-    budget = _Budget(max_attempts, stall_seconds)
-    check_number("base_delay", base_delay)
-    check_number("max_delay", max_delay)
     name = stream_name(delivery_stream)
     firehose = client or config.client("firehose")
-    result = PutResult()
-    began = time.perf_counter()
 
-    def entries() -> Iterator[_Entry]:
-        for record in records:
-            data = encode(record, newline=newline)
-            if len(data) > FIREHOSE_MAX_RECORD_BYTES:
-                result.rejected += 1
-                result.rejected_records.append(
-                    {
-                        "record": record,
-                        "reason": f"record is {len(data)} bytes; Firehose accepts at most {FIREHOSE_MAX_RECORD_BYTES}",
-                    }
-                )
-                continue
-            yield _Entry(record, data, None, len(data))
+    def entry(record: Record) -> _Entry | str:
+        data = encode(record, newline=newline)
+        if len(data) > FIREHOSE_MAX_RECORD_BYTES:
+            return f"record is {len(data)} bytes; Firehose accepts at most {FIREHOSE_MAX_RECORD_BYTES}"
+        return _Entry(record, data, None, len(data))
 
     def call(batch: list[_Entry]) -> list[dict[str, Any]]:
         response = firehose.put_record_batch(DeliveryStreamName=name, Records=[{"Data": e.data} for e in batch])
         return response["RequestResponses"]
 
-    with _progress_bar(progress, f"put {name}", _len_or_none(records)) as bar:
-        for batch in _batches(entries(), FIREHOSE_MAX_RECORDS, FIREHOSE_MAX_BATCH_BYTES):
-            _send_with_retries(batch, call, result, budget, base_delay, max_delay, f"Firehose stream {name}")
-            bar.update(len(batch))
-    result.elapsed_s = time.perf_counter() - began
-    if result.failed or result.rejected:
-        log.warning(
-            "put_firehose %s: %d sent, %d failed, %d rejected", name, result.sent, result.failed, result.rejected
-        )
-    return result
+    return _put_all(
+        records,
+        entry,
+        call,
+        (FIREHOSE_MAX_RECORDS, FIREHOSE_MAX_BATCH_BYTES),
+        f"Firehose stream {name}",
+        progress,
+        _Budget(max_attempts, stall_seconds),
+        base_delay,
+        max_delay,
+    )
 
 
 # --------------------------------------------------------------------------- replay
