@@ -252,17 +252,25 @@ def _code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
 
 
+def deterministic_zip(files: dict[str, bytes]) -> bytes:
+    """A zip of ``{name: content}`` that depends on the contents only: sorted names, fixed timestamps and modes
+    (so its hash can name an upload, and an unchanged package is never uploaded again)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, files[name])
+    return buffer.getvalue()
+
+
 def lambda_zip(source: str) -> bytes:
     """The deployment package of a handler file: the file alone at the zip root, with fixed timestamps."""
     path = PACKAGE_DIR / source
     if not path.exists():
         raise InfraError(f"Lambda source {path} does not exist (resources.yaml 'source' is relative to lib/shoplake/)")
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        info = zipfile.ZipInfo(path.name, date_time=(2020, 1, 1, 0, 0, 0))
-        info.external_attr = 0o644 << 16
-        archive.writestr(info, path.read_bytes())
-    return buffer.getvalue()
+    return deterministic_zip({path.name: path.read_bytes()})
 
 
 def bundle_zip(paths: list[str]) -> bytes:
@@ -285,14 +293,7 @@ def bundle_zip(paths: list[str]) -> bytes:
             )
         for f in found:
             files["shoplake/" + f.relative_to(PACKAGE_DIR).as_posix()] = f
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(files):
-            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, files[name].read_bytes())
-    return buffer.getvalue()
+    return deterministic_zip({name: path.read_bytes() for name, path in files.items()})
 
 
 def lambda_package(r: Resource) -> bytes:

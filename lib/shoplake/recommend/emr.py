@@ -116,22 +116,14 @@ def job_bundle() -> bytes:
     (pandas, boto3 sessions, ...), and zipimport does not resolve a package without ``__init__.py``.
     Deterministic (sorted entries, fixed timestamps), so its hash names the upload.
     """
-    import io
-    import zipfile
+    from shoplake.resources import deterministic_zip
 
     package = HERE.parent
     files = {f"shoplake/{name}": (package / name).read_bytes() for name in SHIPPED_MODULES}
     files.setdefault(
         "shoplake/recommend/__init__.py", b'"""The modules of shoplake.recommend the EMR job imports."""\n'
     )
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(files):
-            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, files[name])
-    return buffer.getvalue()
+    return deterministic_zip(files)
 
 
 def job_files() -> dict[str, bytes]:
