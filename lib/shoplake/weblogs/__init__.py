@@ -3,12 +3,13 @@
 Verbs: ``parse_file`` / ``parse_lines`` / ``parse_line``; ``open_index`` (OpenSearch on aws, DuckDB locally,
 chosen once) and its ``index.follower()`` (locally a ``LakeFollower`` indexing Firehose's lake deliveries, on aws an
 ``IndexObserver``: Firehose writes to OpenSearch itself); ``ship_lines`` (to Firehose ``weblogs``), ``stream_log``
-(steady-rate producer measuring freshness), ``stream_dataset`` / ``investigate`` (notebook 05); ``snapshot`` /
+(steady-rate producer measuring freshness), ``measure_freshness`` (notebook 05: freshness at a paced rate, then the
+backlog of the rest, reported apart), ``stream_dataset`` / ``investigate``; ``snapshot`` /
 ``figures`` / ``create_app`` (the dashboard); ``index_template`` / ``TEMPLATE_PATH`` / ``install_template`` (the
 OpenSearch index template ``infra apply`` installs on aws).
 """
 
-from shoplake.weblogs._analysis import investigate, load_incidents, stream_dataset
+from shoplake.weblogs._analysis import FreshnessReport, investigate, load_incidents, measure_freshness, stream_dataset
 from shoplake.weblogs._dashboard import DashboardServer, Snapshot, create_app, figures, find_spikes, snapshot
 from shoplake.weblogs._delivery import (
     Follower,
@@ -48,6 +49,7 @@ __all__ = [
     "Follower",
     "IndexObserver",
     "LakeFollower",
+    "FreshnessReport",
     "IngestCounts",
     "LocalIndex",
     "LogIndex",
@@ -61,6 +63,7 @@ __all__ = [
     "create_app",
     "investigate",
     "load_incidents",
+    "measure_freshness",
     "stream_dataset",
     "buffering_seconds",
     "daily_index",
