@@ -561,18 +561,7 @@ def _render_subscriptions(r: Resource, topic: str, add: Any, conditions: dict[st
                 "Type": "AWS::SQS::QueuePolicy",
                 "Properties": {
                     "Queues": [_ref(qid)],
-                    "PolicyDocument": {
-                        "Version": "2012-10-17",
-                        "Statement": [
-                            {
-                                "Effect": "Allow",
-                                "Principal": {"Service": "sns.amazonaws.com"},
-                                "Action": "sqs:SendMessage",
-                                "Resource": _getatt(qid, "Arn"),
-                                "Condition": {"ArnEquals": {"aws:SourceArn": _ref(topic)}},
-                            }
-                        ],
-                    },
+                    "PolicyDocument": stack_spec.topic_to_queue_policy(_getatt(qid, "Arn"), _ref(topic)),
                 },
             },
             ("sqs_queue", f"{queue}/policy"),

@@ -52,6 +52,7 @@ from shoplake.resources import (  # noqa: E402
     opensearch_destination,
     physical_name,
     resolve,
+    topic_to_queue_policy,
 )
 
 __all__ = [
@@ -275,18 +276,7 @@ class SnsTopic(Handler):
                 Endpoint=queue_arn,
                 Attributes={"RawMessageDelivery": "false"},
             )
-            policy = {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "sns.amazonaws.com"},
-                        "Action": "sqs:SendMessage",
-                        "Resource": queue_arn,
-                        "Condition": {"ArnEquals": {"aws:SourceArn": arn("topic", r.name)}},
-                    }
-                ],
-            }
+            policy = topic_to_queue_policy(queue_arn, arn("topic", r.name))
             config.client("sqs").set_queue_attributes(
                 QueueUrl=resolve(f"queue_url:{queue}"), Attributes={"Policy": json.dumps(policy)}
             )

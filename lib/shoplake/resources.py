@@ -356,3 +356,19 @@ def create_private_bucket(s3: Any, name: str, region: str) -> None:
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
         },
     )
+
+
+def topic_to_queue_policy(queue_arn: Any, topic_arn: Any) -> dict[str, Any]:
+    """The queue policy letting one SNS topic send to one queue (ARNs as strings, or CloudFormation Ref/GetAtt)."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+            }
+        ],
+    }

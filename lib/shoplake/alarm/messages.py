@@ -21,6 +21,7 @@ from typing import Any
 
 from shoplake import config
 from shoplake.errors import ShoplakeError
+from shoplake.resources import topic_to_queue_policy
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +45,8 @@ def ensure_inbox() -> str:
     topic, queue_arn = outputs["topic_arn:alarms"], outputs["queue_arn:alarm-inbox"]
     pages = sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic)
     if not any(s["Endpoint"] == queue_arn for page in pages for s in page["Subscriptions"]):
-        policy = {  # first: the queue must allow the topic to send (aws checks; the emulator does not)
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": "sns.amazonaws.com"},
-                    "Action": "sqs:SendMessage",
-                    "Resource": queue_arn,
-                    "Condition": {"ArnEquals": {"aws:SourceArn": topic}},
-                }
-            ],
-        }
+        # first: the queue must allow the topic to send (aws checks; the emulator does not)
+        policy = topic_to_queue_policy(queue_arn, topic)
         config.client("sqs").set_queue_attributes(
             QueueUrl=outputs["queue_url:alarm-inbox"], Attributes={"Policy": json.dumps(policy)}
         )
