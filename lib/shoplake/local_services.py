@@ -79,7 +79,11 @@ def home() -> Path:
 
 
 def _state_path() -> Path:
-    return home() / "services.json"
+    path = home() / "services.json"
+    earlier = home() / "stack.json"  # the name before the local services were called so
+    if earlier.exists() and not path.exists():
+        earlier.replace(path)
+    return path
 
 
 def read_state() -> dict[str, Any]:
