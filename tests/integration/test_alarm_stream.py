@@ -6,34 +6,18 @@ import json
 import uuid
 
 import pytest
+from alarm_day import four_hours_with_incidents
 
 from shoplake import config, streams
-from shoplake.alarm import day_slice, detector_config, messages, simulate_day
 from shoplake.alarm import detector as det
+from shoplake.alarm import detector_config, messages
 from shoplake.lambdas import rate_alarm
-
-INCIDENTS = [
-    {
-        "incident_id": "a",
-        "kind": "outage",
-        "start": "2011-11-09T10:33:00Z",
-        "end": "2011-11-09T11:03:00Z",
-        "multiplier": 0.05,
-    },
-    {
-        "incident_id": "b",
-        "kind": "surge",
-        "start": "2011-11-09T12:44:00Z",
-        "end": "2011-11-09T13:14:00Z",
-        "multiplier": 4.0,
-    },
-]
 
 
 @pytest.fixture(scope="module")
 def replayed(provisioned):
     """A 4-hour slice with two incidents on the stream, plus one malformed and one late record."""
-    sim = day_slice(simulate_day(seed=7, orders_per_day=8_000, incidents=INCIDENTS), 10, 14)
+    sim = four_hours_with_incidents()
     consumers = [f"alarm-{uuid.uuid4().hex[:6]}", f"alarm-{uuid.uuid4().hex[:6]}"]
     for consumer in consumers:
         det.start_at_stream_end(consumer)  # other tests of this session may have put orders on the stream

@@ -14,28 +14,13 @@ from pathlib import Path
 
 import numpy
 import pytest
+from alarm_day import INCIDENTS, four_hours_with_incidents
 
 from shoplake import config, infra
-from shoplake.alarm import RateDetector, day_slice, detector_config, messages, simulate_day
+from shoplake.alarm import RateDetector, detector_config, messages
 from shoplake.alarm import function as rd
 from shoplake.alarm._windows import parse_ts
 
-INCIDENTS = [
-    {
-        "incident_id": "a",
-        "kind": "outage",
-        "start": "2011-11-09T10:33:00Z",
-        "end": "2011-11-09T11:03:00Z",
-        "multiplier": 0.05,
-    },
-    {
-        "incident_id": "b",
-        "kind": "surge",
-        "start": "2011-11-09T12:44:00Z",
-        "end": "2011-11-09T13:14:00Z",
-        "multiplier": 4.0,
-    },
-]
 SHARDS = ["shardId-000000000000", "shardId-000000000001"]
 TINY = detector_config(600, num_trees=5, tree_size=32, warmup_windows=20)
 
@@ -203,7 +188,7 @@ def test_state_spills_before_the_one_megabyte_limit(stack):
 def replay(stack):
     """A 4-hour slice with two incidents as tumbling windows (5 min, two shards) through the function, and the same
     records through an in-process RateDetector (the local detector) starting from the same warmed-up state."""
-    sim = day_slice(simulate_day(seed=7, orders_per_day=8_000, incidents=INCIDENTS), 10, 14)
+    sim = four_hours_with_incidents()
     cfg = detector_config(600)
     name = f"sim-{uuid.uuid4().hex[:6]}"
     warm = RateDetector(cfg, name=name, shards=SHARDS)
