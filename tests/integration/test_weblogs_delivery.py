@@ -62,3 +62,45 @@ def test_find_spikes_merges_adjacent_hot_buckets():
     assert spikes[["count", "peak"]].values.tolist() == [[21, 12], [7, 7]]
     assert spikes["start"].tolist() == [t0 + pd.Timedelta(minutes=3), t0 + pd.Timedelta(minutes=10)]
     assert spikes["end"].tolist()[0] == t0 + pd.Timedelta(minutes=5)
+
+
+def test_follower_lists_only_recent_objects_and_misses_none(weblogs_stack):
+    lines = list(iter_lines(SAMPLE))
+    index = LocalIndex()
+    follower = LakeFollower(index, only_new=True)
+    assert follower.cursor.start_after is not None or not follower.ignore  # starts near the newest object there
+    shipped = 0
+    for k in range(5):  # objects arriving between passes, and two in one pass
+        shipped += ship_lines(lines).sent
+        if k % 2:
+            shipped += ship_lines(lines[:7]).sent
+        follower.run_once()
+    assert follower.cursor.start_after is not None  # listings start near the newest object, not at the prefix
+    assert follower.counts.lines == shipped == follower.counts.indexed + follower.counts.rejected
+    assert index.count() + index.rejected_count() == shipped
+    assert follower.run_once().lines == 0  # nothing twice
+
+
+def test_measure_freshness_reports_the_paced_phase_and_the_backlog_apart(weblogs_stack, tmp_path):
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    from shoplake.weblogs import measure_freshness
+
+    @dataclass
+    class LogOnly:
+        access_log_path: Path
+
+    log = tmp_path / "access.log"
+    log.write_bytes(SAMPLE.read_bytes() * 10)  # 310 lines, 100 of them rejected
+    index = LocalIndex()
+    report = measure_freshness(
+        LogOnly(log), index, lines_per_s=100.0, paced_seconds=1.0, source="generator", catch_up_seconds=1.0
+    )
+    out = report.as_dict()
+    assert out["paced_lines"] == 100 and out["paced_lines_per_s"] == 100.0
+    assert out["backlog"]["lines"] == 210 and out["backlog"]["source"] == "generator"
+    assert report.shipped == 310 == report.indexed + report.rejected and report.rejected == 100
+    assert index.count() == 210 and index.rejected_count() == 100
+    assert len(report.freshness_s) == 100 and 0 <= out["freshness_p50_s"] <= out["freshness_p95_s"]
+    assert out["backlog"]["drain_s"] >= 0 and out["backlog"]["lag_p95_s"] is not None
