@@ -386,13 +386,18 @@ def transform_records(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any
     document (reason included), so the reason reaches the index instead of Firehose's generic error.
     """
     results: list[tuple[dict[str, Any], str | None]] = []
-    for record in records:
-        raw = base64.b64decode(record["data"])
-        text = decode_record(raw)
+    texts = [decode_record(base64.b64decode(record["data"])) for record in records]
+    docs, refused, _ = parse_many([text for text in texts if "\n" not in text])  # the batch at once
+    reasons = {n: reason for n, _, reason in refused}
+    parsed = iter(docs)
+    n = 0  # position among the one-line records
+    for record, text in zip(records, texts, strict=True):
         if "\n" in text:
             doc, reason = None, f"record holds {text.count(chr(10)) + 1} lines; send one log line per record"
         else:
-            doc, reason = parse_line(text)
+            reason = reasons.get(n)
+            doc = None if reason is not None else next(parsed)
+            n += 1
         if doc is None:
             doc = rejected_document(text, reason or "unparseable", record.get("approximateArrivalTimestamp"))
         results.append(({"recordId": record["recordId"], "result": "Ok", "data": _encode(doc)}, reason))

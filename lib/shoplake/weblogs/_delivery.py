@@ -99,7 +99,7 @@ def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[
     docs: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     for n, (out, reason) in enumerate(transform_records(records)):
-        doc = json.loads(base64.b64decode(out["data"])) if out["result"] == "Ok" else None
+        doc = json.loads(base64.b64decode(out["data"]).decode()) if out["result"] == "Ok" else None
         if doc is not None and not is_rejected(doc):
             doc["_id"] = f"{key}#{n}"
             docs.append(doc)
