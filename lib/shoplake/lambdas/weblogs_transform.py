@@ -209,10 +209,10 @@ class _Memo:
     __slots__ = ("clients", "hours", "minutes", "requests", "agents")
 
     def __init__(self) -> None:
-        self.clients: dict[str, bool] = {}
+        self.clients: dict[str, str] = {}
         self.hours: dict[str, str | bool] = {}
         self.minutes: dict[str, str | bool] = {}
-        self.requests: dict[str, tuple[str | None, str | None, str | None, str | None]] = {}
+        self.requests: dict[str, tuple[str | None, str | None, str | None, str | None, str]] = {}
         self.agents: dict[str | None, tuple[str | None, bool]] = {}
 
     def trim(self) -> None:
@@ -224,14 +224,15 @@ class _Memo:
 _MEMO = _Memo()
 
 
-def _request_parts(request: str) -> tuple[str | None, str | None, str | None, str | None]:
-    """``(method, path, query, protocol)`` of an (unescaped) request, as parse_line_reference splits it."""
+def _request_parts(request: str) -> tuple[str | None, str | None, str | None, str | None, str]:
+    """``(method, path, query, protocol, request)`` of an (unescaped) request, as parse_line_reference splits it
+    (the request itself last: the documents of a repeated request share one copy of it)."""
     rm = REQUEST_RE.match(request)
     if rm is None:
-        return None, None, None, None
+        return None, None, None, None, request
     method, target, protocol = rm.groups()
     path, _, query = target.partition("?")
-    return method, path, query or None, protocol
+    return method, path, query or None, protocol, request
 
 
 def _hour_prefix(day_hour: str, zone: str) -> str | bool:
@@ -276,9 +277,9 @@ def parse_many(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[tuple[i
         m = None if "\\" in line or len(line) > MAX_LINE else match(line)
         if m is not None:
             client, ident, user, hour, minute_second, zone, request, status, size, referrer, agent = m.groups()
-            ok = clients.get(client)
-            if ok is None:
-                ok = clients[client] = _valid_ip(client)
+            known = clients.get(client)  # the first copy of a valid client ("" if invalid): docs share it
+            if known is None:
+                known = clients[client] = client if _valid_ip(client) else ""
             key = hour + zone
             prefix = hours.get(key)
             if prefix is None:
@@ -289,7 +290,7 @@ def parse_many(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[tuple[i
                 if prefix is None:
                     prefix = minutes[key] = _minute_prefix(hour, minute_second[:2], zone)
                 minute_second = minute_second[3:]
-            if ok and prefix:
+            if known and prefix:
                 parts = requests.get(request)
                 if parts is None:
                     parts = requests[request] = _request_parts(request)
@@ -299,14 +300,14 @@ def parse_many(lines: Iterable[str]) -> tuple[list[dict[str, Any]], list[tuple[i
                 append(
                     {
                         "@timestamp": f"{prefix}{minute_second}Z",
-                        "client_ip": client,
+                        "client_ip": known,
                         "ident": None if ident == "-" else ident,
                         "user": None if user == "-" else user,
                         "method": parts[0],
                         "path": parts[1],
                         "query": parts[2],
                         "protocol": parts[3],
-                        "request": request,
+                        "request": parts[4],
                         "status": status_of[status],
                         "bytes": 0 if size == "-" else int(size),
                         "referrer": None if referrer is None or referrer == "-" else referrer,
