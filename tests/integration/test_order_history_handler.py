@@ -615,3 +615,22 @@ def test_a_mark_not_written_reports_its_cancellation(resources, monkeypatch):
         "690-0": "C691-0",
         "C691-0": None,
     }
+
+
+def test_a_cancellation_before_its_original_line(resources):
+    """What the design supports (module docstring): within one batch every line is visible to every cancellation,
+    whatever their order; a cancellation handled in an earlier batch than its original (which the stream never does:
+    one customer's events share a shard, in date order) stays unmatched and the line arrives unmarked."""
+    table, _ = resources
+    customer = f"b-{uuid.uuid4().hex[:6]}"
+    original = line("69500", "B1", 2, "2011-08-01T10:00:00Z", customer)
+    cancel = line("C69501", "B1", -2, "2011-08-02T10:00:00Z", customer)
+    assert run(resources, [cancel, original])["counts"]["cancellations_matched"] == 1
+    assert {i["event_id"]["S"]: i.get("cancelled_by", {}).get("S") for i in items_of(table, customer)} == {
+        "69500-0": "C69501-0",
+        "C69501-0": None,
+    }
+    late = f"b-{uuid.uuid4().hex[:6]}"
+    assert run(resources, [{**cancel, "CustomerID": late}])["counts"]["cancellations_unmatched"] == 1
+    run(resources, [{**original, "CustomerID": late}])
+    assert not any("cancelled_by" in i for i in items_of(table, late))

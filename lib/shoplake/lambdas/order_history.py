@@ -37,7 +37,9 @@ Policies:
   {shard_id, sequence_number, event_source_arn}}`` — the record is embedded up to 96 KiB (text up to 16 KiB), so a
   message stays under SQS's 256 KiB even for a 1 MiB Kinesis record. They count as handled (not retried).
 - **Transient** failures (throttling, unprocessed items, the dead-letter queue unreachable) are reported in
-  ``batchItemFailures`` so the event-source mapping retries from the first failed record. Anything else raises (a
+  ``batchItemFailures`` so the event-source mapping retries from the first failed record: a put not written reports
+  its record and the cancellation whose new mark it carried; reads that fail (or keys left unprocessed) report every
+  valid record of the batch and nothing is written (a put without the mark its line carries would un-cancel it). Anything else raises (a
   function error: the mapping retries, bisects, then sends the batch's metadata to its on-failure queue).
 
 AWS calls (for the role's least privilege): ``dynamodb:BatchWriteItem``, ``dynamodb:BatchGetItem`` and
