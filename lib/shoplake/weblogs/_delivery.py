@@ -120,6 +120,7 @@ def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[
 _KEY_TIME_RE = re.compile(r"^(?P<dir>.*/)?(?P<name>.+?)-(?P<time>\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d)-[^/]+$")
 LISTING_MARGIN_S = 10.0  # how far before the newest object a listing starts again (late or out-of-order writes)
 INGEST_LINES = 20_000  # a pass ingests the objects it found in transactions of about this many lines
+PASS_OBJECTS = 64  # a follower's pass takes at most this many objects (the rest: next pass, interval_s later)
 
 
 class LakeCursor:
@@ -174,11 +175,13 @@ def deliver_new(
     ignore: set[str] | None = None,
     progress: bool = False,
     cursor: LakeCursor | None = None,
+    max_objects: int | None = None,
 ) -> IndexDeliveryCounts:
     """Index every object under ``raw/weblogs/`` the index has not ingested yet (idempotent: replay-safe).
 
     ``cursor`` (a :class:`LakeCursor`, kept by a follower between passes) lists only what arrived recently;
-    without one the whole prefix is listed and compared with the index's sources.
+    without one the whole prefix is listed and compared with the index's sources. ``max_objects``: index at most
+    that many (the oldest) and leave the rest to the next call, so a follower catching up reports progress often.
     """
     from tqdm.auto import tqdm
 
@@ -186,6 +189,8 @@ def deliver_new(
     if cursor is None:
         cursor = LakeCursor(bucket, seen=index.sources() | (ignore or set()))
     keys = cursor.new_keys()
+    if max_objects is not None:
+        keys = keys[:max_objects]  # key order is arrival order: the oldest first
     counts = IndexDeliveryCounts()
     if not keys:
         cursor.mark(())
@@ -224,7 +229,7 @@ def deliver_new(
                 waiting = 0
         if pending:
             flush()
-    cursor.mark(())  # every key of this listing is handled (delivered, or seen before)
+    cursor.mark(())  # every key up to the newest delivered is handled (delivered, or seen before)
     return counts
 
 
@@ -323,7 +328,7 @@ class LakeFollower(Follower):
             self.cursor.mark(())  # everything there is left out: list from near the newest object already there
 
     def _pass(self, progress: bool) -> IndexDeliveryCounts:
-        return deliver_new(self.index, self.bucket, progress=progress, cursor=self.cursor)
+        return deliver_new(self.index, self.bucket, progress=progress, cursor=self.cursor, max_objects=PASS_OBJECTS)
 
 
 # Firehose's defaults when a stream sets no buffering of its own (CreateDeliveryStream API reference)
