@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from shoplake.alarm import (
@@ -84,6 +85,46 @@ def test_forest_state_round_trip_scores_alike():
     assert restored.profile == forest.profile and list(restored.points) == list(forest.points)
     surge = restored.update(1000, T0 + 3600 * len(counts))
     assert surge.anomalous and surge.expected == pytest.approx(forest.expected(T0 + 3600 * len(counts)))
+
+
+def _poisson_days(days: int, seed: int) -> list[int]:
+    """Hourly Poisson counts with a daily rhythm."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(days * 24)
+    return list(rng.poisson(200 * (1.0 + 0.5 * np.sin(2 * np.pi * (hours % 24) / 24))))
+
+
+def test_lazy_scoring_judges_only_windows_past_the_deviation_bar_and_finds_the_surge():
+    common = {"num_trees": 10, "tree_size": 64, "warmup_windows": 24, "window_seconds": 3600, "seed": 3}
+    eager, lazy = RateForest(RcfConfig(**common)), RateForest(RcfConfig(**common, score_every_window=False))
+    counts = _poisson_days(6, seed=4)
+    surge = len(counts) - 10
+    counts[surge] *= 4
+    verdicts = {}
+    for name, forest in (("eager", eager), ("lazy", lazy)):
+        verdicts[name] = [forest.update(n, T0 + 3600 * i) for i, n in enumerate(counts)]
+    judged = [i for i, v in enumerate(verdicts["lazy"]) if v.score is not None]
+    # the lazy forest scored only the window past the deviation bar (the surge); the eager one scores every window
+    assert judged == [surge], judged
+    assert all(v.score is not None for v in verdicts["eager"][48:])
+    for name in ("eager", "lazy"):
+        assert [i for i, v in enumerate(verdicts[name]) if v.anomalous] == [surge], name
+    # the lazy trees hold the last tree_size normal points once planted; the state round trip keeps the verdicts
+    restored = RateForest.from_state(json.loads(json.dumps(lazy.to_state())))
+    assert len(restored.points) == 64 and restored.trees[0].ndim == len(restored.points[0][1])
+    again = restored.update(counts[surge], T0 + 3600 * len(counts))
+    assert again.score is not None and again.anomalous
+
+
+def test_week_maximum_bar_waits_for_half_its_history():
+    config = RcfConfig(deviation_quantile=1.0, deviation_factor=1.2, deviation_history=40, window_seconds=3600)
+    forest = RateForest(config)
+    forest.deviations.extend([1.0] * 18 + [3.0])  # 19 of 40: young, the default bar (2 × the 99th percentile)
+    assert forest.deviation_bar() == pytest.approx(2.0 * float(np.quantile([1.0] * 18 + [3.0], 0.99)))
+    forest.deviations.append(1.0)  # half known: 1.2 × the largest normal deviation
+    assert forest.deviation_bar() == pytest.approx(1.2 * 3.0)
+    with pytest.raises(ConfigError, match="deviation_quantile"):
+        RcfConfig(deviation_quantile=0.2)
 
 
 def _order(invoice: str, at: str, line: int = 0) -> dict:

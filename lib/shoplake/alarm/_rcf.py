@@ -21,7 +21,17 @@ How it scores (one point per closed window, never per event — rrcf streaming c
   2.0 — chosen on simulated days: 1.5 let ~1 Poisson fluke a day through) a window must displace the forest
   twice as much as the top 1 % of normal windows did;
 - a window judged anomalous is scored and then forgotten again, and does not update the profile, so an
-  incident never becomes "normal" while it lasts (and its end does not look like a second incident).
+  incident never becomes "normal" while it lasts (and its end does not look like a second incident);
+- **deviation bar**: an alarm also needs ``|residual| ≥ deviation_factor × quantile(deviation_quantile)`` of the
+  last ``deviation_history`` normal windows' |residuals| (defaults: the threshold's quantile over the score history);
+  a recorded real series uses a week and its largest normal deviation (``_series.series_config``; until half the
+  history is known, the default bar: the maximum of a few days is a fluke's size, not a yardstick);
+- **lazy scoring** (``score_every_window=False``, for recorded series): a window within the deviation bar cannot
+  alarm, so the forest is not consulted for it (its score is None) unless a level shift is being learnt; it is held as a normal point, and the trees are
+  planted anew from the held points when a window past the bar needs judging and ≥ ``tree_size``/4 points changed
+  since the last planting (the threshold then follows the planted points' scores). Streaming inserts cost ~1 ms a
+  tree in ``rrcf``; this keeps the forest's verdict where it matters at a fraction of the cost. The stream scores
+  every window (its chart and the Lambda's state show each window's score).
 """
 
 from __future__ import annotations
@@ -58,7 +68,10 @@ class RcfConfig:
     seasonal: bool = True
     profile_weight: float = 0.5  # weight of the newest day in the time-of-day profile
     time_of_day_radius: float = 0.0
-    deviation_factor: float = 2.0  # and |residual| ≥ factor × quantile(threshold_quantile) of recent normal |residuals|
+    deviation_factor: float = 2.0  # and |residual| ≥ factor × quantile(deviation_quantile) of recent normal |residuals|
+    deviation_quantile: float | None = None  # None: threshold_quantile
+    deviation_history: int = 0  # recent normal |residuals| the deviation bar looks at; 0: score_history
+    score_every_window: bool = True  # False: only windows past the deviation bar are scored by the forest (below)
     adapt_after_seconds: float = 21_600.0  # an anomaly lasting longer is a new normal (a level shift): learn it
     seed: int = 42
 
@@ -75,6 +88,10 @@ class RcfConfig:
             raise ConfigError(f"window_seconds must divide a day (86400 s), got {self.window_seconds}")
         if not 0 < self.profile_weight <= 1:
             raise ConfigError("profile_weight must be in (0, 1]")
+        if self.deviation_quantile is not None and not 0.5 <= self.deviation_quantile <= 1.0:
+            raise ConfigError("deviation_quantile must be in [0.5, 1]")
+        if self.deviation_history < 0:
+            raise ConfigError("deviation_history must be ≥ 0 windows")
 
 
 @dataclass(frozen=True)
@@ -82,7 +99,7 @@ class RcfScore:
     """The forest's view of one closed window."""
 
     count: int
-    score: float | None  # None while warming up
+    score: float | None  # None while warming up (and, with lazy scoring, for a window within the deviation bar)
     threshold: float | None
     anomalous: bool
     expected: float | None  # the time-of-day profile's order count for this window
@@ -113,7 +130,8 @@ class RateForest:
         self.warmup: list[list[float]] = []
         self.points: deque[tuple[int, list[float]]] = deque()  # (index, point) held by every tree
         self.scores: deque[float] = deque(maxlen=cfg.score_history)
-        self.deviations: deque[float] = deque(maxlen=cfg.score_history)  # |residual| of recent normal windows
+        self.deviations: deque[float] = deque(maxlen=cfg.deviation_history or cfg.score_history)  # normal |residual|
+        self.planted_at = 0  # normal points added since the trees were last planted (lazy scoring)
         self.next_index = 0
         self.threshold: float | None = None
         self.trees: list[rrcf.RCTree] = []
@@ -150,7 +168,14 @@ class RateForest:
         cfg = self.config
         if not cfg.seasonal or cfg.deviation_factor <= 0 or len(self.deviations) < 16:
             return 0.0
-        return cfg.deviation_factor * max(1.0, float(np.quantile(np.asarray(self.deviations), cfg.threshold_quantile)))
+        q, factor = cfg.threshold_quantile, cfg.deviation_factor
+        if cfg.deviation_quantile is not None:
+            if 2 * len(self.deviations) >= (self.deviations.maxlen or 0):
+                q = cfg.deviation_quantile
+            else:  # the extreme of a short history is no yardstick yet (a 3 σ fluke is its maximum): as by default
+                factor = max(factor, RcfConfig.deviation_factor)
+        top = max(self.deviations) if q >= 1.0 else float(np.quantile(np.asarray(self.deviations), q))
+        return factor * max(1.0, top)
 
     def _learn_normal(self, count: int, window_start: float) -> None:
         slot, w = self._slot(window_start), self.config.profile_weight
@@ -189,12 +214,24 @@ class RateForest:
                 self._build(self.warmup)
                 self.warmup = []
             return RcfScore(count, None, self.threshold, False, expected)
+        bar = self.deviation_bar()
+        shifting = self.anomalous_run * cfg.window_seconds > cfg.adapt_after_seconds  # a level shift being learnt
+        if not cfg.score_every_window and bar > 0 and abs(residual) < bar and not shifting:
+            # lazy scoring: a window within the deviation bar cannot alarm (an alarm needs both), so the forest is not
+            # consulted (while a level shift is learnt it still is: it says when the shift is normal); the window is
+            # held as a normal point and reaches the trees at their next planting
+            self.anomalous_run = 0
+            self._hold(self.next_index, point)
+            self.next_index += 1
+            self._learn_normal(count, window_start)
+            return RcfScore(count, None, self.threshold, False, expected)
+        if not cfg.score_every_window and self.planted_at >= max(1, cfg.tree_size // 4):
+            self._replant()
         index = self.next_index
         self.next_index += 1
         for tree in self.trees:
             tree.insert_point(np.asarray(point), index=index)
         score = float(np.mean([tree.codisp(index) for tree in self.trees]))
-        bar = self.deviation_bar()
         outlier = score >= (self.threshold or math.inf)  # the forest: this shape is unusual
         self.anomalous_run = self.anomalous_run + 1 if outlier else 0
         adopted = outlier and self.anomalous_run * cfg.window_seconds > cfg.adapt_after_seconds
@@ -204,20 +241,40 @@ class RateForest:
             outlier = False
         # an alarm-worthy window is an outlier that is also far from its expectation (not noise of a bursty series)
         anomalous = outlier and abs(residual) >= bar
-        if outlier:
-            for tree in self.trees:
+        if outlier or not cfg.score_every_window:
+            for tree in self.trees:  # lazy scoring: the trees change only when planted
                 tree.forget_point(index)
-        else:
-            self.points.append((index, point))
-            while len(self.points) > cfg.tree_size:
-                old, _ = self.points.popleft()
-                for tree in self.trees:
-                    tree.forget_point(old)
+        if not outlier:
+            if cfg.score_every_window:
+                self.points.append((index, point))
+                while len(self.points) > cfg.tree_size:
+                    old, _ = self.points.popleft()
+                    for tree in self.trees:
+                        tree.forget_point(old)
+            else:
+                self._hold(index, point)
             if not adopted:
                 self.scores.append(score)
             self._learn_normal(count, window_start)
             self._set_threshold()
         return RcfScore(count, score, self.threshold, anomalous, expected)
+
+    def _hold(self, index: int, point: list[float]) -> None:
+        """Lazy scoring: keep a normal point for the next planting (the last ``tree_size`` are kept)."""
+        self.points.append((index, point))
+        while len(self.points) > self.config.tree_size:
+            self.points.popleft()
+        self.planted_at += 1
+
+    def _replant(self) -> None:
+        """Lazy scoring: plant the trees anew from the normal points held; their scores refresh the threshold."""
+        self._plant(seed_offset=self.next_index)
+        self.planted_at = 0
+        held = [i for i, _ in self.points]
+        scores = np.mean([[tree.codisp(i) for i in held] for tree in self.trees], axis=0)
+        self.scores.clear()  # the threshold follows the normal points the trees now hold
+        self.scores.extend(float(x) for x in scores)
+        self._set_threshold()
 
     def _build(self, points: list[list[float]]) -> None:
         cfg = self.config

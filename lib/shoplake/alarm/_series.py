@@ -9,7 +9,9 @@ threshold fixed from the probation (``rule_factor`` × the largest count seen in
 Missing intervals are gaps: a window with missing rows is not scored and the forest's shingle starts over after it.
 
 The configuration is one for every series, derived from what the data shows: its interval and first day's density
-(the window), then a warm-up of one day of windows and a score history of two days (:func:`series_config`).
+(the window), then a warm-up of one day of windows and a score history of two days; real count series burst every
+few days without an incident, so an alarm also needs a deviation from the rhythm above 1.2 × the largest normal one of
+the last week, and one alarm covers three hours (:func:`series_config`).
 """
 
 from __future__ import annotations
@@ -31,10 +33,14 @@ from shoplake.alarm._windows import WindowCount
 from shoplake.alarm.detector import DetectorConfig, RateDetector, detector_config
 from shoplake.errors import DataError
 
-SERIES_TREES = 30  # fewer trees than the stream's 100: a series is scored row by row, ~20 ms a row at 30 trees
+SERIES_TREES = 30  # fewer trees than the stream's 100 (with lazy scoring the forest judges only windows past the bar)
 RULE_FACTOR = 2.0
 MIN_WINDOW_COUNT = 10.0  # counts a detector window should hold on average (the first day's rows tell)
 MAX_WINDOW_SECONDS = 3600
+DEVIATION_DAYS = 7  # the deviation bar looks back a week ...
+DEVIATION_FACTOR = 1.2  # ... and asks for 1.2 × its largest normal deviation
+COOLDOWN_SECONDS = 3 * 3600.0
+THRESHOLD_FACTOR = 1.0
 DAY = timedelta(days=1)
 
 
@@ -123,14 +129,24 @@ def detector_window(series: Series, min_count: float = MIN_WINDOW_COUNT) -> int:
 
 def series_config(window_seconds: int, num_trees: int = SERIES_TREES) -> DetectorConfig:
     """The one configuration for any series, given the detector's window (:func:`detector_window`): the first day
-    fills the time-of-day profile, the next day builds the forest; scores of the last two days set the threshold."""
+    fills the time-of-day profile, the next day builds the forest; scores of the last two days set the forest's
+    threshold. A real series is bursty (unlabelled bursts every few days), so an alarm also needs a deviation from the
+    rhythm above ``DEVIATION_FACTOR`` × the largest normal deviation of the last week (a week holds the weekly rhythm
+    and the series' usual bursts); only such windows are scored by the forest (lazy scoring), and one alarm covers an
+    incident's ``COOLDOWN_SECONDS`` (a burst on a real series lasts hours)."""
     per_day = DAY_SECONDS // window_seconds
     return detector_config(
         window_seconds,
         allowed_lateness_seconds=0,
+        cooldown_seconds=COOLDOWN_SECONDS,
         num_trees=num_trees,
         warmup_windows=max(per_day, 16),
         score_history=max(2 * per_day, 288),
+        threshold_factor=THRESHOLD_FACTOR,
+        deviation_factor=DEVIATION_FACTOR,
+        deviation_quantile=1.0,
+        deviation_history=DEVIATION_DAYS * per_day,
+        score_every_window=False,
     )
 
 
