@@ -127,6 +127,7 @@ def stream_dataset(
     shipper.start()
     try:
         shipper.join(timeout=timeout_s)
+        sent_s = time.perf_counter() - began  # the agent has put every line to Firehose
         if "error" in outcome:
             raise outcome["error"]
         if "counts" not in outcome:
@@ -148,7 +149,12 @@ def stream_dataset(
         follower.stop()
     report.seconds = time.perf_counter() - began
     report.indexed, report.rejected = follower.counts.indexed, follower.counts.rejected
-    report.delivery = {**follower.counts.as_dict(), "agent": outcome["counts"]["weblogs"], "speed": round(speed, 1)}
+    report.delivery = {
+        **follower.counts.as_dict(),
+        "agent": outcome["counts"]["weblogs"],
+        "speed": round(speed, 1),
+        "sent_s": round(sent_s, 3),
+    }
     # freshness: first index count covering the line minus the line's time on the servers' compressed clock
     offsets = _written_offsets(path)
     written_at = began_wall + offsets / speed
@@ -209,6 +215,9 @@ class FreshnessReport:
             "written_lines_per_s": round(c.shipped / c.write_seconds, 1) if c.write_seconds else None,
             "all_visible_s": round(c.seconds, 3),
             "drain_s": round(max(c.seconds - c.write_seconds, 0.0), 3),  # last line written → all of them visible
+            # the agent's last put to Firehose (the generator puts as it writes), and from there to all visible
+            "sent_s": c.delivery.get("sent_s", round(c.write_seconds, 3)),
+            "after_last_put_s": round(max(c.seconds - c.delivery.get("sent_s", c.write_seconds), 0.0), 3),
             "indexed_lines_per_s": round(c.shipped / c.seconds, 1) if c.seconds else None,
             "lag_p50_s": c.percentile(50),
             "lag_p95_s": c.percentile(95),
