@@ -190,10 +190,10 @@ def parse_line_reference(line: str) -> tuple[dict[str, Any] | None, str | None]:
 
 # --------------------------------------------------------------------------- the fast path
 # One regex does the work for the common line: ASCII-only shapes (status 100-599, bytes of at most 15 ASCII digits,
-# seconds 00-59, a ±hhmm zone, no backslash so nothing to unescape). Whatever repeats — clients, minute prefixes of
-# timestamps with their zone, requests, agents — is checked once by the reference code and remembered. A line the
-# fast regex does not take, or whose remembered check failed, goes to parse_line_reference, so every rejection and
-# its reason come from the reference checks.
+# seconds 00-59, a ±hhmm zone, no backslash so nothing to unescape). Whatever repeats — clients, the local hour with
+# its zone (the minute too for zones like +0530), requests, agents — is checked once by the reference code and
+# remembered. A line the fast regex does not take, or whose remembered check failed, goes to parse_line_reference, so
+# every rejection and its reason come from the reference checks. tests/unit/test_weblogs_fastpath.py holds both equal.
 _FAST_RE = re.compile(
     r"(\S+) (\S+) (\S+) \[([0-9][0-9]/[A-Z][a-z][a-z]/[0-9]{4}:[0-9][0-9]):([0-5][0-9]:[0-5][0-9]) ([+-][0-9]{4})\] "
     r'"([^"]*)" ([1-5][0-9][0-9]) (-|[0-9]{1,15})(?: "([^"]*)" "([^"]*)")?[ \t]*$'
