@@ -34,6 +34,8 @@ def _run(name: str) -> dict[str, Any]:
         "forest": run.forest,
         "rule": run.rule,
         "null": null.raw,
+        "judged": sum(score is not None for score in run.scores),
+        "detector_windows": len(run.scores),
         "windows": len(windows),
     }
 
@@ -107,13 +109,23 @@ def main(scale: str = "full") -> dict[str, Any]:
     _report.figure("incident_recall", detected / n_windows, goal="≥ 0.8")
     _report.figure("false_alarms_max_per_series", max(false), goal="≤ 2", higher_is_better=False, per_series=false)
     rate = float(np.mean([r["rows_per_s"] for r in results]))
+    judged = sum(r["judged"] for r in results) / sum(r["detector_windows"] for r in results)
     read = float(np.mean([r["read_rows_per_s"] for r in results]))
     print(
-        f"throughput: detector {rate:,.0f} rows/s per process (forest of {_series.SERIES_TREES} trees) = "
+        f"throughput: detector {rate:,.0f} rows/s per process (forest of {_series.SERIES_TREES} trees, lazy scoring: "
+        f"{judged:.1%} of windows judged by the forest) = "
         f"{rate / read:.4f} × reading+validating the rows ({read:,.0f} rows/s); "
         f"{sum(r['rows'] for r in results):,} rows in {wall:.0f} s wall"
     )
-    _report.figure("detector_rows_per_s", rate, unit="rows/s", baseline=read, baseline_name="read + validate the rows")
+    _report.figure(
+        "detector_rows_per_s",
+        rate,
+        unit="rows/s",
+        baseline=read,
+        baseline_name="read + validate the rows",
+        goal="≥ 0.5 × baseline",
+        forest_judged_share=judged,
+    )
     return {"totals": totals, "normalised": norm, "files": {r["file"]: r["forest"]["nab_raw"] for r in results}}
 
 

@@ -155,7 +155,7 @@ class RateForest:
         near = [
             self.profile[s % DAY_SECONDS] for s in (slot - step, slot, slot + step) if s % DAY_SECONDS in self.profile
         ]
-        return float(np.mean(near))
+        return math.fsum(near) / len(near)
 
     def gap(self) -> None:
         """Intervals are missing (no data, not zero orders): the shingle starts over after them."""
@@ -177,10 +177,10 @@ class RateForest:
         top = max(self.deviations) if q >= 1.0 else float(np.quantile(np.asarray(self.deviations), q))
         return factor * max(1.0, top)
 
-    def _learn_normal(self, count: int, window_start: float) -> None:
+    def _learn_normal(self, count: int, window_start: float, bar: float | None = None) -> None:
         slot, w = self._slot(window_start), self.config.profile_weight
         old = self.profile.get(slot)
-        bar = self.deviation_bar() or math.inf
+        bar = (self.deviation_bar() if bar is None else bar) or math.inf
         if old is not None and self.deviations:
             # robust: a window learns the profile at most one deviation bar away from it (a spike that was not
             # judged anomalous, e.g. in the warm-up or an incident's first window, is not tomorrow's expectation)
@@ -223,7 +223,7 @@ class RateForest:
             self.anomalous_run = 0
             self._hold(self.next_index, point)
             self.next_index += 1
-            self._learn_normal(count, window_start)
+            self._learn_normal(count, window_start, bar)
             return RcfScore(count, None, self.threshold, False, expected)
         if not cfg.score_every_window and self.planted_at >= max(1, cfg.tree_size // 4):
             self._replant()
@@ -255,7 +255,7 @@ class RateForest:
                 self._hold(index, point)
             if not adopted:
                 self.scores.append(score)
-            self._learn_normal(count, window_start)
+            self._learn_normal(count, window_start, bar)
             self._set_threshold()
         return RcfScore(count, score, self.threshold, anomalous, expected)
 
