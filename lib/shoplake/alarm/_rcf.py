@@ -27,11 +27,11 @@ How it scores (one point per closed window, never per event — rrcf streaming c
   a recorded real series uses a week and its largest normal deviation (``_series.series_config``; until half the
   history is known, the default bar: the maximum of a few days is a fluke's size, not a yardstick);
 - **lazy scoring** (``score_every_window=False``, for recorded series): a window within the deviation bar cannot
-  alarm, so the forest is not consulted for it (its score is None) unless a level shift is being learnt; it is held as a normal point, and the trees are
-  planted anew from the held points when a window past the bar needs judging and ≥ ``tree_size``/4 points changed
-  since the last planting (the threshold then follows the planted points' scores). Streaming inserts cost ~1 ms a
-  tree in ``rrcf``; this keeps the forest's verdict where it matters at a fraction of the cost. The stream scores
-  every window (its chart and the Lambda's state show each window's score).
+  alarm, so the forest is not consulted for it (its score is None) unless a level shift is being learnt; it is held
+  as a normal point, and the trees are planted anew from the held points when a window past the bar needs judging
+  and ≥ ``tree_size``/4 points changed since the last planting (the threshold then follows the planted points'
+  scores). Streaming inserts cost ~1 ms a tree in ``rrcf``; this keeps the forest's verdict where it matters at a
+  fraction of the cost. The stream scores every window (its chart and the Lambda's state show each window's score).
 """
 
 from __future__ import annotations
