@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 
 from shoplake import config, streams
 from shoplake.agent import Agent, load_config, ship_dataset, simulate_servers
-from shoplake.agent._agent import CRASH_AFTER_SENDS_ENV
+from shoplake.agent._agent import CRASH_AFTER_SENDS_ENV, CRASH_AT_ENV
 from shoplake.agent._flows import ORDER_FIELDS
 from shoplake.agent._servers import order_line_csv
 
@@ -276,6 +277,117 @@ def test_crash_between_send_and_checkpoint_neither_loses_nor_resends(tmp_path, d
     counts = json.loads(done.stdout)[flow]
     assert counts["lines_read"] == counts["records_sent"] == 400  # 100 recovered + 300 new
     assert "100 records had landed, sending 0" in done.stderr
+
+
+def _runs_of_identical_lines(events: list[dict], n: int, run: int = 10, kinds: int = 5) -> list[dict]:
+    """``n`` events in runs of ``run`` identical ones, cycling through ``kinds`` events: every batch of the agent holds
+    the very records the batches before it held (the case content matching cannot tell apart)."""
+    return [events[(i // run) % kinds] for i in range(n)]
+
+
+def _landed(flow: str, destinations: dict[str, str]) -> Counter[bytes]:
+    if flow == "orders":
+        return _kinesis(destinations["stream"])
+    lake = _lake(destinations["bucket"], destinations["prefix"])
+    return Counter({line.rstrip(b"\n"): n for line, n in lake.items()})
+
+
+@pytest.mark.parametrize("flow", ["orders", "orders-to-lake"])
+@pytest.mark.parametrize("point", ["before-send", "mid-send", "after-send"])
+def test_identical_lines_and_a_crash_between_send_and_checkpoint_deliver_each_line_once(
+    tmp_path, destinations, tiny_dataset, flow, point
+):
+    """Runs of identical lines; SIGKILL before / in the middle of / after the send of batch 2, before its commit.
+
+    Batch 1 landed the same records batch 2 holds, moments before: the restart must still send exactly what of
+    batch 2 did not land (all of it, the second half, nothing) — identified by file and offset, not by content."""
+    events = _runs_of_identical_lines(_events(tiny_dataset), 300)
+    _write_orders(tmp_path, events)
+    cfg = _config(tmp_path, destinations, tmp_path / "servers", batch=100)
+    state = tmp_path / "state"
+    crashed = subprocess.run(
+        _agent_cmd(cfg, state, "--once", "--flow", flow),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, CRASH_AT_ENV: f"{point}:2"},
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+    landed_before = sum(_landed(flow, destinations).values())
+    assert landed_before == {"before-send": 100, "mid-send": 150, "after-send": 200}[point]
+
+    done = subprocess.run(
+        _agent_cmd(cfg, state, "--once", "--json", "--flow", flow), capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _landed(flow, destinations) == Counter(streams.encode(e) for e in events)
+    counts = json.loads(done.stdout)[flow]
+    assert counts["lines_read"] == counts["records_sent"] == 200  # batch 2 recovered + batch 3
+    totals = json.loads((state / "checkpoints.json").read_text())["flows"][flow]["totals"]
+    assert totals["lines_read"] == totals["records_sent"] == len(events)
+    missing = {"before-send": 100, "mid-send": 50, "after-send": 0}[point]
+    assert f"{100 - missing} records had landed, sending {missing}" in done.stderr
+
+
+def test_kill_at_random_moments_with_runs_of_identical_lines_delivers_every_line_once(
+    tmp_path, destinations, tiny_dataset
+):
+    """Servers keep appending runs of identical lines while a following agent (both order flows) is SIGKILLed at
+    random moments and restarted; at the end every line is in Kinesis and in the lake exactly once, and the
+    checkpointed counters say so."""
+    rng = random.Random(16)
+    events = _runs_of_identical_lines(_events(tiny_dataset), 2400, run=7, kinds=3)
+    server = tmp_path / "servers" / "server-0"
+    server.mkdir(parents=True)
+    path = server / "orders.csv"
+    path.touch()
+    cfg = _config(tmp_path, destinations, tmp_path / "servers", batch=25)
+    state = tmp_path / "state"
+    flows = ("--flow", "orders", "--flow", "orders-to-lake")
+    written = threading.Event()
+
+    def write() -> None:
+        for start in range(0, len(events), 40):
+            with open(path, "a") as handle:
+                handle.write("".join(order_line_csv(e) + "\n" for e in events[start : start + 40]))
+            time.sleep(0.08)
+        written.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    kills = pending = 0
+    checkpoint = state / "checkpoints.json"
+    try:
+        while kills < 6 or not written.is_set():
+            proc = subprocess.Popen(
+                _agent_cmd(cfg, state, "--follow", *flows), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            # wait until this agent has made progress (a checkpoint write), then kill it at a random moment
+            before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0
+            deadline = time.monotonic() + 60
+            while (
+                time.monotonic() < deadline and (checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0) == before
+            ):
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.25))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            kills += 1
+            saved = json.loads(checkpoint.read_text())["flows"]
+            pending += sum(1 for f in saved.values() if f.get("pending"))
+    finally:
+        writer.join()
+    done = subprocess.run(
+        _agent_cmd(cfg, state, "--once", "--json", *flows), capture_output=True, text=True, timeout=180
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = Counter(streams.encode(e) for e in events)
+    assert _landed("orders", destinations) == expected, f"{kills} kills, {pending} with a batch in flight"
+    assert _landed("orders-to-lake", destinations) == expected, f"{kills} kills, {pending} with a batch in flight"
+    totals = json.loads(checkpoint.read_text())["flows"]
+    for flow in ("orders", "orders-to-lake"):
+        assert totals[flow]["totals"]["lines_read"] == totals[flow]["totals"]["records_sent"] == len(events)
+    print(f"{kills} kills ({pending} with a batch in flight), {len(events)} lines per flow, each landed once")
 
 
 def test_ship_dataset_through_infra_agent_yaml(agent_infra, tiny_dataset, tmp_path):

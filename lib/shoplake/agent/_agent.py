@@ -5,16 +5,25 @@ into service-sized calls and retries the failed records):
 
 1. malformed lines (a processing option cannot parse them, not UTF-8, too long, empty) are dead-lettered to
    ``<state_dir>/dead-letter/<flow>.jsonl`` with the reason, counted, and never shipped;
-2. the batch is written to the checkpoint as *pending* (file byte ranges + a hash per record), then sent;
+2. the batch is written to the checkpoint as *pending* — a write-ahead journal entry: its lines' file byte ranges
+   (their identity: file + offset) and the *window* of the destination that only this batch can fill, taken
+   before the send (Kinesis: the flow's last committed sequence number per shard; Firehose → S3: the objects
+   already there) — then sent;
 3. records that still fail after the producer's retries are re-sent by the agent a few rounds more (``retried``),
    then dead-lettered (``failed``);
 4. the offsets move past the batch and the pending batch is cleared, in one atomic checkpoint write.
 
 A crash between 2 and 4 (SIGKILL, power loss) leaves the pending batch in the checkpoint: on restart the agent
-reads the destination back from the pending batch's time (Kinesis: ``AT_TIMESTAMP`` iterators on every shard;
-Firehose: the S3 objects it delivered since), re-reads the batch's lines from the files, and sends only the
-records that did not land: nothing lost, nothing sent twice. (Where Firehose delivers to OpenSearch only, the
-agent cannot look, re-sends the batch and says so in the log: at-least-once there.)
+re-reads the batch's lines from the files (by their byte ranges), reads back the batch's window (Kinesis: each
+shard after the flow's committed sequence number — ``AT_TIMESTAMP`` on shards it never wrote to; Firehose: the S3
+objects delivered since that were not there before the send), and sends only the records that did not land.
+Everything in the window is the pending batch's own (the flow sends one batch at a time), so records are told
+apart by where they came from, not by their content: runs of identical lines neither hide a loss nor cause a
+duplicate. Nothing lost, nothing sent twice — provided no other writer puts identical records into the same
+window (one agent per destination). Where Firehose delivers to OpenSearch only, the agent cannot look, re-sends
+the batch and says so in the log: at-least-once there. On AWS, Firehose buffers: the agent waits the buffer
+interval before looking, and records of batches committed within that interval before the crash may still be
+in the buffer; the agent counts those as not of the pending batch (it may re-send, never lose).
 """
 
 from __future__ import annotations
@@ -24,11 +33,12 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +58,10 @@ DEAD_LETTER_MAX_CHARS = 10_000
 CLOCK_SLACK_S = 2.0
 # Fault injection for the crash tests: SIGKILL this process right after the N-th send, before its commit.
 CRASH_AFTER_SENDS_ENV = "SHOPLAKE_AGENT_CRASH_AFTER_SENDS"
+# ... or ``<where>:<N>`` with where = before-send (the N-th batch is journaled, nothing of it sent), mid-send (the
+# first half of its records sent) or after-send (the same as CRASH_AFTER_SENDS_ENV=N).
+CRASH_AT_ENV = "SHOPLAKE_AGENT_CRASH_AT"
+CRASH_POINTS = ("before-send", "mid-send", "after-send")
 
 
 class AgentError(ShoplakeError):
@@ -81,6 +95,7 @@ class FlowRunner:
         store: CheckpointStore,
         dead_letter_dir: Path,
         crash_after: int | None = None,
+        crash_at: tuple[str, int] | None = None,
     ) -> None:
         self.flow = flow
         self.state = state
@@ -89,8 +104,13 @@ class FlowRunner:
         self.dead_letter_path = dead_letter_dir / f"{flow.name}.jsonl"
         self.counts = zero_counts()
         self.crash_after = crash_after
+        self.crash_at = crash_at
         self.sends = 0
         self._partition_key = flow.partition_key() if flow.kind == "kinesis" else None
+        self._sent_positions: dict[str, str] = {}
+        self._lake: _Lake | None | bool = False  # False: not looked up yet; None: Firehose without an S3 copy
+        self._recent: deque[tuple[float, list[str]]] = deque()  # (time, hashes) of batches Firehose may buffer
+        self._warned_unreadable = False
 
     # ------------------------------------------------------------------ processing and sending
 
@@ -124,6 +144,18 @@ class FlowRunner:
             return streams.put_records(self.flow.destination, data, partition_key=lambda d: keys[id(d)])
         return streams.put_firehose(self.flow.destination, data)
 
+    def _note_positions(self, positions: dict[str, str]) -> None:
+        """Remember the last sequence number written per Kinesis shard (committed with the batch)."""
+        for shard, seq in positions.items():
+            if seq and (shard not in self._sent_positions or int(seq) > int(self._sent_positions[shard])):
+                self._sent_positions[shard] = seq
+
+    def _commit_positions(self) -> None:
+        for shard, seq in self._sent_positions.items():
+            if shard not in self.state.positions or int(seq) > int(self.state.positions[shard]):
+                self.state.positions[shard] = seq
+        self._sent_positions = {}
+
     def _send(self, items: list[tuple[Line, Any, bytes]]) -> tuple[int, list[tuple[Line, Any, str]]]:
         """Send records (re-sending the ones that failed a few rounds); returns (sent, [(line, record, reason)])."""
         sent = 0
@@ -137,6 +169,7 @@ class FlowRunner:
                 time.sleep(min(4.0, 0.5 * 2 ** (round_ - 1)))
             by_id = {id(data): (line, record) for line, record, data in todo}
             result = self._put(todo)
+            self._note_positions(result.sequence_numbers)
             sent += result.sent
             self.counts["retried"] += result.retried
             failed_ids = {id(f["record"]): f["reason"] for f in result.failed_records}
@@ -188,6 +221,7 @@ class FlowRunner:
         self._dead_letter([(line, reason) for line, _record, reason in failures], kind="failed")
         self.tailer.advance(lines)
         self.state.pending = None
+        self._commit_positions()
         delta = {"lines_read": len(lines), "records_sent": sent, "failed": len(failures), "malformed": len(malformed)}
         for key, value in delta.items():
             self.counts[key] += value
@@ -204,24 +238,134 @@ class FlowRunner:
     def ship(self, lines: list[Line]) -> None:
         """Steps 1-4 of the module docstring for one batch of lines."""
         shipment = self._prepare(lines)
+        created = time.time()
         self.state.pending = Pending(
-            created=time.time(), ranges=_ranges(lines), hashes=[record_hash(data) for _l, _r, data in shipment.records]
+            created=created,
+            ranges=_ranges(lines),
+            hashes=[record_hash(data) for _l, _r, data in shipment.records],
+            window=self._window(created) if shipment.records else None,
         )
         self.store.save()
+        self._inject_fault("before-send", shipment)
         sent, failures = self._send(shipment.records) if shipment.records else (0, [])
         self.sends += 1
         if self.crash_after is not None and self.sends >= self.crash_after:
             log.warning("fault injection: SIGKILL after send %d, before its commit", self.sends)
             os.kill(os.getpid(), signal.SIGKILL)
+        self._inject_fault("after-send", shipment)
         self._commit(lines, sent, failures, shipment.malformed)
+        if self._buffering():
+            self._remember(self._sent_hashes(shipment, failures))
+
+    @staticmethod
+    def _sent_hashes(shipment: _Shipment, failures: list[tuple[Line, Any, str]]) -> list[str]:
+        failed = {id(line) for line, _r, _reason in failures}
+        return [record_hash(data) for line, _r, data in shipment.records if id(line) not in failed]
+
+    def _inject_fault(self, where: str, shipment: _Shipment) -> None:
+        """The crash tests' SIGKILL at ``where`` of the batch named by CRASH_AT_ENV (no-op otherwise)."""
+        if self.crash_at is None:
+            return
+        point, number = self.crash_at
+        if where == "before-send" and point in ("before-send", "mid-send") and self.sends + 1 == number:
+            if point == "mid-send":
+                self._send(shipment.records[: len(shipment.records) // 2])
+        elif not (where == point == "after-send" and self.sends == number):
+            return
+        log.warning("fault injection: SIGKILL %s of batch %d", point, number)
+        os.kill(os.getpid(), signal.SIGKILL)
 
     # ------------------------------------------------------------------ recovery of a pending batch
 
-    def _landed_hashes(self, since: float) -> Counter[str] | None:
-        """Hashes of the records in the destination since ``since`` (None: the destination cannot be read back)."""
+    def _lake_view(self) -> _Lake | None:
+        if self._lake is False:
+            self._lake = _lake_of(self.flow.destination)
+        return self._lake  # type: ignore[return-value]
+
+    def _window(self, created: float) -> dict[str, Any] | None:
+        """The part of the destination only the batch about to be sent can fill (see :class:`Pending`)."""
         if self.flow.kind == "kinesis":
-            return _kinesis_hashes(self.flow.destination, since)
-        return _firehose_hashes(self.flow.destination, since)
+            return {"after": dict(self.state.positions)}
+        lake = self._lake_view()
+        if lake is None:
+            return None
+        from botocore.exceptions import ClientError
+
+        since = created - CLOCK_SLACK_S
+        try:
+            seen = sorted(obj["Key"] for obj in _lake_objects(lake, since))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("AccessDenied", "AccessDeniedException"):
+                raise
+            if not self._warned_unreadable:
+                log.warning(
+                    "flow %s: cannot list s3://%s/%s (%s): a batch interrupted by a crash will be sent again "
+                    "(duplicates possible); allow s3:ListBucket and s3:GetObject there for exactly-once",
+                    self.flow.name,
+                    lake.bucket,
+                    lake.prefix,
+                    exc.response["Error"]["Code"],
+                )
+                self._warned_unreadable = True
+            return {"resend": True}
+        window: dict[str, Any] = {"since": since, "seen": seen}
+        if lake.settle_s:
+            # batches sent within the buffer interval may still sit in Firehose's buffer and land in objects made
+            # after the send: their records are not counted as the pending batch's
+            while self._recent and self._recent[0][0] < created - lake.settle_s - CLOCK_SLACK_S:
+                self._recent.popleft()
+            window["buffered"] = [h for _t, hashes in self._recent for h in hashes]
+        return window
+
+    def _buffering(self) -> bool:
+        """Firehose into S3 on aws: records may sit in its buffer for a while after they were accepted."""
+        if self.flow.kind != "firehose":
+            return False
+        lake = self._lake_view()
+        return lake is not None and lake.settle_s > 0
+
+    def _remember(self, hashes: list[str], at: float | None = None) -> None:
+        """Keep the hashes of a batch just sent while Firehose may still buffer them."""
+        if hashes:
+            self._recent.append((time.time() if at is None else at, hashes))
+
+    def _landed_hashes(self, pending: Pending) -> Counter[str] | None:
+        """Hashes of the records in the pending batch's window (None: the destination cannot be read back)."""
+        window = pending.window
+        if window is not None and window.get("resend"):
+            return None
+        if window is None:
+            window = self._legacy_window(pending)
+            if window is None:
+                return None
+        if self.flow.kind == "kinesis":
+            found, positions = _kinesis_window(self.flow.destination, window["after"], pending.created - CLOCK_SLACK_S)
+            self._note_positions(positions)
+            return found
+        lake = self._lake_view()
+        if lake is None:
+            return None
+        found = _lake_hashes(lake, float(window["since"]), set(window.get("seen") or ()))
+        buffered = Counter(window.get("buffered") or ())
+        if buffered & found:
+            log.warning(
+                "flow %s: %d records sent shortly before the interrupted batch may have landed with it (Firehose "
+                "buffers): counting them as not of the batch (those may be sent twice)",
+                self.flow.name,
+                sum((buffered & found).values()),
+            )
+        return found - buffered
+
+    def _legacy_window(self, pending: Pending) -> dict[str, Any] | None:
+        """A journal without a window (written by an older agent, or for a destination that cannot be read back)."""
+        if self.flow.kind == "firehose" and self._lake_view() is None:
+            return None
+        log.warning(
+            "flow %s: the interrupted batch was journaled by an older agent: matching what landed by content since "
+            "its time (runs of identical lines may be taken for landed)",
+            self.flow.name,
+        )
+        return {"after": {}} if self.flow.kind == "kinesis" else {"since": pending.created - CLOCK_SLACK_S, "seen": []}
 
     def _reread(self, pending: Pending) -> tuple[list[Line], list[dict[str, Any]]]:
         """The pending batch's lines, read again from wherever the files are now (renamed or copied)."""
@@ -255,7 +399,7 @@ class FlowRunner:
             return
         lines, lost = self._reread(pending)
         shipment = self._prepare(lines)
-        landed = self._landed_hashes(pending.created - CLOCK_SLACK_S) if shipment.records else Counter()
+        landed = self._landed_hashes(pending) if shipment.records else Counter()
         if landed is None:
             log.warning(
                 "flow %s: cannot read %s back; re-sending the %d records of the interrupted batch "
@@ -302,6 +446,11 @@ class FlowRunner:
         self._dead_letter(shipment.malformed, kind="malformed")
         self._dead_letter([(line, reason) for line, _r, reason in failures], kind="failed")
         self.state.pending = None
+        self._commit_positions()
+        if self._buffering():
+            if pending.window and pending.window.get("buffered"):  # what the crashed agent had in Firehose's buffer
+                self._remember(list(pending.window["buffered"]), at=pending.created)
+            self._remember(self._sent_hashes(shipment, failures))
         # the interrupted batch was not counted before the crash (counts are saved with the commit)
         delta = {
             "lines_read": len(lines) + lost_lines,
@@ -375,62 +524,126 @@ def _locate(patterns: list[str], key: str, head: bytes, end: int) -> str | None:
     return candidates[0] if candidates else None
 
 
-def _kinesis_hashes(stream: str, since: float) -> Counter[str]:
+def _kinesis_window(stream: str, after: dict[str, str], since: float) -> tuple[Counter[str], dict[str, str]]:
+    """Hashes of the records after ``after[shard]`` on every shard (``AT_TIMESTAMP`` ``since`` on the shards the flow
+    never wrote to, or whose position expired), and the last sequence number seen per shard."""
+    from botocore.exceptions import ClientError
+
     kinesis = config.client("kinesis")
-    name = streams.stream_name(stream)
     found: Counter[str] = Counter()
+    last: dict[str, str] = {}
+    for shard_id in streams.shards(stream, client=kinesis):
+        records: list[tuple[bytes, str]] | None = None
+        if shard_id in after:
+            try:
+                records = [
+                    (r.data, r.sequence_number)
+                    for r in streams.read_shard(stream, shard_id, after[shard_id], client=kinesis)
+                ]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "InvalidArgumentException":
+                    raise
+                log.warning("%s %s: position %s expired; reading from the batch's time", stream, shard_id, exc)
+        if records is None:
+            records = _kinesis_since(kinesis, stream, shard_id, since)
+        found.update(record_hash(data) for data, _seq in records)
+        if records:
+            last[shard_id] = records[-1][1]
+    return found, last
+
+
+def _kinesis_since(kinesis: Any, stream: str, shard_id: str, since: float) -> list[tuple[bytes, str]]:
     at = datetime.fromtimestamp(since, UTC)
-    for shard_id in streams.shards(stream):
-        iterator = kinesis.get_shard_iterator(
-            StreamName=name, ShardId=shard_id, ShardIteratorType="AT_TIMESTAMP", Timestamp=at
-        )["ShardIterator"]
-        while iterator:
-            response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-            records = response.get("Records", [])
-            found.update(record_hash(r["Data"]) for r in records)
-            iterator = response.get("NextShardIterator")
-            if not records and int(response.get("MillisBehindLatest", 0) or 0) == 0:
-                break
-    return found
+    iterator = streams.shard_iterator(stream, shard_id, position="AT_TIMESTAMP", at_timestamp=at, client=kinesis)
+    records: list[tuple[bytes, str]] = []
+    while iterator:
+        response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+        page = response.get("Records", [])
+        records.extend((r["Data"], r["SequenceNumber"]) for r in page)
+        iterator = response.get("NextShardIterator")
+        if not page and int(response.get("MillisBehindLatest", 0) or 0) == 0:
+            break
+    return records
 
 
-def _firehose_hashes(delivery_stream: str, since: float) -> Counter[str] | None:
+@dataclass(frozen=True)
+class _Lake:
+    """Where a Firehose delivery stream writes its S3 objects, and how long it may buffer records first."""
+
+    bucket: str
+    prefix: str
+    stream: str  # the delivery stream's full name (object names start with it)
+    version: str
+    settle_s: float
+
+    @property
+    def default_names(self) -> bool:
+        """Objects named ``<prefix>YYYY/MM/DD/HH/<stream>-<version>-YYYY-MM-DD-HH-MM-SS-<random>``."""
+        return "!{" not in self.prefix
+
+
+def _lake_of(delivery_stream: str) -> _Lake | None:
+    """The S3 copy of a Firehose delivery stream (None: it delivers to OpenSearch only, nothing to read back)."""
     firehose = config.client("firehose")
-    description = firehose.describe_delivery_stream(DeliveryStreamName=streams.stream_name(delivery_stream))
-    description = description["DeliveryStreamDescription"]
-    s3 = None
+    name = streams.stream_name(delivery_stream)
+    description = firehose.describe_delivery_stream(DeliveryStreamName=name)["DeliveryStreamDescription"]
     for destination in description.get("Destinations", []):
         s3 = destination.get("ExtendedS3DestinationDescription") or destination.get("S3DestinationDescription")
         if s3 and not {"ElasticsearchDestinationDescription", "AmazonopensearchserviceDestinationDescription"} & set(
             destination
         ):
-            break
-        s3 = None
-    if s3 is None:
-        return None
-    bucket = s3["BucketARN"].split(":")[-1]
-    prefix = s3.get("Prefix", "")
-    interval = int((s3.get("BufferingHints") or {}).get("IntervalInSeconds", 0))
-    settle_s = config.by_target(local=0.0, aws=interval + 60.0)  # the emulator delivers at once; Firehose buffers
-    wait = since + settle_s - time.time()
-    if settle_s and wait > 0:
+            interval = int((s3.get("BufferingHints") or {}).get("IntervalInSeconds", 0))
+            return _Lake(
+                bucket=s3["BucketARN"].split(":")[-1],
+                prefix=s3.get("Prefix", "") or "",
+                stream=name,
+                version=str(description.get("VersionId", "")),
+                # the emulator writes each PutRecordBatch at once; Firehose buffers up to its interval
+                settle_s=config.by_target(local=0.0, aws=interval + 60.0),
+            )
+    return None
+
+
+def _lake_objects(lake: _Lake, since: float) -> list[dict[str, Any]]:
+    """The delivery stream's S3 objects written at ``since`` or later (``LastModified`` has whole seconds)."""
+    client = config.client("s3")
+    threshold = datetime.fromtimestamp(math.floor(since), UTC)
+    # object names carry the time the buffer started (the emulator: when the object was made)
+    earliest = datetime.fromtimestamp(since - lake.settle_s - CLOCK_SLACK_S, UTC)
+    # Firehose puts the YYYY/MM/DD/HH/ folders right after the prefix; the emulator adds a "/" to one without
+    prefixes = [lake.prefix] if not lake.prefix or lake.prefix.endswith("/") else [lake.prefix, lake.prefix + "/"]
+    out: list[dict[str, Any]] = []
+    for prefix in prefixes:
+        hour = earliest.replace(minute=0, second=0, microsecond=0)
+        while hour <= datetime.now(UTC) + timedelta(hours=1):
+            hour_prefix = prefix + hour.strftime("%Y/%m/%d/%H/")
+            kwargs: dict[str, Any] = {"Bucket": lake.bucket, "Prefix": hour_prefix}
+            if lake.default_names and hour == earliest.replace(minute=0, second=0, microsecond=0):
+                kwargs["StartAfter"] = f"{hour_prefix}{lake.stream}-{lake.version}-{earliest:%Y-%m-%d-%H-%M-%S}"
+            for page in client.get_paginator("list_objects_v2").paginate(**kwargs):
+                for obj in page.get("Contents", []):
+                    if obj["LastModified"] < threshold:
+                        continue
+                    if lake.default_names and not obj["Key"][len(hour_prefix) :].startswith(f"{lake.stream}-"):
+                        continue  # another delivery stream writing into the same folder
+                    out.append(obj)
+            hour += timedelta(hours=1)
+    return out
+
+
+def _lake_hashes(lake: _Lake, since: float, seen: set[str]) -> Counter[str]:
+    """Hashes of the records in the objects written since ``since`` that were not there before the send."""
+    wait = since + CLOCK_SLACK_S + lake.settle_s - time.time()
+    if lake.settle_s and wait > 0:
         log.info("waiting %.0f s for Firehose to flush its buffer before checking what landed", wait)
         time.sleep(wait)
     client = config.client("s3")
     found: Counter[str] = Counter()
-    hour = datetime.fromtimestamp(since, UTC).replace(minute=0, second=0, microsecond=0)
-    hours: list[str] = []
-    while hour <= datetime.now(UTC) + timedelta(hours=1):
-        hours.append(prefix + hour.strftime("%Y/%m/%d/%H/"))
-        hour += timedelta(hours=1)
-    threshold = datetime.fromtimestamp(since - CLOCK_SLACK_S, UTC)
-    for hour_prefix in hours:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=hour_prefix):
-            for obj in page.get("Contents", []):
-                if obj["LastModified"] < threshold:
-                    continue
-                body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                found.update(record_hash(line) for line in body.splitlines(keepends=True))
+    for obj in _lake_objects(lake, since):
+        if obj["Key"] in seen:
+            continue
+        body = client.get_object(Bucket=lake.bucket, Key=obj["Key"])["Body"].read()
+        found.update(record_hash(line) for line in body.splitlines(keepends=True))
     return found
 
 
@@ -456,6 +669,15 @@ def _start_over_after_an_emulator_restart(state_dir: Path) -> None:
         )
 
 
+def _crash_point(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    where, _, number = value.partition(":")
+    if where not in CRASH_POINTS or not number.isdigit():
+        raise AgentError(f"{CRASH_AT_ENV}={value!r}: expected <{'|'.join(CRASH_POINTS)}>:<batch number>")
+    return where, int(number)
+
+
 class Agent:
     """Runs the flows of a config against one state folder (checkpoints, dead letters, pid, status)."""
 
@@ -472,6 +694,7 @@ class Agent:
         _start_over_after_an_emulator_restart(self.state_dir)
         self.store = CheckpointStore(self.state_dir / "checkpoints.json", fsync=fsync)
         crash = os.environ.get(CRASH_AFTER_SENDS_ENV)
+        crash_at = _crash_point(os.environ.get(CRASH_AT_ENV))
         self.runners = [
             FlowRunner(
                 flow,
@@ -479,6 +702,7 @@ class Agent:
                 self.store,
                 self.state_dir / "dead-letter",
                 crash_after=int(crash) if crash else None,
+                crash_at=crash_at,
             )
             for flow in agent_config.select(flows)
         ]

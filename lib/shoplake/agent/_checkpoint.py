@@ -3,8 +3,9 @@
 One JSON file per agent holds, for every flow: the tracked files (keyed by ``<device>:<inode>``) with the byte
 offset shipped so far and the file's first bytes (the *fingerprint*: a file whose first bytes changed was truncated
 or its inode reused), recently lost files (*orphans*, so a copy made by ``copytruncate`` can take over their offset),
-the *pending* batch (written before a send, cleared after it; a restart checks the destination for it so that a
-crash between send and commit neither loses nor re-sends lines), and cumulative counts.
+the *pending* batch (the write-ahead journal: written before a send, cleared after it; a restart checks the
+destination for it so that a crash between send and commit neither loses nor re-sends lines), the last Kinesis
+sequence number per shard the flow committed, and cumulative counts.
 """
 
 from __future__ import annotations
@@ -50,18 +51,32 @@ class FileState:
 
 @dataclass
 class Pending:
-    """A batch handed to the destination but not yet committed: byte ranges per file and the record hashes."""
+    """The write-ahead journal entry of a batch handed to the destination but not yet committed.
+
+    ``ranges``: the batch's lines as byte ranges per file (the records' identity: file + offset). ``window``: where
+    in the destination the batch's records can land and nothing else of this flow can, taken before the send —
+    Kinesis: ``{"after": {shard: last sequence number this flow had committed}}`` (the batch's records are the
+    flow's only ones after those); Firehose → S3: ``{"since": t, "seen": [object keys already there]}`` (the
+    batch's records are in the objects not seen yet). None: the destination cannot be read back (or the journal
+    was written by an older agent). ``hashes``: the records' content hashes, to notice a file that changed.
+    """
 
     created: float
     ranges: list[dict[str, Any]]  # {"key", "path", "start", "end", "lines"}
     hashes: list[str]
+    window: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Pending:
-        return cls(created=float(data["created"]), ranges=list(data["ranges"]), hashes=list(data["hashes"]))
+        return cls(
+            created=float(data["created"]),
+            ranges=list(data["ranges"]),
+            hashes=list(data["hashes"]),
+            window=data.get("window"),
+        )
 
 
 COUNT_KEYS = ("lines_read", "records_sent", "failed", "retried", "malformed")
@@ -79,6 +94,7 @@ class FlowState:
     orphans: list[FileState] = field(default_factory=list)
     pending: Pending | None = None
     totals: dict[str, int] = field(default_factory=zero_counts)
+    positions: dict[str, str] = field(default_factory=dict)  # Kinesis: shard id → last sequence number committed
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +102,7 @@ class FlowState:
             "orphans": [o.to_json() for o in self.orphans],
             "pending": self.pending.to_json() if self.pending else None,
             "totals": dict(self.totals),
+            "positions": dict(self.positions),
         }
 
     @classmethod
@@ -97,6 +114,7 @@ class FlowState:
             orphans=[FileState.from_json(o) for o in data.get("orphans") or []],
             pending=Pending.from_json(data["pending"]) if data.get("pending") else None,
             totals=totals,
+            positions={str(k): str(v) for k, v in (data.get("positions") or {}).items()},
         )
 
     def prune_orphans(self, now: float | None = None) -> None:
