@@ -314,12 +314,7 @@ def _pattern(raw: str, variables: dict[str, str] | None) -> str:
 def load_config(path: Path | str | None = None, variables: dict[str, str] | None = None) -> AgentConfig:
     """Read an agent config (default ``infra/agent.yaml``); every mistake raises a ConfigError saying what to fix."""
     path = Path(path) if path else DEFAULT_CONFIG
-    if not path.exists():
-        raise ConfigError(f"agent config {path} not found: pass --config infra/agent.yaml (or your own file)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"agent config {path} is not valid YAML: {exc}") from exc
+    data = _read_yaml(path)
     raw_flows = data.get("flows")
     if not isinstance(raw_flows, list) or not raw_flows:
         raise ConfigError(f"agent config {path} needs a non-empty list `flows:`")
@@ -352,11 +347,57 @@ def load_config(path: Path | str | None = None, variables: dict[str, str] | None
                 destination=str(raw.get("kinesisStream") or raw.get("deliveryStream")),
                 processors=processors,
                 partition_key_option=option,
-                max_batch_records=int(raw.get("maxBatchRecords", 2000)),
-                max_batch_bytes=int(raw.get("maxBatchBytes", 4 * 1024 * 1024)),
+                max_batch_records=int(_number(raw, "maxBatchRecords", 2000, f"{path}: flow {name}", whole=True)),
+                max_batch_bytes=int(_number(raw, "maxBatchBytes", 4 * 1024 * 1024, f"{path}: flow {name}", whole=True)),
             )
         )
     names = [f.name for f in flows]
     if len(set(names)) != len(names):
         raise ConfigError(f"{path}: flow names must be unique, got {names}")
-    return AgentConfig(flows=flows, poll_interval_s=float(data.get("pollIntervalSeconds", 0.5)), source=path)
+    poll = _number(data, "pollIntervalSeconds", 0.5, str(path), whole=False)
+    return AgentConfig(flows=flows, poll_interval_s=poll, source=path)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The config file's mapping; a missing, unreadable, binary or non-mapping file is a one-line ConfigError."""
+    hint = "pass --config infra/agent.yaml (or your own YAML file)"
+    if not path.exists():
+        raise ConfigError(f"agent config {path} not found: {hint}")
+    if path.is_dir():
+        raise ConfigError(f"agent config {path} is a folder, not a file: {hint}")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"agent config {path} cannot be read ({exc.strerror or exc}): {hint}") from None
+    if b"\x00" in raw:
+        raise ConfigError(f"agent config {path} is a binary file (it holds NUL bytes), not YAML: {hint}")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"agent config {path} is not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x}; a binary file?): "
+            f"{hint}"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"agent config {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"agent config {path} must be a YAML mapping with `flows:` (got a {type(data).__name__}): {hint}"
+        )
+    return data
+
+
+def _number(raw: dict[str, Any], key: str, default: float, where: str, *, whole: bool) -> float:
+    """``raw[key]``: a finite number > 0 (a whole number if ``whole``), else a ConfigError naming it."""
+    value = raw.get(key, default)
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value) and value > 0
+    if ok and whole and value != int(value):
+        ok = False
+    if not ok:
+        kind = "a whole number ≥ 1" if whole else "a number of seconds > 0"
+        raise ConfigError(f"{where}: {key} must be {kind}, got {value!r}")
+    return float(value)

@@ -21,6 +21,7 @@ import csv
 import io
 import logging
 import math
+import numbers
 import os
 import shutil
 import threading
@@ -43,6 +44,14 @@ ACCESS_FILE = "access.log"
 FLUSH_EVERY_S = 0.05
 
 
+def _check_rotate_lines(rotate_lines: int | None) -> None:
+    """``rotate_lines``: None (the default) or a whole number ≥ 1 (0 or -1 would rotate never or on every line)."""
+    if rotate_lines is None:
+        return
+    if isinstance(rotate_lines, bool) or not isinstance(rotate_lines, numbers.Integral) or rotate_lines < 1:
+        raise ConfigError(f"rotate_lines must be a whole number of lines ≥ 1 (or None), got {rotate_lines!r}")
+
+
 class RotatingLog:
     """A log file a server appends to, rotated by ``rename`` or ``copytruncate`` every ``rotate_lines`` lines."""
 
@@ -56,6 +65,7 @@ class RotatingLog:
     ) -> None:
         if rotation not in ROTATIONS:
             raise ConfigError(f"rotation must be one of {ROTATIONS}, got {rotation!r}")
+        _check_rotate_lines(rotate_lines)
         self.path = Path(path)
         self.rotation = rotation
         self.rotate_lines = rotate_lines
@@ -242,12 +252,13 @@ def simulate_servers(
     ``order_lines``: a DataFrame (or dicts) in the order event schema; ``access_lines``: a path or lines of an
     Apache combined log. ``rotate_lines=None`` rotates each file about three times over the run.
     """
-    if servers < 1:
-        raise ConfigError(f"servers must be ≥ 1, got {servers}")
-    if speed is not None and speed <= 0:
+    if isinstance(servers, bool) or not isinstance(servers, numbers.Integral) or servers < 1:
+        raise ConfigError(f"servers must be a whole number ≥ 1, got {servers!r}")
+    if speed is not None and not (isinstance(speed, numbers.Real) and math.isfinite(speed) and speed > 0):
         raise ConfigError(f"speed must be a positive number of shop seconds per wall second (or None), got {speed}")
     if rotation not in ROTATIONS:
         raise ConfigError(f"rotation must be one of {ROTATIONS}, got {rotation!r}")
+    _check_rotate_lines(rotate_lines)
     from shoplake import config
 
     log_dir = Path(log_dir) if log_dir else config.settings().home / "servers"
