@@ -145,6 +145,26 @@ def test_a_spike_at_the_very_start_does_not_haunt_the_next_days():
     assert run.forest_rows == [], [str(stamps[r]) for r in run.forest_rows]
 
 
+def test_the_series_usual_bursts_set_the_bar_and_a_larger_surge_still_alarms():
+    stamps = [T0 + timedelta(minutes=5 * i) for i in range(14 * 288)]
+    rng = np.random.default_rng(8)
+    rate = 40 * (1 + 0.5 * np.sin(2 * np.pi * (np.arange(len(stamps)) % 288) / 288))
+    for day in range(14):  # on two days of three an unlabelled burst: 3 × for half an hour at a random time
+        if day % 3 != 2:
+            at = day * 288 + int(rng.integers(0, 282))
+            rate[at : at + 6] *= 3
+    surge = 12 * 288 + 150
+    rate[surge : surge + 3] *= 8
+    series = _series.Series("bursty.csv", stamps, rng.poisson(rate).astype(float), 300, 0)
+    run = _series.run_series(series)
+    # once a week of the series is known, its bursts are its normal; only the surge alarms (the old bar, 2 × the
+    # 99th percentile of two days, alarmed on most bursts)
+    assert [r for r in run.forest_rows if r >= 7 * 288] == [surge], [str(stamps[r]) for r in run.forest_rows]
+    assert len(run.forest_rows) <= 2
+    judged = sum(score is not None for score in run.scores)
+    assert 0 < judged < len(run.scores) / 10  # lazy scoring: the forest judged only the windows past the bar
+
+
 def test_the_shipped_nab_excerpt_is_detected_in_its_window():
     run = _series.evaluate_series(SAMPLE, SAMPLE_WINDOWS)
     forest = run.forest
