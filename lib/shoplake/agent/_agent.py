@@ -8,7 +8,8 @@ into service-sized calls and retries the failed records):
 2. the batch is written to the checkpoint as *pending* — a write-ahead journal entry: its lines' file byte ranges
    (their identity: file + offset) and the *window* of the destination that only this batch can fill, taken
    before the send (Kinesis: the flow's last committed sequence number per shard; Firehose → S3: the objects
-   already there) — then sent;
+   already there — listed only if records equal to the batch's may be among them: sent by this process within
+   the last seconds, or by an agent before it) — then sent;
 3. records that still fail after the producer's retries are re-sent by the agent a few rounds more (``retried``),
    then dead-lettered (``failed``);
 4. the offsets move past the batch and the pending batch is cleared, in one atomic checkpoint write.
@@ -111,6 +112,8 @@ class FlowRunner:
         self._lake: _Lake | None | bool = False  # False: not looked up yet; None: Firehose without an S3 copy
         self._recent: deque[tuple[float, list[str]]] = deque()  # (time, hashes) of batches Firehose may buffer
         self._warned_unreadable = False
+        # sends to the destination not noted in _RECENT_SENDS (by agents before this one) ended before this time
+        self.started = time.time()
 
     # ------------------------------------------------------------------ processing and sending
 
@@ -239,15 +242,19 @@ class FlowRunner:
         """Steps 1-4 of the module docstring for one batch of lines."""
         shipment = self._prepare(lines)
         created = time.time()
+        hashes = [record_hash(data) for _l, _r, data in shipment.records]
         self.state.pending = Pending(
             created=created,
             ranges=_ranges(lines),
-            hashes=[record_hash(data) for _l, _r, data in shipment.records],
-            window=self._window(created) if shipment.records else None,
+            hashes=hashes,
+            window=self._window(created, hashes) if shipment.records else None,
         )
         self.store.save()
         self._inject_fault("before-send", shipment)
-        sent, failures = self._send(shipment.records) if shipment.records else (0, [])
+        try:
+            sent, failures = self._send(shipment.records) if shipment.records else (0, [])
+        finally:
+            self._sent_now(hashes)
         self.sends += 1
         if self.crash_after is not None and self.sends >= self.crash_after:
             log.warning("fault injection: SIGKILL after send %d, before its commit", self.sends)
@@ -282,7 +289,30 @@ class FlowRunner:
             self._lake = _lake_of(self.flow.destination)
         return self._lake  # type: ignore[return-value]
 
-    def _window(self, created: float) -> dict[str, Any] | None:
+    def _may_share_window(self, lake: _Lake, since: float, hashes: list[str]) -> bool:
+        """Could objects already in the window (written at ``since`` or later) hold records of the batch?"""
+        cutoff = math.floor(since) - 1.0  # LastModified has whole seconds
+        if cutoff <= self.started:
+            return True  # an agent before this one may have sent them moments ago (it was not noted)
+        sent = _RECENT_SENDS.setdefault(lake.stream, deque())
+        while sent and sent[0][0] < cutoff:
+            sent.popleft()
+        return any(not batch.isdisjoint(hashes) for _end, batch in sent)
+
+    def _sent_now(self, hashes: list[str]) -> None:
+        """Note what was just sent to the destination (for :meth:`_may_share_window`; the emulator only)."""
+        if self.flow.kind != "firehose" or not hashes:
+            return
+        lake = self._lake_view()
+        if lake is None or lake.settle_s or not lake.default_names:
+            return
+        now = time.time()
+        sent = _RECENT_SENDS.setdefault(lake.stream, deque())
+        while sent and sent[0][0] < now - 60.0:
+            sent.popleft()
+        sent.append((now, frozenset(hashes)))
+
+    def _window(self, created: float, hashes: list[str]) -> dict[str, Any] | None:
         """The part of the destination only the batch about to be sent can fill (see :class:`Pending`)."""
         if self.flow.kind == "kinesis":
             return {"after": dict(self.state.positions)}
@@ -292,6 +322,10 @@ class FlowRunner:
         from botocore.exceptions import ClientError
 
         since = created - CLOCK_SLACK_S
+        if not lake.settle_s and lake.default_names and not self._may_share_window(lake, since, hashes):
+            # nothing this agent sent may be in the window (no record of the batch was sent since ``since``, and the
+            # agent started before): whatever lands there is the batch's — no need to list what is there now
+            return {"since": since, "seen": []}
         try:
             seen = sorted(obj["Key"] for obj in _lake_objects(lake, since))
         except ClientError as exc:
@@ -314,7 +348,7 @@ class FlowRunner:
             # after the send: their records are not counted as the pending batch's
             while self._recent and self._recent[0][0] < created - lake.settle_s - CLOCK_SLACK_S:
                 self._recent.popleft()
-            window["buffered"] = [h for _t, hashes in self._recent for h in hashes]
+            window["buffered"] = [h for _t, batch in self._recent for h in batch]
         return window
 
     def _buffering(self) -> bool:
@@ -427,7 +461,10 @@ class FlowRunner:
             already,
             len(missing),
         )
-        sent, failures = self._send(missing) if missing else (0, [])
+        try:
+            sent, failures = self._send(missing) if missing else (0, [])
+        finally:
+            self._sent_now([record_hash(data) for _l, _r, data in missing])
         for rng in lost:
             log.error(
                 "flow %s: %s (bytes %s-%s) is gone; its unsent lines are lost",
@@ -489,6 +526,10 @@ class FlowRunner:
             "files": {fs.path: {"offset": fs.offset, "lines": fs.lines} for fs in self.state.files.values()},
             "dead_letters": str(self.dead_letter_path),
         }
+
+
+# What this process sent to each Firehose delivery stream lately: (time the send ended, record hashes), oldest first.
+_RECENT_SENDS: dict[str, deque[tuple[float, frozenset[str]]]] = {}
 
 
 def _ranges(lines: list[Line]) -> list[dict[str, Any]]:
@@ -615,7 +656,7 @@ def _lake_objects(lake: _Lake, since: float) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for prefix in prefixes:
         hour = earliest.replace(minute=0, second=0, microsecond=0)
-        while hour <= datetime.now(UTC) + timedelta(hours=1):
+        while hour <= datetime.now(UTC) + timedelta(seconds=CLOCK_SLACK_S):
             hour_prefix = prefix + hour.strftime("%Y/%m/%d/%H/")
             kwargs: dict[str, Any] = {"Bucket": lake.bucket, "Prefix": hour_prefix}
             if lake.default_names and hour == earliest.replace(minute=0, second=0, microsecond=0):
@@ -706,6 +747,8 @@ class Agent:
             )
             for flow in agent_config.select(flows)
         ]
+        for runner in self.runners:
+            runner.started = self.store.last_send_before()
         self._lock_handle: Any = None
         self.started = time.time()
 
@@ -729,6 +772,7 @@ class Agent:
         for runner in self.runners:
             runner.state = self.store.flow(runner.flow.name)
             runner.tailer.state = runner.state
+            runner.started = self.store.last_send_before()
 
     def release(self) -> None:
         if self._lock_handle is not None:

@@ -132,11 +132,13 @@ class CheckpointStore:
         self.path = Path(path)
         self.fsync = fsync
         self.flows: dict[str, FlowState] = {}
+        self.saved = 0.0  # when the file was last written (0: there is none)
         self.load()
 
     def load(self) -> None:
         if not self.path.exists():
             self.flows = {}
+            self.saved = 0.0
             return
         try:
             data = json.loads(self.path.read_text())
@@ -148,6 +150,14 @@ class CheckpointStore:
         if data.get("version") != VERSION:
             raise DataError(f"the agent checkpoint {self.path} has version {data.get('version')}, expected {VERSION}")
         self.flows = {name: FlowState.from_json(flow) for name, flow in (data.get("flows") or {}).items()}
+        self.saved = float(data.get("saved") or time.time())
+
+    def last_send_before(self) -> float:
+        """A time by which every send of the agents that wrote this file had ended: when it was saved if no batch was
+        left pending (a commit is saved after its send), else now (an interrupted send may have run until the crash)."""
+        if any(flow.pending for flow in self.flows.values()):
+            return time.time()
+        return self.saved
 
     def flow(self, name: str) -> FlowState:
         return self.flows.setdefault(name, FlowState())
