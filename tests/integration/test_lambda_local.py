@@ -138,14 +138,14 @@ def expected_ids(batch: list[dict[str, Any]]) -> set[str]:
     return {f"{e['InvoiceNo']}-{e['LineNo']}" for e in batch}
 
 
-def test_mapping_settings_come_from_stack_yaml(local_stack, tables, monkeypatch):
+def test_mapping_settings_come_from_resources_yaml(local_stack, tables, monkeypatch):
     from shoplake import infra
 
     monkeypatch.setattr(infra, "resolve", lambda ref: f"resolved:{ref}")
     s = lambda_local.mapping_settings("orders-to-order-history")
     assert (s.stream, s.batch_size, s.batching_window_seconds, s.bisect_on_error, s.max_retry_attempts) == (
         "orders",
-        100,
+        500,
         1.0,
         True,
         3,
