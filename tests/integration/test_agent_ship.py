@@ -369,7 +369,7 @@ def test_kill_at_random_moments_with_runs_of_identical_lines_delivers_every_line
             )
             # wait until this agent has made progress (a checkpoint write), then kill it at a random moment
             before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 10  # no progress (caught up, or slow): kill it anyway
             while (
                 time.monotonic() < deadline and (checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0) == before
             ):
