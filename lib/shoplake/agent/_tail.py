@@ -165,16 +165,8 @@ class Tailer:
             if orphan is not None and orphan.offset > self._size_now(path, key, st.st_size):
                 # a copy still being written (copytruncate copies before it truncates): it will hold at least the
                 # orphan's offset once complete; read from 0 now, it would repeat every line already shipped
-                if now - self._copy_seen.setdefault(key, now) < self.copy_grace_s:
-                    log.debug("%s looks like a copy of %s still being written: waiting", path, orphan.path)
+                if self._waits(key, now, path, orphan.path, f"stayed shorter than its offset {orphan.offset}"):
                     continue
-                log.warning(
-                    "%s starts like %s but stayed shorter than its offset %d for %.0f s: treating it as a new file",
-                    path,
-                    orphan.path,
-                    orphan.offset,
-                    self.copy_grace_s,
-                )
                 orphan = None
             if orphan is not None:
                 self._copy_seen.pop(key, None)
@@ -183,17 +175,8 @@ class Tailer:
                 kept[key] = FileState(key=key, path=path, offset=orphan.offset, head=current, lines=orphan.lines)
                 continue
             twin = next((fs for fs in kept.values() if fs.head and _related(current, fs.head)), None)
-            if twin is not None:
-                first = self._copy_seen.setdefault(key, now)
-                if now - first < self.copy_grace_s:
-                    log.debug("%s looks like a copy of %s: waiting for its truncation", path, twin.path)
-                    continue
-                log.warning(
-                    "%s starts like %s but that file was not truncated within %.0f s: treating it as a new file",
-                    path,
-                    twin.path,
-                    self.copy_grace_s,
-                )
+            if twin is not None and self._waits(key, now, path, twin.path, "that file was not truncated"):
+                continue
             self._copy_seen.pop(key, None)
             kept[key] = FileState(key=key, path=path, offset=0, head=current)
 
@@ -201,6 +184,21 @@ class Tailer:
         self.state.prune_orphans(now)
         self._sizes = {k: found[k][1].st_size for k in kept}
         self._mtimes = {k: found[k][1].st_mtime for k in kept}
+
+    def _waits(self, key: str, now: float, path: str, original: str, unless: str) -> bool:
+        """True while an unknown file that looks like a copy of ``original`` is within its grace period (it is not
+        read yet); once the grace is over, False, and a warning says it will be read as a new file."""
+        if now - self._copy_seen.setdefault(key, now) < self.copy_grace_s:
+            log.debug("%s looks like a copy of %s: waiting", path, original)
+            return True
+        log.warning(
+            "%s starts like %s but %s within %.0f s: treating it as a new file",
+            path,
+            original,
+            unless,
+            self.copy_grace_s,
+        )
+        return False
 
     def _matching_orphan(self, current: bytes) -> FileState | None:
         matches = [o for o in self.state.orphans if _related(current, o.head)]
