@@ -24,7 +24,7 @@ NEEDED = {
 
 def _raw_ceiling(rows: list[dict], items: list[dict]) -> dict[str, float]:
     """Plain put_records (batches of 500) to a fresh stream + plain batch writes (25) to a fresh table."""
-    from shoplake import config, streams
+    from shoplake import config, resources, streams
 
     kinesis, dynamodb = config.client("kinesis"), config.client("dynamodb")
     suffix = uuid.uuid4().hex[:6]
@@ -34,14 +34,7 @@ def _raw_ceiling(rows: list[dict], items: list[dict]) -> dict[str, float]:
     dynamodb.create_table(
         TableName=table,
         BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "customer_id", "AttributeType": "S"},
-            {"AttributeName": "order_key", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "customer_id", "KeyType": "HASH"},
-            {"AttributeName": "order_key", "KeyType": "RANGE"},
-        ],
+        **resources.table_keys(resources.find("dynamodb_table", "order_history").props),
     )
     try:
         began = time.perf_counter()

@@ -320,7 +320,6 @@ def render(spec: list[Resource] | None = None) -> Rendered:
             output(f"stream:{r.name}", _ref(lid))
             output(f"stream_arn:{r.name}", _getatt(lid, "Arn"))
         elif r.type == "dynamodb_table":
-            keys = [("HASH", p["hash_key"])] + ([("RANGE", p["range_key"])] if p.get("range_key") else [])
             add(
                 lid,
                 {
@@ -330,10 +329,7 @@ def render(spec: list[Resource] | None = None) -> Rendered:
                     "Properties": {
                         "TableName": name_expr(r.type, r.name),
                         "BillingMode": "PAY_PER_REQUEST",
-                        "KeySchema": [{"AttributeName": k["name"], "KeyType": kind} for kind, k in keys],
-                        "AttributeDefinitions": [
-                            {"AttributeName": k["name"], "AttributeType": k.get("type", "S")} for _, k in keys
-                        ],
+                        **stack_spec.table_keys(p),
                         "Tags": _tags(),
                     },
                 },

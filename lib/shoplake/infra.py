@@ -52,6 +52,7 @@ from shoplake.resources import (  # noqa: E402
     opensearch_destination,
     physical_name,
     resolve,
+    table_keys,
     topic_to_queue_policy,
 )
 
@@ -196,14 +197,8 @@ class DynamoTable(Handler):
         return {"keys": {k["KeyType"]: k["AttributeName"] for k in table["KeySchema"]}}
 
     def create(self, r: Resource) -> None:
-        keys = [("HASH", r.props["hash_key"])] + ([("RANGE", r.props["range_key"])] if r.props.get("range_key") else [])
         ddb, name = self.client(), physical_name(r)
-        ddb.create_table(
-            TableName=name,
-            BillingMode="PAY_PER_REQUEST",
-            KeySchema=[{"AttributeName": k["name"], "KeyType": kind} for kind, k in keys],
-            AttributeDefinitions=[{"AttributeName": k["name"], "AttributeType": k.get("type", "S")} for _, k in keys],
-        )
+        ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **table_keys(r.props))
         ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
 
     def drift(self, r: Resource, current: dict[str, Any]) -> list[str]:

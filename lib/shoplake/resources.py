@@ -372,3 +372,13 @@ def topic_to_queue_policy(queue_arn: Any, topic_arn: Any) -> dict[str, Any]:
             }
         ],
     }
+
+
+def table_keys(props: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """``KeySchema`` and ``AttributeDefinitions`` of a ``dynamodb_table`` entry (its ``hash_key``, ``range_key``),
+    as CreateTable and CloudFormation take them: one definition of a table's keys."""
+    keys = [("HASH", props["hash_key"])] + ([("RANGE", props["range_key"])] if props.get("range_key") else [])
+    return {
+        "KeySchema": [{"AttributeName": k["name"], "KeyType": kind} for kind, k in keys],
+        "AttributeDefinitions": [{"AttributeName": k["name"], "AttributeType": k.get("type", "S")} for _, k in keys],
+    }

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from shoplake import infra
+from shoplake import infra, resources
 
 pytestmark = pytest.mark.aws
 
@@ -178,14 +178,7 @@ def test_order_history_zip_writes_and_dead_letters_under_the_runtime(runtime_pyt
     dynamodb.create_table(
         TableName=table,
         BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "customer_id", "AttributeType": "S"},
-            {"AttributeName": "order_key", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "customer_id", "KeyType": "HASH"},
-            {"AttributeName": "order_key", "KeyType": "RANGE"},
-        ],
+        **resources.table_keys(resources.find("dynamodb_table", "order_history").props),
     )
     queue = sqs.create_queue(QueueName="shoplake-rt-order-history-dlq")["QueueUrl"]
     line = {

@@ -17,6 +17,7 @@ import pytest
 
 from shoplake import config, local_services
 from shoplake.lambdas import order_history
+from shoplake.resources import find, table_keys
 
 
 @pytest.fixture(scope="module")
@@ -26,16 +27,7 @@ def resources(local_stack):
     suffix = uuid.uuid4().hex[:8]
     table = config.resource_name(f"oh-{suffix}")
     dynamodb.create_table(
-        TableName=table,
-        BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[
-            {"AttributeName": "customer_id", "AttributeType": "S"},
-            {"AttributeName": "order_key", "AttributeType": "S"},
-        ],
-        KeySchema=[
-            {"AttributeName": "customer_id", "KeyType": "HASH"},
-            {"AttributeName": "order_key", "KeyType": "RANGE"},
-        ],
+        TableName=table, BillingMode="PAY_PER_REQUEST", **table_keys(find("dynamodb_table", "order_history").props)
     )
     queue = sqs.create_queue(QueueName=config.resource_name(f"ohdlq-{suffix}"))["QueueUrl"]
     yield table, queue
