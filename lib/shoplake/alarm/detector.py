@@ -113,6 +113,19 @@ class DeadLetter:
     data: bytes
     source: dict[str, Any]
 
+    def message_body(self, consumer: str) -> str:
+        """The ``rate-alarm-dlq`` message: the reason, the record (base64 + the first 1,000 characters as text),
+        where it came from and which consumer set it aside (the same from the local detector and the Lambda)."""
+        return json.dumps(
+            {
+                "reason": self.reason,
+                "data_base64": base64.b64encode(self.data).decode("ascii"),
+                "data_text": self.data.decode("utf-8", "replace")[:1000],
+                "source": self.source,
+                "consumer": consumer,
+            }
+        )
+
 
 class RateDetector:
     """Stateful detector core. Feed records with :meth:`process`, close the tail with :meth:`flush`."""
@@ -425,18 +438,7 @@ class StreamHandler:
             return
         for start in range(0, len(dead), 10):
             entries = [
-                {
-                    "Id": str(i),
-                    "MessageBody": json.dumps(
-                        {
-                            "reason": d.reason,
-                            "data_base64": base64.b64encode(d.data).decode("ascii"),
-                            "data_text": d.data.decode("utf-8", "replace")[:1000],
-                            "source": d.source,
-                            "consumer": self.store.key,
-                        }
-                    ),
-                }
+                {"Id": str(i), "MessageBody": d.message_body(self.store.key)}
                 for i, d in enumerate(dead[start : start + 10])
             ]
             response = self.sqs.send_message_batch(QueueUrl=self.dlq_url, Entries=entries)

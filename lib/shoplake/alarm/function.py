@@ -489,18 +489,7 @@ class TumblingDetector:
         refused: list[int] = []
         for start in range(0, len(dead), 10):
             entries = [
-                {
-                    "Id": str(start + i),
-                    "MessageBody": json.dumps(
-                        {
-                            "reason": d.reason,
-                            "data_base64": base64.b64encode(d.data).decode("ascii"),
-                            "data_text": d.data.decode("utf-8", "replace")[:1000],
-                            "source": d.source,
-                            "consumer": self.settings.key,
-                        }
-                    ),
-                }
+                {"Id": str(start + i), "MessageBody": d.message_body(self.settings.key)}
                 for i, d in enumerate(dead[start : start + 10])
             ]
             response = self.sqs.send_message_batch(QueueUrl=self.settings.dlq_url, Entries=entries)
