@@ -19,6 +19,7 @@ from shoplake import config, datagen, infra, streams
 from shoplake.agent import Agent, load_config
 from shoplake.agent._flows import ORDER_FIELDS, AgentConfig
 from shoplake.agent._servers import order_line_csv
+from shoplake.events import from_frame
 
 MAX_LINES = 20_000
 BASE = {("s3_bucket", "lake"), ("iam_role", "firehose-delivery")}
@@ -59,7 +60,7 @@ def main(scale: str = "small") -> None:
     resources = _destinations(uid)
     infra.apply(resources)
     dataset = datagen.load(scale=scale, seed=42)
-    events = streams._records_of(dataset.order_lines[list(ORDER_FIELDS)].head(MAX_LINES))
+    events = from_frame(dataset.order_lines[list(ORDER_FIELDS)].head(MAX_LINES))
     flows = {f.name: f for f in load_config().flows}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:

@@ -85,6 +85,7 @@ def main(scale: str = "small") -> dict[str, float]:
     previous = os.environ.get("SHOPLAKE_PREFIX")
     os.environ["SHOPLAKE_PREFIX"] = f"bench-{uuid.uuid4().hex[:6]}"
     from shoplake import config, datagen, infra, orders, streams
+    from shoplake.events import from_frame
     from shoplake.lambdas import order_history
 
     config.clear_caches()
@@ -92,7 +93,7 @@ def main(scale: str = "small") -> dict[str, float]:
     try:
         infra.apply(spec)
         dataset = datagen.load(scale=scale, seed=42)
-        rows = streams._records_of(dataset.order_lines)
+        rows = from_frame(dataset.order_lines)
         items = list(
             {
                 (i["customer_id"]["S"], i["order_key"]["S"]): i

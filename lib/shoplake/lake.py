@@ -216,11 +216,6 @@ def _check_bucket() -> str:
 # --------------------------------------------------------------------------- delivery
 
 
-def order_events(events: pd.DataFrame | Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Order events as JSON-ready dicts (the order event schema), from a DataFrame or any iterable of dicts."""
-    return from_frame(events)
-
-
 # Firehose buffers up to 60 s / 5 MB (orders-to-lake in infra/resources.yaml) before it writes an object; a wait that sees
 # no new record for this long has stalled (delivery errors go to the stream's CloudWatch log and S3 error prefix).
 DELIVERY_STALL_S = 240.0
@@ -245,7 +240,7 @@ def deliver_orders(
 
     name = _check_bucket()
     before = set(list_keys(name, RAW_ORDERS_PREFIX)) if wait else set()
-    records = list(order_events(events))
+    records = from_frame(events)
     result = streams.put_firehose(stream, records, progress=progress)
     counts = LakeDeliveryCounts(
         events=len(records),

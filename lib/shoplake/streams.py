@@ -372,7 +372,7 @@ def put_records(
         entry,
         call,
         (KINESIS_MAX_RECORDS, KINESIS_MAX_BATCH_BYTES),
-        f"Kinesis stream {name}",
+        ("Kinesis stream", name),
         progress,
         _Budget(max_attempts, stall_seconds),
         base_delay,
@@ -385,14 +385,14 @@ def _put_all(
     entry: Callable[[Record], _Entry | str],
     call: Callable[[list[_Entry]], list[dict[str, Any]]],
     limits: tuple[int, int],
-    target: str,
+    destination: tuple[str, str],
     progress: bool,
     budget: _Budget,
     base_delay: float,
     max_delay: float,
 ) -> PutResult:
-    """Batch ``records`` within ``limits`` (records, bytes per call) and send each batch with retries; a record
-    ``entry`` refuses (returns a reason) is counted as rejected and kept with its reason."""
+    """Batch ``records`` within ``limits`` (records, bytes per call) and send each batch to ``destination`` (kind,
+    name) with retries; a record ``entry`` refuses (returns a reason) is counted as rejected and kept with its reason."""
     check_number("base_delay", base_delay)
     check_number("max_delay", max_delay)
     result = PutResult()
@@ -407,7 +407,8 @@ def _put_all(
                 continue
             yield made
 
-    with _progress_bar(progress, f"put {target.rsplit(' ', 1)[-1]}", _len_or_none(records)) as bar:
+    target = " ".join(destination)  # e.g. "Kinesis stream shoplake-dev-orders"
+    with _progress_bar(progress, f"put {destination[1]}", _len_or_none(records)) as bar:
         for batch in _batches(entries(), *limits):
             _send_with_retries(batch, call, result, budget, base_delay, max_delay, target)
             bar.update(len(batch))
@@ -452,7 +453,7 @@ def put_firehose(
         entry,
         call,
         (FIREHOSE_MAX_RECORDS, FIREHOSE_MAX_BATCH_BYTES),
-        f"Firehose stream {name}",
+        ("Firehose stream", name),
         progress,
         _Budget(max_attempts, stall_seconds),
         base_delay,
@@ -488,7 +489,7 @@ def replay(
         raise StreamError(
             f"speed must be a positive, finite number of event seconds per wall second (or None), got {speed!r}"
         )
-    rows = _records_of(events)
+    rows = from_frame(events)
     result = PutResult()
     began = time.perf_counter()
 
@@ -530,11 +531,6 @@ def replay(
                 i = j
     result.elapsed_s = time.perf_counter() - began
     return result
-
-
-def _records_of(events: Any) -> list[dict[str, Any]]:
-    """Rows of a DataFrame (or an iterable of dicts) as plain JSON-ready dicts (see :func:`shoplake.events.from_frame`)."""
-    return from_frame(events)
 
 
 # --------------------------------------------------------------------------- readers

@@ -25,6 +25,7 @@ from shoplake.agent import Agent, load_config, ship_dataset, simulate_servers
 from shoplake.agent._agent import CRASH_AFTER_SENDS_ENV, CRASH_AT_ENV
 from shoplake.agent._flows import ORDER_FIELDS
 from shoplake.agent._servers import order_line_csv
+from shoplake.events import from_frame
 
 ORDER_CSV = """
       - optionName: CSVTOJSON
@@ -121,7 +122,7 @@ def _lake(bucket: str, prefix: str) -> Counter[bytes]:
 
 
 def _events(dataset) -> list[dict]:
-    return streams._records_of(dataset.order_lines[list(ORDER_FIELDS)])
+    return from_frame(dataset.order_lines[list(ORDER_FIELDS)])
 
 
 def test_lines_written_equal_records_received_with_rotation_mid_run(tmp_path, destinations, tiny_dataset):

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from shoplake import infra, lambda_local, orders, streams
+from shoplake.events import from_frame
 
 pytestmark = pytest.mark.slow  # ingests the tiny dataset twice (~30-60 s on a busy 2-core machine)
 
@@ -46,7 +47,7 @@ def pipeline(local_stack, tiny_dataset):
         patch.setenv("SHOPLAKE_PREFIX", os.environ["SHOPLAKE_PREFIX"][:14] + "-oh")
         spec = [r for r in infra.load_spec() if r.key in NEEDED]
         infra.apply(spec)
-        rows = streams._records_of(tiny_dataset.order_lines)
+        rows = from_frame(tiny_dataset.order_lines)
         events = rows[:100] + [POISON[0]] + rows[100:700] + [POISON[1]] + rows[700:] + [POISON[2]]
         put = orders.publish(events, progress=False)
         stats = orders.consume(timeout=300)
@@ -88,7 +89,7 @@ def test_reconciliation_reads_keys_and_hashes_and_still_catches_a_wrong_write(pi
     assert cheap.as_dict() == orders.reconcile(pipeline["events"], items=pipeline["items"]).as_dict()
     assert cheap.exactly_once and cheap.balanced
     # a handler bug: the right key, another quantity (its hash is the hash of what it wrote)
-    row = next(r for r in streams._records_of(pipeline["dataset"].order_lines) if not r["InvoiceNo"].startswith("C"))
+    row = next(r for r in from_frame(pipeline["dataset"].order_lines) if not r["InvoiceNo"].startswith("C"))
     key = order_history.to_item(order_history.parse_event(streams.encode(row)))
     wrong = order_history.to_item(order_history.parse_event(streams.encode({**row, "Quantity": row["Quantity"] + 1})))
     assert (wrong["customer_id"], wrong["order_key"]) == (key["customer_id"], key["order_key"])

@@ -8,6 +8,7 @@ from shoplake import streams
 from shoplake.agent._flows import ORDER_FIELDS, LogToJson, Malformed, load_config
 from shoplake.agent._servers import order_line_csv
 from shoplake.errors import ConfigError
+from shoplake.events import from_frame
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,7 @@ def flows():
 
 def test_order_csv_converts_back_to_the_very_same_event_bytes(tiny_dataset, flows):
     """What the agent sends for a CSV line is byte-for-byte what the plain producer sends for the event."""
-    events = streams._records_of(tiny_dataset.order_lines[list(ORDER_FIELDS)])
+    events = from_frame(tiny_dataset.order_lines[list(ORDER_FIELDS)])
     assert any(e["CustomerID"] is None for e in events), "the tiny shop should have guest lines"
     assert any(e["InvoiceNo"].startswith("C") for e in events), "the tiny shop should have cancellations"
     for flow_name in ("orders", "orders-to-lake"):

@@ -12,6 +12,7 @@ from typing import Any
 
 from shoplake import config, lambda_local, lambda_runtime, streams
 from shoplake.errors import ShoplakeError
+from shoplake.events import from_frame
 from shoplake.lambdas import order_history
 
 log = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ def malformed_samples(n: int) -> list[Any]:
 
 def with_malformed(events: Any, n: int) -> list[Any]:
     """The rows of ``events`` with ``n`` malformed samples spread evenly among them (to show the dead-letter path)."""
-    rows: list[Any] = streams._records_of(events)
+    rows: list[Any] = from_frame(events)
     samples = malformed_samples(n)
     for i, sample in enumerate(samples):
         rows.insert(min(len(rows), (i + 1) * len(rows) // (n + 1) + i), sample)
@@ -616,7 +617,7 @@ def _as_records(events: Any) -> list[Any]:
     import pandas as pd
 
     if isinstance(events, pd.DataFrame):
-        return streams._records_of(events)
+        return from_frame(events)
     return [e.encode("utf-8") if isinstance(e, str) else e for e in events]
 
 
