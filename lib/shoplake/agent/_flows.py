@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from shoplake import config, events
-from shoplake.errors import ConfigError
+from shoplake.errors import ConfigError, read_user_text
 
 DEFAULT_CONFIG = config.REPO_ROOT / "infra" / "agent.yaml"
 # Order lines as the simulated servers write them: the Online Retail columns plus LineNo as a trailing column — the
@@ -361,23 +361,7 @@ def load_config(path: Path | str | None = None, variables: dict[str, str] | None
 def _read_yaml(path: Path) -> dict[str, Any]:
     """The config file's mapping; a missing, unreadable, binary or non-mapping file is a one-line ConfigError."""
     hint = "pass --config infra/agent.yaml (or your own YAML file)"
-    if not path.exists():
-        raise ConfigError(f"agent config {path} not found: {hint}")
-    if path.is_dir():
-        raise ConfigError(f"agent config {path} is a folder, not a file: {hint}")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"agent config {path} cannot be read ({exc.strerror or exc}): {hint}") from None
-    if b"\x00" in raw:
-        raise ConfigError(f"agent config {path} is a binary file (it holds NUL bytes), not YAML: {hint}")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"agent config {path} is not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x}; a binary file?): "
-            f"{hint}"
-        ) from None
+    text = read_user_text(path, "agent config", ConfigError, hint)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
