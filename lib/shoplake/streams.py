@@ -612,6 +612,7 @@ def read_batches(
     after_sequence: str | None = None,
     *,
     position: str = "TRIM_HORIZON",
+    at_timestamp: datetime | None = None,
     limit: int = 10_000,
     follow: bool = False,
     poll_interval: float = 0.2,
@@ -631,7 +632,7 @@ def read_batches(
         raise StreamError(f"limit must be an integer 1..10000 (GetRecords' range), got {limit!r}")
     kinesis = client or config.client("kinesis")
     last = after_sequence
-    iterator: str | None = shard_iterator(stream, shard_id, last, position, client=kinesis)
+    iterator: str | None = shard_iterator(stream, shard_id, last, position, at_timestamp, client=kinesis)
     while iterator:
         if stop is not None and stop.is_set():
             return
@@ -640,7 +641,7 @@ def read_batches(
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
             if code == "ExpiredIteratorException":
-                iterator = shard_iterator(stream, shard_id, last, position, client=kinesis)
+                iterator = shard_iterator(stream, shard_id, last, position, at_timestamp, client=kinesis)
                 continue
             if code in TRANSIENT_CALL_ERRORS:
                 time.sleep(poll_interval)
@@ -665,13 +666,15 @@ def read_shard(
     after_sequence: str | None = None,
     *,
     position: str = "TRIM_HORIZON",
+    at_timestamp: datetime | None = None,
     limit: int = 10_000,
     follow: bool = False,
     poll_interval: float = 0.2,
     stop: Any = None,
     client: Any = None,
 ) -> Iterator[StreamRecord]:
-    """Iterate the records of one shard in order, from ``after_sequence`` (exclusive) or ``position``.
+    """Iterate the records of one shard in order, from ``after_sequence`` (exclusive) or ``position`` (with
+    ``at_timestamp`` for ``AT_TIMESTAMP``).
 
     Ends when caught up, unless ``follow=True`` (then runs until the ``stop`` event is set).
     """
@@ -680,6 +683,7 @@ def read_shard(
         shard_id,
         after_sequence,
         position=position,
+        at_timestamp=at_timestamp,
         limit=limit,
         follow=follow,
         poll_interval=poll_interval,

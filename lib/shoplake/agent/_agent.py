@@ -595,16 +595,10 @@ def _kinesis_window(stream: str, after: dict[str, str], since: float) -> tuple[C
 
 def _kinesis_since(kinesis: Any, stream: str, shard_id: str, since: float) -> list[tuple[bytes, str]]:
     at = datetime.fromtimestamp(since, UTC)
-    iterator = streams.shard_iterator(stream, shard_id, position="AT_TIMESTAMP", at_timestamp=at, client=kinesis)
-    records: list[tuple[bytes, str]] = []
-    while iterator:
-        response = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
-        page = response.get("Records", [])
-        records.extend((r["Data"], r["SequenceNumber"]) for r in page)
-        iterator = response.get("NextShardIterator")
-        if not page and int(response.get("MillisBehindLatest", 0) or 0) == 0:
-            break
-    return records
+    return [
+        (r.data, r.sequence_number)
+        for r in streams.read_shard(stream, shard_id, position="AT_TIMESTAMP", at_timestamp=at, client=kinesis)
+    ]
 
 
 @dataclass(frozen=True)
