@@ -8,7 +8,10 @@ poller, the same way for any handler (``order_history``, the rate alarm detector
   table under ``(consumer, shard_id)``, so a restarted consumer resumes where it stopped. By default after every
   batch; with ``checkpoint_interval_seconds`` (as Lambda's own mapping does) at most that often, and always when a
   poller stops or a batch is given up on: a consumer killed in between replays at most that interval's records, so
-  only for handlers that write idempotently (orders: same items, same marks, dead letters de-duplicated);
+  only for handlers that write idempotently (orders: same items, same marks, dead letters de-duplicated). A handler
+  that keeps its own state in memory and saves it less often than every batch (the rate detector) passes
+  ``before_checkpoint``: called with the shard id right before each checkpoint write (so a checkpoint never moves past
+  what the handler has made durable; if it raises, the checkpoint is not written);
 - the handler gets the Kinesis event shape Lambda sends (``Records[].kinesis.data`` base64, ``eventID``, ...);
 - a function error (exception) fails the whole batch: with ``bisect_on_error`` the batch is split in two halves
   that are retried in order (splits do not count as retries, as on Lambda); with ``ReportBatchItemFailures`` a response ``{"batchItemFailures": [...]}``
@@ -294,6 +297,7 @@ class EventSourceMapping:
         consumer: str,
         function_name: str | None = None,
         checkpoint_table: str | None = None,
+        before_checkpoint: Callable[[str], None] | None = None,
     ) -> None:
         if not consumer:
             raise MappingError("a consumer name is needed (it keys the checkpoints)")
@@ -303,6 +307,7 @@ class EventSourceMapping:
         self.function_name = function_name or config.resource_name(consumer)
         self.stream_name = streams.stream_name(settings.stream)
         self.checkpoints = Checkpoints(consumer, checkpoint_table)
+        self.before_checkpoint = before_checkpoint  # shard id → None, before each checkpoint write (module docstring)
         self.stats = MappingStats()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -590,6 +595,8 @@ class EventSourceMapping:
         pending = self._pending.get(shard_id)
         if pending is None:
             return
+        if self.before_checkpoint is not None:  # the handler makes what the checkpoint covers durable first
+            self.before_checkpoint(shard_id)
         self.checkpoints.put(shard_id, pending[0], pending[1])
         if self._pending.get(shard_id) == pending:
             del self._pending[shard_id]

@@ -5,8 +5,9 @@ through the target's Lambda runtime (``shoplake.lambda_runtime``; on aws the dep
 the work and consume waits for it and reads its state back); locally as its own consumer of the ``orders`` stream
 through ``shoplake.lambda_local`` (Kinesis event-source-mapping
 semantics, checkpoints per shard under consumer ``rate-detector`` in the ``checkpoints`` table — independent of
-the order-history consumer), keeps its state in DynamoDB ``alarm_state`` (item ``detector#<name>``, saved after
-every batch, before the mapping checkpoints it), hands alarms to the ``rate_alarm`` handler (SNS + de-dup +
+the order-history consumer), keeps its state in DynamoDB ``alarm_state`` (item ``detector#<name>``, saved at most every
+``save_every_seconds``, always before the mapping checkpoints the records it counted; the state keeps each shard's last
+counted sequence number, so re-delivered records are skipped: exactly once across crashes), hands alarms to the ``rate_alarm`` handler (SNS + de-dup +
 cool-down) and sends malformed and late records to the ``rate-alarm-dlq`` queue with the reason.
 
 Watermark across shards: each shard's largest order time is tracked; the watermark is the smallest of them
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "rate-detector"
 HISTORY_LIMIT = 2_000  # windows kept in the state for charts (two weeks of 10-minute windows)
+SAVE_EVERY_SECONDS = 1.0  # the local consumer saves its state (then checkpoints) at most this often per shard
 
 
 class DetectorError(ShoplakeError):
@@ -155,6 +157,8 @@ class RateDetector:
         self.history: list[dict[str, Any]] = []
         self.alarms: list[Alarm] = []
         self.rule_alarms: list[RuleAlarm] = []
+        # shard → sequence number of the last record counted (the stream consumer skips re-deliveries up to it)
+        self.sequences: dict[str, str] = {}
 
     # ------------------------------------------------------------------ feeding
     def warm_up(self, windows: list[WindowCount]) -> None:
@@ -284,6 +288,7 @@ class RateDetector:
             "history": self.history,
             "alarms": [asdict(a) for a in self.alarms],
             "rule_alarms": [asdict(a) for a in self.rule_alarms],
+            "sequences": dict(self.sequences),
         }
 
     @classmethod
@@ -298,6 +303,7 @@ class RateDetector:
         detector.history = list(state["history"])
         detector.alarms = [Alarm(**a) for a in state["alarms"]]
         detector.rule_alarms = [RuleAlarm(**a) for a in state["rule_alarms"]]
+        detector.sequences = dict(state.get("sequences", {}))  # states saved before it was kept have none
         return detector
 
 
@@ -384,35 +390,106 @@ class ConsumeResult:
 
 
 class StreamHandler:
-    """The Lambda-shaped handler the local mapping calls (one per shard thread, so it serialises on a lock)."""
+    """The Lambda-shaped handler the local mapping calls (one per shard thread, so it serialises on a lock).
 
-    def __init__(self, detector: RateDetector, store: StateStore, topic_arn: str, dlq_url: str | None) -> None:
+    Exactly once: the detector's state records, per shard, the sequence number of the last record it counted
+    (``RateDetector.sequences``), and a batch's records at or before it are skipped as re-deliveries — so a replay
+    after a crash between a state save and the checkpoint that follows it neither double-counts nor dead-letters a
+    record twice; the checkpoint only says where reading resumes. With ``save_every_seconds`` = 0 the state is saved
+    after every batch (any mapping may call the handler). With ``save_every_seconds`` > 0 (what :func:`consume` uses)
+    it is saved by :meth:`save`, which the mapping calls before each checkpoint write (``before_checkpoint``; the
+    mapping writes checkpoints every ``save_every_seconds``, and always at the end), and at once when a batch raised
+    an alarm: a checkpoint never moves past a record the saved state has not counted.
+
+    Alarms and dead letters wait in an outbox until handed over (``rate_alarm``, ``rate-alarm-dlq``); a failed hand-over
+    fails the invocation, the mapping retries it (its records are now skipped), and the outbox is sent again first.
+    The state is never saved with a non-empty outbox, so a crash re-raises the alarm, which ``rate_alarm`` de-duplicates
+    per incident (never texted twice).
+    """
+
+    def __init__(
+        self,
+        detector: RateDetector,
+        store: StateStore,
+        topic_arn: str,
+        dlq_url: str | None,
+        save_every_seconds: float = 0.0,
+    ) -> None:
         from shoplake import config
 
         self.detector = detector
         self.store = store
         self.topic_arn = topic_arn
         self.dlq_url = dlq_url
+        self.save_every_seconds = save_every_seconds
         self.sns = config.client("sns")
         self.dynamodb = config.client("dynamodb")
         self.sqs = config.client("sqs")
         self.lock = threading.Lock()
         self.outcomes: list[dict[str, Any]] = []
         self.dead_lettered = 0
+        self.replayed = 0  # re-delivered records skipped (already counted by the saved state)
         self.state_bytes = 0
+        self.saves = 0
+        self.dirty = False  # counted records the saved state does not have yet
         self.first_publish_wall: dict[str, float] = {}
+        self._alarms: list[Alarm] = []  # the outbox: raised, not yet handed to rate_alarm
+        self._dead: list[DeadLetter] = []  # the outbox: not yet accepted by the dead-letter queue
 
     def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         records = event.get("Records", [])
         shard = records[0]["eventID"].split(":", 1)[0] if records else "shard-0"
-        data = [base64.b64decode(r["kinesis"]["data"]) for r in records]
-        sources = [{"shard_id": shard, "sequence_number": r["kinesis"]["sequenceNumber"]} for r in records]
         with self.lock:
+            self._send_outbox()  # what a failed invocation left (its records are skipped below)
+            done = self.detector.sequences.get(shard)
+            if done is not None:
+                records = [r for r in records if int(r["kinesis"]["sequenceNumber"]) > int(done)]
+            skipped = len(event.get("Records", [])) - len(records)
+            self.replayed += skipped
+            data = [base64.b64decode(r["kinesis"]["data"]) for r in records]
+            sources = [{"shard_id": shard, "sequence_number": r["kinesis"]["sequenceNumber"]} for r in records]
             alarms, dead = self.detector.process(data, shard, sources)
-            self.deliver(alarms)
-            self.dead_letter(dead)
-            self.state_bytes = self.store.save(self.detector.to_state())
-        return {"counts": {"records": len(records), "dead_lettered": len(dead), "alarms": len(alarms)}}
+            if records:
+                self.detector.sequences[shard] = records[-1]["kinesis"]["sequenceNumber"]
+                self.dirty = True
+            self._alarms += alarms
+            self._dead += dead
+            self._send_outbox()
+            if self.dirty and (alarms or self.save_every_seconds <= 0):
+                self._save()
+        return {
+            "counts": {"records": len(records), "replayed": skipped, "dead_lettered": len(dead), "alarms": len(alarms)}
+        }
+
+    def finish(self) -> None:
+        """End of a replay: close every open window, hand over its alarms, save the state."""
+        with self.lock:
+            self._alarms += self.detector.flush()
+            self._send_outbox()
+            self._save()
+
+    def save(self, shard_id: str | None = None) -> None:
+        """Save the state if it counted records since the last save (the mapping's ``before_checkpoint``)."""
+        with self.lock:
+            if self.dirty:
+                self._send_outbox()
+                self._save()
+
+    def _save(self) -> None:
+        if self._alarms or self._dead:
+            raise DetectorError("the alarm/dead-letter outbox is not empty: the state cannot be saved before it is")
+        self.state_bytes = self.store.save(self.detector.to_state())
+        self.saves += 1
+        self.dirty = False
+
+    def _send_outbox(self) -> None:
+        if self._alarms:
+            self.deliver(self._alarms)
+            self._alarms = []
+        while self._dead:
+            batch = self._dead[:10]
+            self.dead_letter(batch)
+            del self._dead[: len(batch)]
 
     def deliver(self, alarms: list[Alarm]) -> None:
         """Hand alarms to the ``rate_alarm`` handler (locally a direct call; on aws the function does the same)."""
@@ -508,6 +585,7 @@ def consume(
     reset_first: bool = False,
     expected: int | None = None,
     idle_seconds: float | None = None,
+    save_every_seconds: float = SAVE_EVERY_SECONDS,
 ) -> ConsumeResult:
     """Let the detector catch up with the ``orders`` stream through the Lambda runtime of the target
     (``shoplake.lambda_runtime``, mapping ``orders-to-rate-detector``).
@@ -518,6 +596,10 @@ def consume(
     ``alarm_state`` moves (``expected``: the ``records_in`` to reach; by default until it stops moving for
     ``idle_seconds``) and reads the detector and its alarms' outcomes back; ``consumer``/``config``/``warmup`` are
     then the function's (``DETECTOR_NAME`` in resources.yaml), and ``final`` cannot apply.
+
+    Locally the state is saved, and the checkpoints written, at most every ``save_every_seconds`` per shard (0: after
+    every batch), always before the checkpoint that covers the records, at the end and when an alarm is raised
+    (:class:`StreamHandler`: exactly once across crashes).
     """
     from shoplake import lambda_runtime
 
@@ -537,7 +619,7 @@ def consume(
             raise DetectorError(
                 f"infra output {exc} is missing: run notebook 00_provision (or `shoplake infra apply`)"
             ) from exc
-        handler = StreamHandler(detector, StateStore(consumer), topic_arn, dlq_url)
+        handler = StreamHandler(detector, StateStore(consumer), topic_arn, dlq_url, save_every_seconds)
         local.update(detector=detector, handler=handler)
         settings = lambda_local.MappingSettings(
             stream="orders",
@@ -546,9 +628,10 @@ def consume(
             bisect_on_error=True,
             max_retry_attempts=3,
             on_failure=dlq_url,
+            checkpoint_interval_seconds=save_every_seconds,
         )
         return lambda_local.EventSourceMapping(
-            handler, settings, consumer=consumer, function_name=config_name(consumer)
+            handler, settings, consumer=consumer, function_name=config_name(consumer), before_checkpoint=handler.save
         )
 
     deployed = StateStore(_deployed_detector_name())
@@ -567,11 +650,11 @@ def consume(
         return _deployed_result(deployed, stats.as_dict(), time.perf_counter() - began)
     detector, handler = local["detector"], local["handler"]
     if final:
-        with handler.lock:
-            handler.deliver(detector.flush())
-            handler.state_bytes = handler.store.save(detector.to_state())
+        handler.finish()
     counts = dict(detector.counts)
     counts["dead_lettered"] = handler.dead_lettered
+    counts["replayed"] = handler.replayed
+    counts["state_saves"] = handler.saves
     for status in ("published", "duplicate", "cooled_down"):
         counts[status] = sum(o["status"] == status for o in handler.outcomes)
     return ConsumeResult(
