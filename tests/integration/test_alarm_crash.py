@@ -177,3 +177,32 @@ def test_a_redelivered_batch_is_skipped(replayed):
     saved = det.StateStore(consumer).load()  # save_every_seconds=0: saved after each batch
     assert saved is not None and saved["sequences"][shard] == records[199].sequence_number
     assert saved["counts"]["records_in"] == 200
+
+
+def test_a_failed_dead_letter_hand_over_is_retried_not_lost(replayed):
+    """The dead-letter queue refuses: the invocation fails, the mapping's retry skips the counted records and sends
+    the waiting dead letter; nothing counted twice, nothing lost."""
+    sim, consumers = replayed
+    consumer = f"{consumers[3]}-retry"
+    outputs = infra.outputs()
+    tail = None
+    for shard in streams.shards("orders"):
+        start = lambda_local.Checkpoints(consumers[3]).get(shard)
+        records = [r for batch, _ in streams.read_batches("orders", shard, after_sequence=start) for r in batch]
+        broken = [i for i, r in enumerate(records) if r.data == BAD[0]]
+        if broken:
+            tail = records[max(0, broken[0] - 20) : broken[0] + 1]
+    assert tail is not None and tail[-1].data == BAD[0]
+    event = lambda_local.kinesis_event(tail, "arn:aws:kinesis:local:stream/orders", "us-east-1", "role")
+    detector = det.RateDetector(detector_config(600), name=consumer, shards=streams.shards("orders"))
+    missing = outputs["queue_url:rate-alarm-dlq"] + "-missing"
+    handler = det.StreamHandler(detector, det.StateStore(consumer), outputs["topic_arn:alarms"], missing)
+    with pytest.raises(Exception, match="NonExistentQueue|does not exist"):
+        handler(event)
+    assert det.StateStore(consumer).load() is None  # not saved while the dead letter waits
+    handler.dlq_url = outputs["queue_url:rate-alarm-dlq"]
+    again = handler(event)  # the mapping's retry of the same batch
+    assert again["counts"]["replayed"] == len(tail) and again["counts"]["records"] == 0
+    assert handler.dead_lettered == 1
+    saved = det.StateStore(consumer).load()
+    assert saved["counts"]["records_in"] == len(tail) and saved["counts"]["malformed"] == 1

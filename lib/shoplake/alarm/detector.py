@@ -440,7 +440,6 @@ class StreamHandler:
         records = event.get("Records", [])
         shard = records[0]["eventID"].split(":", 1)[0] if records else "shard-0"
         with self.lock:
-            self._send_outbox()  # what a failed invocation left (its records are skipped below)
             done = self.detector.sequences.get(shard)
             if done is not None:
                 records = [r for r in records if int(r["kinesis"]["sequenceNumber"]) > int(done)]
@@ -454,7 +453,7 @@ class StreamHandler:
                 self.dirty = True
             self._alarms += alarms
             self._dead += dead
-            self._send_outbox()
+            self._send_outbox()  # with what a failed invocation left (its records were skipped above)
             if self.dirty and (alarms or self.save_every_seconds <= 0):
                 self._save()
         return {
