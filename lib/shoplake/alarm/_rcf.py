@@ -26,6 +26,15 @@ How it scores (one point per closed window, never per event — rrcf streaming c
   last ``deviation_history`` normal windows' |residuals| (defaults: the threshold's quantile over the score history);
   a recorded real series uses a week and its largest normal deviation (``_series.series_config``; until half the
   history is known, the default bar: the maximum of a few days is a fluke's size, not a yardstick);
+- **return level** (``return_period_days`` > 0, for recorded real series, :func:`shoplake.alarm._series.series_config`):
+  real count series burst every few days without an incident, so the bar is not a multiple of normal deviations but
+  the deviation a day's peak reaches once in ``return_period_days`` — a Gumbel fit (method of moments) of the daily
+  peak |residual| of the last ``peak_days`` days, incidents included (a burst that recurs raises the bar, a one-off
+  incident barely moves it). Deviations are judged at two scales: one window, and the sum of the last
+  ``sustained_windows`` residuals ÷ √n (a sustained rise whose single windows look ordinary), each against its own
+  return level (at least ``deviation_floor`` σ); no window alarms before ``min_peak_days`` daily peaks are known. Such series also use a median
+  profile (``profile_days``: the median of the slot's last N days, every window included — robust to a burst
+  without clipping, and a level shift becomes the expectation after half of N days);
 - **lazy scoring** (``score_every_window=False``, for recorded series): a window within the deviation bar cannot
   alarm, so the forest is not consulted for it (its score is None) unless a level shift is being learnt; it is held
   as a normal point, and the trees are planted anew from the held points when a window past the bar needs judging
@@ -73,6 +82,12 @@ class RcfConfig:
     deviation_history: int = 0  # recent normal |residuals| the deviation bar looks at; 0: score_history
     score_every_window: bool = True  # False: only windows past the deviation bar are scored by the forest (below)
     adapt_after_seconds: float = 21_600.0  # an anomaly lasting longer is a new normal (a level shift): learn it
+    profile_days: int = 0  # 0: the profile averages the days seen (profile_weight); N: median of the slot's last N days
+    sustained_windows: int = 0  # > 1: deviations are also judged summed over this many windows (÷ √n)
+    return_period_days: float = 0.0  # > 0: the bar is the return level of daily peak deviations (see the module doc)
+    peak_days: int = 28  # daily peaks the return level is fitted on (incidents included)
+    min_peak_days: int = 5  # daily peaks needed before any window can alarm (with return_period_days)
+    deviation_floor: float = 4.0  # the return level is at least this (4 σ: a calm series' noise never alarms)
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -92,6 +107,10 @@ class RcfConfig:
             raise ConfigError("deviation_quantile must be in [0.5, 1]")
         if self.deviation_history < 0:
             raise ConfigError("deviation_history must be ≥ 0 windows")
+        if self.profile_days < 0 or self.sustained_windows < 0:
+            raise ConfigError("profile_days and sustained_windows must be ≥ 0")
+        if self.return_period_days and (self.return_period_days <= 1 or not 2 <= self.min_peak_days <= self.peak_days):
+            raise ConfigError("return_period_days must be > 1 day, and 2 ≤ min_peak_days ≤ peak_days")
 
 
 @dataclass(frozen=True)
@@ -137,6 +156,10 @@ class RateForest:
         self.trees: list[rrcf.RCTree] = []
         self.windows_seen = 0
         self.anomalous_run = 0  # consecutive anomalous windows
+        self.slot_counts: dict[int, list[float]] = {}  # median profile: the slot's counts of its last profile_days days
+        self.recent: deque[float] = deque(maxlen=max(cfg.sustained_windows, 1))  # residuals since the last gap
+        self.day_peaks: deque[list[float]] = deque(maxlen=cfg.peak_days)  # per day: [peak |dev| 1 window, n windows]
+        self.today: list[float] = []  # [day number, peak 1 window, peak n windows] of the day being seen
 
     @property
     def warm(self) -> bool:
@@ -150,6 +173,9 @@ class RateForest:
         if not self.config.seasonal:
             return float(np.mean(self.recent_counts)) if self.recent_counts else None
         slot, step = self._slot(window_start), self.config.window_seconds
+        if self.config.profile_days:
+            counts = self.slot_counts.get(slot)
+            return float(np.median(counts)) if counts else None
         if slot not in self.profile:
             return None
         near = [
@@ -160,7 +186,52 @@ class RateForest:
     def gap(self) -> None:
         """Intervals are missing (no data, not zero orders): the shingle starts over after them."""
         self.values.clear()
+        self.recent.clear()
         self.anomalous_run = 0
+
+    def _deviations(self, residual: float) -> tuple[float, float | None]:
+        """|deviation| over one window and, when ``sustained_windows`` residuals in a row are known, over them."""
+        self.recent.append(residual)
+        n = self.config.sustained_windows
+        sustained = abs(math.fsum(self.recent)) / math.sqrt(n) if n > 1 and len(self.recent) == n else None
+        return abs(residual), sustained
+
+    def _track_peaks(self, deviations: tuple[float, float | None], window_start: float) -> None:
+        """Keep each day's peak deviation at both scales (every window: incidents are part of the series' history)."""
+        day = float(window_start // DAY_SECONDS)
+        if self.today and self.today[0] != day:
+            self.day_peaks.append(self.today[1:])
+            self.today = []
+        if not self.today:
+            self.today = [day, 0.0, 0.0]
+        one, sustained = deviations
+        self.today[1] = max(self.today[1], one)
+        self.today[2] = max(self.today[2], sustained or 0.0)
+
+    def return_levels(self) -> tuple[float, float] | None:
+        """The deviations a day's peak reaches once in ``return_period_days`` at both scales (a Gumbel fit of the
+        recent daily peaks by the method of moments); None until ``min_peak_days`` days are known."""
+        cfg = self.config
+        if len(self.day_peaks) < cfg.min_peak_days:
+            return None
+        reduced = -math.log(-math.log(1.0 - 1.0 / cfg.return_period_days))  # the Gumbel variate of the period
+        peaks = np.asarray(self.day_peaks, dtype=float)
+        beta = peaks.std(axis=0) * math.sqrt(6.0) / math.pi
+        mu = peaks.mean(axis=0) - 0.5772156649 * beta
+        one, sustained = (mu + beta * reduced).tolist()
+        # a calm series' peaks are Poisson noise (σ ≈ 1 after the Anscombe transform): its return level would be
+        # ~3 σ and alarm every other week on nothing; the floor asks for a deviation noise reaches once in years
+        return max(one, cfg.deviation_floor), max(sustained, cfg.deviation_floor)
+
+    def _past_bar(self, deviations: tuple[float, float | None], bar: float) -> bool:
+        """Is this window far enough from its expectation to alarm (the forest still has to find it unusual)?"""
+        one, sustained = deviations
+        if not self.config.return_period_days:
+            return one >= bar
+        levels = self.return_levels()
+        if levels is None:
+            return False
+        return one >= levels[0] or (sustained is not None and sustained >= levels[1])
 
     def deviation_bar(self) -> float:
         """The smallest |residual| an anomalous window must show: ``deviation_factor`` × the recent normal
@@ -178,6 +249,9 @@ class RateForest:
         return factor * max(1.0, top)
 
     def _learn_normal(self, count: int, window_start: float, bar: float | None = None) -> None:
+        if self.config.profile_days:  # the median profile learns every window (_remember), the bar is not clipped
+            self.recent_counts.append(count)
+            return
         slot, w = self._slot(window_start), self.config.profile_weight
         old = self.profile.get(slot)
         bar = (self.deviation_bar() if bar is None else bar) or math.inf
@@ -192,16 +266,27 @@ class RateForest:
         self.profile[slot] = float(count) if old is None else (1 - w) * old + w * count
         self.recent_counts.append(count)
 
+    def _remember(self, count: int, window_start: float) -> None:
+        """Median profile: the slot keeps its counts of the last ``profile_days`` days."""
+        if self.config.profile_days:
+            counts = self.slot_counts.setdefault(self._slot(window_start), [])
+            counts.append(float(count))
+            del counts[: -self.config.profile_days]
+
     # ------------------------------------------------------------------ scoring
     def update(self, count: int, window_start: float) -> RcfScore:
         """Score the newest window (order count, start in epoch seconds); builds the forest after the warm-up."""
         cfg = self.config
         self.windows_seen += 1
         expected = self.expected(window_start)
+        self._remember(count, window_start)
         if expected is None:  # the first day (seasonal) or first window: learn the rhythm only
             self._learn_normal(count, window_start)
             return RcfScore(count, None, None, False, None)
         residual = anscombe(count) - anscombe(expected) if cfg.seasonal else anscombe(count)
+        deviations = self._deviations(residual)
+        if cfg.return_period_days:
+            self._track_peaks(deviations, window_start)
         self.values.append(residual)
         if len(self.values) < cfg.shingle_size:
             self._learn_normal(count, window_start)
@@ -215,8 +300,9 @@ class RateForest:
                 self.warmup = []
             return RcfScore(count, None, self.threshold, False, expected)
         bar = self.deviation_bar()
+        past = self._past_bar(deviations, bar)
         shifting = self.anomalous_run * cfg.window_seconds > cfg.adapt_after_seconds  # a level shift being learnt
-        if not cfg.score_every_window and bar > 0 and abs(residual) < bar and not shifting:
+        if not cfg.score_every_window and not past and not shifting:
             # lazy scoring: a window within the deviation bar cannot alarm (an alarm needs both), so the forest is not
             # consulted (while a level shift is learnt it still is: it says when the shift is normal); the window is
             # held as a normal point and reaches the trees at their next planting
@@ -240,7 +326,7 @@ class RateForest:
             # its scores stay out of the threshold's history (they are not what normal windows score)
             outlier = False
         # an alarm-worthy window is an outlier that is also far from its expectation (not noise of a bursty series)
-        anomalous = outlier and abs(residual) >= bar
+        anomalous = outlier and past
         if outlier or not cfg.score_every_window:
             for tree in self.trees:  # lazy scoring: the trees change only when planted
                 tree.forget_point(index)
@@ -319,6 +405,10 @@ class RateForest:
             "threshold": self.threshold,
             "windows_seen": self.windows_seen,
             "anomalous_run": self.anomalous_run,
+            "slot_counts": {str(k): v for k, v in self.slot_counts.items()},
+            "recent": list(self.recent),
+            "day_peaks": list(self.day_peaks),
+            "today": self.today,
             "warm": self.warm,
         }
 
@@ -336,6 +426,10 @@ class RateForest:
         forest.threshold = state["threshold"]
         forest.windows_seen = int(state["windows_seen"])
         forest.anomalous_run = int(state.get("anomalous_run", 0))
+        forest.slot_counts = {int(k): [float(x) for x in v] for k, v in state.get("slot_counts", {}).items()}
+        forest.recent.extend(state.get("recent", []))
+        forest.day_peaks.extend([float(x) for x in p] for p in state.get("day_peaks", []))
+        forest.today = [float(x) for x in state.get("today", [])]
         if state["warm"]:
             forest._plant(seed_offset=forest.next_index)
         return forest

@@ -1,17 +1,19 @@
 """A recorded rate series (NAB format: ``timestamp,value``, counts per interval) streamed through the rate detector.
 
-The rows are summed into the detector's windows: the shortest multiple of the series' interval that divides a day and
-holds ~10 counts on average in the first day (a busy series keeps its interval, a sparse one gets longer windows, so
-that a window's count is more than Poisson noise); each closed window goes through the very
-:class:`~shoplake.alarm.detector.RateDetector` the stream uses (forest + alarm policy with its cool-down), and an alarm
-is reported at the window's last row. Beside it runs the classic rule, here "a row's count ≥ threshold" with the
-threshold fixed from the probation (``rule_factor`` × the largest count seen in it), through the same alarm policy.
-Missing intervals are gaps: a window with missing rows is not scored and the forest's shingle starts over after it.
+The rows are summed into the detector's windows: an hour (or the series' interval when longer) — the incidents of
+real count series last hours to days, and at five minutes most of what moves is noise; each closed window goes
+through the very :class:`~shoplake.alarm.detector.RateDetector` the stream uses (forest + alarm policy with its
+cool-down), and an alarm is reported at the window's last row. Beside it runs the classic rule, here "a row's
+count ≥ threshold" with the threshold fixed from the probation (``rule_factor`` × the largest count seen in it),
+through the same alarm policy. Missing intervals are gaps: a window with missing rows is not scored and the forest's
+shingle starts over after it.
 
-The configuration is one for every series, derived from what the data shows: its interval and first day's density
-(the window), then a warm-up of one day of windows and a score history of two days; real count series burst every
-few days without an incident, so an alarm also needs a deviation from the rhythm above 1.2 × the largest normal one of
-the last week, and one alarm covers three hours (:func:`series_config`).
+The configuration is one for every series, derived from what the data shows (:func:`series_config`): the window
+from its interval; the expectation of each hour of the day is the median of its last week (a burst does not move a
+median, a level shift becomes the expectation after half a week); real count series burst every few days without an
+incident, so an alarm needs a deviation — over one window, or summed over six hours — that a day's peak reaches only
+once in two weeks by the series' own last four weeks of daily peaks (a Gumbel fit, incidents included), and the
+forest finding the window's shape unusual; one alarm covers a day (a burst on a real series is a day's story).
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ from shoplake.errors import DataError
 
 SERIES_TREES = 30  # fewer trees than the stream's 100 (with lazy scoring the forest judges only windows past the bar)
 RULE_FACTOR = 2.0
-MIN_WINDOW_COUNT = 10.0  # counts a detector window should hold on average (the first day's rows tell)
-MAX_WINDOW_SECONDS = 3600
-DEVIATION_DAYS = 7  # the deviation bar looks back a week ...
-DEVIATION_FACTOR = 1.2  # ... and asks for 1.2 × its largest normal deviation
-COOLDOWN_SECONDS = 3 * 3600.0
-THRESHOLD_FACTOR = 1.0
+WINDOW_SECONDS = 3600  # the detector's window: an hour, or the series' interval when longer
+PROFILE_DAYS = 7  # the expectation: the median of the same hour of the last week
+SUSTAINED_SECONDS = 6 * 3600  # deviations are judged over one window and summed over six hours
+RETURN_PERIOD_DAYS = 14.0  # an alarm-worthy deviation: one a day's peak reaches once in two weeks ...
+PEAK_DAYS = 28  # ... by the daily peaks of the last four weeks
+MIN_PEAK_DAYS = 5  # ... once five days of peaks are known
+COOLDOWN_SECONDS = 24 * 3600.0
+THRESHOLD_FACTOR = 0.4  # × the 99th percentile of normal scores: past the return level, the shape has to be unusual
 DAY = timedelta(days=1)
 
 
@@ -114,26 +118,23 @@ def read_series(path: str | Path) -> Series:
     return Series(path.name, timestamps, np.asarray(values), interval, missing)
 
 
-def detector_window(series: Series, min_count: float = MIN_WINDOW_COUNT) -> int:
-    """The detector's window for a series: the shortest multiple of its interval that divides a day and in which the
-    first day's rows hold ``min_count`` counts on average (sparser windows are mostly Poisson noise)."""
+def detector_window(series: Series) -> int:
+    """The detector's window for a series: the shortest multiple of its interval that divides a day and lasts at
+    least :data:`WINDOW_SECONDS` (the series' interval when that is longer)."""
     step = series.interval_seconds
-    first_day = [v for t, v in zip(series.timestamps, series.values, strict=True) if t - series.timestamps[0] < DAY]
-    mean = float(np.mean(first_day)) if first_day else 0.0
     for k in range(1, DAY_SECONDS // step + 1):
         width = k * step
-        if DAY_SECONDS % width == 0 and (k * mean >= min_count or width >= MAX_WINDOW_SECONDS):
+        if DAY_SECONDS % width == 0 and width >= WINDOW_SECONDS:
             return width
     return step
 
 
 def series_config(window_seconds: int, num_trees: int = SERIES_TREES) -> DetectorConfig:
-    """The one configuration for any series, given the detector's window (:func:`detector_window`): the first day
-    fills the time-of-day profile, the next day builds the forest; scores of the last two days set the forest's
-    threshold. A real series is bursty (unlabelled bursts every few days), so an alarm also needs a deviation from the
-    rhythm above ``DEVIATION_FACTOR`` × the largest normal deviation of the last week (a week holds the weekly rhythm
-    and the series' usual bursts); only such windows are scored by the forest (lazy scoring), and one alarm covers an
-    incident's ``COOLDOWN_SECONDS`` (a burst on a real series lasts hours)."""
+    """The one configuration for any series, given the detector's window (:func:`detector_window`): a median
+    profile of the last :data:`PROFILE_DAYS` days; the return-level bar (:data:`RETURN_PERIOD_DAYS` over
+    :data:`PEAK_DAYS` days of daily peaks, from :data:`MIN_PEAK_DAYS` days on) at one window and over
+    :data:`SUSTAINED_SECONDS`; the forest built on the second day and consulted only for windows past the bar (lazy
+    scoring), with its threshold at the 99th percentile of its normal points' scores; one alarm a day."""
     per_day = DAY_SECONDS // window_seconds
     return detector_config(
         window_seconds,
@@ -143,10 +144,13 @@ def series_config(window_seconds: int, num_trees: int = SERIES_TREES) -> Detecto
         warmup_windows=max(per_day, 16),
         score_history=max(2 * per_day, 288),
         threshold_factor=THRESHOLD_FACTOR,
-        deviation_factor=DEVIATION_FACTOR,
-        deviation_quantile=1.0,
-        deviation_history=DEVIATION_DAYS * per_day,
+        deviation_factor=0.0,
         score_every_window=False,
+        profile_days=PROFILE_DAYS,
+        sustained_windows=SUSTAINED_SECONDS // window_seconds,
+        return_period_days=RETURN_PERIOD_DAYS,
+        peak_days=PEAK_DAYS,
+        min_peak_days=MIN_PEAK_DAYS,
     )
 
 
