@@ -126,6 +126,22 @@ def test_a_level_shift_becomes_the_new_normal_without_an_alarm_storm():
     assert [str(stamps[r]) for r in run.forest_rows] == [str(stamps[shift]), str(stamps[spike])]
 
 
+def test_a_strong_weekly_rhythm_is_learnt_after_its_first_weekend():
+    stamps, values = hourly(35, seed=5)
+    weekend = np.array([t.weekday() >= 5 for t in stamps])
+    rng = np.random.default_rng(6)
+    values = np.where(weekend, rng.poisson(values * 0.3), values)  # weekends at 30 % of the weekdays' traffic
+    surge = 24 * 23 + 12  # a Wednesday noon in the fourth week
+    values[surge] *= 3
+    series = _series.Series("weekly.csv", stamps, values.astype(float), 3600, 0)
+    run = _series.run_series(series)
+    alarms = [stamps[r] for r in run.forest_rows]
+    # the first weekend is news (nothing is known of weekends yet): one alarm; from then on a Saturday is judged
+    # against last Saturday, so four later weekends pass quietly and the weekday surge still alarms
+    assert [t for t in alarms if t.weekday() >= 5] == [t for t in alarms if t < T0 + timedelta(days=7)]
+    assert len(alarms) == 2 and alarms[-1] == stamps[surge], [str(t) for t in alarms]
+
+
 def test_gaps_are_no_data_not_an_outage(tmp_path):
     stamps, values = hourly(8, seed=5)
     keep = [i for i in range(len(stamps)) if not 24 * 5 + 2 <= i < 24 * 5 + 10]  # eight hours missing on day 6

@@ -32,9 +32,10 @@ How it scores (one point per closed window, never per event — rrcf streaming c
   peak |residual| of the last ``peak_days`` days, incidents included (a burst that recurs raises the bar, a one-off
   incident barely moves it). Deviations are judged at two scales: one window, and the sum of the last
   ``sustained_windows`` residuals ÷ √n (a sustained rise whose single windows look ordinary), each against its own
-  return level (at least ``deviation_floor`` σ); no window alarms before ``min_peak_days`` daily peaks are known. Such series also use a median
-  profile (``profile_days``: the median of the slot's last N days, every window included — robust to a burst
-  without clipping, and a level shift becomes the expectation after half of N days);
+  return level (at least ``deviation_floor`` σ); no window alarms before ``min_peak_days`` daily peaks are known.
+  Such series also use a median profile (``profile_days``: the median of the slot's last N days, every window
+  included — robust to a burst without clipping, and a level shift becomes the expectation after half of N days),
+  and with ``profile_weeks`` the same slot of the week's median instead when it is nearer (a weekly rhythm);
 - **lazy scoring** (``score_every_window=False``, for recorded series): a window within the deviation bar cannot
   alarm, so the forest is not consulted for it (its score is None) unless a level shift is being learnt; it is held
   as a normal point, and the trees are planted anew from the held points when a window past the bar needs judging
@@ -60,6 +61,7 @@ with warnings.catch_warnings():  # rrcf 0.4.4 imports pkg_resources (setuptools 
     import rrcf
 
 DAY_SECONDS = 86_400
+WEEK_SECONDS = 7 * DAY_SECONDS
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class RcfConfig:
     score_every_window: bool = True  # False: only windows past the deviation bar are scored by the forest (below)
     adapt_after_seconds: float = 21_600.0  # an anomaly lasting longer is a new normal (a level shift): learn it
     profile_days: int = 0  # 0: the profile averages the days seen (profile_weight); N: median of the slot's last N days
+    profile_weeks: int = 0  # N > 0 (with profile_days): also the median of the same hour of the week, last N weeks
     sustained_windows: int = 0  # > 1: deviations are also judged summed over this many windows (÷ √n)
     return_period_days: float = 0.0  # > 0: the bar is the return level of daily peak deviations (see the module doc)
     peak_days: int = 28  # daily peaks the return level is fitted on (incidents included)
@@ -107,8 +110,10 @@ class RcfConfig:
             raise ConfigError("deviation_quantile must be in [0.5, 1]")
         if self.deviation_history < 0:
             raise ConfigError("deviation_history must be ≥ 0 windows")
-        if self.profile_days < 0 or self.sustained_windows < 0:
-            raise ConfigError("profile_days and sustained_windows must be ≥ 0")
+        if self.profile_days < 0 or self.sustained_windows < 0 or self.profile_weeks < 0:
+            raise ConfigError("profile_days, profile_weeks and sustained_windows must be ≥ 0")
+        if self.profile_weeks and not self.profile_days:
+            raise ConfigError("profile_weeks needs the median profile (profile_days > 0)")
         if self.return_period_days and (self.return_period_days <= 1 or not 2 <= self.min_peak_days <= self.peak_days):
             raise ConfigError("return_period_days must be > 1 day, and 2 ≤ min_peak_days ≤ peak_days")
 
@@ -157,6 +162,7 @@ class RateForest:
         self.windows_seen = 0
         self.anomalous_run = 0  # consecutive anomalous windows
         self.slot_counts: dict[int, list[float]] = {}  # median profile: the slot's counts of its last profile_days days
+        self.week_counts: dict[int, list[float]] = {}  # ... and the same slot of the week's, of its last profile_weeks
         self.recent: deque[float] = deque(maxlen=max(cfg.sustained_windows, 1))  # residuals since the last gap
         self.day_peaks: deque[list[float]] = deque(maxlen=cfg.peak_days)  # per day: [peak |dev| 1 window, n windows]
         self.today: list[float] = []  # [day number, peak 1 window, peak n windows] of the day being seen
@@ -266,12 +272,29 @@ class RateForest:
         self.profile[slot] = float(count) if old is None else (1 - w) * old + w * count
         self.recent_counts.append(count)
 
+    def _week_slot(self, ts: float) -> int:
+        return int(ts % WEEK_SECONDS) // self.config.window_seconds * self.config.window_seconds
+
+    def _nearer_expectation(self, count: int, expected: float, window_start: float) -> float:
+        """With ``profile_weeks``: the same hour of the week's median when it is nearer the count than the day's
+        (a Saturday is judged against Saturdays once one is known; an incident is far from both)."""
+        weekly = self.week_counts.get(self._week_slot(window_start)) if self.config.profile_weeks else None
+        if not weekly:
+            return expected
+        week = float(np.median(weekly))
+        return week if abs(anscombe(count) - anscombe(week)) < abs(anscombe(count) - anscombe(expected)) else expected
+
     def _remember(self, count: int, window_start: float) -> None:
-        """Median profile: the slot keeps its counts of the last ``profile_days`` days."""
-        if self.config.profile_days:
+        """Median profile: the slot keeps its counts of the last ``profile_days`` days (and ``profile_weeks`` weeks)."""
+        cfg = self.config
+        if cfg.profile_days:
             counts = self.slot_counts.setdefault(self._slot(window_start), [])
             counts.append(float(count))
-            del counts[: -self.config.profile_days]
+            del counts[: -cfg.profile_days]
+        if cfg.profile_weeks:
+            counts = self.week_counts.setdefault(self._week_slot(window_start), [])
+            counts.append(float(count))
+            del counts[: -cfg.profile_weeks]
 
     # ------------------------------------------------------------------ scoring
     def update(self, count: int, window_start: float) -> RcfScore:
@@ -279,6 +302,8 @@ class RateForest:
         cfg = self.config
         self.windows_seen += 1
         expected = self.expected(window_start)
+        if expected is not None and cfg.profile_weeks:
+            expected = self._nearer_expectation(count, expected, window_start)
         self._remember(count, window_start)
         if expected is None:  # the first day (seasonal) or first window: learn the rhythm only
             self._learn_normal(count, window_start)
@@ -406,6 +431,7 @@ class RateForest:
             "windows_seen": self.windows_seen,
             "anomalous_run": self.anomalous_run,
             "slot_counts": {str(k): v for k, v in self.slot_counts.items()},
+            "week_counts": {str(k): v for k, v in self.week_counts.items()},
             "recent": list(self.recent),
             "day_peaks": list(self.day_peaks),
             "today": self.today,
@@ -427,6 +453,7 @@ class RateForest:
         forest.windows_seen = int(state["windows_seen"])
         forest.anomalous_run = int(state.get("anomalous_run", 0))
         forest.slot_counts = {int(k): [float(x) for x in v] for k, v in state.get("slot_counts", {}).items()}
+        forest.week_counts = {int(k): [float(x) for x in v] for k, v in state.get("week_counts", {}).items()}
         forest.recent.extend(state.get("recent", []))
         forest.day_peaks.extend([float(x) for x in p] for p in state.get("day_peaks", []))
         forest.today = [float(x) for x in state.get("today", [])]

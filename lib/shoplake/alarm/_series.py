@@ -9,8 +9,9 @@ through the same alarm policy. Missing intervals are gaps: a window with missing
 shingle starts over after it.
 
 The configuration is one for every series, derived from what the data shows (:func:`series_config`): the window
-from its interval; the expectation of each hour of the day is the median of its last week (a burst does not move a
-median, a level shift becomes the expectation after half a week); real count series burst every few days without an
+from its interval; the expectation of each hour is the median of the same hour of the last week, or the same hour a
+week ago when that is nearer (weekends are judged against weekends; a burst does not move a median, a level shift
+becomes the expectation after half a week); real count series burst every few days without an
 incident, so an alarm needs a deviation — over one window, or summed over six hours — that a day's peak reaches only
 once in two weeks by the series' own last four weeks of daily peaks (a Gumbel fit, incidents included), and the
 forest finding the window's shape unusual; one alarm covers a day (a burst on a real series is a day's story).
@@ -38,7 +39,8 @@ from shoplake.errors import DataError
 SERIES_TREES = 30  # fewer trees than the stream's 100 (with lazy scoring the forest judges only windows past the bar)
 RULE_FACTOR = 2.0
 WINDOW_SECONDS = 3600  # the detector's window: an hour, or the series' interval when longer
-PROFILE_DAYS = 7  # the expectation: the median of the same hour of the last week
+PROFILE_DAYS = 7  # the expectation: the median of the same hour of the last week ...
+PROFILE_WEEKS = 1  # ... or the same hour a week ago, whichever is nearer (a Saturday is judged against Saturday)
 SUSTAINED_SECONDS = 6 * 3600  # deviations are judged over one window and summed over six hours
 RETURN_PERIOD_DAYS = 14.0  # an alarm-worthy deviation: one a day's peak reaches once in two weeks ...
 PEAK_DAYS = 28  # ... by the daily peaks of the last four weeks
@@ -147,6 +149,7 @@ def series_config(window_seconds: int, num_trees: int = SERIES_TREES) -> Detecto
         deviation_factor=0.0,
         score_every_window=False,
         profile_days=PROFILE_DAYS,
+        profile_weeks=PROFILE_WEEKS,
         sustained_windows=SUSTAINED_SECONDS // window_seconds,
         return_period_days=RETURN_PERIOD_DAYS,
         peak_days=PEAK_DAYS,
