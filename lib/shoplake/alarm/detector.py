@@ -19,17 +19,19 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from shoplake import events
 from shoplake.alarm._policy import Alarm, AlarmPolicy, PolicyConfig
 from shoplake.alarm._rcf import RateForest, RcfConfig
 from shoplake.alarm._rule import RuleAlarm, RuleConfig, SlidingWindowRule
-from shoplake.alarm._windows import EventTimeWindows, WindowCount, iso, parse_ts
+from shoplake.alarm._windows import EventTimeWindows, WindowCount, iso
 from shoplake.errors import ConfigError, ShoplakeError
 
 log = logging.getLogger(__name__)
@@ -102,9 +104,67 @@ class OrderTime(NamedTuple):
 
 def decode(record: bytes | str | dict[str, Any]) -> tuple[float, str, int]:
     """(order time, InvoiceNo, LineNo) of one order event, judged by :func:`shoplake.events.validate` like every
-    other consumer judges it; :class:`Malformed` (``events.Rejected``) with the reason otherwise."""
-    event = events.decode(record)
-    return parse_ts(event["InvoiceDate"]), event["InvoiceNo"], event["LineNo"]
+    other consumer judges it; :class:`Malformed` (``events.Rejected``) with the reason otherwise.
+
+    An event plain enough to be valid beyond doubt (:func:`_plain_order`: ASCII keys and text, exact JSON types,
+    values well inside the rules) is accepted without the full validation; every other one — any doubt — goes to
+    :func:`~shoplake.events.validate`, so the verdicts are the same (``tests/unit/test_alarm_decode.py``)."""
+    if isinstance(record, bytes | str):
+        try:
+            event = json.loads(record)
+        except ValueError:  # not JSON (or not UTF-8): events.decode gives the reason
+            events.decode(record)
+            raise
+        if type(event) is dict:
+            plain = _plain_order(event)
+            if plain is not None:
+                return plain
+        return _judged(event)
+    return _judged(record if isinstance(record, dict) else events.decode(record))
+
+
+def _judged(event: Any) -> tuple[float, str, int]:
+    """The full validation; the order time read as validate reads it (it accepts any Unicode digits)."""
+    valid = events.validate(event)
+    when = datetime.strptime(valid["InvoiceDate"], events.DATE_FORMAT).replace(tzinfo=UTC)
+    return when.timestamp(), valid["InvoiceNo"], valid["LineNo"]
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9]{1,64}")
+_PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", re.ASCII)
+
+
+def _plain_order(event: dict[str, Any]) -> tuple[float, str, int] | None:
+    """(order time, InvoiceNo, LineNo) when each field passes a check stricter than :func:`events.validate`'s rule
+    for it (so validate would accept the event, unchanged); None when in any doubt."""
+    invoice, stock, quantity = event.get("InvoiceNo"), event.get("StockCode"), event.get("Quantity")
+    if type(invoice) is not str or type(stock) is not str or type(quantity) is not int:
+        return None
+    if not (_PLAIN_KEY.fullmatch(invoice) and _PLAIN_KEY.fullmatch(stock)):
+        return None
+    if not 0 < abs(quantity) <= events.MAX_QUANTITY or (quantity < 0) != (invoice[0] in "Cc"):
+        return None
+    date, price, line = event.get("InvoiceDate"), event.get("UnitPrice"), event.get("LineNo")
+    if type(date) is not str or not _PLAIN_DATE.fullmatch(date):
+        return None
+    if not f"{events.YEARS[0]}" <= date[:4] <= f"{events.YEARS[1]}":
+        return None
+    if type(price) not in (int, float) or not 0 <= price <= events.MAX_UNIT_PRICE:  # NaN fails the comparison
+        return None
+    if type(line) is not int or not 0 <= line <= events.MAX_LINE_NO:
+        return None
+    country, description, customer = event.get("Country"), event.get("Description"), event.get("CustomerID")
+    if type(country) is not str or not country.isascii() or not country.strip():
+        return None
+    if description is not None and (type(description) is not str or not description.isascii()):
+        return None
+    if customer is not None and customer != "" and (type(customer) is not str or not _PLAIN_KEY.fullmatch(customer)):
+        return None
+    try:
+        when = datetime.fromisoformat(date)  # a real date and time ("…T24:00:00Z", "…:60Z": None → validate)
+    except ValueError:
+        return None
+    return when.timestamp(), invoice, line
 
 
 @dataclass
