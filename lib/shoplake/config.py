@@ -53,6 +53,7 @@ __all__ = [
     "clear_caches",
     "client",
     "configure_wrangler",
+    "emulator_urls",
     "endpoint_url",
     "ensure_ready",
     "glue_database",
@@ -157,15 +158,26 @@ def _refuse_non_loopback(request: Any, **_: Any) -> None:
 # --------------------------------------------------------------------------- sessions and clients
 
 
-def endpoint_url() -> str | None:
-    """The emulator URL on the local target (raises if the local services are down), None on aws."""
+def endpoint_url(service: str | None = None) -> str | None:
+    """The emulator URL that serves ``service`` on the local target (raises if the local services are down), None on
+    aws. The local emulator is more than one process (``local_services.DEDICATED``: DynamoDB has its own), so a
+    client's endpoint depends on its service; without one, the main emulator's URL."""
     if not settings().is_local:
         return None
     from shoplake import local_services  # local import: local_services imports config
 
-    url = local_services.moto_url()
+    url = local_services.service_url(service)
     bypass_proxies_for_loopback()
     return assert_loopback(url, "emulator URL")
+
+
+def emulator_urls() -> list[str]:
+    """Every local emulator process's URL (empty on aws): what a long-running consumer watches."""
+    if not settings().is_local:
+        return []
+    from shoplake import local_services
+
+    return [assert_loopback(url, "emulator URL") for url in local_services.emulator_urls()]
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -223,19 +235,27 @@ def _client(service: str, target: str, region: str, url: str | None) -> Any:
     from botocore.config import Config
 
     s = settings()
-    cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
+    # Locally botocore's own check of every request against the service model is skipped: it was 40 % of the order
+    # pipeline's client CPU (a BatchWriteItem of 25 items walks ~1,300 members), and the emulator parses every
+    # request anyway. The shapes are what tests/aws proves: there the aws target validates each call (on by default).
+    cfg = Config(
+        retries={"max_attempts": 5, "mode": "standard"},
+        max_pool_connections=32,
+        parameter_validation=target != "local",
+    )
     return _session(target, region, s.profile, url).client(service, endpoint_url=url, config=cfg)
 
 
 def client(service: str) -> Any:
-    """A boto3 client for ``service`` on the current target (cached per target/endpoint)."""
+    """A boto3 client for ``service`` on the current target (cached per target/endpoint; locally the endpoint of the
+    emulator process that serves ``service``)."""
     s = settings()
-    return _client(service, s.target, s.region, endpoint_url())
+    return _client(service, s.target, s.region, endpoint_url(service))
 
 
 def resource(service: str) -> Any:
     """A boto3 resource for ``service`` on the current target."""
-    return session().resource(service, endpoint_url=endpoint_url())
+    return session().resource(service, endpoint_url=endpoint_url(service))
 
 
 WRANGLER_ENDPOINTS = (
@@ -260,17 +280,16 @@ def configure_wrangler() -> Any:
     """Point awswrangler at the current target and return the boto3 session to pass as ``boto3_session``."""
     import awswrangler as wr
 
-    url = endpoint_url()
     for service in WRANGLER_ENDPOINTS:
         attr = f"{service}_endpoint_url"
         if hasattr(wr.config, attr):
-            setattr(wr.config, attr, url)
+            setattr(wr.config, attr, endpoint_url(service.replace("_", "-")))
     return session()
 
 
 def storage_options() -> dict[str, Any]:
     """fsspec/s3fs options for the current target (DuckDB and pandas read the lake through these)."""
-    url = endpoint_url()
+    url = endpoint_url("s3")
     if url is None:
         opts: dict[str, Any] = {}
         if settings().profile:

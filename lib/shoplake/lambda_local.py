@@ -322,8 +322,8 @@ class EventSourceMapping:
         self._account = config.client("sts").get_caller_identity()["Account"]
         self._stream_arn = f"arn:aws:kinesis:{self._region}:{self._account}:stream/{self.stream_name}"
         self._sqs = config.client("sqs") if settings.on_failure else None
-        # the local emulator's address, watched while waiting (None on aws: nothing local to watch)
-        self._endpoint = config.by_target(local=config.endpoint_url, aws=lambda: None)()
+        # the local emulator processes' addresses, watched while waiting (none on aws: nothing local to watch)
+        self._endpoints = config.emulator_urls()
         self._reads = 0  # GetRecords answers seen (activity, for the idle check)
         self._pending: dict[str, tuple[str, int]] = {}  # shard → checkpoint handled but not yet written
         self._flushed_at: dict[str, float] = {}
@@ -391,13 +391,14 @@ class EventSourceMapping:
                 break
             alive[0].join(0.5)
             now = time.monotonic()
-            if self._endpoint is not None and any(t.is_alive() for t in self._threads):
-                unreachable = unreachable + 1 if not _reachable(self._endpoint) else 0
+            if self._endpoints and any(t.is_alive() for t in self._threads):
+                gone = [url for url in self._endpoints if not _reachable(url)]
+                unreachable = unreachable + 1 if gone else 0
                 if unreachable >= 3:  # ~1.5 s of refused connections: the emulator is gone, not busy
                     self._stop.set()
                     self._threads = []
                     raise MappingError(
-                        f"the local services's AWS emulator at {self._endpoint} stopped answering while {self.consumer} "
+                        f"the local services's AWS emulator at {', '.join(gone)} stopped answering while {self.consumer} "
                         "was consuming: start it with `shoplake local up` (or `make local-up`) and run again; the "
                         "consumer resumes from its checkpoints"
                     )

@@ -1,5 +1,11 @@
 """The local services: the AWS emulator (moto in server mode) and an embedded PostgreSQL, as background processes.
 
+The emulator is more than one process, so that both cores of a small machine work: moto's server handles one request at a
+time, and the order pipeline's DynamoDB writes alone kept it busy. DynamoDB (and DynamoDB Streams, its other face) runs
+in an emulator of its own (:data:`DEDICATED`); everything else stays in the main one, because services that call each
+other inside moto must share a process (Firehose → S3, SNS → SQS, CloudFormation → every resource it creates).
+Clients reach each service through botocore's per-service endpoint (``config.client`` asks :func:`service_url`).
+
 State lives in ``.shoplake/`` (``SHOPLAKE_HOME``): ``services.json`` (endpoints, pids, the generated PostgreSQL
 password), logs, and a lock so that ``make run``, JupyterLab kernels and test sessions share one set of local services.
 ``ensure()`` starts whatever is down and is cheap when everything is up.
@@ -22,7 +28,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,9 @@ PG_OS_USER = "nobody"  # PostgreSQL refuses to run as root; as root we run it as
 PG_USER = "shoplake"
 PG_DATABASE = "shoplake"
 START_TIMEOUT_S = 30.0
+# emulator processes besides the main one: name → the services (botocore names) it alone serves. Nothing inside moto
+# calls DynamoDB on another service's behalf here (no CloudFormation stacks, no DynamoDB → Lambda streams locally).
+DEDICATED: dict[str, tuple[str, ...]] = {"dynamodb": ("dynamodb", "dynamodbstreams")}
 
 
 @dataclass
@@ -47,10 +56,12 @@ class Status:
     postgres_healthy: bool
     home: Path
     moto_pid: int | None = None
+    # the dedicated emulators (:data:`DEDICATED`): name → (url, healthy)
+    emulators: dict[str, tuple[str | None, bool]] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:
-        return self.moto_healthy and self.postgres_healthy
+        return self.moto_healthy and self.postgres_healthy and all(ok for _url, ok in self.emulators.values())
 
     def lines(self) -> list[str]:
         pg = self.postgres or {}
@@ -62,6 +73,10 @@ class Status:
         return [
             f"state folder : {self.home}",
             f"AWS emulator : {self.moto_url or '-'}  [{'up' if self.moto_healthy else 'down'}]",
+            *(
+                f"  {name:<11}: {url or '-'}  [{'up' if ok else 'down'}]  ({', '.join(DEDICATED.get(name, ()))})"
+                for name, (url, ok) in sorted(self.emulators.items())
+            ),
             f"PostgreSQL   : {pg_url}  [{'up' if self.postgres_healthy else 'down'}]",
         ]
 
@@ -184,13 +199,14 @@ def _emulator_answers(url: str | None, patience_s: float = 10.0) -> bool:
         time.sleep(0.5)
 
 
-def _start_moto() -> dict[str, Any]:
+def _start_moto(name: str = "main") -> dict[str, Any]:
+    """Start one emulator process (``main``, or a :data:`DEDICATED` one, logging to ``moto-<name>.log``)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log_path = home() / "moto.log"
+    log_path = home() / ("moto.log" if name == "main" else f"moto-{name}.log")
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shoplake._moto_server", "--port", str(port)],
+            [sys.executable, "-m", "shoplake._moto_server", "--port", str(port), "--name", name],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -200,9 +216,18 @@ def _start_moto() -> dict[str, Any]:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise LocalServicesError(f"the AWS emulator exited at start (code {proc.returncode}); see {log_path}")
+            raise LocalServicesError(
+                f"the AWS emulator ({name}) exited at start (code {proc.returncode}); see {log_path}"
+            )
         if _moto_healthy(url):
-            return {"pid": proc.pid, "port": port, "url": url, "started": time.time(), "log": str(log_path)}
+            return {
+                "pid": proc.pid,
+                "port": port,
+                "url": url,
+                "started": time.time(),
+                "log": str(log_path),
+                "services": list(DEDICATED.get(name, ())),
+            }
         time.sleep(0.1)
     _kill(proc.pid)
     raise LocalServicesError(f"the AWS emulator did not answer on {url} within {START_TIMEOUT_S:.0f} s; see {log_path}")
@@ -420,6 +445,7 @@ def status() -> Status:
     state = read_state()
     moto = state.get("moto") or {}
     pg = state.get("postgres")
+    dedicated = {name: (state.get("emulators") or {}).get(name) or {} for name in DEDICATED}
     return Status(
         moto_url=moto.get("url"),
         moto_healthy=_pid_alive(moto.get("pid")) and _moto_healthy(moto.get("url")),
@@ -427,25 +453,55 @@ def status() -> Status:
         postgres_healthy=bool(pg) and _pid_alive(pg.get("pid")) and _pg_healthy(pg),
         home=home(),
         moto_pid=(moto or {}).get("pid"),
+        emulators={
+            name: (entry.get("url"), _pid_alive(entry.get("pid")) and _moto_healthy(entry.get("url")))
+            for name, entry in dedicated.items()
+        },
     )
 
 
+def _live_emulator(name: str, moto: dict[str, Any] | None) -> bool:
+    """Whether ``moto`` (a state entry) is our emulator process and alive; raises when it lives but does not answer."""
+    if not (moto and _is_our_emulator(moto.get("pid"))):
+        return False
+    if not _emulator_answers(moto.get("url")):
+        # never kill a live emulator (and its in-memory data) on a failed health check
+        raise LocalServicesError(
+            f"the AWS emulator ({name}, pid {moto['pid']}) is running but does not answer at {moto.get('url')}; "
+            f"see {moto.get('log')}. If it is stuck, `shoplake local down` stops it (its data is lost)."
+        )
+    return True
+
+
 def ensure() -> Status:
-    """Start whatever local service is down; return their status. Safe to call from many processes."""
+    """Start whatever local service is down; return their status. Safe to call from many processes.
+
+    The emulator processes hold one set of data: when the main one starts afresh, dedicated ones left from before are
+    replaced too (their tables would name streams that are gone). Any emulator started counts as a restart
+    (:func:`moto_generation` grows), so on-disk mirrors of the emulator's data start over."""
     if not _settings.settings().is_local:
         raise LocalServicesError("the local services are only for SHOPLAKE_TARGET=local; on aws the services are real")
     with _lock():
         state = read_state()
-        moto = state.get("moto")
-        if moto and _is_our_emulator(moto.get("pid")):
-            if not _emulator_answers(moto.get("url")):
-                # never kill a live emulator (and its in-memory data) on a failed health check
-                raise LocalServicesError(
-                    f"the AWS emulator (pid {moto['pid']}) is running but does not answer at {moto.get('url')}; "
-                    f"see {moto.get('log')}. If it is stuck, `shoplake local down` stops it (its data is lost)."
-                )
-        else:
+        emulators: dict[str, Any] = dict(state.get("emulators") or {})
+        restarted = False
+        if not _live_emulator("main", state.get("moto")):
+            for stale in emulators.values():
+                if _is_our_emulator(stale.get("pid")):
+                    _kill(stale["pid"])
+            emulators = {}
             state["moto"] = _start_moto()
+            restarted = True
+        for name in DEDICATED:
+            if not _live_emulator(name, emulators.get(name)):
+                emulators[name] = _start_moto(name)
+                restarted = True
+        for name in [n for n in emulators if n not in DEDICATED]:  # no longer dedicated (an older layout)
+            if _is_our_emulator(emulators[name].get("pid")):
+                _kill(emulators[name]["pid"])
+            del emulators[name]
+        state["emulators"] = emulators
+        if restarted:
             state["moto_generation"] = state.get("moto_generation", 0) + 1
             _write_state(state)  # recorded at once, so a PostgreSQL failure below leaves no orphan behind
         pg = state.get("postgres")
@@ -461,13 +517,14 @@ def down(purge: bool = False) -> None:
     """Stop every process of the local services; ``purge`` also deletes the PostgreSQL data and the state."""
     with _lock():
         state = read_state()
-        moto = state.get("moto")
-        if moto and _pid_alive(moto.get("pid")):
-            _kill(moto["pid"])
+        for moto in [state.get("moto"), *(state.get("emulators") or {}).values()]:
+            if moto and _pid_alive(moto.get("pid")):
+                _kill(moto["pid"])
         pg = state.get("postgres")
         if pg:
             _stop_postgres(pg)
         state.pop("moto", None)
+        state.pop("emulators", None)
         if pg:
             state["postgres"] = {k: pg[k] for k in ("password", "pgdata", "bin", "os_user") if k in pg}
         _write_state(state)
@@ -489,6 +546,30 @@ def moto_url() -> str:
             "or run notebook 00_provision first"
         )
     return url
+
+
+def service_url(service: str | None = None) -> str:
+    """The URL of the emulator process that serves ``service`` (a botocore service name, e.g. ``dynamodb``): its
+    dedicated emulator (:data:`DEDICATED`) or the main one; ``None`` → the main one. Raises like :func:`moto_url`."""
+    main = moto_url()
+    name = next((n for n, services in DEDICATED.items() if service in services), None)
+    if name is None:
+        return main
+    moto = (read_state().get("emulators") or {}).get(name) or {}
+    if not moto.get("url") or not _pid_alive(moto.get("pid")):
+        raise LocalServicesError(
+            f"the local {name} emulator is not running: start the local services with `make local-up` "
+            "(or `shoplake local up`)"
+        )
+    return moto["url"]
+
+
+def emulator_urls() -> list[str]:
+    """Every emulator process's URL (main first): what a long-running consumer watches for a dead emulator."""
+    state = read_state()
+    urls = [(state.get("moto") or {}).get("url")]
+    urls += [(state.get("emulators") or {}).get(name, {}).get("url") for name in DEDICATED]
+    return [u for u in urls if u]
 
 
 def moto_generation() -> int:

@@ -35,3 +35,54 @@ def test_local_clients_use_fake_credentials_and_the_emulator(local_stack):
 def test_storage_options_point_at_the_emulator(local_stack):
     opts = config.storage_options()
     assert opts["client_kwargs"]["endpoint_url"] == local_stack.moto_url
+
+
+def test_dynamodb_has_an_emulator_process_of_its_own(local_stack):
+    """issue 13: DynamoDB is served by a second emulator process (both cores work); every other service by the main
+    one. A table created through config exists there and only there."""
+    import uuid
+
+    from shoplake import local_services
+
+    ddb_url = local_services.service_url("dynamodb")
+    assert ddb_url != local_stack.moto_url and config.is_loopback_url(ddb_url)
+    assert config.client("dynamodb").meta.endpoint_url == ddb_url
+    assert config.client("dynamodbstreams").meta.endpoint_url == ddb_url
+    assert config.resource("dynamodb").meta.client.meta.endpoint_url == ddb_url
+    for service in ("kinesis", "s3", "sqs", "firehose", "sns"):
+        assert config.client(service).meta.endpoint_url == local_stack.moto_url, service
+    assert set(config.emulator_urls()) == {local_stack.moto_url, ddb_url}
+    name = config.resource_name(f"where-{uuid.uuid4().hex[:6]}")
+    config.client("dynamodb").create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+    )
+    try:
+        main = config.session().client("dynamodb", endpoint_url=local_stack.moto_url)
+        assert name not in main.list_tables()["TableNames"]
+        assert name in config.client("dynamodb").list_tables()["TableNames"]
+    finally:
+        config.client("dynamodb").delete_table(TableName=name)
+
+
+def test_wrangler_reaches_dynamodb_through_its_own_emulator(local_stack):
+    import awswrangler as wr
+
+    from shoplake import local_services
+
+    config.configure_wrangler()
+    assert wr.config.dynamodb_endpoint_url == local_services.service_url("dynamodb")
+    assert wr.config.s3_endpoint_url == local_stack.moto_url
+
+
+def test_local_clients_leave_request_checks_to_the_emulator(local_stack):
+    """Locally botocore does not validate each request against the model (40 % of the order pipeline's client CPU):
+    the emulator parses every request, and tests/aws validates the aws target's calls."""
+    from botocore.exceptions import ParamValidationError
+
+    # Limit has a minimum of 1 in DynamoDB's model: botocore refuses 0 before sending when it validates
+    with pytest.raises(ParamValidationError):
+        config.session().client("dynamodb", endpoint_url=config.endpoint_url("dynamodb")).list_tables(Limit=0)
+    assert "TableNames" in config.client("dynamodb").list_tables(Limit=0)  # sent: the emulator answers

@@ -484,7 +484,10 @@ def test_a_dead_emulator_fails_the_consumer_at_once_naming_the_stack(tmp_path, m
             if lambda_local._reachable(url, timeout=0.2):
                 break
             time.sleep(0.05)
+        # one private emulator for every service (the shared local services have a DynamoDB emulator of their own)
         monkeypatch.setattr(local_services, "moto_url", lambda: url)
+        monkeypatch.setattr(local_services, "service_url", lambda service=None: url)
+        monkeypatch.setattr(local_services, "emulator_urls", lambda: [url])
         config.clear_caches()
         own = {"on_failure": config.client("sqs").create_queue(QueueName="of")["QueueUrl"]}
         config.client("dynamodb").create_table(

@@ -77,6 +77,36 @@ def test_recovers_from_a_killed_emulator_and_a_stale_pid(private_services):
     assert local_services.moto_generation() == generation + 1
 
 
+def test_a_killed_dynamodb_emulator_is_replaced_and_down_stops_every_emulator(private_services):
+    """issue 13: DynamoDB runs in an emulator process of its own; when it dies, ensure() starts a new one (a restart:
+    the generation grows) and leaves the main emulator running; down stops both."""
+    local_services = private_services
+    status = local_services.ensure()
+    assert status.up and set(status.emulators) == {"dynamodb"}
+    state = local_services.read_state()
+    main, dynamodb = state["moto"], state["emulators"]["dynamodb"]
+    assert dynamodb["pid"] != main["pid"] and dynamodb["url"] != main["url"]
+    assert local_services.service_url("dynamodb") == dynamodb["url"]
+    assert local_services.service_url("kinesis") == local_services.moto_url() == main["url"]
+    assert any("dynamodb" in line for line in status.lines())
+    generation = local_services.moto_generation()
+    os.kill(dynamodb["pid"], signal.SIGKILL)
+    time.sleep(0.3)
+    assert not local_services.status().up
+    assert local_services.ensure().up
+    state = local_services.read_state()
+    assert state["moto"]["pid"] == main["pid"]
+    assert state["emulators"]["dynamodb"]["pid"] != dynamodb["pid"]
+    assert local_services.moto_generation() == generation + 1
+    pids = [state["moto"]["pid"], state["emulators"]["dynamodb"]["pid"]]
+    local_services.down()
+    for pid in pids:
+        deadline = time.time() + 10
+        while _alive(pid) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid), f"emulator {pid} survived `down`"
+
+
 def test_down_stack_gives_a_clear_message(private_services):
     from shoplake.errors import LocalServicesError
 
