@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 import zipfile
 from io import BytesIO
@@ -287,6 +288,8 @@ def test_handler_runs_standalone_from_its_lambda_zip(resources, tmp_path):
         TABLE_NAME=table,
         DEAD_LETTER_QUEUE_URL=queue,
         AWS_ENDPOINT_URL=local_services.moto_url(),
+        # DynamoDB has an emulator process of its own: botocore's per-service endpoint setting reaches it
+        AWS_ENDPOINT_URL_DYNAMODB=local_services.service_url("dynamodb"),
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
@@ -626,3 +629,54 @@ def test_a_cancellation_before_its_original_line(resources):
     assert run(resources, [{**cancel, "CustomerID": late}])["counts"]["cancellations_unmatched"] == 1
     run(resources, [{**original, "CustomerID": late}])
     assert not any("cancelled_by" in i for i in items_of(table, late))
+
+
+class InFlight:
+    """The emulator's DynamoDB client, noting how many of its calls were running at once (the most seen)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.real, self.lock = config.client("dynamodb"), threading.Lock()
+        self.running = self.most = 0
+
+    def __getattr__(self, name):
+        method = getattr(self.real, name)
+
+        def call(**kwargs):
+            with self.lock:
+                self.running += 1
+                self.most = max(self.most, self.running)
+            try:
+                time.sleep(0.05)  # long enough for the others to start, if they are sent at once
+                return method(**kwargs)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+        return call
+
+
+def test_a_batchs_requests_are_in_flight_together_and_the_result_is_the_same(resources):
+    """issue 13: a batch's BatchWriteItem chunks (and its Queries and BatchGetItem chunks) go out up to CONCURRENCY at
+    a time instead of one after another; the table ends the same, replays included."""
+    table, queue = resources
+    customers = [f"p{i}-{uuid.uuid4().hex[:6]}" for i in range(6)]
+    originals = [
+        line(f"64{i:03d}", f"P{n}", 3, f"2011-03-0{1 + n % 3}T10:00:00Z", c, line_no=n)
+        for i, c in enumerate(customers)
+        for n in range(20)
+    ]
+    cancels = [line(f"C65{i:03d}", "P1", -3, "2011-03-09T10:00:00Z", c) for i, c in enumerate(customers)]
+    dynamodb = InFlight()
+    response = order_history.process(kinesis_event(originals + cancels), table, queue, dynamodb, config.client("sqs"))
+    assert response["batchItemFailures"] == []
+    assert response["counts"]["written"] == 126 and response["counts"]["cancellations_matched"] == 6
+    assert 1 < dynamodb.most <= order_history.CONCURRENCY
+    marked = {c: [i["event_id"]["S"] for i in items_of(table, c) if "cancelled_by" in i] for c in customers}
+    assert marked == {c: [f"64{i:03d}-1"] for i, c in enumerate(customers)}
+    # a replay of the whole batch, concurrent again, leaves the table as it is
+    before = {c: sorted(map(json.dumps, items_of(table, c))) for c in customers}
+    again = order_history.process(kinesis_event(originals + cancels), table, queue, InFlight(), config.client("sqs"))
+    assert again["batchItemFailures"] == [] and again["counts"]["cancellations_matched"] == 6
+    assert {c: sorted(map(json.dumps, items_of(table, c))) for c in customers} == before

@@ -29,7 +29,8 @@ Policies:
 - **Requests per batch** (not per event or per cancellation): one Query per customer with cancellations in the
   batch (the stored lines they may mark, whole, as a newly marked line is re-put with its mark); one BatchGetItem
   per 100 of the batch's original lines that the Queries did not cover (keys and marks only); BatchWriteItem puts
-  (25 per call) of the batch's items and of the lines newly marked. Reads and writes are not conditional: this
+  (25 per call) of the batch's items and of the lines newly marked — up to ``CONCURRENCY`` of the Queries, of the
+  BatchGetItem calls and then of the BatchWriteItem calls in flight at once. Reads and writes are not conditional: this
   relies on one writer per customer at a time — the event-source mapping invokes one batch per shard at a time, in
   order, and a customer's events share a shard (a ParallelizationFactor > 1 keeps that per partition key).
 - **Malformed** records (not JSON, missing/ill-typed fields, bad date) go to the dead-letter queue as one
@@ -68,6 +69,7 @@ BATCH_GET_MAX = 100  # BatchGetItem's limit per call
 MAX_IN_CODES = 99  # DynamoDB's IN takes at most 100 operands
 MARK = ("cancelled_by", "cancelled_quantity")  # what a cancellation adds to the line it cancels (and status)
 WRITE_ATTEMPTS = 5
+CONCURRENCY = 4  # a batch's DynamoDB requests in flight at once (BatchWriteItem chunks, Queries, BatchGetItem chunks)
 MAX_MESSAGE_BYTES = 200 * 1024  # SQS accepts 256 KiB per message; keep a margin for attributes
 EMBED_BYTES = 96 * 1024  # a malformed record's bytes embedded in its dead letter (base64: 128 KiB)
 EMBED_TEXT_BYTES = 16 * 1024  # ... and as text, for reading (JSON escaping may grow it up to 6×)
@@ -212,9 +214,9 @@ def process(event: dict[str, Any], table: str, dlq_url: str, dynamodb: Any, sqs:
             puts.setdefault(key, _with_mark(lines[key]["item"], lines[key]["mark"]))
             owners.setdefault(key, set()).add(sequence)  # not written → the cancellation is retried as well
         keys = list(puts)
-        for start in range(0, len(keys), BATCH_WRITE_MAX):
-            chunk = keys[start : start + BATCH_WRITE_MAX]
-            for key in _batch_write(dynamodb, table, [puts[k] for k in chunk]):
+        chunks = [keys[start : start + BATCH_WRITE_MAX] for start in range(0, len(keys), BATCH_WRITE_MAX)]
+        for unprocessed in _each(lambda chunk: _batch_write(dynamodb, table, [puts[k] for k in chunk]), chunks):
+            for key in unprocessed:
                 failed.update(owners[key])
     for sequence, order, _item in valid:
         if sequence in failed:
@@ -228,6 +230,28 @@ def process(event: dict[str, Any], table: str, dlq_url: str, dynamodb: Any, sqs:
     counts["transient_failures"] = len(failed)
     log.info("order_history batch: %s", counts)
     return {"batchItemFailures": [{"itemIdentifier": s} for s in sorted(failed, key=_seq_int)], "counts": counts}
+
+
+_POOL: list[Any] = []  # one thread pool per process (a warm Lambda container reuses it)
+
+
+def _each(call: Any, args: list[Any]) -> list[Any]:
+    """``[call(a) for a in args]``, up to :data:`CONCURRENCY` at a time (the answers in the order of ``args``).
+
+    A batch's requests touch distinct keys (or only read), so their order does not matter: a few in flight keep the
+    table busy instead of waiting for each answer in turn (on DynamoDB a round trip each; locally the emulator's core
+    works while this one prepares the next request). The first exception raised is raised here, after the others end."""
+    if len(args) <= 1:
+        return [call(a) for a in args]
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="order-history"))
+    from concurrent.futures import wait
+
+    futures = [_POOL[0].submit(call, a) for a in args]
+    wait(futures)
+    return [f.result() for f in futures]
 
 
 def _seq_int(sequence: str) -> int:
@@ -311,10 +335,13 @@ def _read_lines(
     for _sequence, cancel in cancels:
         if cancel["CustomerID"] is not None:  # a guest's cancellation has no earlier lines to mark
             by_customer.setdefault(cancel["CustomerID"], []).append(cancel)
-    for customer, group in by_customer.items():
-        before = max(c["InvoiceDate"] for c in group) + "#"
-        codes = sorted({c["StockCode"] for c in group})
-        for stored in _candidate_lines(dynamodb, table, customer, before, codes):
+    bounds = {
+        customer: (max(c["InvoiceDate"] for c in group) + "#", sorted({c["StockCode"] for c in group}))
+        for customer, group in by_customer.items()
+    }
+    found = _each(lambda customer: _candidate_lines(dynamodb, table, customer, *bounds[customer]), list(bounds))
+    for (customer, (before, codes)), stored_lines in zip(bounds.items(), found, strict=True):
+        for stored in stored_lines:
             lines[_key_of(stored)] = {"item": stored, "stock_code": stored["stock_code"]["S"], "mark": _mark_of(stored)}
         covered[customer] = (before, set(codes) if len(codes) <= MAX_IN_CODES else None)
     originals = [key for key, item in items.items() if not item["is_cancellation"]["BOOL"]]
@@ -334,27 +361,37 @@ def _stored_marks(dynamodb: Any, table: str, keys: list[Key]) -> dict[Key, dict[
     """The items of ``keys`` that exist, with only their keys and marks: BatchGetItem, ≤ 100 keys per call,
     unprocessed keys retried with backoff (raises :class:`Unprocessed` when some stay unprocessed)."""
     found: dict[Key, dict[str, Any]] = {}
-    for start in range(0, len(keys), BATCH_GET_MAX):
-        request: dict[str, Any] | None = {
-            "Keys": [{"customer_id": {"S": c}, "order_key": {"S": k}} for c, k in keys[start : start + BATCH_GET_MAX]],
-            "ProjectionExpression": "customer_id, order_key, cancelled_by, cancelled_quantity",
-            "ConsistentRead": True,
-        }
-        for attempt in range(WRITE_ATTEMPTS):
-            try:
-                response = dynamodb.batch_get_item(RequestItems={table: request})
-            except Exception as exc:  # noqa: BLE001
-                if not _is_transient(exc):
-                    raise
-                response = {"UnprocessedKeys": {table: request}}
-            for item in response.get("Responses", {}).get(table, []):
-                found[_key_of(item)] = item
-            request = response.get("UnprocessedKeys", {}).get(table)
-            if not request or not request.get("Keys"):
-                break
-            time.sleep(min(1.0, 0.05 * 2**attempt))
-        else:
-            raise Unprocessed(f"BatchGetItem left {len(request['Keys'])} keys unprocessed after {WRITE_ATTEMPTS} tries")
+    for part in _each(
+        lambda start: _get_marks(dynamodb, table, keys[start : start + BATCH_GET_MAX]),
+        list(range(0, len(keys), BATCH_GET_MAX)),
+    ):
+        found.update(part)
+    return found
+
+
+def _get_marks(dynamodb: Any, table: str, keys: list[Key]) -> dict[Key, dict[str, Any]]:
+    """One BatchGetItem of ≤ 100 ``keys`` (keys and marks only), its unprocessed keys retried with backoff."""
+    found: dict[Key, dict[str, Any]] = {}
+    request: dict[str, Any] | None = {
+        "Keys": [{"customer_id": {"S": c}, "order_key": {"S": k}} for c, k in keys],
+        "ProjectionExpression": "customer_id, order_key, cancelled_by, cancelled_quantity",
+        "ConsistentRead": True,
+    }
+    for attempt in range(WRITE_ATTEMPTS):
+        try:
+            response = dynamodb.batch_get_item(RequestItems={table: request})
+        except Exception as exc:  # noqa: BLE001
+            if not _is_transient(exc):
+                raise
+            response = {"UnprocessedKeys": {table: request}}
+        for item in response.get("Responses", {}).get(table, []):
+            found[_key_of(item)] = item
+        request = response.get("UnprocessedKeys", {}).get(table)
+        if not request or not request.get("Keys"):
+            break
+        time.sleep(min(1.0, 0.05 * 2**attempt))
+    else:
+        raise Unprocessed(f"BatchGetItem left {len(request['Keys'])} keys unprocessed after {WRITE_ATTEMPTS} tries")
     return found
 
 
