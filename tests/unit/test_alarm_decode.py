@@ -7,23 +7,14 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from order_line import ORDER_LINE
 
 from shoplake import events, streams
 from shoplake.alarm import day_slice, simulate_day
 from shoplake.alarm import detector as det
 from shoplake.alarm._windows import parse_ts
 
-GOOD = {
-    "InvoiceNo": "536365",
-    "StockCode": "85123A",
-    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-    "Quantity": 6,
-    "InvoiceDate": "2010-12-01T08:26:00Z",
-    "UnitPrice": 2.55,
-    "CustomerID": "17850",
-    "Country": "United Kingdom",
-    "LineNo": 0,
-}
+GOOD = dict(ORDER_LINE)
 
 # near misses per field: values at, just inside and just outside each rule, and shapes the shortcut must leave to
 # the full validation (whitespace, non-ASCII digits and text, integers for strings, …)

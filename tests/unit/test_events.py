@@ -5,20 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from order_line import ORDER_LINE
 
 from shoplake import events
 
-GOOD = {
-    "InvoiceNo": "536365",
-    "StockCode": "85123A",
-    "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-    "Quantity": 6,
-    "InvoiceDate": "2010-12-01T08:26:00Z",
-    "UnitPrice": 2.55,
-    "CustomerID": "17850",
-    "Country": "United Kingdom",
-    "LineNo": 0,
-}
+GOOD = dict(ORDER_LINE)
 
 
 def _with(**changes):
