@@ -14,6 +14,11 @@
   over 400 KB), ~140 size walks for a 16-attribute order line — half of what a BatchWriteItem cost the emulator. An
   item is now sized once, whole (the same limit and error: sizes only add up, so the running check fails exactly when
   the total does); later changes to an item keep moto's check.
+* Memory: every moto model object is appended, when created, to a list of its class kept for ``/moto-api/data.json``
+  and never removed — DynamoDB items replaced by later puts, the copy of every item a Query, Scan or BatchGetItem
+  returned, deleted tables and streams with all they held: a million-line table read once for a reconciliation kept
+  ~7 GB more. DynamoDB tables and items, Kinesis streams, shards and records are no longer listed there (nothing reads
+  them from it: the services' own APIs do); every other model stays listed as moto has it.
 * ``/moto-api/data.json`` failed with HTTP 500 as soon as a Lambda function existed (an attribute tries to reach
   Docker); attributes that raise are now skipped, as moto already does for unserialisable ones.
 * Kinesis → Lambda: with an event-source mapping defined, moto tried to invoke the function (which needs Docker)
@@ -185,6 +190,23 @@ def _patch_dynamodb_item_size() -> None:
     Item.__init__ = __init__
 
 
+def _patch_untracked_models() -> None:
+    from moto.core.common_models import BaseModel
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+    from moto.kinesis.models import Record, Shard, Stream
+
+    untracked = (Table, Item, Stream, Shard, Record)  # a deleted table or stream holds all its items or records
+    original_new = BaseModel.__dict__["__new__"].__func__
+
+    def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
+        if issubclass(cls, untracked):
+            return object.__new__(cls)  # what BaseModel.__new__ makes, without keeping it for ever
+        return original_new(cls, *args, **kwargs)
+
+    BaseModel.__new__ = staticmethod(__new__)
+
+
 def _patch_model_data() -> None:
     from moto.moto_api._internal.responses import MotoAPIResponse
 
@@ -267,6 +289,7 @@ def apply() -> None:
     _patch_dynamodb_query()
     _patch_dynamodb_serializer()
     _patch_dynamodb_item_size()
+    _patch_untracked_models()
     _patch_model_data()
     _patch_lambda_push()
     _patch_firehose_quota()

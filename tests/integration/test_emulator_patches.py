@@ -371,3 +371,60 @@ def test_item_size_patch_answers_exactly_what_moto_answers(monkeypatch):
     assert patched == unpatched
     errors = [o for o in patched if isinstance(o, dict) and "Code" in o]
     assert 0 < len(errors) < len(patched) - 1  # some items fit, some do not
+
+
+def test_items_and_records_are_not_kept_after_they_are_gone(monkeypatch):
+    """issue 13: moto kept every model object it ever made (for /moto-api/data.json): each item a read returned, each
+    item a put replaced, deleted tables and streams — the emulator's memory only grew. With the patch a replaced or
+    copied DynamoDB item and a deleted stream's records are freed; other models are still listed."""
+    import gc
+    import weakref
+
+    import boto3
+    from moto import mock_aws
+    from moto.core.common_models import BaseModel
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.kinesis.models import Record, Shard
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(BaseModel, "__new__", BaseModel.__dict__["__new__"])
+    _moto_patches._patch_untracked_models()
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+        ddb.create_table(
+            TableName="gone",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        )
+        ddb.put_item(TableName="gone", Item={"pk": {"S": "a"}, "v": {"S": "first"}})
+        from moto.dynamodb.models import dynamodb_backends
+
+        table = dynamodb_backends["123456789012"]["eu-west-1"].tables["gone"]
+        first = weakref.ref(next(iter(table.items.values())))
+        del table
+        ddb.put_item(TableName="gone", Item={"pk": {"S": "a"}, "v": {"S": "second"}})  # replaces it
+        for _ in range(3):
+            ddb.scan(TableName="gone")
+            ddb.get_item(TableName="gone", Key={"pk": {"S": "a"}})
+        kinesis = boto3.client("kinesis", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+        kinesis.create_stream(StreamName="gone", ShardCount=1)
+        kinesis.put_records(StreamName="gone", Records=[{"Data": b"x", "PartitionKey": "k"} for _ in range(10)])
+        from moto.kinesis.models import kinesis_backends
+
+        shard = next(iter(kinesis_backends["123456789012"]["eu-west-1"].streams["gone"].shards.values()))
+        record = weakref.ref(next(iter(shard.records.values())))
+        del shard
+        kinesis.delete_stream(StreamName="gone")
+        gc.collect()
+        assert first() is None and record() is None
+        assert not list(Item.instances_tracked) and not list(Record.instances_tracked)
+        assert not list(Shard.instances_tracked)
+        assert ddb.get_item(TableName="gone", Key={"pk": {"S": "a"}})["Item"]["v"] == {"S": "second"}
+        from moto.sqs.models import Queue
+
+        boto3.client("sqs", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x").create_queue(
+            QueueName="kept"
+        )
+        assert any(q.name == "kept" for q in Queue.instances_tracked)  # other models: still listed
