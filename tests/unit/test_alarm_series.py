@@ -211,3 +211,12 @@ def test_rows_are_summed_into_the_detectors_windows():
     assert sum(h["orders"] for h in run.detector.history) == pytest.approx(
         values[-12 * len(run.detector.history) :].sum()
     )
+
+
+def test_a_series_too_short_for_the_bar_says_so(tmp_path):
+    stamps, values = hourly(4)
+    path = write(tmp_path / "short.csv", stamps, values)
+    text = CliRunner().invoke(alarm, ["evaluate-series", str(path)])
+    assert text.exit_code == 0 and "too short to alarm" in text.output and "5 days of daily peaks" in text.output
+    long_enough = _series.run_series(_series.Series("long.csv", *hourly(9), 3600, 0))
+    assert long_enough.alarms_possible_from == "2015-03-08 00:00:00"  # day 1 fills the profile, days 2–6 give peaks

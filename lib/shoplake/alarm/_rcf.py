@@ -166,6 +166,7 @@ class RateForest:
         self.recent: deque[float] = deque(maxlen=max(cfg.sustained_windows, 1))  # residuals since the last gap
         self.day_peaks: deque[list[float]] = deque(maxlen=cfg.peak_days)  # per day: [peak |dev| 1 window, n windows]
         self.today: list[float] = []  # [day number, peak 1 window, peak n windows] of the day being seen
+        self.armed_at: float | None = None  # the first window that could alarm (min_peak_days of peaks known)
 
     @property
     def warm(self) -> bool:
@@ -208,6 +209,8 @@ class RateForest:
         if self.today and self.today[0] != day:
             self.day_peaks.append(self.today[1:])
             self.today = []
+            if self.armed_at is None and len(self.day_peaks) >= self.config.min_peak_days:
+                self.armed_at = window_start
         if not self.today:
             self.today = [day, 0.0, 0.0]
         one, sustained = deviations
@@ -435,6 +438,7 @@ class RateForest:
             "recent": list(self.recent),
             "day_peaks": list(self.day_peaks),
             "today": self.today,
+            "armed_at": self.armed_at,
             "warm": self.warm,
         }
 
@@ -457,6 +461,7 @@ class RateForest:
         forest.recent.extend(state.get("recent", []))
         forest.day_peaks.extend([float(x) for x in p] for p in state.get("day_peaks", []))
         forest.today = [float(x) for x in state.get("today", [])]
+        forest.armed_at = state.get("armed_at")
         if state["warm"]:
             forest._plant(seed_offset=forest.next_index)
         return forest

@@ -173,6 +173,12 @@ class SeriesRun:
     rule: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def alarms_possible_from(self) -> str | None:
+        """When the detector could first alarm (its bar needs days of daily peaks); None: never in this series."""
+        armed = self.detector.forest.armed_at
+        return None if armed is None else datetime.fromtimestamp(armed, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    @property
     def points_per_s(self) -> float:
         return len(self.series) / self.elapsed_s if self.elapsed_s else 0.0
 
@@ -229,6 +235,7 @@ class SeriesRun:
             "interval_seconds": self.series.interval_seconds,
             "detector_window_seconds": self.detector.config.window_seconds,
             "missing_intervals": self.series.missing,
+            "alarms_possible_from": self.alarms_possible_from,
             "windows": len(self.windows),
             "forest": self.forest,
             "rule": {**self.rule, "threshold": self.rule_threshold},

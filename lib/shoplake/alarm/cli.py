@@ -57,6 +57,11 @@ def evaluate_series_cmd(series_file: str, windows_file: str | None, detections_o
         f"{summary['points_per_s']:,.0f} rows/s"
     )
     click.echo(f"forest alarms at: {', '.join(str(run.series.timestamps[r]) for r in run.forest_rows) or 'none'}")
+    if summary["alarms_possible_from"] is None:
+        click.echo(
+            f"note: the series is too short to alarm: the detector's bar needs {run.detector.config.rcf.min_peak_days} "
+            "days of daily peaks after its first day; give it a longer series"
+        )
     if not run.windows:
         return
     for name in ("forest", "rule"):
