@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shoplake.weblogs._dashboard import find_spikes
-from shoplake.weblogs._delivery import StreamReport, stream_log
+from shoplake.weblogs._delivery import StallWatch, StreamReport, stream_log
 from shoplake.weblogs._index import LogIndex
 from shoplake.weblogs._lake_io import DeliveryError
 from shoplake.weblogs._parser import iter_lines
@@ -75,7 +75,7 @@ def stream_dataset(
     source: str = "agent",
     seconds: float = 15.0,
     lines_per_batch: int = 200,
-    timeout_s: float = 180.0,
+    stall_s: float = 180.0,
     progress: bool = True,
 ) -> StreamReport:
     """Stream ``dataset.access_log_path`` into ``index`` in about ``seconds`` of wall time, measuring freshness.
@@ -87,8 +87,8 @@ def stream_dataset(
     clock, and it is visible at the first count of the index (documents + rejected lines) that covers it. The
     index's own follower (``index.follower()``) brings the deliveries in — locally from the lake, on aws Firehose
     writes to OpenSearch and the follower watches — so both targets measure freshness from the index the same way.
-    Waiting for the last lines lasts ``timeout_s`` or the backend's expected delivery delay (Firehose buffering on
-    aws), the longer.
+    The waits (for the agent, then for the last lines) fail only when the index gains nothing for ``stall_s`` or the
+    backend's expected delivery delay (Firehose buffering on aws), the longer: a larger log never outgrows them.
     """
     path = Path(dataset.access_log_path)
     n_lines = sum(1 for _ in iter_lines(path))
@@ -98,7 +98,7 @@ def stream_dataset(
             index,
             lines_per_batch=lines_per_batch,
             lines_per_second=n_lines / max(seconds, 0.1),
-            timeout_s=timeout_s,
+            stall_s=stall_s,
             progress=progress,
         )
     if source != "agent":
@@ -126,23 +126,26 @@ def stream_dataset(
     shipper = threading.Thread(target=ship, name="agent-ship", daemon=True)
     shipper.start()
     try:
-        shipper.join(timeout=timeout_s)
+        watch = StallWatch(max(stall_s, follower.expected_delay_s))
+        while shipper.is_alive():  # the agent ships for as long as the index keeps growing
+            shipper.join(timeout=0.5)
+            if shipper.is_alive() and watch.stalled(follower.counts.lines):
+                raise DeliveryError(
+                    f"the agent is still shipping but the index gained nothing for {watch.stall_s:.0f} s "
+                    f"({follower.counts.lines} lines so far); {follower.hint}"
+                )
         sent_s = time.perf_counter() - began  # the agent has put every line to Firehose
         if "error" in outcome:
             raise outcome["error"]
-        if "counts" not in outcome:
-            raise DeliveryError(f"the agent did not finish shipping within {timeout_s:.0f} s")
         counts = outcome["counts"]["weblogs"]
         report.shipped = int(counts["records_sent"])
-        wait_s = max(timeout_s, follower.expected_delay_s)
-        deadline = time.perf_counter() + wait_s
         while follower.counts.lines < report.shipped:
             if follower.errors:
                 raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
-            if time.perf_counter() > deadline:
+            if watch.stalled(follower.counts.lines):
                 raise DeliveryError(
-                    f"{follower.counts.lines} of {report.shipped} shipped lines reached the index within "
-                    f"{wait_s:.0f} s; {follower.hint}"
+                    f"{follower.counts.lines} of {report.shipped} shipped lines reached the index, and none more "
+                    f"for {watch.stall_s:.0f} s; {follower.hint}"
                 )
             time.sleep(0.05)
     finally:
@@ -249,7 +252,7 @@ def measure_freshness(
     source: str = "agent",
     catch_up_seconds: float = 15.0,
     lines_per_batch: int = 200,
-    timeout_s: float = 180.0,
+    stall_s: float = 180.0,
     progress: bool = True,
 ) -> FreshnessReport:
     """Stream the dataset's access log in two phases (:class:`FreshnessReport`): freshness at a paced rate, then
@@ -275,7 +278,7 @@ def measure_freshness(
         index,
         lines_per_batch=lines_per_batch,
         lines_per_second=lines_per_s,
-        timeout_s=timeout_s,
+        stall_s=stall_s,
         progress=progress,
     )
     report = FreshnessReport(lines_per_s=float(lines_per_s), source=source, paced=paced)
@@ -291,7 +294,7 @@ def measure_freshness(
             source=source,
             seconds=catch_up_seconds,
             lines_per_batch=lines_per_batch,
-            timeout_s=timeout_s,
+            stall_s=stall_s,
             progress=progress,
         )
     return report

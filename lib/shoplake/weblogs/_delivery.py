@@ -469,13 +469,30 @@ def _batches(lines: Iterable[str], size: int) -> Iterable[list[str]]:
         yield batch
 
 
+class StallWatch:
+    """No fixed deadline a larger input can outgrow: :meth:`stalled` is true only when ``value`` has not moved for
+    ``stall_s`` seconds (the caller then fails with what it waited for)."""
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self.value: Any = None
+        self.since = time.perf_counter()
+
+    def stalled(self, value: Any) -> bool:
+        now = time.perf_counter()
+        if value != self.value:
+            self.value, self.since = value, now
+            return False
+        return now - self.since > self.stall_s
+
+
 def stream_log(
     lines: Iterable[str] | str | Path,
     index: LogIndex,
     lines_per_batch: int = 200,
     lines_per_second: float | None = 2000.0,
     poll_s: float = 0.1,
-    timeout_s: float = 120.0,
+    stall_s: float = 120.0,
     max_lines: int | None = None,
     progress: bool = True,
 ) -> StreamReport:
@@ -483,7 +500,8 @@ def stream_log(
 
     A line's freshness is the time from its put to Firehose until the dashboard's count query (documents +
     rejected lines) first covers it. What the index held before the run is left out, so the counts are those of
-    this run. The wait for the last lines lasts ``timeout_s`` or the backend's ``expected_delay_s``, the longer.
+    this run. The wait for the last lines fails only when the index gains nothing for ``stall_s`` (or the backend's
+    ``expected_delay_s``, the longer).
     """
     from tqdm.auto import tqdm
 
@@ -521,15 +539,14 @@ def stream_log(
         bar.close()
         if written:  # paced: the last batch is due at (shipped - batch) / rate; it is written once put
             report.write_seconds = time.perf_counter() - began
-        wait_s = max(timeout_s, follower.expected_delay_s)
-        deadline = time.perf_counter() + wait_s
+        watch = StallWatch(max(stall_s, follower.expected_delay_s))
         while not seen or seen[-1][0] < report.shipped:
             if follower.errors:
                 raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
-            if time.perf_counter() > deadline:
+            if watch.stalled(follower.counts.lines):
                 raise DeliveryError(
-                    f"only {seen[-1][0] if seen else 0} of {report.shipped} shipped lines reached the "
-                    f"index within {wait_s:.0f} s; {follower.hint}"
+                    f"only {follower.counts.lines} of {report.shipped} shipped lines reached the index, and none "
+                    f"more for {watch.stall_s:.0f} s; {follower.hint}"
                 )
             time.sleep(poll_s / 2)
     finally:
