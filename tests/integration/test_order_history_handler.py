@@ -310,15 +310,18 @@ def test_handler_runs_standalone_from_its_lambda_zip(resources, tmp_path):
     drain_queue(queue)
 
 
-def test_handler_refuses_a_non_loopback_endpoint(tmp_path):
+@pytest.mark.parametrize("variable", ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"])
+def test_handler_refuses_a_non_loopback_endpoint(tmp_path, variable):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SHOPLAKE_"))}
     env.update(
-        TABLE_NAME="t",
-        DEAD_LETTER_QUEUE_URL="q",
-        AWS_ENDPOINT_URL="http://example.com:4566",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
+        {
+            "TABLE_NAME": "t",
+            "DEAD_LETTER_QUEUE_URL": "q",
+            variable: "http://example.com:4566",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
     )
     source = os.path.dirname(order_history.__file__)
     done = subprocess.run(
@@ -329,7 +332,7 @@ def test_handler_refuses_a_non_loopback_endpoint(tmp_path):
         env=env,
         timeout=60,
     )
-    assert done.returncode != 0 and "not a loopback address" in done.stderr
+    assert done.returncode != 0 and f"{variable}=http://example.com:4566 is not a loopback address" in done.stderr
 
 
 def test_a_huge_malformed_record_is_dead_lettered_truncated_with_its_hash(resources):

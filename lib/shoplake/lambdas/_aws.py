@@ -13,17 +13,18 @@ from urllib.parse import urlparse
 
 
 def check_endpoint() -> None:
-    """Refuse a non-loopback ``AWS_ENDPOINT_URL`` (on AWS it is unset; locally it is the emulator)."""
-    url = os.environ.get("AWS_ENDPOINT_URL")
-    if not url:
-        return
-    host = urlparse(url).hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise RuntimeError(f"AWS_ENDPOINT_URL={url} is not a loopback address; unset it to use the real services")
+    """Refuse a non-loopback ``AWS_ENDPOINT_URL`` or per-service ``AWS_ENDPOINT_URL_<SERVICE>`` (on AWS they are
+    unset; locally they are the emulator's processes)."""
+    for name, url in sorted(os.environ.items()):
+        if not name.startswith("AWS_ENDPOINT_URL") or not url:
+            continue
+        host = urlparse(url).hostname or ""
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise RuntimeError(f"{name}={url} is not a loopback address; unset it to use the real services")
 
 
 def client(service: str, cache: dict[str, Any]) -> Any:
