@@ -403,7 +403,7 @@ def test_notebook_05_agent_path_on_aws(aws_target, monkeypatch, tmp_path):
     ]
     (tmp_path / "access.log").write_text("\n".join(lines) + "\n")
     dataset = type("Dataset", (), {"access_log_path": str(tmp_path / "access.log"), "dir": str(tmp_path)})()
-    report = weblogs.stream_dataset(dataset, index, source="agent", seconds=1.0, timeout_s=60, progress=False)
+    report = weblogs.stream_dataset(dataset, index, source="agent", seconds=1.0, stall_s=60, progress=False)
     assert report.shipped == 40 == report.indexed + report.rejected
     assert (report.indexed, report.rejected) == (34, 6)
     assert len(report.freshness_s) == 40 and min(report.freshness_s) >= 0
