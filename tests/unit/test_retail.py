@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+from order_line import ORDER_LINE
 
 from shoplake import config
 from shoplake.errors import DataError
@@ -56,17 +57,7 @@ def test_sample_counts_match_the_hand_count():
 def test_sample_values_are_parsed_into_the_event_schema():
     events, _ = load_retail(SAMPLE)
     first = events.iloc[0].to_dict()
-    assert first == {
-        "InvoiceNo": "536365",
-        "StockCode": "85123A",
-        "Description": "WHITE HANGING HEART T-LIGHT HOLDER",
-        "Quantity": 6,
-        "InvoiceDate": "2010-12-01T08:26:00Z",
-        "UnitPrice": 2.55,
-        "CustomerID": "17850",
-        "Country": "United Kingdom",
-        "LineNo": 0,
-    }
+    assert first == ORDER_LINE  # the sample's first line
     descriptions = set(events["Description"])
     assert 'POPPY\'S PLAYHOUSE BEDROOM, WITH "QUOTES"' in descriptions  # quoted, with comma and quotes
     assert "SET OF 6 SPICE TINS, PANTRY DESIGN" in descriptions
