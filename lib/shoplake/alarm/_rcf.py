@@ -172,8 +172,9 @@ class RateForest:
     def warm(self) -> bool:
         return bool(self.trees)
 
-    def _slot(self, ts: float) -> int:
-        return int(ts % DAY_SECONDS) // self.config.window_seconds * self.config.window_seconds
+    def _slot(self, ts: float, period: int = DAY_SECONDS) -> int:
+        """The window's start within the day (or within ``period``, e.g. the week), in seconds."""
+        return int(ts % period) // self.config.window_seconds * self.config.window_seconds
 
     def expected(self, window_start: float) -> float | None:
         """Typical order count of this time of day (mean of the slot and its neighbours), None if unknown."""
@@ -275,13 +276,10 @@ class RateForest:
         self.profile[slot] = float(count) if old is None else (1 - w) * old + w * count
         self.recent_counts.append(count)
 
-    def _week_slot(self, ts: float) -> int:
-        return int(ts % WEEK_SECONDS) // self.config.window_seconds * self.config.window_seconds
-
     def _nearer_expectation(self, count: int, expected: float, window_start: float) -> float:
         """With ``profile_weeks``: the same hour of the week's median when it is nearer the count than the day's
         (a Saturday is judged against Saturdays once one is known; an incident is far from both)."""
-        weekly = self.week_counts.get(self._week_slot(window_start)) if self.config.profile_weeks else None
+        weekly = self.week_counts.get(self._slot(window_start, WEEK_SECONDS)) if self.config.profile_weeks else None
         if not weekly:
             return expected
         week = float(np.median(weekly))
@@ -290,14 +288,14 @@ class RateForest:
     def _remember(self, count: int, window_start: float) -> None:
         """Median profile: the slot keeps its counts of the last ``profile_days`` days (and ``profile_weeks`` weeks)."""
         cfg = self.config
-        if cfg.profile_days:
-            counts = self.slot_counts.setdefault(self._slot(window_start), [])
-            counts.append(float(count))
-            del counts[: -cfg.profile_days]
-        if cfg.profile_weeks:
-            counts = self.week_counts.setdefault(self._week_slot(window_start), [])
-            counts.append(float(count))
-            del counts[: -cfg.profile_weeks]
+        for store, period, keep in (
+            (self.slot_counts, DAY_SECONDS, cfg.profile_days),
+            (self.week_counts, WEEK_SECONDS, cfg.profile_weeks),
+        ):
+            if keep:
+                counts = store.setdefault(self._slot(window_start, period), [])
+                counts.append(float(count))
+                del counts[:-keep]
 
     # ------------------------------------------------------------------ scoring
     def update(self, count: int, window_start: float) -> RcfScore:
