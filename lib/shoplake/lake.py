@@ -48,6 +48,7 @@ from typing import Any
 import pandas as pd
 
 from shoplake import config, events
+from shoplake._stall import StallWatch
 from shoplake.errors import DataError, ShoplakeError
 from shoplake.events import from_frame
 
@@ -336,8 +337,9 @@ def wait_for_delivery(
     s3 = config.client("s3")
     seen = set(before)
     counted: dict[str, int] = {}
-    began = last_progress = time.monotonic()
+    began = time.monotonic()
     records = 0
+    watch = StallWatch(stall_timeout_s, value=records)
 
     def fetch(key: str) -> int:
         return _count_lines(s3.get_object(Bucket=name, Key=key)["Body"].read())
@@ -351,17 +353,17 @@ def wait_for_delivery(
                 landed = sum(counted.values())
                 if landed > records:
                     bar.update(min(landed, expected) - min(records, expected))
-                    records, last_progress = landed, time.monotonic()
-            now = time.monotonic()
+                    records = landed
             if records >= expected:
-                return Landed(records, len(counted), now - began)
-            if now - last_progress >= stall_timeout_s:
+                return Landed(records, len(counted), time.monotonic() - began)
+            if watch.stalled(records):
                 raise LakeError(
                     f"Firehose delivered {records} of {expected} records to s3://{name}/{prefix} in "
-                    f"{now - began:.0f} s and nothing new for {stall_timeout_s:.0f} s: check the delivery stream "
-                    "(describe-delivery-stream, its CloudWatch error log, the bucket's error prefix), then re-run"
+                    f"{time.monotonic() - began:.0f} s and nothing new for {stall_timeout_s:.0f} s: check the "
+                    "delivery stream (describe-delivery-stream, its CloudWatch error log, the bucket's error prefix), "
+                    "then re-run"
                 )
-            time.sleep(min(poll_s, max(0.0, stall_timeout_s - (now - last_progress))))
+            time.sleep(min(poll_s, max(0.0, stall_timeout_s - watch.idle_s)))
 
 
 def ensure_curated(

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shoplake import config, streams
+from shoplake._stall import StallWatch
 from shoplake.errors import ShoplakeError
 
 log = logging.getLogger(__name__)
@@ -383,7 +384,7 @@ class EventSourceMapping:
         if not (isinstance(idle_limit, int | float) and math.isfinite(idle_limit) and idle_limit > 0):
             raise MappingError(f"idle_seconds must be a finite number > 0, got {idle_seconds!r}")
         began = time.monotonic()
-        last_change, seen = began, self._activity()
+        watch = StallWatch(idle_limit, value=self._activity())
         unreachable = 0
         while True:
             alive = [t for t in self._threads if t.is_alive()]
@@ -402,9 +403,7 @@ class EventSourceMapping:
                         "was consuming: start it with `shoplake local up` (or `make local-up`) and run again; the "
                         "consumer resumes from its checkpoints"
                     )
-            activity = self._activity()
-            if activity != seen:
-                seen, last_change = activity, now
+            idle = watch.observe(self._activity())
             if timeout is not None and now - began > timeout:
                 self._stop.set()
                 names = [t.name for t in self._threads if t.is_alive()]
@@ -413,11 +412,11 @@ class EventSourceMapping:
                     f"({self.stats.records_done} records handled so far); leave timeout unset to wait while they "
                     "make progress"
                 )
-            if now - last_change > idle_limit:
+            if idle > idle_limit:
                 self._stop.set()
                 names = [t.name for t in self._threads if t.is_alive()]
                 raise MappingError(
-                    f"pollers {names} of {self.consumer} made no progress for {now - last_change:.0f} s "
+                    f"pollers {names} of {self.consumer} made no progress for {idle:.0f} s "
                     f"(idle_seconds={idle_limit:g}; {self.stats.records_done} records handled): the handler hangs "
                     "or every call fails"
                 )

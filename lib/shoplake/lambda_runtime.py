@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shoplake import config, lambda_local
+from shoplake._stall import StallWatch
 from shoplake.errors import ShoplakeError
 
 log = logging.getLogger(__name__)
@@ -245,11 +246,11 @@ class DeployedRuntime(Runtime):
             expected = expected()
         seen = self.probe()
         result = self.last.get("LastProcessingResult", "")
-        last_change = self.clock()
+        watch = StallWatch(self.idle_seconds, value=(seen.total, seen.detail, result), clock=self.clock)
         while True:
             if expected is not None and seen.total >= expected:
                 return self._stats(seen, expected)
-            idle = self.clock() - last_change
+            idle = watch.idle_s
             if idle >= self.idle_seconds:
                 if expected is None and not str(result).startswith("PROBLEM"):
                     return self._stats(seen, None)
@@ -269,8 +270,7 @@ class DeployedRuntime(Runtime):
                     f"event-source mapping {self.mapping_name} became {described.get('State')} while waiting "
                     f"({described.get('StateTransitionReason', '')})"
                 )
-            if now.total != seen.total or now.detail != seen.detail or new_result != result:
-                last_change = self.clock()
+            watch.observe((now.total, now.detail, new_result))
             seen, result = now, new_result
 
     def _stats(self, seen: Progress, expected: int | None) -> lambda_local.MappingStats:

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shoplake._stall import StallWatch
 from shoplake.weblogs._dashboard import find_spikes
-from shoplake.weblogs._delivery import StallWatch, StreamReport, stream_log
+from shoplake.weblogs._delivery import StreamReport, stream_log
 from shoplake.weblogs._index import LogIndex
 from shoplake.weblogs._lake_io import DeliveryError
 from shoplake.weblogs._parser import iter_lines

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from shoplake import config
+from shoplake._stall import StallWatch
 from shoplake.lambdas.weblogs_transform import is_rejected, transform_records
 from shoplake.weblogs._lake_io import (
     FAILED_PREFIX,
@@ -467,23 +468,6 @@ def _batches(lines: Iterable[str], size: int) -> Iterable[list[str]]:
             batch = []
     if batch:
         yield batch
-
-
-class StallWatch:
-    """No fixed deadline a larger input can outgrow: :meth:`stalled` is true only when ``value`` has not moved for
-    ``stall_s`` seconds (the caller then fails with what it waited for)."""
-
-    def __init__(self, stall_s: float) -> None:
-        self.stall_s = stall_s
-        self.value: Any = None
-        self.since = time.perf_counter()
-
-    def stalled(self, value: Any) -> bool:
-        now = time.perf_counter()
-        if value != self.value:
-            self.value, self.since = value, now
-            return False
-        return now - self.since > self.stall_s
 
 
 def stream_log(

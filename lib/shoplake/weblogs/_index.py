@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -787,19 +786,6 @@ def open_index(backend: str | None = None, path: str | Path | None = None) -> Lo
     raise LogIndexError(f"unknown index backend {backend!r}: use 'local' or 'opensearch'")
 
 
-def wait_for_count(index: LogIndex, expected: int, timeout_s: float = 30.0, poll_s: float = 0.05) -> float:
-    """Seconds until ``index.total_processed()`` reaches ``expected`` (raises after ``timeout_s``)."""
-    began = time.perf_counter()
-    while index.total_processed() < expected:
-        if time.perf_counter() - began > timeout_s:
-            raise LogIndexError(
-                f"the index holds {index.total_processed()} of {expected} lines after {timeout_s:.0f} s: "
-                "is the delivery running (shoplake logs index / the dashboard follower)?"
-            )
-        time.sleep(poll_s)
-    return time.perf_counter() - began
-
-
 __all__ = [
     "FIELDS",
     "TEMPLATE_PATH",
@@ -811,5 +797,4 @@ __all__ = [
     "OpenSearchIndex",
     "daily_index",
     "open_index",
-    "wait_for_count",
 ]
