@@ -33,7 +33,7 @@ FIELDS = (
 )
 REQUIRED = ("InvoiceNo", "StockCode", "Quantity", "InvoiceDate", "UnitPrice", "Country", "LineNo")
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", re.ASCII)  # fullmatch: ASCII digits, no newline
 # Bounds of a plausible order line: beyond them a value is a data error, and DynamoDB (38 digits) or Parquet
 # (int64, decimal(12,2)) could not hold it exactly.
 MAX_QUANTITY = 10**9
@@ -145,7 +145,7 @@ def validate(event: Any) -> dict[str, Any]:
     if not cancellation and quantity < 0:
         raise Rejected(INVALID_VALUE, f"sale {invoice_no} with a negative Quantity {quantity}")
     invoice_date = event["InvoiceDate"]
-    if not isinstance(invoice_date, str) or not _DATE.match(invoice_date):
+    if not isinstance(invoice_date, str) or not _DATE.fullmatch(invoice_date):
         raise Rejected(
             INVALID_VALUE, f"InvoiceDate must be ISO 8601 UTC YYYY-MM-DDTHH:MM:SSZ, got {_show(invoice_date)}"
         )

@@ -127,7 +127,8 @@ def test_the_simulated_shop_takes_the_shortcut_with_the_same_results():
     assert det.decode(records[0])[0] == parse_ts(json.loads(records[0])["InvoiceDate"])
 
 
-def test_a_date_in_other_digits_that_validate_accepts_is_counted_not_a_crash():
-    """validate reads any Unicode digits (strptime); the detector takes the time as it does (it used to raise)."""
+def test_a_date_in_other_digits_is_a_dead_letter_with_validates_reason():
+    """validate takes ASCII digits only (Arabic-Indic digits used to pass strptime); the detector refuses the same."""
     data = json.dumps(_with(InvoiceDate="٢٠١٠-12-01T08:26:00Z")).encode()
-    assert det.decode(data) == (parse_ts(GOOD["InvoiceDate"]), "536365", 0)
+    with pytest.raises(events.Rejected, match="InvoiceDate must be ISO 8601"):
+        det.decode(data)
