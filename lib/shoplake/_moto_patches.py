@@ -30,6 +30,33 @@
   binary values (``B``/``BS``) keep moto's own path.
 * Firehose: moto caps an account at 50 delivery streams per region; AWS's quota in us-east-1 is 5,000. Parallel
   test sessions (one resource prefix each) share this emulator, so use the real quota.
+
+The patches below were added after profiling the DynamoDB emulator process on the order pipeline's own requests
+(``bench/profile_dynamodb.py``: record them, replay them into moto's server app, sampled with py-spy). Each one is
+checked against the moto version it was written for (:data:`MOTO_VERSION`, the pin in ``pyproject.toml``) and
+refuses to apply to another (the emulator then fails to start, loudly), because each relies on how that version's
+code behaves:
+
+* DynamoDB requests: moto parses every request body twice — ``json.loads``, then a walk of the result through the
+  service model that rebuilds each attribute value member by member (S, N, B, SS, ... of every attribute of every
+  item). For a BatchWriteItem of 25 order lines that walk was about a third of the request's cost. Attribute values
+  without binaries (``B``/``BS``) come out of that walk exactly as they went in (strings, numbers-as-strings,
+  booleans, lists and dicts are kept as they are), so such a value is now taken as it is; binaries keep moto's walk
+  (it decodes their base64).
+* DynamoDB projections (``ProjectionExpression`` of a Scan, Query, GetItem or BatchGetItem): moto turned the *whole*
+  item into Python values (a deep copy, then boto3's deserializer, of every attribute), picked the projected paths,
+  and serialized them back: the reconciliation's Scan of four attributes cost more than reading every attribute. When
+  every path is a plain top-level name and the item holds only strings, numbers, booleans and nulls, only the
+  projected attributes now make that round trip (through the same deserializer and serializer: numbers come back
+  normalised as moto has them, e.g. ``1e3`` → ``1E+3``); other items and paths keep moto's code.
+* DynamoDB Scan and Query copy every item they return (``copy.deepcopy``, attribute by attribute, before a
+  projection or a filter). The copy of a scalar attribute (S, N, B, BOOL, NULL) is now made directly, without
+  ``copy.deepcopy``'s dispatch per attribute; lists, maps and sets keep moto's own copy. Same copies, same sharing
+  (the memo is kept). A Scan of the table with a projection and no filter expression (the reconciliation's) makes
+  no copy at all: moto projects each copy into a new item and discards the copy; projecting reads the stored item
+  without changing it.
+* Every request: moto's dispatcher listed moto's package folder (``os.listdir`` + ``isdir`` on ~300 entries) to
+  recognise a service name, for each request. The folder does not change while the process runs: listed once.
 """
 
 from __future__ import annotations
@@ -278,6 +305,165 @@ def _patch_dynamodb_serializer() -> None:
     BaseJSONSerializer._serialize_type_structure = _serialize_type_structure
 
 
+MOTO_VERSION = "5.2.5"  # pyproject.toml's pin: the version the patches below were written and tested against
+
+
+def _require_moto(patch: str) -> None:
+    """Refuse to apply ``patch`` to another moto than :data:`MOTO_VERSION` (it relies on that version's code)."""
+    import moto
+
+    if moto.__version__ != MOTO_VERSION:
+        raise RuntimeError(
+            f"shoplake._moto_patches.{patch} was written for moto {MOTO_VERSION}, this is moto {moto.__version__}: "
+            "re-check the patch against the new code (tests/integration/test_emulator_patches.py compares each "
+            "patch with moto's own answers), then update MOTO_VERSION"
+        )
+
+
+def _patch_dynamodb_request_parser() -> None:
+    _require_moto("_patch_dynamodb_request_parser")
+    from moto.core.parse import JSONParser
+
+    original = JSONParser._parse_structure
+
+    def _parse_structure(self: Any, shape: Any, value: Any) -> Any:
+        if shape.name == "AttributeValue" and self.MAP_TYPE is dict and _plain_attribute_value(value):
+            # what the member-by-member walk returns: strings, booleans and numbers (strings) as they are, SS/NS as
+            # new lists of the same strings, M/L as dicts/lists of such values — equal, and of the same types
+            return value
+        return original(self, shape, value)
+
+    JSONParser._parse_structure = _parse_structure
+
+
+_PROJECTABLE = {"S": str, "BOOL": bool}  # round trip through boto3's (de)serializer: unchanged
+
+
+def _patch_dynamodb_projection() -> None:
+    _require_moto("_patch_dynamodb_projection")
+    import re
+
+    from moto.dynamodb.models import dynamo_type
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    original = Item.project
+    list_index = re.compile(r"(.+)\[(\d+)\]$")  # moto's find_nested_key reads "name[3]" as a list element
+
+    def _convertible(attribute: Any) -> bool:
+        """Whether moto's conversion of this attribute to a Python value (its ``to_regular_json`` + boto3's
+        deserializer, whose decimal context traps overflow, underflow and rounding) cannot raise: strings, booleans,
+        NULL true, and plain decimal numbers (no exponent) of at most 38 characters; anything else: moto's code."""
+        if type(attribute) is not DynamoType:
+            return False
+        kind, value = attribute.type, attribute.value
+        if kind in _PROJECTABLE:
+            return isinstance(value, _PROJECTABLE[kind])
+        if kind == "N":
+            return (
+                isinstance(value, str)
+                and len(value) <= 38
+                and value.isascii()
+                and value.removeprefix("-").replace(".", "", 1).isdigit()
+            )
+        return kind == "NULL" and value is True
+
+    def project(self: Item, projection_expressions: list[list[str]]) -> Item:
+        names = [path[0] for path in projection_expressions if len(path) == 1]
+        if (
+            len(names) != len(projection_expressions)
+            or any(list_index.match(name) for name in names)
+            or not all(_convertible(a) for a in self.attrs.values())
+        ):
+            return original(self, projection_expressions)
+        # moto: every attribute → Python (to_regular_json), each found path merged in expression order, the result
+        # serialized back; for top-level names of such an item that is each projected attribute's own round trip
+        result: dict[str, Any] = {}
+        for name in names:
+            if name in self.attrs:
+                result[name] = dynamo_type.deserializer.deserialize(self.attrs[name].to_regular_json())
+        return Item(
+            hash_key=self.hash_key,
+            range_key=self.range_key,
+            attrs=dynamo_type.serializer.serialize(result)["M"],
+        )
+
+    Item.project = project
+
+
+_SCALAR_TYPES = frozenset({"S", "N", "B", "BOOL", "NULL"})  # DynamoType.__deepcopy__ shares their value
+_PROJECTING_SCAN = threading.local()
+
+
+def _patch_dynamodb_item_copy() -> None:
+    _require_moto("_patch_dynamodb_item_copy")
+    import copy
+
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
+    from moto.dynamodb.models.table import Table
+
+    new_type = DynamoType.__new__
+
+    def _copy(value: Any, memo: dict[int, Any]) -> Any:
+        if type(value) is DynamoType and value.type in _SCALAR_TYPES:
+            clone = memo.get(id(value))
+            if clone is None:
+                # DynamoType.__deepcopy__ for a scalar: a new object with the same type and (immutable) value
+                clone = new_type(DynamoType)
+                clone.type, clone.value = value.type, value.value
+                memo[id(value)] = clone
+            return clone
+        return copy.deepcopy(value, memo)
+
+    def __deepcopy__(self: Item, memo: dict[int, Any]) -> Item:
+        """moto's Item.__deepcopy__ (no size re-check), each scalar attribute copied without copy.deepcopy's
+        dispatch; none at all inside a projecting Scan (see ``scan`` below)."""
+        if getattr(_PROJECTING_SCAN, "table", None) is not None:
+            return self
+        if id(self) in memo:  # pragma: no cover - as moto: items hold no cycles
+            return memo[id(self)]
+        result = self.__class__.__new__(self.__class__)
+        memo[id(self)] = result
+        result.hash_key = _copy(self.hash_key, memo)
+        result.range_key = _copy(self.range_key, memo)  # None → copy.deepcopy(None): None
+        attrs_copy = LimitedSizeDict.__new__(LimitedSizeDict)
+        dict.__init__(attrs_copy)
+        for key, value in self.attrs.items():
+            dict.__setitem__(attrs_copy, key, _copy(value, memo))
+        result.attrs = attrs_copy
+        return result
+
+    original_scan = Table.scan
+
+    def scan(self: Table, *args: Any, **kwargs: Any) -> Any:
+        """A Scan of the table (not an index) with a projection and no filter expression: moto copies each item,
+        then projects the copy (a new item built from it, the copy discarded). Reading the stored item instead gives
+        the same projection (projecting does not change the item it reads), so no copy is made."""
+        names = ("filters", "limit", "exclusive_start_key", "filter_expression", "index_name", "consistent_read")
+        bound = dict(zip(names, args, strict=False)) | kwargs
+        if not bound.get("projection_expression") or bound.get("filter_expression") or bound.get("index_name"):
+            return original_scan(self, *args, **kwargs)
+        _PROJECTING_SCAN.table = self
+        try:
+            return original_scan(self, *args, **kwargs)
+        finally:
+            _PROJECTING_SCAN.table = None
+
+    Item.__deepcopy__ = __deepcopy__
+    Table.scan = scan
+
+
+def _patch_backend_lookup() -> None:
+    _require_moto("_patch_backend_lookup")
+    from moto import backends
+
+    modules = tuple(backends.list_of_moto_modules())  # moto's installed service folders: fixed while it runs
+
+    def list_of_moto_modules() -> Any:
+        return iter(modules)
+
+    backends.list_of_moto_modules = list_of_moto_modules
+
+
 def _patch_firehose_quota() -> None:
     from moto.firehose.models import DeliveryStream
 
@@ -289,6 +475,10 @@ def apply() -> None:
     _patch_dynamodb_query()
     _patch_dynamodb_serializer()
     _patch_dynamodb_item_size()
+    _patch_dynamodb_request_parser()
+    _patch_dynamodb_projection()
+    _patch_dynamodb_item_copy()
+    _patch_backend_lookup()
     _patch_untracked_models()
     _patch_model_data()
     _patch_lambda_push()

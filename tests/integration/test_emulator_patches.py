@@ -428,3 +428,310 @@ def test_items_and_records_are_not_kept_after_they_are_gone(monkeypatch):
             QueueName="kept"
         )
         assert any(q.name == "kept" for q in Queue.instances_tracked)  # other models: still listed
+
+
+# --------------------------------------------------------------------------- request parsing, projections, copies
+
+
+def _ddb():
+    import boto3
+
+    return boto3.client("dynamodb", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+
+
+def _call(fn, **kwargs):
+    """A response without its metadata, the error DynamoDB answered (code, message, status), or what moto raised
+    (in-process, an exception inside moto reaches the caller; the server answers it with HTTP 500)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        response = fn(**kwargs)
+    except ClientError as exc:
+        return ("error", exc.response["Error"], exc.response["ResponseMetadata"]["HTTPStatusCode"])
+    except Exception as exc:  # noqa: BLE001 - moto's own failure, compared like an answer
+        return ("raised", type(exc).__name__, str(exc))
+    response.pop("ResponseMetadata", None)
+    return response
+
+
+def _order_table(ddb, name: str, index: bool = False) -> None:
+    kwargs = {}
+    attributes = [{"AttributeName": k, "AttributeType": "S"} for k in ("customer_id", "order_key")]
+    if index:
+        attributes.append({"AttributeName": "stock_code", "AttributeType": "S"})
+        kwargs["GlobalSecondaryIndexes"] = [
+            {
+                "IndexName": "by-stock",
+                "KeySchema": [{"AttributeName": "stock_code", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["quantity"]},
+            }
+        ]
+    ddb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=attributes,
+        KeySchema=[
+            {"AttributeName": "customer_id", "KeyType": "HASH"},
+            {"AttributeName": "order_key", "KeyType": "RANGE"},
+        ],
+        **kwargs,
+    )
+
+
+def _line(customer: str, n: int, **extra) -> dict:
+    """An order-history item as the handler writes it (strings, numbers, booleans), plus ``extra`` attributes."""
+    return {
+        "customer_id": {"S": customer},
+        "order_key": {"S": f"2026-01-{n % 28 + 1:02d}#{n:05d}"},
+        "stock_code": {"S": f"P{n % 3}"},
+        "description": {"S": f"line {n} ünïcode"},
+        "quantity": {"N": str(n - 5)},
+        "unit_price": {"N": ["1.50", "0.10", "12", "-2.5", "007", "100.000"][n % 6]},
+        "is_guest": {"BOOL": n % 2 == 0},
+        "status": {"S": "ordered"},
+        **extra,
+    }
+
+
+ODD_VALUES = {  # values moto keeps as they are but a projection's round trip changes, or cannot convert
+    "exp": {"N": "1e3"},
+    "long": {"N": "1.2345678901234567890123456789012345678901"},
+    "nul": {"NULL": True},
+    "ss": {"SS": ["b", "a", "c"]},
+    "ns": {"NS": ["3", "1.50"]},
+    "bin": {"B": b"\x00\x01"},
+    "m": {"M": {"deep": {"N": "2.50"}, "s": {"S": "x"}, "l": {"L": [{"N": "1"}, {"S": "y"}]}}},
+    "l": {"L": [{"S": "a"}, {"N": "0.50"}, {"M": {"k": {"BOOL": True}}}]},
+}
+
+
+def _writes_and_errors() -> list:
+    """Writes of every kind the handler makes (BatchWriteItem of 25, PutItem), of every attribute type, and the
+    errors DynamoDB answers: key-schema mismatches, an item too large, duplicate keys, a failed
+    ConditionExpression, ill-typed values; then everything read back."""
+    ddb = _ddb()
+    _order_table(ddb, "w")
+    out = []
+    batch = [{"PutRequest": {"Item": _line(f"c{n % 4}", n)}} for n in range(25)]
+    out.append(_call(ddb.batch_write_item, RequestItems={"w": batch}, ReturnConsumedCapacity="TOTAL"))
+    odd = [{"PutRequest": {"Item": _line("odd", n, **{k: v})}} for n, (k, v) in enumerate(ODD_VALUES.items())]
+    out.append(_call(ddb.batch_write_item, RequestItems={"w": odd}))
+    line = _line("c9", 1)
+    bad_items = [
+        {k: v for k, v in line.items() if k != "order_key"},  # range key missing
+        {**line, "order_key": {"N": "1"}},  # range key of the wrong type
+        {**line, "customer_id": {"S": ""}},  # empty key
+        {**line, "pad": {"S": "x" * 410_000}},  # too large
+        {**line, "quantity": {"N": "twelve"}},  # not a number
+        {**line, "nul": {"NULL": False}},
+        {**line, "m": {"M": {"inner": {"S": "x"}}}, "bin": {"B": b"\xff"}},  # fine: binaries take moto's path
+    ]
+    for item in bad_items:
+        out.append(_call(ddb.batch_write_item, RequestItems={"w": [{"PutRequest": {"Item": item}}]}))
+        out.append(_call(ddb.put_item, TableName="w", Item=item))
+    out.append(_call(ddb.batch_write_item, RequestItems={"w": [{"PutRequest": {"Item": line}}] * 2}))  # duplicates
+    out.append(_call(ddb.batch_write_item, RequestItems={"nope": [{"PutRequest": {"Item": line}}]}))  # no table
+    for condition in ("attribute_not_exists(customer_id)", "quantity > :q"):
+        out.append(
+            _call(
+                ddb.put_item,
+                TableName="w",
+                Item=_line("c1", 1),
+                ConditionExpression=condition,
+                **({"ExpressionAttributeValues": {":q": {"N": "100"}}} if ":q" in condition else {}),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        )
+    out.append(_call(ddb.scan, TableName="w"))
+    return out
+
+
+def test_request_parser_patch_answers_exactly_what_moto_answers(monkeypatch):
+    """issue 14: attribute values without binaries are taken as json.loads made them instead of being rebuilt member
+    by member through the service model: the same items stored, the same answers and errors (key schema, sizes,
+    duplicates, conditions, bad values), binaries (which moto decodes) unchanged."""
+    from moto import mock_aws
+    from moto.core.parse import JSONParser
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(JSONParser, "_parse_structure", JSONParser._parse_structure)
+    with mock_aws():
+        unpatched = _writes_and_errors()
+    _moto_patches._patch_dynamodb_request_parser()
+    assert "_patch_dynamodb_request_parser" in JSONParser._parse_structure.__qualname__  # the patch is in place
+    with mock_aws():
+        patched = _writes_and_errors()
+    assert patched == unpatched
+    errors = [o for o in patched if isinstance(o, tuple)]
+    assert len(errors) >= 10 and {e[1]["Code"] for e in errors} >= {
+        "ValidationException",
+        "ConditionalCheckFailedException",
+        "ResourceNotFoundException",
+    }
+    stored = {(i["customer_id"]["S"], i["order_key"]["S"]): i for i in patched[-1]["Items"]}
+    assert stored[("odd", "2026-01-04#00003")]["ss"] == {"SS": ["b", "a", "c"]}
+    assert stored[("odd", "2026-01-06#00005")]["bin"] == {"B": b"\x00\x01"}
+
+
+def _projection(*paths: str) -> dict:
+    """A ProjectionExpression of ``paths`` ("a", "m.b", "l[1]") with every name a placeholder (many are reserved),
+    but list elements (moto does not resolve "#n[1]")."""
+    names: dict[str, str] = {}
+
+    def placeholder(name: str) -> str:
+        if "[" in name:
+            return name
+        names.setdefault(f"#n{len(names)}", name)
+        return next(k for k, v in names.items() if v == name)
+
+    expression = ", ".join(".".join(placeholder(part) for part in path.split(".")) for path in paths)
+    return {"ProjectionExpression": expression, "ExpressionAttributeNames": names}
+
+
+def _reads() -> list:
+    """Projected and whole reads as the handler and the reconciliation make them (Scan pages, Query, BatchGetItem,
+    GetItem), on items of plain and odd attributes, with every kind of projection path; errors too."""
+    ddb = _ddb()
+    _order_table(ddb, "r", index=True)
+    for n in range(60):
+        ddb.put_item(TableName="r", Item=_line(f"c{n % 5}", n))
+    for n, (k, v) in enumerate(ODD_VALUES.items()):
+        if k != "long":  # moto cannot project any attribute of an item holding it: tried on a table of its own below
+            ddb.put_item(TableName="r", Item=_line("c2", 100 + n, **{k: v}))
+    ddb.put_item(TableName="r", Item=_line("c3", 200, cancelled_by={"S": "C1-1"}, cancelled_quantity={"N": "2.50"}))
+    names = {"#a0": "customer_id", "#a1": "order_key", "#a2": "status", "#a3": "cancelled_by"}
+    projections = [
+        {"ProjectionExpression": "#a0, #a1, #a2, #a3", "ExpressionAttributeNames": names},
+        _projection("customer_id", "order_key", "cancelled_by", "cancelled_quantity"),
+        _projection("unit_price", "quantity", "is_guest", "nul", "exp", "missing"),
+        _projection("ss", "ns", "bin", "m.deep", "l[1]", "order_key"),
+        {"ProjectionExpression": "#x, #k", "ExpressionAttributeNames": {"#x": "l[1]", "#k": "order_key"}},
+        {"ProjectionExpression": "#a1, #b", "ExpressionAttributeNames": {"#a1": "order_key", "#b": "order_key"}},
+        {"ProjectionExpression": "order_key, order_key"},  # duplicate: an error
+        {"ProjectionExpression": "#a0", "ExpressionAttributeNames": {"#a0": "customer_id", "#unused": "x"}},
+        {"ProjectionExpression": "status"},  # a reserved word: an error
+        {},
+    ]
+    out = []
+    for projection in projections:
+        for extra in ({"Limit": 7}, {"Limit": 20, "FilterExpression": "is_guest = :t"}, {"IndexName": "by-stock"}):
+            kwargs = {"TableName": "r", **projection, **extra}
+            if "FilterExpression" in extra:
+                kwargs["ExpressionAttributeValues"] = {":t": {"BOOL": True}}
+            pages = 0
+            while pages < 40:
+                page = _call(ddb.scan, **kwargs)
+                out.append(page)
+                pages += 1
+                if isinstance(page, tuple) or "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for customer in ("c2", "c3"):
+            out.append(
+                _call(
+                    ddb.query,
+                    TableName="r",
+                    KeyConditionExpression="customer_id = :c AND order_key < :k",
+                    FilterExpression="is_guest = :f OR attribute_exists(m)",
+                    ExpressionAttributeValues={":c": {"S": customer}, ":k": {"S": "9"}, ":f": {"BOOL": False}},
+                    ConsistentRead=True,
+                    **projection,
+                )
+            )
+        keys = [{"customer_id": {"S": f"c{n % 5}"}, "order_key": _line("", n)["order_key"]} for n in range(0, 60, 3)]
+        keys += [{"customer_id": {"S": "c2"}, "order_key": _line("", 100 + n)["order_key"]} for n in range(8)]
+        keys += [{"customer_id": {"S": "c3"}, "order_key": {"S": "absent"}}]
+        out.append(_call(ddb.batch_get_item, RequestItems={"r": {"Keys": keys, "ConsistentRead": True, **projection}}))
+        out.append(_call(ddb.get_item, TableName="r", Key=keys[-2], **projection))
+    out.append(_call(ddb.scan, TableName="r"))  # the stored items, after every projection
+    _order_table(ddb, "long")
+    for n, extra in enumerate(
+        ({}, {"long": ODD_VALUES["long"]}, {"long": {"N": "-1234567890.1234567890123456789012"}})
+    ):
+        ddb.put_item(TableName="long", Item=_line("c0", n, **extra))
+    for projection in (_projection("order_key"), _projection("order_key", "long"), _projection("m.x")):
+        out.append(_call(ddb.scan, TableName="long", **projection))
+        for n in range(3):
+            key = {"customer_id": {"S": "c0"}, "order_key": _line("", n)["order_key"]}
+            out.append(_call(ddb.get_item, TableName="long", Key=key, **projection))
+    return out
+
+
+PROJECTION_PATCHES = ("_patch_dynamodb_projection", "_patch_dynamodb_item_copy")
+
+
+@pytest.mark.parametrize("patches", [PROJECTION_PATCHES[:1], PROJECTION_PATCHES[1:], PROJECTION_PATCHES])
+def test_projection_and_copy_patches_answer_exactly_what_moto_answers(monkeypatch, patches):
+    """issue 14: a projection of top-level names converts only the projected attributes (through the same
+    deserializer and serializer: numbers normalised as moto does), items are copied without copy.deepcopy's dispatch
+    per attribute, and a projecting Scan reads the stored items without copying them: every Scan page, Query,
+    BatchGetItem and GetItem answer (and error) is moto's, for plain and odd items (sets, maps, lists, binaries,
+    exponents, 42-digit numbers), nested and list paths, placeholders, an index and a filter — and the stored items
+    are unchanged."""
+    from moto import mock_aws
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(Item, "project", Item.project)
+    monkeypatch.setattr(Item, "__deepcopy__", Item.__deepcopy__)
+    monkeypatch.setattr(Table, "scan", Table.scan)
+    with mock_aws():
+        unpatched = _reads()
+    for patch in patches:
+        getattr(_moto_patches, patch)()
+    with mock_aws():
+        patched = _reads()
+    assert len(patched) == len(unpatched) > 100
+    for got, want in zip(patched, unpatched, strict=True):
+        assert got == want
+    errors = [o for o in patched if isinstance(o, tuple)]
+    assert {e[1]["Code"] for e in errors if e[0] == "error"} == {"ValidationException"}
+    assert {e[1] for e in errors if e[0] == "raised"} == {"Inexact"}  # the 42-digit number, projected: moto fails
+    items = [i for page in patched if isinstance(page, dict) for i in page.get("Items", page.get("Responses", {}))]
+    numbers = [i["unit_price"]["N"] for i in items if isinstance(i, dict) and "unit_price" in i]
+    assert "0.10" in numbers and "100.000" in numbers  # moto's round trip keeps these as they are...
+    exps = [i["exp"]["N"] for i in items if isinstance(i, dict) and "exp" in i]
+    assert "1E+3" in exps and "1e3" in exps  # ... and normalises an exponent in a projection (not in a whole read)
+    if "_patch_dynamodb_projection" in patches:  # the short way is taken for plain items and top-level names
+        whole_item_conversions = []
+        to_regular_json = Item.to_regular_json
+        monkeypatch.setattr(Item, "to_regular_json", lambda i: whole_item_conversions.append(i) or to_regular_json(i))
+        with mock_aws():
+            ddb = _ddb()
+            _order_table(ddb, "spy")
+            ddb.put_item(TableName="spy", Item=_line("c", 1))
+            assert len(ddb.scan(TableName="spy", **_projection("order_key", "quantity"))["Items"][0]) == 2
+            assert not whole_item_conversions
+            ddb.scan(TableName="spy", **_projection("m.x"))
+            assert whole_item_conversions  # a nested path: moto's code
+
+
+def test_backend_lookup_patch_lists_the_same_services(monkeypatch):
+    """issue 14: the dispatcher's list of moto's service folders is listed once, not on every request."""
+    from moto import backends
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(backends, "list_of_moto_modules", backends.list_of_moto_modules)
+    listed = list(backends.list_of_moto_modules())
+    _moto_patches._patch_backend_lookup()
+    assert list(backends.list_of_moto_modules()) == listed and "dynamodb" in backends.list_of_moto_modules()
+
+
+def test_new_patches_refuse_another_moto_version(monkeypatch):
+    """issue 14: the patches that rely on moto's code fail loudly (the emulator does not start) on another version
+    than the one they were checked against, which is pyproject.toml's pin."""
+    import re
+
+    import moto
+
+    from shoplake import _moto_patches, config
+
+    pin = re.search(r'"moto\[server\]==([^"]+)"', (config.REPO_ROOT / "pyproject.toml").read_text()).group(1)
+    assert _moto_patches.MOTO_VERSION == pin == moto.__version__
+    monkeypatch.setattr(moto, "__version__", "9.9.9")
+    with pytest.raises(RuntimeError, match="written for moto"):
+        _moto_patches._patch_dynamodb_projection()
