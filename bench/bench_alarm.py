@@ -6,7 +6,8 @@ Two detector figures, both against the plain read of the same records (measured 
 averaged: the machine is shared and the emulator's GetRecords slows as the stream grows):
 
 - ``detector_records_per_s``: the records over the whole :func:`~shoplake.alarm.detector.consume` call — loading the
-  detector, teaching a fresh one the warm-up days (planting 100 trees), consuming, closing the last windows;
+  detector, teaching a fresh one the warm-up days (the profile, then a day of points fed to the 100 krcf trees),
+  consuming, closing the last windows;
 - ``detector_stream_records_per_s``: the records over the mapping's run alone (reads, decode, windows, forest
   scoring, state saves, checkpoints) — the rate a running detector keeps up with; the one-time warm-up is not in it.
 """
@@ -133,7 +134,7 @@ def main(scale: str = "tiny") -> dict[str, Any]:
         f"{result.mapping['checkpoints_written']} checkpoints)"
     )
     print(
-        f"forest                  : {seen['windows']} windows scored, {score_ms:.0f} ms a window, "
+        f"forest                  : {seen['windows']} windows scored, {score_ms:.2f} ms a window, "
         f"{seen['score_s']:.2f} s = {seen['score_s'] / result.elapsed_s:.0%} of the consume "
         f"(warm-up {seen['warmup_s'] / result.elapsed_s:.0%})"
     )

@@ -55,7 +55,7 @@ KNOBS: tuple[Knob, ...] = (
     Knob(
         "rate_detector_layer",
         "SHOPLAKE_RATE_DETECTOR_LAYER",
-        "aws: the numpy + rrcf layer ARN (`shoplake infra build-layer --publish`)",
+        "aws: the numpy + krcf layer ARN (`shoplake infra build-layer --publish`)",
     ),
     Knob("athena_workgroup", "SHOPLAKE_ATHENA_WORKGROUP", "aws: the Athena workgroup (default `primary`)"),
     Knob(

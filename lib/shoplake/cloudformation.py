@@ -486,7 +486,7 @@ def _parameters() -> dict[str, Any]:
         },
         "RateDetectorLayerArn": {
             "Type": "String",
-            "Description": "layer version ARN with numpy + rrcf for python3.12 x86_64 (`shoplake infra build-layer "
+            "Description": "layer version ARN with numpy + krcf for python3.12 x86_64 (`shoplake infra build-layer "
             "--publish`)",
             "AllowedPattern": LAYER_PATTERN,
             "ConstraintDescription": "a Lambda layer version ARN: run `shoplake infra build-layer --publish`",
@@ -840,7 +840,7 @@ class CloudFormationStack:
         uses = json.dumps(rendered.template["Resources"])
         if '"RateDetectorLayerArn"' in uses and not re.fullmatch(LAYER_PATTERN, values["RateDetectorLayerArn"]):
             problems.append(
-                "the rate-detector function needs numpy + rrcf as a Lambda layer, and SHOPLAKE_RATE_DETECTOR_LAYER "
+                "the rate-detector function needs numpy + krcf as a Lambda layer, and SHOPLAKE_RATE_DETECTOR_LAYER "
                 f"is {values['RateDetectorLayerArn'] or 'not set'}: run `shoplake infra build-layer --publish` and "
                 "export the layer version ARN it prints"
             )

@@ -415,7 +415,7 @@ class LambdaFunction(Handler):
         }
 
     def _layers(self, r: Resource) -> list[str]:
-        """Layer version ARNs of the entry (``layers:``, e.g. numpy + rrcf for ``rate-detector``), checked."""
+        """Layer version ARNs of the entry (``layers:``, e.g. numpy + krcf for ``rate-detector``), checked."""
         layers = [str(v) for v in r.props.get("layers") or []]
         for layer in layers:
             if not _LAYER_ARN.fullmatch(layer):
@@ -959,7 +959,7 @@ def template_cmd(out: str) -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="build/layers", show_default=True)
 @click.option("--publish", is_flag=True, help="publish the zip as a layer version and print its ARN")
 def build_layer_cmd(out_dir: str, publish: bool) -> None:
-    """Build the rate detector's numpy + rrcf layer (python3.12, manylinux x86_64) from pinned wheels."""
+    """Build the rate detector's numpy + krcf layer (python3.12, manylinux x86_64) from pinned wheels."""
     from shoplake import layers  # lazily: building a layer is rare and slow
 
     path = layers.build_rate_detector_layer(Path(out_dir))

@@ -1,24 +1,20 @@
-"""Lambda layers: the rate detector's numpy + rrcf layer (python3.12, x86_64), built with pip from pyproject's pins.
+"""Lambda layers: the rate detector's numpy + krcf layer (python3.12, x86_64), installed with pip from pyproject's pins.
 
 Recipe (what :func:`build_rate_detector_layer` does, ``shoplake infra build-layer`` calls it):
 
-1. ``pip wheel rrcf==<pin> --no-deps``: rrcf is published as an sdist only; it is pure Python, so the wheel built here
-   is the one the runtime would build (``py3-none-any``);
-2. ``pip install --target python/ --platform manylinux_2_28_x86_64 --python-version 3.12 --implementation cp --abi
-   cp312 --only-binary=:all:`` of ``numpy==<pin> rrcf==<pin> setuptools==81.0.0`` (pip resolves the dependencies, so
-   the layer is complete or the build fails). The platform is ``manylinux_2_28`` (pip accepts every older manylinux
-   tag with it): numpy ≥ 2.3 publishes ``manylinux_2_27/2_28`` wheels only, none tagged ``manylinux2014``, and Lambda's
-   python3.12 runtime (Amazon Linux 2023, glibc 2.34) runs them;
-3. a deterministic zip (sorted entries, fixed timestamps and modes, no ``__pycache__``/``bin/``/``direct_url.json``)
+1. ``pip install --target python/ --platform manylinux_2_28_x86_64 --python-version 3.12 --implementation cp --abi
+   cp312 --only-binary=:all:`` of ``numpy==<pin> krcf==<pin>`` (pip resolves the dependencies, so the layer is
+   complete or the build fails). Both are binary wheels built for the platform, nothing is compiled here: numpy's
+   ``cp312-cp312-manylinux_2_27/2_28`` wheel (numpy ≥ 2.3 publishes none tagged ``manylinux2014``) and krcf's
+   ``cp310-abi3-manylinux_2_28`` wheel (AWS's Rust random cut forest, one ``.so`` for every CPython ≥ 3.10). The
+   platform is ``manylinux_2_28`` (pip accepts every older manylinux tag with it); Lambda's python3.12 runtime
+   (Amazon Linux 2023, glibc 2.34) runs them;
+2. a deterministic zip (sorted entries, fixed timestamps and modes, no ``__pycache__``/``bin/``/``direct_url.json``)
    plus a manifest of what is inside (``shoplake-layer.json`` in the zip and beside it).
 
-Why setuptools is in the layer: ``rrcf/__init__.py`` (0.4.4) runs ``import pkg_resources`` to set ``__version__``
-from its own metadata, and never declares setuptools (which provides ``pkg_resources``) as a dependency. A stock
-python3.12 Lambda runtime has no setuptools, so ``import rrcf`` fails there. Supplying the undeclared dependency keeps
-rrcf's code exactly as published and as the local venv runs it (no patched third-party file, no fake
-``pkg_resources`` module shadowing a real one for every other import). setuptools 82 removed ``pkg_resources``, so the
-pin is 81.0.0, the last release that ships it (it warns that the API is deprecated; ``shoplake.alarm._rcf`` silences
-that one warning). Its cost is measured by ``tests/aws/test_rate_detector_runtime.py``.
+krcf imports nothing outside the standard library on Python ≥ 3.11 (its stub's ``typing_extensions`` is for 3.10),
+and neither package needs setuptools/``pkg_resources`` (the earlier ``rrcf`` layer had to ship setuptools 81 for
+that). ``tests/aws/test_rate_detector_runtime.py`` imports the built layer in a clean python3.12 and scores with it.
 """
 
 from __future__ import annotations
@@ -38,11 +34,11 @@ from typing import Any
 
 from shoplake.errors import ShoplakeError
 
-RECIPE_VERSION = "2"  # bump when the recipe changes: it is part of the cache key
-LAYER_NAME = "numpy-rrcf"  # published as shoplake-<prefix>-numpy-rrcf
+RECIPE_VERSION = "3"  # bump when the recipe changes: it is part of the cache key
+LAYER_NAME = "numpy-krcf"  # published as shoplake-<prefix>-numpy-krcf
 PYTHON_VERSION = "3.12"  # infra.LAMBDA_RUNTIME is python3.12
 PLATFORMS = {"x86_64": "manylinux_2_28_x86_64", "arm64": "manylinux_2_28_aarch64"}
-LAYER_PACKAGES = ("numpy", "rrcf", "setuptools")  # pinned in pyproject.toml (setuptools ≤ 81 ships pkg_resources)
+LAYER_PACKAGES = ("numpy", "krcf")  # pinned in pyproject.toml
 MANIFEST = "shoplake-layer.json"
 MAX_DIRECT_UPLOAD_BYTES = 50 * 1024 * 1024  # publish_layer_version's ZipFile limit (larger layers go through S3)
 MAX_UNZIPPED_BYTES = 250 * 1024 * 1024  # Lambda's limit for a function and all its layers, unzipped
@@ -65,7 +61,7 @@ class LayerError(ShoplakeError):
 
 
 def layer_pins(pyproject: Path = PYPROJECT) -> dict[str, str]:
-    """``{"numpy": "2.4.6", "rrcf": "0.4.4", "setuptools": "81.0.0"}``: pyproject's pins of the layer's packages."""
+    """``{"numpy": "2.4.6", "krcf": "0.4.0"}``: pyproject's pins of the layer's packages."""
     try:
         deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
     except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
@@ -101,7 +97,7 @@ def build_rate_detector_layer(
     force: bool = False,
     timeout: float = 900.0,
 ) -> Path:
-    """Build (or reuse) the numpy + rrcf layer zip in ``out_dir``; returns its path (manifest beside it).
+    """Build (or reuse) the numpy + krcf layer zip in ``out_dir``; returns its path (manifest beside it).
 
     The zip's name carries a hash of the pins, runtime and platform, so an existing zip with a matching manifest is
     reused (no download) unless ``force``. Errors are one-line :class:`LayerError` messages.
@@ -119,20 +115,12 @@ def build_rate_detector_layer(
     platform = PLATFORMS[architecture]
     with tempfile.TemporaryDirectory(prefix="shoplake-layer-") as tmp:
         work = Path(tmp)
-        wheels, site = work / "wheels", work / "layer" / "python"
-        constraints = work / "build-constraints.txt"
-        constraints.write_text(f"setuptools=={pins['setuptools']}\n")  # rrcf's wheel is built with the same one
-        _pip(
-            ["wheel", f"rrcf=={pins['rrcf']}", "--no-deps", "--no-binary", "rrcf", "--wheel-dir", str(wheels)],
-            f"build the rrcf=={pins['rrcf']} wheel from its sdist",
-            timeout,
-            env={"PIP_CONSTRAINT": str(constraints)},
-        )
+        site = work / "layer" / "python"
         requirements = [f"{name}=={version}" for name, version in sorted(pins.items())]
         _pip(
             ["install", "--target", str(site), "--platform", platform, "--python-version", python_version]
             + ["--implementation", "cp", "--abi", "cp" + python_version.replace(".", ""), "--only-binary=:all:"]
-            + ["--find-links", str(wheels), "--no-compile", "--no-warn-script-location", *requirements],
+            + ["--no-compile", "--no-warn-script-location", *requirements],
             f"install {' '.join(requirements)} for cp{python_version.replace('.', '')} {platform}",
             timeout,
             env={"PIP_CONSTRAINT": ""},
@@ -246,6 +234,8 @@ def _manifest(
     arch = platform.split("_", 3)[-1]
     if not any(t.startswith(f"{abi}-{abi}-") and t.endswith(arch) for t in tags["numpy"]):
         raise LayerError(f"numpy's wheel is tagged {tags['numpy']}, not {abi} on {arch}: wrong platform")
+    if not any(t.split("-")[1] == "abi3" and t.endswith(arch) for t in tags["krcf"]):
+        raise LayerError(f"krcf's wheel is tagged {tags['krcf']}, not abi3 on {arch}: wrong platform")
     return {
         "name": LAYER_NAME,
         "recipe": RECIPE_VERSION,
@@ -254,7 +244,6 @@ def _manifest(
         "platform": platform,
         "packages": installed,
         "wheel_tags": tags,
-        "why_setuptools": "rrcf/__init__.py imports pkg_resources (setuptools < 82) for __version__",
     }
 
 

@@ -6,7 +6,7 @@ into a temp dir and its handler run by a clean ``python3.12 -I -S`` interpreter,
 dir of symlinks to this venv's pure-Python boto3, botocore, jmespath, s3transfer, dateutil, urllib3 and six. The
 handlers reach their boto3 calls against a moto server on loopback in this process (the endpoint given the way the
 emulator gives it, ``AWS_ENDPOINT_URL``, which the handlers accept only for loopback). The rate detector's zip and its
-numpy/rrcf layer are tested in ``test_rate_detector_runtime.py``.
+numpy/krcf layer are tested in ``test_rate_detector_runtime.py``.
 """
 
 from __future__ import annotations

@@ -256,7 +256,7 @@ def test_alarm_consume_on_aws_waits_on_the_rate_detector_mapping_and_reads_its_s
     keys = {"kinesis_stream:orders", "dynamodb_table:alarm_state", "iam_role:rate-detector-fn"}
     infra.apply([r for r in infra.load_spec() if r.key in keys])
     package = io.BytesIO()
-    with zipfile.ZipFile(package, "w") as archive:  # the real bundle needs the numpy/rrcf layer: a stand-in here
+    with zipfile.ZipFile(package, "w") as archive:  # the real bundle needs the numpy/krcf layer: a stand-in here
         archive.writestr("stand_in.py", "def handler(event, context):\n    return {}\n")
     lam = boto3.client("lambda")
     lam.create_function(

@@ -1,7 +1,8 @@
-"""The rate-detector Lambda in the runtime's own Python: its zip + the built numpy/rrcf layer in a clean python3.12.
+"""The rate-detector Lambda in the runtime's own Python: its zip + the built numpy/krcf layer in a clean python3.12.
 
 Lambda's python3.12 runtime puts the function (``/var/task``) first on ``sys.path``, then the layers (``/opt/python``),
-then its own packages (boto3, botocore, ... and no setuptools). This test lays out the same three folders — the zip
+then its own packages (boto3, botocore, ... and no setuptools). krcf is a compiled extension (AWS's Rust random cut
+forest, an ``abi3`` manylinux_2_28 ``.so``): the layer built for the runtime's platform must load it and score. This test lays out the same three folders — the zip
 ``infra.lambda_package`` deploys, the layer ``shoplake.layers`` builds (cached under ``build/layers/`` by a hash of
 the pins), and symlinks to this venv's pure-Python boto3 stack — and runs ``python3.12 -I -S`` on them (no
 site-packages, no user site, no PYTHONPATH). The handler then works through a tumbling-window event sequence against a
@@ -42,26 +43,29 @@ import json, sys, time
 task, layer, runtime, mode = sys.argv[1:5]
 sys.path[:0] = [task, layer]  # Lambda: /var/task, then /opt/python, then the runtime's own packages
 sys.path.append(runtime)
-if mode == "without-setuptools":
-    sys.modules["pkg_resources"] = None  # as if the layer did not bring setuptools
-    import rrcf
-    raise SystemExit("rrcf imported without pkg_resources")
 began = time.perf_counter()
-import shoplake.alarm.function  # numpy, rrcf (and pkg_resources), boto3: what a cold start imports
+import shoplake.alarm.function  # numpy, krcf (its .so), boto3: what a cold start imports
 took = round(time.perf_counter() - began, 3)
-import numpy, pkg_resources, rrcf, boto3, importlib.util
+import numpy, krcf, krcf.krcf, boto3, importlib.util
 import shoplake.alarm.function as fn
 report = {
     "python": list(sys.version_info[:2]),
-    "files": {m.__name__: m.__file__ for m in (numpy, pkg_resources, rrcf, boto3, fn)},
-    "rrcf_version": rrcf.__version__,
+    "files": {m.__name__: m.__file__ for m in (numpy, krcf, krcf.krcf, boto3, fn)},
+    "krcf_version": krcf.__version__,
     "numpy_version": numpy.__version__,
-    "setuptools_outside_layer": [p for p in sys.path if p != layer and importlib.util.find_spec("setuptools")
-                                 and importlib.util.find_spec("setuptools").origin.startswith(p)],
+    "setuptools": [importlib.util.find_spec(m) is not None for m in ("setuptools", "pkg_resources")],
+    "pkg_resources_imported": "pkg_resources" in sys.modules,
     "heavy": sorted(m for m in ("pandas", "shoplake.config") if m in sys.modules)
     + (["shoplake/alarm/__init__.py"] if getattr(sys.modules.get("shoplake.alarm"), "__file__", None) else []),
     "import_seconds": took,
 }
+if mode == "score":  # the layer's forest itself: learns a calm shingle, finds a surge unusual
+    from shoplake.alarm._rcf import RateForest, RcfConfig
+    forest = RateForest(RcfConfig(num_trees=20, tree_size=64, warmup_windows=24, window_seconds=3600, seed=3))
+    verdicts = [forest.update(100 + (i % 24) * 5, 1_320_796_800 + 3600 * i) for i in range(24 * 3)]
+    surge = forest.update(1000, 1_320_796_800 + 3600 * 24 * 3)
+    report["calm_scores"] = [v.score for v in verdicts if v.score is not None]
+    report["surge"] = [surge.score, surge.threshold, surge.anomalous]
 if mode == "handle":
     events = json.load(open(sys.argv[5]))
     report["responses"] = [fn.handler(event, None) for event in events]
@@ -144,12 +148,15 @@ def _run(python: str, task: Path, layer: Path, runtime: Path, mode: str, *args: 
 def test_layer_recipe_is_pinned_deterministic_and_complete(layer_dir):
     built = LAYER_CACHE / layers.layer_zip_name(layers.layer_pins())
     manifest = layers.read_manifest(built)
-    assert manifest["packages"] == {"numpy": "2.4.6", "rrcf": "0.4.4", "setuptools": "81.0.0"}
+    assert manifest["packages"] == {"numpy": "2.4.6", "krcf": "0.4.0"}
+    assert manifest["name"] == "numpy-krcf" and built.name.startswith("numpy-krcf-py312-x86_64-")
     assert manifest["runtime"] == "python3.12" and manifest["architecture"] == "x86_64"
     assert "cp312-cp312-manylinux_2_28_x86_64" in manifest["wheel_tags"]["numpy"]
+    assert manifest["wheel_tags"]["krcf"] == ["cp310-abi3-manylinux_2_28_x86_64"]
     names = zipfile.ZipFile(built).namelist()
     assert names == sorted(names) and all(n.startswith("python/") or n == layers.MANIFEST for n in names)
-    assert "python/rrcf/__init__.py" in names and "python/pkg_resources/__init__.py" in names
+    assert "python/krcf/__init__.py" in names and "python/krcf/krcf.abi3.so" in names
+    assert not any(n.startswith(("python/pkg_resources/", "python/setuptools/")) for n in names)  # rrcf needed them
     assert not any("__pycache__" in n or n.startswith("python/bin/") or "direct_url" in n for n in names)
     assert manifest["zip_bytes"] < layers.MAX_DIRECT_UPLOAD_BYTES
     # the cache answers without pip when the manifest matches the zip
@@ -167,7 +174,9 @@ def test_layer_errors_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
     monkeypatch.setenv("PIP_NO_CACHE_DIR", "1")
     monkeypatch.setenv("PIP_RETRIES", "0")
-    with pytest.raises(layers.LayerError, match=r"^pip could not build the rrcf==0\.4\.4 wheel .* connect and retry$"):
+    with pytest.raises(
+        layers.LayerError, match=r"^pip could not install krcf==0\.4\.0 numpy==2\.4\.6 for cp312 .* connect and retry$"
+    ):
         layers.build_rate_detector_layer(tmp_path, force=True)
     assert list(tmp_path.iterdir()) == []
 
@@ -179,23 +188,37 @@ def test_zip_and_layer_import_in_a_clean_python312_without_setuptools(python312,
     report = json.loads(out.stdout)
     assert report["python"] == [3, 12]
     assert report["files"]["shoplake.alarm.function"].startswith(str(task))
-    for name in ("numpy", "rrcf", "pkg_resources"):
+    for name in ("numpy", "krcf"):
         assert report["files"][name].startswith(str(layer_dir)), report["files"][name]
+    assert report["files"]["krcf.krcf"] == str(layer_dir / "krcf" / "krcf.abi3.so")  # the compiled forest, loaded
     assert report["files"]["boto3"].startswith(str(runtime))
-    assert report["setuptools_outside_layer"] == []  # the runtime itself has no setuptools
-    assert report["rrcf_version"] == "0.4.4" and report["numpy_version"] == "2.4.6"
+    assert report["setuptools"] == [False, False] and not report["pkg_resources_imported"]  # needed by none
+    assert report["krcf_version"] == "0.4.0" and report["numpy_version"] == "2.4.6"
     assert report["heavy"] == []  # no pandas, no shoplake.config: the bundle stays small
-    assert "pkg_resources is deprecated" not in out.stderr
     cumulative = {}  # -X importtime: "import time: self [us] | cumulative | name"
     for line in out.stderr.splitlines():
         parts = [p.strip() for p in line.removeprefix("import time:").split("|")]
-        if len(parts) == 3 and parts[1].isdigit() and parts[2] in ("numpy", "pkg_resources", "rrcf", "boto3"):
+        if len(parts) == 3 and parts[1].isdigit() and parts[2] in ("numpy", "krcf", "boto3"):
             cumulative[parts[2]] = int(parts[1]) / 1e6
-    assert set(cumulative) == {"numpy", "pkg_resources", "rrcf", "boto3"}
+    assert set(cumulative) == {"numpy", "krcf", "boto3"}
     print(f"python3.12 cold import: handler module {report['import_seconds']} s; cumulative {cumulative}")
-    # and the reason setuptools is in the layer: rrcf does not import without pkg_resources
-    bare = _run(python312, task, layer_dir, runtime, "without-setuptools")
-    assert bare.returncode != 0 and "pkg_resources" in bare.stderr
+
+
+def test_the_layers_forest_scores_in_python312_as_it_does_here(python312, layer_dir, runtime_dirs):
+    """The layer's krcf .so runs in the runtime's Python: the detector's forest learns and finds a surge, with the
+    very scores this venv's krcf gives (same seed, same points)."""
+    from shoplake.alarm._rcf import RateForest, RcfConfig
+
+    task, runtime = runtime_dirs
+    out = _run(python312, task, layer_dir, runtime, "score")
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    score, threshold, anomalous = report["surge"]
+    assert anomalous and score >= threshold > 0 and len(report["calm_scores"]) > 20
+    forest = RateForest(RcfConfig(num_trees=20, tree_size=64, warmup_windows=24, window_seconds=3600, seed=3))
+    here = [forest.update(100 + (i % 24) * 5, 1_320_796_800 + 3600 * i) for i in range(24 * 3)]
+    assert [v.score for v in here if v.score is not None] == report["calm_scores"]
+    assert forest.update(1000, 1_320_796_800 + 3600 * 24 * 3).score == score
 
 
 @pytest.fixture

@@ -385,7 +385,7 @@ def _provision_for_weblogs(aws_target) -> None:
 def test_notebook_05_agent_path_on_aws(aws_target, monkeypatch, tmp_path):
     from shoplake import weblogs
 
-    monkeypatch.setenv("SHOPLAKE_RATE_DETECTOR_LAYER", "arn:aws:lambda:eu-west-1:123456789012:layer:rrcf:1")
+    monkeypatch.setenv("SHOPLAKE_RATE_DETECTOR_LAYER", "arn:aws:lambda:eu-west-1:123456789012:layer:krcf:1")
     _provision_for_weblogs(aws_target)
     assert ix.OpenSearchIndex.domain_endpoint().endswith(".es.amazonaws.com")
     monkeypatch.setattr(ix.OpenSearchIndex, "domain_endpoint", staticmethod(lambda: "unused"))

@@ -236,7 +236,7 @@ def test_one_alarm_per_incident_and_the_same_verdicts_as_the_local_detector(repl
     assert [a.incident_id for a in saved.alarms] == [a.incident_id for a in local_alarms][: len(saved.alarms)]
 
 
-def test_bundle_is_deterministic_and_imports_with_numpy_and_rrcf_only(tmp_path):
+def test_bundle_is_deterministic_and_imports_with_numpy_and_krcf_only(tmp_path):
     entry = infra.find("lambda_function", "rate-detector", target="aws")
     package = infra.lambda_package(entry)
     assert package == infra.lambda_package(entry)
@@ -245,7 +245,7 @@ def test_bundle_is_deterministic_and_imports_with_numpy_and_rrcf_only(tmp_path):
     assert "shoplake/alarm/function.py" in names and "shoplake/lambdas/rate_alarm.py" in names
     assert "shoplake/alarm/__init__.py" not in names and not any("__pycache__" in n for n in names)
     zipfile.ZipFile(BytesIO(package)).extractall(tmp_path)
-    site = str(Path(numpy.__file__).resolve().parents[1])  # numpy, rrcf, boto3 — the layer's and runtime's packages
+    site = str(Path(numpy.__file__).resolve().parents[1])  # numpy, krcf, boto3 — the layer's and runtime's packages
     probe = (
         f"import sys; sys.path[:] = [{str(tmp_path)!r}, {site!r}] + [p for p in sys.path if 'python3' in p "
         "and 'site-packages' not in p]\n"
@@ -266,7 +266,7 @@ def test_layers_are_required_on_aws_and_checked(monkeypatch):
     assert "layers" not in infra.find("lambda_function", "rate-detector", target="local").props
     with pytest.raises(infra.InfraError, match="layer version ARN"):
         handler._layers(infra.find("lambda_function", "rate-detector", target="aws"))
-    layer = "arn:aws:lambda:eu-west-1:123456789012:layer:shoplake-numpy-rrcf:3"
+    layer = "arn:aws:lambda:eu-west-1:123456789012:layer:shoplake-numpy-krcf:3"
     monkeypatch.setenv("SHOPLAKE_RATE_DETECTOR_LAYER", layer)
     assert handler._layers(infra.find("lambda_function", "rate-detector", target="aws")) == [layer]
 

@@ -94,26 +94,47 @@ def _poisson_days(days: int, seed: int) -> list[int]:
     return list(rng.poisson(200 * (1.0 + 0.5 * np.sin(2 * np.pi * (hours % 24) / 24))))
 
 
-def test_lazy_scoring_judges_only_windows_past_the_deviation_bar_and_finds_the_surge():
-    common = {"num_trees": 10, "tree_size": 64, "warmup_windows": 24, "window_seconds": 3600, "seed": 3}
-    eager, lazy = RateForest(RcfConfig(**common)), RateForest(RcfConfig(**common, score_every_window=False))
+def test_every_window_is_scored_the_surge_is_not_learnt_and_the_state_rebuilds_the_same_forest():
+    config = RcfConfig(num_trees=10, tree_size=32, warmup_windows=24, window_seconds=3600, seed=3)
+    forest = RateForest(config)
     counts = _poisson_days(6, seed=4)
     surge = len(counts) - 10
     counts[surge] *= 4
-    verdicts = {}
-    for name, forest in (("eager", eager), ("lazy", lazy)):
-        verdicts[name] = [forest.update(n, T0 + 3600 * i) for i, n in enumerate(counts)]
-    judged = [i for i, v in enumerate(verdicts["lazy"]) if v.score is not None]
-    # the lazy forest scored only the window past the deviation bar (the surge); the eager one scores every window
-    assert judged == [surge], judged
-    assert all(v.score is not None for v in verdicts["eager"][48:])
-    for name in ("eager", "lazy"):
-        assert [i for i, v in enumerate(verdicts[name]) if v.anomalous] == [surge], name
-    # the lazy trees hold the last tree_size normal points once planted; the state round trip keeps the verdicts
-    restored = RateForest.from_state(json.loads(json.dumps(lazy.to_state())))
-    assert len(restored.points) == 64 and restored.trees[0].ndim == len(restored.points[0][1])
-    again = restored.update(counts[surge], T0 + 3600 * len(counts))
-    assert again.score is not None and again.anomalous
+    verdicts, learnt = [], []
+    for i, n in enumerate(counts):
+        before = forest.learnt
+        verdicts.append(forest.update(n, T0 + 3600 * i))
+        learnt.append(forest.learnt > before)
+    # after the warm-up (the first day fills the profile, the second the forest) every window is scored
+    assert all(v.score is not None for v in verdicts[48:])
+    assert [i for i, v in enumerate(verdicts) if v.anomalous] == [surge]
+    assert not learnt[surge]  # the surge was scored, never fed to the forest (nor is a normal window it finds odd)
+    assert sum(learnt[48:surge]) >= 0.9 * (surge - 48)
+    # 5 days of points fed, 32 a forest: it was planted anew from the last 32 (the state never holds 2 × 32)
+    assert forest.plantings > 1 and 32 <= len(forest.points) < 2 * 32
+    # the state rebuilds the very same forest: a restored copy and the running one score the next days alike
+    restored = RateForest.from_state(json.loads(json.dumps(forest.to_state())))
+    more = _poisson_days(3, seed=9)
+    more[30] *= 4
+    start = len(counts)
+    ours = [forest.update(n, T0 + 3600 * (start + i)) for i, n in enumerate(more)]
+    theirs = [restored.update(n, T0 + 3600 * (start + i)) for i, n in enumerate(more)]
+    assert ours == theirs and ours[30].anomalous
+    assert forest.plantings == restored.plantings and list(forest.points) == list(restored.points)
+
+
+def test_a_state_of_the_earlier_rrcf_forest_is_refused_with_a_reason():
+    forest = RateForest(RcfConfig(num_trees=10, tree_size=64, warmup_windows=24, window_seconds=3600))
+    state = forest.to_state()
+    del state["engine"]  # states saved before krcf carry no engine (and CoDisp scores, on another scale) ...
+    state["config"]["score_every_window"] = True  # ... and the lazy-scoring knob, gone (every window is scored)
+    with pytest.raises(ConfigError, match="earlier rrcf forest .* reset it"):
+        RateForest.from_state(state)
+    detector = RateDetector(detector_config(3600, num_trees=10, tree_size=64, warmup_windows=24)).to_state()
+    detector["config"]["rcf"]["score_every_window"] = False
+    del detector["forest"]["engine"]
+    with pytest.raises(ConfigError, match="earlier rrcf forest .* reset it"):
+        RateDetector.from_state(detector)
 
 
 def test_week_maximum_bar_waits_for_half_its_history():

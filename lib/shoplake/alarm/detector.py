@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from shoplake import events
 from shoplake.alarm._policy import Alarm, AlarmPolicy, PolicyConfig
-from shoplake.alarm._rcf import RateForest, RcfConfig
+from shoplake.alarm._rcf import RateForest, RcfConfig, config_from_dict
 from shoplake.alarm._rule import RuleAlarm, RuleConfig, SlidingWindowRule
 from shoplake.alarm._windows import EventTimeWindows, WindowCount, iso
 from shoplake.errors import ConfigError, ShoplakeError
@@ -70,7 +70,7 @@ class DetectorConfig:
         return cls(
             window_seconds=data["window_seconds"],
             allowed_lateness_seconds=data["allowed_lateness_seconds"],
-            rcf=RcfConfig(**data["rcf"]),
+            rcf=config_from_dict(data["rcf"]),
             rule=RuleConfig(**data["rule"]),
             policy=PolicyConfig(**data["policy"]),
         )

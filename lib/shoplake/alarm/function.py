@@ -4,7 +4,7 @@ Kinesis Data Analytics for SQL is discontinued, so on aws the detector is this f
 an event-source mapping that has ``TumblingWindowInSeconds`` (``infra/resources.yaml``: ``orders-to-rate-detector``).
 It runs the SAME detection code as the local detector (``shoplake.alarm.detector.RateDetector``: event-time windows,
 watermark over shards, random cut forest, alarm policy) — only the transport differs. Deployed as a bundle
-(``shoplake/...`` package layout) with numpy + rrcf from a layer.
+(``shoplake/...`` package layout) with numpy + krcf from a layer.
 
 Lambda's tumbling windows are per shard and in *arrival* time; the detector's windows are in *event* (order) time.
 So the two levels are:
@@ -24,8 +24,9 @@ So the two levels are:
    event-time windows the watermark passed and scores them with the forest; new alarms go through
    ``rate_alarm.process_event`` (SNS, de-dup per incident, cool-down — all decided in ``alarm_state``).
 
-The forest (100 trees) is heavy state: it lives only in ``alarm_state`` (as the points the trees hold; rebuilt in
-~1 s on a cold container, then kept in memory while the item's version does not change), never in the window state.
+The forest (100 trees) is heavy state: it lives only in ``alarm_state`` (as the points fed to it since it was planted,
+at most 2 × ``tree_size``; rebuilt from them — the same forest, same seed — in ~0.1 s on a cold container, then kept in
+memory while the item's version does not change), never in the window state.
 
 Exactly once, where it matters: shards merge concurrently, so the save is conditional on the version read (a
 conflict re-reads and merges again); a retried final invoke is recognised by its last sequence number and not merged
