@@ -390,6 +390,7 @@ def _patch_dynamodb_projection() -> None:
     Item.project = project
 
 
+_STRING_SIZED = frozenset({"S", "B", "BOOL", "NULL"})  # DynamoType.size: bytesize(value) (a bool: 1)
 _SCALAR_TYPES = frozenset({"S", "N", "B", "BOOL", "NULL"})  # DynamoType.__deepcopy__ shares their value
 _PROJECTING_SCAN = threading.local()
 
@@ -398,6 +399,7 @@ def _patch_dynamodb_item_copy() -> None:
     _require_moto("_patch_dynamodb_item_copy")
     import copy
 
+    from moto.dynamodb.comparisons import OpDefault
     from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
     from moto.dynamodb.models.table import Table
 
@@ -438,9 +440,18 @@ def _patch_dynamodb_item_copy() -> None:
         """A Scan of the table (not an index) with a projection and no filter expression: moto copies each item,
         then projects the copy (a new item built from it, the copy discarded). Reading the stored item instead gives
         the same projection (projecting does not change the item it reads), so no copy is made."""
-        names = ("filters", "limit", "exclusive_start_key", "filter_expression", "index_name", "consistent_read")
+        names = (
+            "filters",
+            "limit",
+            "exclusive_start_key",
+            "filter_expression",
+            "index_name",
+            "consistent_read",
+            "projection_expression",
+        )
         bound = dict(zip(names, args, strict=False)) | kwargs
-        if not bound.get("projection_expression") or bound.get("filter_expression") or bound.get("index_name"):
+        no_filter = type(bound.get("filter_expression")) in (type(None), OpDefault)  # moto's "no expression"
+        if not bound.get("projection_expression") or not no_filter or bound.get("index_name"):
             return original_scan(self, *args, **kwargs)
         _PROJECTING_SCAN.table = self
         try:
@@ -450,6 +461,35 @@ def _patch_dynamodb_item_copy() -> None:
 
     Item.__deepcopy__ = __deepcopy__
     Table.scan = scan
+
+
+def _patch_dynamodb_sizes() -> None:
+    _require_moto("_patch_dynamodb_sizes")
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+    from moto.dynamodb.models.utilities import bytesize
+
+    original_size = DynamoType.size
+
+    def size(self: DynamoType) -> int:
+        """moto's DynamoType.size for a string (S, or B/BOOL/NULL holding one, as moto sizes those: UTF-8 bytes) or
+        a number (N: its text's length) without moto's chain of type tests; anything else: moto's code."""
+        kind, value = self.type, self.value
+        if type(value) is str:
+            if kind == "N":
+                return len(value)  # moto: len(str(value))
+            if kind in _STRING_SIZED:
+                return len(value) if value.isascii() else len(value.encode("utf-8"))  # moto: bytesize(value)
+        return original_size(self)
+
+    def item_size(self: Item) -> int:
+        """moto's Item.size: the attribute names' UTF-8 bytes plus the attributes' sizes."""
+        total = 0
+        for key, value in self.attrs.items():
+            total += (len(key) if type(key) is str and key.isascii() else bytesize(key)) + value.size()
+        return total
+
+    DynamoType.size = size
+    Item.size = item_size
 
 
 def _patch_backend_lookup() -> None:
@@ -478,6 +518,7 @@ def apply() -> None:
     _patch_dynamodb_request_parser()
     _patch_dynamodb_projection()
     _patch_dynamodb_item_copy()
+    _patch_dynamodb_sizes()
     _patch_backend_lookup()
     _patch_untracked_models()
     _patch_model_data()

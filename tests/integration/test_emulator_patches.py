@@ -707,6 +707,30 @@ def test_projection_and_copy_patches_answer_exactly_what_moto_answers(monkeypatc
             assert not whole_item_conversions
             ddb.scan(TableName="spy", **_projection("m.x"))
             assert whole_item_conversions  # a nested path: moto's code
+    if "_patch_dynamodb_item_copy" in patches:  # a projecting Scan reads the stored items, other reads copy them
+        copies = []
+        deepcopy = Item.__deepcopy__
+
+        def spy(item, memo):
+            copy = deepcopy(item, memo)
+            copies.append(copy is item)
+            return copy
+
+        monkeypatch.setattr(Item, "__deepcopy__", spy)
+        with mock_aws():
+            ddb = _ddb()
+            _order_table(ddb, "spy")
+            ddb.put_item(TableName="spy", Item=_line("c", 1))
+            ddb.scan(TableName="spy", **_projection("order_key", "quantity"))
+            assert copies == [True]
+            ddb.scan(TableName="spy")
+            ddb.scan(
+                TableName="spy",
+                FilterExpression="quantity < :q",
+                ExpressionAttributeValues={":q": {"N": "1"}},
+                **_projection("order_key"),
+            )
+            assert copies == [True, False, False]
 
 
 def test_backend_lookup_patch_lists_the_same_services(monkeypatch):
@@ -735,3 +759,66 @@ def test_new_patches_refuse_another_moto_version(monkeypatch):
     monkeypatch.setattr(moto, "__version__", "9.9.9")
     with pytest.raises(RuntimeError, match="written for moto"):
         _moto_patches._patch_dynamodb_projection()
+
+
+def _big_pages() -> list:
+    """Scan and Query pages cut by moto's 1 MB result limit (sized from the items' attribute sizes), and a
+    BatchGetItem of items of every type."""
+    ddb = _ddb()
+    _order_table(ddb, "big")
+    for n in range(60):  # ~36 KB each, ASCII or not: pages of ~28 items
+        pad = ("é" if n % 3 == 0 else "x") * (18_000 if n % 3 == 0 else 36_000)
+        ddb.put_item(TableName="big", Item=_line(f"c{n % 2}", n, pad={"S": pad}, num={"N": "-1.5e10"}))
+    ddb.put_item(TableName="big", Item={**EVERY_TYPE, "customer_id": {"S": "c0"}, "order_key": {"S": "every"}})
+    out = []
+    for op, kwargs in (
+        (ddb.scan, {"TableName": "big"}),
+        (ddb.query, {"TableName": "big", "KeyConditionExpression": "customer_id = :c", **_values(":c", "c0")}),
+    ):
+        while True:
+            page = _call(op, **kwargs)
+            out.append(
+                {k: v for k, v in page.items() if k != "Items"} | {"keys": [i["order_key"] for i in page["Items"]]}
+            )
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    keys = [{"customer_id": {"S": "c0"}, "order_key": {"S": "every"}}]
+    out.append(_call(ddb.batch_get_item, RequestItems={"big": {"Keys": keys}}))
+    return out
+
+
+def _values(name: str, value: str) -> dict:
+    return {"ExpressionAttributeValues": {name: {"S": value}}}
+
+
+def test_size_patch_answers_exactly_what_moto_answers(monkeypatch):
+    """issue 14: strings and numbers are sized without moto's chain of type tests: the same sizes for every type
+    (non-ASCII text in UTF-8 bytes, binaries, sets, maps, lists), hence the same 1 MB pages and 400 KB refusals."""
+    from moto import mock_aws
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(DynamoType, "size", DynamoType.size)
+    monkeypatch.setattr(Item, "size", Item.size)
+    values = [
+        *EVERY_TYPE.values(),
+        {"S": "ünïcode ✓ 🎉"},
+        {"S": ""},
+        {"N": "-0012.500"},
+        {"B": "AAE="},
+        {"BOOL": False},
+        {"NULL": True},
+        {"M": {"ключ": {"S": "значение"}, "n": {"N": "1"}}},
+    ]
+    items = [Item(DynamoType({"S": "k"}), None, {f"a{n}": v, "ü": v}) for n, v in enumerate(values)]
+    unpatched_sizes = [DynamoType(v).size() for v in values] + [i.size() for i in items]
+    with mock_aws():
+        unpatched = _big_pages() + [_puts()]
+    _moto_patches._patch_dynamodb_sizes()
+    assert [DynamoType(v).size() for v in values] + [i.size() for i in items] == unpatched_sizes
+    with mock_aws():
+        patched = _big_pages() + [_puts()]
+    assert patched == unpatched
+    assert sum("LastEvaluatedKey" in page for page in patched[:-2]) >= 2  # pages were cut by size
