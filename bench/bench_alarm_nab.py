@@ -113,7 +113,7 @@ def main(scale: str = "full") -> dict[str, Any]:
     read = float(np.mean([r["read_rows_per_s"] for r in results]))
     print(
         f"throughput: detector {rate:,.0f} rows/s per process (forest of {_series.SERIES_TREES} trees, krcf; "
-        f"{judged:.1%} of windows judged by the forest: all but the first two days') = "
+        f"{judged:.1%} of windows judged by the forest: all but the first two days) = "
         f"{rate / read:.4f} × reading+validating the rows ({read:,.0f} rows/s); "
         f"{sum(r['rows'] for r in results):,} rows in {wall:.0f} s wall"
     )

@@ -17,8 +17,9 @@ aws/random-cut-forest-by-aws, in Rust — scores and learns a point in ~0.1 ms a
   ~4–6 for points far outside the sample; not rrcf's CoDisp, whose scale is open-ended);
 - **what the forest holds**: normal points only, fed in order; the state keeps every point fed since the forest was
   planted and rebuilds it from them on load (seed ``seed + plantings``: the same forest, the same scores). When
-  2 × ``tree_size`` points were fed, the forest is planted anew from the last ``tree_size`` (each tree then holds all
-  of them), which bounds the state (~2 × 256 points) and the rebuild (~0.05–0.1 s);
+  2 × ``tree_size`` points were fed, the forest is planted anew from the last ``tree_size`` (its sample fills with
+  them), which bounds the state (< 2 × 256 points, ≤ 65 KB compressed with the window history) and the rebuild
+  (~0.07 s);
 - **warm-up**: the first day only fills the time-of-day profile; the next ``warmup_windows`` points (one more day) are
   fed to the forest, the second half of them scored before they are learnt (the threshold's first history). No window
   is judged before. Deployed, the detector's state carries over from day to day, so this is paid once;
@@ -29,7 +30,8 @@ aws/random-cut-forest-by-aws, in Rust — scores and learns a point in ~0.1 ms a
   bounded (log-like), so the margin over normal scores is a fraction, not a multiple;
 - a window the forest finds unusual is scored and not learnt (not fed to the forest, not in the profile), so an
   incident never becomes "normal" while it lasts (and its end does not look like a second incident); after
-  ``adapt_after_seconds`` of alarm-worthy windows in a row it is a level shift and learnt;
+  ``adapt_after_seconds`` of unusual windows in a row (with the return-level bar: unusual and past it) it is a level
+  shift and learnt;
 - **deviation bar**: an alarm also needs ``|residual| ≥ deviation_factor × quantile(deviation_quantile)`` of the
   last ``deviation_history`` normal windows' |residuals| (defaults: the threshold's quantile over the score history);
   a recorded real series uses a week and its largest normal deviation (``_series.series_config``; until half the
@@ -166,7 +168,7 @@ class RateForest:
         self.threshold: float | None = None
         self.forest: RandomCutForest | None = None
         self.windows_seen = 0
-        self.anomalous_run = 0  # consecutive anomalous windows
+        self.anomalous_run = 0  # consecutive unusual windows (past the bar, with the return-level bar)
         self.slot_counts: dict[int, list[float]] = {}  # median profile: the slot's counts of its last profile_days days
         self.week_counts: dict[int, list[float]] = {}  # ... and the same slot of the week's, of its last profile_weeks
         self.recent: deque[float] = deque(maxlen=max(cfg.sustained_windows, 1))  # residuals since the last gap
@@ -333,8 +335,11 @@ class RateForest:
         past = self._past_bar(deviations, bar)
         score = self._score(point)
         outlier = score >= (self.threshold or math.inf)  # the forest: this shape is unusual
-        # the run of alarm-worthy windows (unusual and past the bar); one within the bar ends it
-        self.anomalous_run = self.anomalous_run + 1 if outlier and past else 0
+        # the run of unusual windows a level shift is adopted after; with the return-level bar only of those past it
+        # (a recorded series' median profile learns every window, so a drift within the bar needs no adopting, and a
+        # never-seen day that the bar does not yet flag is not learnt as normal before it can alarm)
+        run = outlier and (past or not cfg.return_period_days)
+        self.anomalous_run = self.anomalous_run + 1 if run else 0
         adopted = outlier and self.anomalous_run * cfg.window_seconds > cfg.adapt_after_seconds
         if adopted:
             # a level shift: after adapt_after_seconds of anomaly the new level is learnt as normal (no alarm storm);
@@ -367,7 +372,7 @@ class RateForest:
     def _learn(self, point: list[float]) -> None:
         """Feed a normal point to the forest. The state keeps every point fed since the forest was planted (it is
         rebuilt from them on load); at 2 × ``tree_size`` of them the forest is planted anew from the last
-        ``tree_size`` (which it then holds, each tree all of them), so the state stays small."""
+        ``tree_size`` (its sample fills with them), so the state stays small."""
         size = self.config.tree_size
         self.learnt += 1
         self.points.append([float(x) for x in point])
