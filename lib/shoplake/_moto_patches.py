@@ -49,12 +49,19 @@ code behaves:
   every path is a plain top-level name and the item holds only strings, numbers, booleans and nulls, only the
   projected attributes now make that round trip (through the same deserializer and serializer: numbers come back
   normalised as moto has them, e.g. ``1e3`` → ``1E+3``); other items and paths keep moto's code.
+* DynamoDB sizes: moto sizes each attribute (for the 1 MB page, the 16 MB BatchGetItem answer and the 400 KB item
+  limits: twice per item read by a Scan or Query) through a chain of type tests; a string or a number is now sized
+  directly (UTF-8 bytes; the number's text length), as moto sizes it.
 * DynamoDB Scan and Query copy every item they return (``copy.deepcopy``, attribute by attribute, before a
   projection or a filter). The copy of a scalar attribute (S, N, B, BOOL, NULL) is now made directly, without
   ``copy.deepcopy``'s dispatch per attribute; lists, maps and sets keep moto's own copy. Same copies, same sharing
   (the memo is kept). A Scan of the table with a projection and no filter expression (the reconciliation's) makes
   no copy at all: moto projects each copy into a new item and discards the copy; projecting reads the stored item
   without changing it.
+* DynamoDB values: building a DynamoType from its wire form (``{"S": "x"}``: each attribute of each item put, read
+  or compared) made two lists to take the one key and value, and a response's conversion back to the wire form
+  (``dynamo_to_dict``) tested each value against five types; both now take the common case directly (a one-key dict;
+  a string, number, boolean or null value, a dict, a list), every other case keeps moto's code.
 * Every request: moto's dispatcher listed moto's package folder (``os.listdir`` + ``isdir`` on ~300 entries) to
   recognise a service name, for each request. The folder does not change while the process runs: listed once.
 """
@@ -492,6 +499,49 @@ def _patch_dynamodb_sizes() -> None:
     Item.size = item_size
 
 
+def _patch_dynamodb_values() -> None:
+    _require_moto("_patch_dynamodb_values")
+    from moto.dynamodb import responses
+    from moto.dynamodb.models import utilities
+    from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
+
+    original_init, original_to_dict = DynamoType.__init__, utilities.dynamo_to_dict
+
+    def __init__(self: DynamoType, type_as_dict: Any) -> None:
+        """moto's DynamoType.__init__ for a one-key dict (a wire-form value): its key and value, lists and maps
+        converted member by member as moto does; anything else (a DynamoType to copy, ...): moto's code."""
+        if type(type_as_dict) is not dict or len(type_as_dict) != 1:
+            return original_init(self, type_as_dict)
+        ((kind, value),) = type_as_dict.items()
+        self.type = kind
+        if kind == "L":
+            self.value = [DynamoType(v) for v in value]
+        elif kind == "M":
+            self.value = {k: DynamoType(v) for k, v in value.items()}
+        else:
+            self.value = value
+        return None
+
+    def dynamo_to_dict(obj: Any) -> Any:
+        """moto's dynamo_to_dict (a response's DynamoTypes → wire form) without its chain of type tests for the
+        common cases: a string, number, boolean or null value ({type: value}, as moto's recursion returns a str or
+        bool unchanged), a plain dict or an item's attributes (a dict subclass without ``to_json``), a list."""
+        cls = type(obj)
+        if cls is DynamoType:
+            value = obj.value
+            if obj.type in _PLAIN_SCALARS and type(value) in (str, bool):
+                return {obj.type: value}
+        elif cls is dict or cls is LimitedSizeDict:
+            return {k: dynamo_to_dict(v) for k, v in obj.items()}
+        elif cls is list:
+            return [dynamo_to_dict(item) for item in obj]
+        return original_to_dict(obj)
+
+    DynamoType.__init__ = __init__
+    utilities.dynamo_to_dict = dynamo_to_dict  # moto's own recursion calls it by this name
+    responses.dynamo_to_dict = dynamo_to_dict  # DynamoResult's
+
+
 def _patch_backend_lookup() -> None:
     _require_moto("_patch_backend_lookup")
     from moto import backends
@@ -519,6 +569,7 @@ def apply() -> None:
     _patch_dynamodb_projection()
     _patch_dynamodb_item_copy()
     _patch_dynamodb_sizes()
+    _patch_dynamodb_values()
     _patch_backend_lookup()
     _patch_untracked_models()
     _patch_model_data()

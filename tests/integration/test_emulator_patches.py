@@ -822,3 +822,60 @@ def test_size_patch_answers_exactly_what_moto_answers(monkeypatch):
         patched = _big_pages() + [_puts()]
     assert patched == unpatched
     assert sum("LastEvaluatedKey" in page for page in patched[:-2]) >= 2  # pages were cut by size
+
+
+def _state(value):
+    """A DynamoType (or anything holding them) as plain data: its class, type and value, recursively."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    if isinstance(value, DynamoType):
+        return ("DynamoType", value.type, _state(value.value))
+    if isinstance(value, dict):
+        return (type(value).__name__, [(k, _state(v)) for k, v in value.items()])
+    if isinstance(value, list | tuple):
+        return (type(value).__name__, [_state(v) for v in value])
+    return value
+
+
+def test_value_patch_answers_exactly_what_moto_answers(monkeypatch):
+    """issue 14: DynamoTypes built from their wire form, and responses converted back to it, without moto's chains
+    of type tests: the same objects for every type (and for a DynamoType copied, a multi-key or empty dict), the
+    same conversions, and the same answers to writes, errors, projected and whole reads, pages."""
+    from moto import mock_aws
+    from moto.dynamodb import responses
+    from moto.dynamodb.models import utilities
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(DynamoType, "__init__", DynamoType.__init__)
+    monkeypatch.setattr(utilities, "dynamo_to_dict", utilities.dynamo_to_dict)
+    monkeypatch.setattr(responses, "dynamo_to_dict", responses.dynamo_to_dict)
+    inputs = [*EVERY_TYPE.values(), *ODD_VALUES.values(), {"S": "a", "N": "1"}, {}, {"L": "ab"}, {"B": "AAE="}]
+
+    def build(value):
+        try:
+            return _state(DynamoType(value))
+        except Exception as exc:  # noqa: BLE001 - the same failure on both sides
+            return ("raised", type(exc).__name__)
+
+    def convert():
+        return [
+            utilities.dynamo_to_dict(x)
+            for x in (
+                [DynamoType(v) for v in (*EVERY_TYPE.values(), *ODD_VALUES.values(), {"B": "AAE="})],
+                {"Items": [{"a": DynamoType({"S": "x"}), "b": DynamoType({"BOOL": False})}], "Count": 1},
+                DynamoType(DynamoType({"L": [{"N": "1"}]})),
+            )
+        ]
+
+    built, converted = [build(v) for v in inputs], convert()
+    with mock_aws():
+        unpatched = _writes_and_errors() + _reads() + _big_pages()
+    _moto_patches._patch_dynamodb_values()
+    assert responses.dynamo_to_dict is utilities.dynamo_to_dict  # in place, for both callers
+    assert "_patch_dynamodb_values" in DynamoType.__init__.__qualname__
+    assert [build(v) for v in inputs] == built and convert() == converted
+    with mock_aws():
+        patched = _writes_and_errors() + _reads() + _big_pages()
+    assert patched == unpatched
