@@ -41,8 +41,9 @@ code behaves:
   service model that rebuilds each attribute value member by member (S, N, B, SS, ... of every attribute of every
   item). For a BatchWriteItem of 25 order lines that walk was about a third of the request's cost. Attribute values
   without binaries (``B``/``BS``) come out of that walk exactly as they went in (strings, numbers-as-strings,
-  booleans, lists and dicts are kept as they are), so such a value is now taken as it is; binaries keep moto's walk
-  (it decodes their base64).
+  booleans, lists and dicts are kept as they are), so such a value is now taken as it is, and a map of such values
+  (an item, a key, ExpressionAttributeValues) is copied at once; binaries keep moto's walk (it decodes their base64).
+  The response side's walk of an item likewise copies an item of wire-form values at once.
 * DynamoDB projections (``ProjectionExpression`` of a Scan, Query, GetItem or BatchGetItem): moto turned the *whole*
   item into Python values (a deep copy, then boto3's deserializer, of every attribute), picked the projected paths,
   and serialized them back: the reconciliation's Scan of four attributes cost more than reading every attribute. When
@@ -340,7 +341,23 @@ def _patch_dynamodb_request_parser() -> None:
             return value
         return original(self, shape, value)
 
+    original_map = JSONParser._parse_map
+
+    def _parse_map(self: Any, shape: Any, value: Any) -> Any:
+        if (
+            shape.value.name == "AttributeValue"
+            and self.MAP_TYPE is dict
+            and type(value) is dict
+            and all(type(k) is str for k in value)
+            and all(_plain_attribute_value(v) for v in value.values())
+        ):
+            # an item, a key, ExpressionAttributeValues: moto's walk gives a new dict of the same (string) names and
+            # each value parsed as above (taken as it is)
+            return dict(value)
+        return original_map(self, shape, value)
+
     JSONParser._parse_structure = _parse_structure
+    JSONParser._parse_map = _parse_map
 
 
 _PROJECTABLE = {"S": str, "BOOL": bool}  # round trip through boto3's (de)serializer: unchanged
@@ -542,6 +559,29 @@ def _patch_dynamodb_values() -> None:
     responses.dynamo_to_dict = dynamo_to_dict  # DynamoResult's
 
 
+def _patch_dynamodb_serializer_maps() -> None:
+    _require_moto("_patch_dynamodb_serializer_maps")
+    from moto.core.serialize import BaseJSONSerializer
+
+    original = BaseJSONSerializer._serialize_type_map
+
+    def _serialize_type_map(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        if (
+            shape.value.name == "AttributeValue"
+            and self.MAP_TYPE is dict
+            and type(value) is dict
+            and all(type(k) is str and k for k in value)  # an empty name takes another path in moto's walk
+            and all(_plain_attribute_value(v) for v in value.values())
+        ):
+            # an item (or key) of a response: moto's walk puts a new dict there and copies each wire-form value
+            # into it under its name (_patch_dynamodb_serializer); made at once
+            self._default_serialize(serialized, dict(value), shape, key)
+            return
+        original(self, serialized, value, shape, key)
+
+    BaseJSONSerializer._serialize_type_map = _serialize_type_map
+
+
 def _patch_backend_lookup() -> None:
     _require_moto("_patch_backend_lookup")
     from moto import backends
@@ -570,6 +610,7 @@ def apply() -> None:
     _patch_dynamodb_item_copy()
     _patch_dynamodb_sizes()
     _patch_dynamodb_values()
+    _patch_dynamodb_serializer_maps()
     _patch_backend_lookup()
     _patch_untracked_models()
     _patch_model_data()

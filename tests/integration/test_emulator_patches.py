@@ -543,6 +543,10 @@ def _writes_and_errors() -> list:
             )
         )
     out.append(_call(ddb.scan, TableName="w"))
+    _order_table(ddb, "empty-name")  # an attribute named "": moto stores it, and then fails to answer a read of it
+    out.append(_call(ddb.put_item, TableName="empty-name", Item={**line, "": {"S": "x"}}))
+    out.append(_call(ddb.get_item, TableName="empty-name", Key={k: line[k] for k in ("customer_id", "order_key")}))
+    out.append(_call(ddb.scan, TableName="empty-name"))
     return out
 
 
@@ -556,6 +560,7 @@ def test_request_parser_patch_answers_exactly_what_moto_answers(monkeypatch):
     from shoplake import _moto_patches
 
     monkeypatch.setattr(JSONParser, "_parse_structure", JSONParser._parse_structure)
+    monkeypatch.setattr(JSONParser, "_parse_map", JSONParser._parse_map)
     with mock_aws():
         unpatched = _writes_and_errors()
     _moto_patches._patch_dynamodb_request_parser()
@@ -564,12 +569,12 @@ def test_request_parser_patch_answers_exactly_what_moto_answers(monkeypatch):
         patched = _writes_and_errors()
     assert patched == unpatched
     errors = [o for o in patched if isinstance(o, tuple)]
-    assert len(errors) >= 10 and {e[1]["Code"] for e in errors} >= {
+    assert len(errors) >= 10 and {e[1]["Code"] for e in errors if e[0] == "error"} >= {
         "ValidationException",
         "ConditionalCheckFailedException",
         "ResourceNotFoundException",
     }
-    stored = {(i["customer_id"]["S"], i["order_key"]["S"]): i for i in patched[-1]["Items"]}
+    stored = {(i["customer_id"]["S"], i["order_key"]["S"]): i for i in patched[-4]["Items"]}
     assert stored[("odd", "2026-01-04#00003")]["ss"] == {"SS": ["b", "a", "c"]}
     assert stored[("odd", "2026-01-06#00005")]["bin"] == {"B": b"\x00\x01"}
 
@@ -878,4 +883,22 @@ def test_value_patch_answers_exactly_what_moto_answers(monkeypatch):
     assert [build(v) for v in inputs] == built and convert() == converted
     with mock_aws():
         patched = _writes_and_errors() + _reads() + _big_pages()
+    assert patched == unpatched
+
+
+def test_serializer_map_patch_answers_exactly_what_moto_answers(monkeypatch):
+    """issue 14: a response's item of wire-form values is copied at once instead of value by value: the same answers
+    for writes, errors, projected and whole reads, pages and every attribute type."""
+    from moto import mock_aws
+    from moto.core.serialize import BaseJSONSerializer
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(BaseJSONSerializer, "_serialize_type_map", BaseJSONSerializer._serialize_type_map)
+    with mock_aws():
+        unpatched = [_round_trip(), *_writes_and_errors(), *_reads(), *_big_pages()]
+    _moto_patches._patch_dynamodb_serializer_maps()
+    assert "_patch_dynamodb_serializer_maps" in BaseJSONSerializer._serialize_type_map.__qualname__
+    with mock_aws():
+        patched = [_round_trip(), *_writes_and_errors(), *_reads(), *_big_pages()]
     assert patched == unpatched
