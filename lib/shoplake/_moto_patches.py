@@ -63,8 +63,6 @@ code behaves:
   or compared) made two lists to take the one key and value, and a response's conversion back to the wire form
   (``dynamo_to_dict``) tested each value against five types; both now take the common case directly (a one-key dict;
   a string, number, boolean or null value, a dict, a list), every other case keeps moto's code.
-* The emulator process collects cyclic garbage less often (:func:`_tune_gc`): full collections walked every stored
-  item again and again.
 * Every request: moto's dispatcher listed moto's package folder (``os.listdir`` + ``isdir`` on ~300 entries) to
   recognise a service name, for each request. The folder does not change while the process runs: listed once.
 """
@@ -602,23 +600,7 @@ def _patch_firehose_quota() -> None:
     DeliveryStream.MAX_STREAMS_PER_REGION = 5000
 
 
-GC_THRESHOLDS = (5000, 20, 100)  # Python's default: (700, 10, 10)
-
-
-def _tune_gc() -> None:
-    """Fewer cyclic-garbage collections in the emulator process. It holds millions of long-lived objects (each stored
-    item is a dozen DynamoTypes and dicts) and allocates a few hundred per request: with Python's default thresholds
-    a full collection, which walks every object held, ran every few thousand requests — a fifth of the CPU of a
-    replayed order pipeline (5.3 of 26 s), growing with the table. With these thresholds the young generations are
-    still collected (a request's cyclic garbage is young) and a full walk comes ~100× less often. No answer changes
-    (the collector frees only unreachable objects); reference counting still frees everything acyclic at once."""
-    import gc
-
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def apply() -> None:
-    _tune_gc()
     _patch_kinesis()
     _patch_dynamodb_query()
     _patch_dynamodb_serializer()

@@ -902,18 +902,3 @@ def test_serializer_map_patch_answers_exactly_what_moto_answers(monkeypatch):
     with mock_aws():
         patched = [_round_trip(), *_writes_and_errors(), *_reads(), *_big_pages()]
     assert patched == unpatched
-
-
-def test_emulator_process_collects_garbage_less_often(monkeypatch):
-    """issue 14: the emulator process raises the collector's thresholds (full collections walked every stored item);
-    the young generations are still collected."""
-    import gc
-
-    from shoplake import _moto_patches
-
-    calls = []
-    monkeypatch.setattr(gc, "set_threshold", lambda *args: calls.append(args))
-    _moto_patches._tune_gc()
-    assert calls == [_moto_patches.GC_THRESHOLDS]
-    young, middle, full = _moto_patches.GC_THRESHOLDS
-    assert 700 < young <= 10_000 and middle >= 10 and full >= 10  # more allocations per collection, never none
