@@ -155,17 +155,34 @@ def _emulator_rss_mib() -> dict[str, float]:
     return out
 
 
-def main(scale: str = "small") -> dict[str, float]:
-    previous = os.environ.get("SHOPLAKE_PREFIX")
-    os.environ["SHOPLAKE_PREFIX"] = f"bench-{uuid.uuid4().hex[:6]}"
-    from shoplake import config, datagen, infra, orders, streams
-    from shoplake.events import from_frame
-    from shoplake.lambdas import order_history
+@contextlib.contextmanager
+def order_pipeline(stem: str) -> Iterator[None]:
+    """The order pipeline's resources (:data:`NEEDED`) under a fresh resource prefix ``<stem>-<random>``, created for
+    the block and destroyed after it; the caller's prefix is put back."""
+    from shoplake import config, infra
 
+    previous = os.environ.get("SHOPLAKE_PREFIX")
+    os.environ["SHOPLAKE_PREFIX"] = f"{stem}-{uuid.uuid4().hex[:6]}"
     config.clear_caches()
     spec = [r for r in infra.load_spec() if r.key in NEEDED]
     try:
         infra.apply(spec)
+        yield
+    finally:
+        infra.destroy(spec=spec)
+        if previous is None:
+            os.environ.pop("SHOPLAKE_PREFIX", None)
+        else:
+            os.environ["SHOPLAKE_PREFIX"] = previous
+        config.clear_caches()
+
+
+def main(scale: str = "small") -> dict[str, float]:
+    from shoplake import config, datagen, orders, streams
+    from shoplake.events import from_frame
+    from shoplake.lambdas import order_history
+
+    with order_pipeline("bench"):
         dataset = datagen.load(scale=scale, seed=42)
         rows = from_frame(dataset.order_lines)
         items = list(
@@ -324,13 +341,6 @@ def main(scale: str = "small") -> dict[str, float]:
             f"{paced_latency['p50']} s, p95 {paced_latency['p95']} s   (goal p95 < 2 s)"
         )
         return figures
-    finally:
-        infra.destroy(spec=spec)
-        if previous is None:
-            os.environ.pop("SHOPLAKE_PREFIX", None)
-        else:
-            os.environ["SHOPLAKE_PREFIX"] = previous
-        config.clear_caches()
 
 
 if __name__ == "__main__":

@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import os
 import pickle
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from typing import Any
 
 # responses whose body is the same on every run (table descriptions carry creation times, ARNs with random parts)
@@ -54,22 +52,18 @@ def record(scale: str, out: str) -> None:
         return original(self, request)
 
     botocore.endpoint.Endpoint._send = _send
-    os.environ["SHOPLAKE_PREFIX"] = f"prof-{uuid.uuid4().hex[:6]}"
-    from bench.bench_orders import NEEDED
-    from shoplake import datagen, infra, orders
+    from bench.bench_orders import order_pipeline
+    from shoplake import datagen, orders
 
-    config.clear_caches()
-    spec = [r for r in infra.load_spec() if r.key in NEEDED]
     try:
-        infra.apply(spec)
-        dataset = datagen.load(scale=scale, seed=42)
-        began = time.perf_counter()
-        orders.ingest(dataset.order_lines, progress=False)
-        print(f"ingest {time.perf_counter() - began:.1f} s", file=sys.stderr)
-        reconciliation = orders.reconcile(dataset.order_lines)
-        assert reconciliation.balanced and reconciliation.exactly_once, reconciliation.as_dict()
+        with order_pipeline("prof"):
+            dataset = datagen.load(scale=scale, seed=42)
+            began = time.perf_counter()
+            orders.ingest(dataset.order_lines, progress=False)
+            print(f"ingest {time.perf_counter() - began:.1f} s", file=sys.stderr)
+            reconciliation = orders.reconcile(dataset.order_lines)
+            assert reconciliation.balanced and reconciliation.exactly_once, reconciliation.as_dict()
     finally:
-        infra.destroy(spec=spec)
         botocore.endpoint.Endpoint._send = original
     with open(out, "wb") as f:
         pickle.dump(kept, f, protocol=pickle.HIGHEST_PROTOCOL)
