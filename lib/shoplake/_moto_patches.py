@@ -208,16 +208,29 @@ def _patch_dynamodb_query() -> None:
 ITEM_SIZE_LIMIT = 405000  # moto's own (dynamo_type.LimitedSizeDict): AWS's 400 KB, as measured between 409 and 410 KB
 
 
+def _attributes_size(attrs: dict[str, Any]) -> int:
+    """moto's Item.size of these attributes: the names' UTF-8 bytes plus the values' sizes (an ASCII name's length
+    taken directly, without encoding it)."""
+    total = 0
+    for key, value in attrs.items():
+        if type(key) is str and key.isascii():
+            total += len(key) + value.size()
+        else:
+            from moto.dynamodb.models.utilities import bytesize
+
+            total += bytesize(key) + value.size()
+    return total
+
+
 def _patch_dynamodb_item_size() -> None:
     from moto.dynamodb.exceptions import ItemSizeTooLarge
     from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
-    from moto.dynamodb.models.utilities import bytesize
 
     def __init__(self: Item, hash_key: DynamoType, range_key: DynamoType | None, attrs: dict[str, Any]) -> None:
         self.hash_key = hash_key
         self.range_key = range_key
         values = {key: DynamoType(value) for key, value in attrs.items()}
-        if sum(bytesize(key) + value.size() for key, value in values.items()) > ITEM_SIZE_LIMIT:
+        if _attributes_size(values) > ITEM_SIZE_LIMIT:
             raise ItemSizeTooLarge
         self.attrs = LimitedSizeDict()
         dict.update(self.attrs, values)  # sized above; later item[key] = ... still goes through moto's check
@@ -490,7 +503,6 @@ def _patch_dynamodb_item_copy() -> None:
 def _patch_dynamodb_sizes() -> None:
     _require_moto("_patch_dynamodb_sizes")
     from moto.dynamodb.models.dynamo_type import DynamoType, Item
-    from moto.dynamodb.models.utilities import bytesize
 
     original_size = DynamoType.size
 
@@ -506,11 +518,8 @@ def _patch_dynamodb_sizes() -> None:
         return original_size(self)
 
     def item_size(self: Item) -> int:
-        """moto's Item.size: the attribute names' UTF-8 bytes plus the attributes' sizes."""
-        total = 0
-        for key, value in self.attrs.items():
-            total += (len(key) if type(key) is str and key.isascii() else bytesize(key)) + value.size()
-        return total
+        """moto's Item.size."""
+        return _attributes_size(self.attrs)
 
     DynamoType.size = size
     Item.size = item_size
