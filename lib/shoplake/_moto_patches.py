@@ -31,11 +31,12 @@
 * Firehose: moto caps an account at 50 delivery streams per region; AWS's quota in us-east-1 is 5,000. Parallel
   test sessions (one resource prefix each) share this emulator, so use the real quota.
 
+Every patch, those above and those below, is checked against the moto version it was written for
+(:data:`MOTO_VERSION`, the pin in ``pyproject.toml``) and refuses to apply to another (the emulator then fails to
+start, loudly), because each relies on how that version's code behaves.
+
 The patches below were added after profiling the DynamoDB emulator process on the order pipeline's own requests
-(``bench/profile_dynamodb.py``: record them, replay them into moto's server app, sampled with py-spy). Each one is
-checked against the moto version it was written for (:data:`MOTO_VERSION`, the pin in ``pyproject.toml``) and
-refuses to apply to another (the emulator then fails to start, loudly), because each relies on how that version's
-code behaves:
+(``bench/profile_dynamodb.py``: record them, replay them into moto's server app, sampled with py-spy):
 
 * DynamoDB requests: moto parses every request body twice — ``json.loads``, then a walk of the result through the
   service model that rebuilds each attribute value member by member (S, N, B, SS, ... of every attribute of every
@@ -76,6 +77,7 @@ from typing import Any
 
 
 def _patch_kinesis() -> None:
+    _require_moto("_patch_kinesis")
     from moto.kinesis.models import Shard
 
     original_get_records = Shard.get_records
@@ -126,6 +128,7 @@ _SCAN = threading.local()
 
 
 def _patch_dynamodb_query() -> None:
+    _require_moto("_patch_dynamodb_query")
     from moto.dynamodb.models.table import Table
 
     original_query, original_all_items = Table.query, Table.all_items
@@ -223,6 +226,7 @@ def _attributes_size(attrs: dict[str, Any]) -> int:
 
 
 def _patch_dynamodb_item_size() -> None:
+    _require_moto("_patch_dynamodb_item_size")
     from moto.dynamodb.exceptions import ItemSizeTooLarge
     from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 
@@ -239,6 +243,7 @@ def _patch_dynamodb_item_size() -> None:
 
 
 def _patch_untracked_models() -> None:
+    _require_moto("_patch_untracked_models")
     from moto.core.common_models import BaseModel
     from moto.dynamodb.models.dynamo_type import Item
     from moto.dynamodb.models.table import Table
@@ -256,6 +261,7 @@ def _patch_untracked_models() -> None:
 
 
 def _patch_model_data() -> None:
+    _require_moto("_patch_model_data")
     from moto.moto_api._internal.responses import MotoAPIResponse
 
     def model_data(self: Any, request: Any, full_url: str, headers: Any) -> Any:
@@ -284,6 +290,7 @@ def _patch_model_data() -> None:
 
 
 def _patch_lambda_push() -> None:
+    _require_moto("_patch_lambda_push")
     from moto.awslambda.models import LambdaBackend
 
     def send_kinesis_message(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -313,6 +320,7 @@ def _plain_attribute_value(value: Any) -> bool:
 
 
 def _patch_dynamodb_serializer() -> None:
+    _require_moto("_patch_dynamodb_serializer")
     from moto.core.serialize import BaseJSONSerializer
 
     original = BaseJSONSerializer._serialize_type_structure
@@ -604,6 +612,7 @@ def _patch_backend_lookup() -> None:
 
 
 def _patch_firehose_quota() -> None:
+    _require_moto("_patch_firehose_quota")
     from moto.firehose.models import DeliveryStream
 
     DeliveryStream.MAX_STREAMS_PER_REGION = 5000

@@ -750,10 +750,13 @@ def test_backend_lookup_patch_lists_the_same_services(monkeypatch):
     assert list(backends.list_of_moto_modules()) == listed and "dynamodb" in backends.list_of_moto_modules()
 
 
-def test_new_patches_refuse_another_moto_version(monkeypatch):
-    """issue 14: the patches that rely on moto's code fail loudly (the emulator does not start) on another version
-    than the one they were checked against, which is pyproject.toml's pin."""
+def test_every_patch_refuses_another_moto_version(monkeypatch):
+    """issue 14: every patch relies on moto's code, so each fails loudly (the emulator does not start) on another
+    version than the one it was checked against, which is pyproject.toml's pin — before it changes anything."""
+    import ast
+    import inspect
     import re
+    import textwrap
 
     import moto
 
@@ -762,8 +765,16 @@ def test_new_patches_refuse_another_moto_version(monkeypatch):
     pin = re.search(r'"moto\[server\]==([^"]+)"', (config.REPO_ROOT / "pyproject.toml").read_text()).group(1)
     assert _moto_patches.MOTO_VERSION == pin == moto.__version__
     monkeypatch.setattr(moto, "__version__", "9.9.9")
-    with pytest.raises(RuntimeError, match="written for moto"):
-        _moto_patches._patch_dynamodb_projection()
+    applied = re.findall(r"^    (_patch_\w+)\(\)$", inspect.getsource(_moto_patches.apply), re.M)
+    assert len(applied) == 15 and "_patch_kinesis" in applied
+    for name in applied:
+        with pytest.raises(RuntimeError, match=f"{name} was written for moto 5"):
+            getattr(_moto_patches, name)()
+        # ... and the check is its first statement (after the docstring): nothing is patched before it refuses
+        body = ast.parse(textwrap.dedent(inspect.getsource(getattr(_moto_patches, name)))).body[0].body
+        docstring = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+        first = body[1] if docstring else body[0]
+        assert ast.unparse(first) == f"_require_moto('{name}')", name
 
 
 def _big_pages() -> list:
