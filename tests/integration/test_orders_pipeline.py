@@ -107,6 +107,34 @@ def test_reconciliation_reads_keys_and_hashes_and_still_catches_a_wrong_write(pi
     assert orders.reconcile(pipeline["events"]).exactly_once
 
 
+def test_a_large_reconciliation_computes_the_expected_items_in_a_second_process_with_the_same_answer(
+    pipeline, monkeypatch
+):
+    """issue 13: from RECONCILE_IN_WORKER_FROM events on, a spawned process computes the expected items while this one
+    reads the table; its answer is the in-process one, field for field, and it still catches a missing item."""
+    from shoplake import config
+
+    in_process = orders.reconcile(pipeline["events"])
+    monkeypatch.setattr(orders._ingest, "RECONCILE_IN_WORKER_FROM", 1)
+    spawned = []
+    original = orders._ingest._expected_while_reading
+    monkeypatch.setattr(
+        orders._ingest, "_expected_while_reading", lambda records: spawned.append(len(records)) or original(records)
+    )
+    assert orders.reconcile(pipeline["events"]) == in_process and in_process.exactly_once
+    assert spawned == [len(pipeline["events"])]
+    victim = pipeline["items"].iloc[0]
+    ddb = config.client("dynamodb")
+    key = {"customer_id": {"S": victim["customer_id"]}, "order_key": {"S": victim["order_key"]}}
+    original_item = ddb.get_item(TableName=orders.table_name(), Key=key)["Item"]
+    ddb.delete_item(TableName=orders.table_name(), Key=key)
+    try:
+        caught = orders.reconcile(pipeline["events"])
+        assert caught.missing == [victim["event_id"]] and not caught.exactly_once
+    finally:
+        ddb.put_item(TableName=orders.table_name(), Item=original_item)
+
+
 def snapshot() -> pd.DataFrame:
     return orders.table_items().sort_values(["customer_id", "order_key"]).reset_index(drop=True)
 

@@ -635,15 +635,38 @@ def _as_records(events: Any) -> list[Any]:
     return [e.encode("utf-8") if isinstance(e, str) else e for e in events]
 
 
+# from this many events on, a reconciliation computes the expected items in a second process while this one reads
+# the table (each takes about half the time): below it, starting that process costs more than it saves
+RECONCILE_IN_WORKER_FROM = 50_000
+
+
+def _expected_while_reading(records: list[Any]) -> tuple[Any, tuple[dict[tuple[str, str], dict[str, Any]], int]]:
+    """(:func:`table_items` of :data:`RECONCILE_COLUMNS`, :func:`expected_items` of ``records``), the second computed
+    in a spawned worker process meanwhile: the table read waits on the emulator (or DynamoDB) and parses pages, the
+    expected items are pure CPU (validating, building and hashing every event again), so the two use both cores.
+    Spawned, not forked: this process has threads (botocore's pools, progress bars) that a fork would copy mid-way."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        expected = pool.submit(expected_items, records, list(RECONCILE_COLUMNS))
+        items = table_items(RECONCILE_COLUMNS)
+        return items, expected.result()
+
+
 def reconcile(events: Any, items: Any = None, dead: DeadLetters | None = None) -> Reconciliation:
     """Compare the table and the DLQ with the published ``events``: every valid line exactly once, same content.
 
     Without ``items`` it reads only :data:`RECONCILE_COLUMNS` (keys, the content hash each item was written with,
-    the cancellation mark) and compares hashes; given full ``items`` (:func:`table_items`), it compares every
+    the cancellation mark) and compares hashes — for :data:`RECONCILE_IN_WORKER_FROM` events or more, while a second
+    process computes what the table must hold; given full ``items`` (:func:`table_items`), it compares every
     column the items have."""
     records = _as_records(events)
-    items = table_items(RECONCILE_COLUMNS) if items is None else items
-    expected, invalid = expected_items(records, columns=list(items.columns))
+    if items is None and len(records) >= RECONCILE_IN_WORKER_FROM:
+        items, (expected, invalid) = _expected_while_reading(records)
+    else:
+        items = table_items(RECONCILE_COLUMNS) if items is None else items
+        expected, invalid = expected_items(records, columns=list(items.columns))
     dead = dead_letters() if dead is None else dead
     have = {(row["customer_id"], row["order_key"]): row for row in items.to_dict(orient="records")}
     compared = set(items.columns)
