@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlparse
@@ -196,19 +197,42 @@ def bypass_proxies_for_loopback() -> None:
             os.environ[key] = ",".join(have + missing)
 
 
+def parse_timestamp(value: Any) -> Any:
+    """botocore's timestamp parser, with a fast path for epoch numbers (what the JSON protocols send: every Kinesis
+    record's ApproximateArrivalTimestamp, DynamoDB's and Firehose's times): an aware datetime in UTC, the instant
+    botocore's own parser gives (which builds a dateutil ``tzlocal`` per value: ~11 µs, 40× this, for each record a
+    consumer reads). Strings (ISO 8601, RFC 822) and numbers out of range go to botocore's parser."""
+    if type(value) in (int, float):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            pass
+    from botocore.utils import parse_timestamp as botocore_parse_timestamp
+
+    return botocore_parse_timestamp(value)
+
+
 @lru_cache(maxsize=4)
 def _session(target: str, region: str, profile: str | None, url: str | None) -> Any:
     import boto3
+    import botocore.session
 
     if target == "local":
         _check_no_real_endpoint_env()
-        import botocore.session
-
         # the local target reads no AWS profile or config file at all: a user's AWS_PROFILE (even a broken one)
         # neither breaks it nor leaks into it
         core = botocore.session.Session(session_vars={"profile": (None, None, None, None)})  # ignore AWS_PROFILE
         core.set_config_variable("config_file", os.devnull)
         core.set_config_variable("credentials_file", os.devnull)
+    else:
+        if not region:
+            raise ConfigError(
+                "target aws needs a region: set AWS_REGION (e.g. eu-west-1) or a region in your AWS profile"
+            )
+        _check_aws_environment(settings())
+        core = botocore.session.get_session()  # what boto3.Session makes itself; the profile is set below
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+    if target == "local":
         session = boto3.Session(
             aws_access_key_id=LOCAL_ACCESS_KEY,
             aws_secret_access_key=LOCAL_SECRET_KEY,
@@ -217,10 +241,7 @@ def _session(target: str, region: str, profile: str | None, url: str | None) -> 
         )
         session.events.register("before-send", _refuse_non_loopback)
         return session
-    if not region:
-        raise ConfigError("target aws needs a region: set AWS_REGION (e.g. eu-west-1) or a region in your AWS profile")
-    _check_aws_environment(settings())
-    return boto3.Session(profile_name=profile, region_name=region)
+    return boto3.Session(profile_name=profile, region_name=region, botocore_session=core)
 
 
 def session() -> Any:

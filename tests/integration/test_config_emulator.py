@@ -86,3 +86,25 @@ def test_local_clients_leave_request_checks_to_the_emulator(local_stack):
     with pytest.raises(ParamValidationError):
         config.session().client("dynamodb", endpoint_url=config.endpoint_url("dynamodb")).list_tables(Limit=0)
     assert "TableNames" in config.client("dynamodb").list_tables(Limit=0)  # sent: the emulator answers
+
+
+def test_clients_parse_record_arrival_times_with_the_fast_parser(local_stack):
+    """issue 13: every Kinesis record's ApproximateArrivalTimestamp (an epoch number on the wire) is parsed by
+    config.parse_timestamp — an aware UTC datetime — not by botocore's dateutil parser (a tzlocal datetime)."""
+    import time
+    import uuid
+    from datetime import UTC
+
+    kinesis = config.client("kinesis")
+    name = config.resource_name(f"ts-{uuid.uuid4().hex[:6]}")
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    try:
+        before = time.time()
+        kinesis.put_record(StreamName=name, Data=b"x", PartitionKey="p")
+        shard = kinesis.list_shards(StreamName=name)["Shards"][0]["ShardId"]
+        iterator = kinesis.get_shard_iterator(StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON")
+        (record,) = kinesis.get_records(ShardIterator=iterator["ShardIterator"])["Records"]
+        arrived = record["ApproximateArrivalTimestamp"]
+        assert arrived.tzinfo is UTC and before - 5 <= arrived.timestamp() <= time.time() + 5
+    finally:
+        kinesis.delete_stream(StreamName=name)

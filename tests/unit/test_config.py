@@ -84,3 +84,25 @@ def test_finding_postgres_binaries_prints_no_runtime_dir_warning():
     )
     done = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and not done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1291161600.5, 0, -5.25, 253402300799, 1_700_000_000, "2010-12-01T00:00:00Z", "Tue, 15 Nov 1994 08:12:31 GMT"],
+)
+def test_the_timestamp_parser_gives_the_instant_botocore_gives(value):
+    """issue 13: the clients' timestamp parser (epoch numbers without dateutil's tzlocal) answers botocore's instant;
+    numbers come back in UTC, strings exactly as botocore parses them."""
+    from datetime import UTC
+
+    from botocore.utils import parse_timestamp
+
+    ours = config.parse_timestamp(value)
+    assert ours == parse_timestamp(value) and ours.utcoffset().total_seconds() == 0
+    if isinstance(value, int | float):
+        assert ours.tzinfo is UTC
+
+
+def test_a_timestamp_botocore_refuses_is_refused_the_same_way():
+    with pytest.raises(RuntimeError, match="Unable to calculate"):
+        config.parse_timestamp(1e20)
