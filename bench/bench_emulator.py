@@ -10,11 +10,13 @@ gets of a 256 KiB object, sent by :data:`CLIENT_THREADS` client threads. The two
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from bench import _report
@@ -112,9 +114,8 @@ def _work(clients: dict[str, Any], worker: int, round_no: int) -> int:
 
 
 def _cpu_s(pid: int) -> float:
-    import os
-
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    """The CPU seconds (user + system) process ``pid`` has used (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -154,23 +155,25 @@ def main() -> dict[str, float]:
             f"server CPU {result[f'{name}_server_cpu_ms_per_request']:.2f} ms a request "
             f"(rounds: {', '.join(f'{r:.0f}' for r in rates[name])} requests/s)"
         )
-    _report.figure(
-        "emulator requests/s, waitress vs werkzeug",
-        result["waitress_requests_per_s"],
-        unit="requests/s",
-        baseline=result["werkzeug_requests_per_s"],
-        baseline_name="moto's werkzeug server",
-        goal="ratio > 1",
-    )
-    _report.figure(
-        "emulator server CPU per request (ms), waitress vs werkzeug",
-        result["waitress_server_cpu_ms_per_request"],
-        unit="ms",
-        baseline=result["werkzeug_server_cpu_ms_per_request"],
-        baseline_name="moto's werkzeug server",
-        goal="ratio < 1",
-        higher_is_better=False,
-    )
+    for figure, key, unit, goal, higher in (
+        ("emulator requests/s, waitress vs werkzeug", "requests_per_s", "requests/s", "ratio > 1", True),
+        (
+            "emulator server CPU per request (ms), waitress vs werkzeug",
+            "server_cpu_ms_per_request",
+            "ms",
+            "ratio < 1",
+            False,
+        ),
+    ):
+        _report.figure(
+            figure,
+            result[f"waitress_{key}"],
+            unit=unit,
+            baseline=result[f"werkzeug_{key}"],
+            baseline_name="moto's werkzeug server",
+            goal=goal,
+            higher_is_better=higher,
+        )
     return result
 
 
