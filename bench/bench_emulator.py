@@ -10,16 +10,15 @@ gets of a 256 KiB object, sent by :data:`CLIENT_THREADS` client threads. The two
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from bench import _report
+from bench.bench_orders import process_cpu_s
 
 ROUNDS = 3
 CLIENT_THREADS = 4
@@ -113,19 +112,13 @@ def _work(clients: dict[str, Any], worker: int, round_no: int) -> int:
     return sent
 
 
-def _cpu_s(pid: int) -> float:
-    """The CPU seconds (user + system) process ``pid`` has used (Linux's /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _round(clients: dict[str, Any], pid: int, round_no: int) -> tuple[float, float]:
     """(requests/s, server CPU ms per request) of one round."""
-    cpu0, t0 = _cpu_s(pid), time.perf_counter()
+    cpu0, t0 = process_cpu_s(pid), time.perf_counter()
     with ThreadPoolExecutor(CLIENT_THREADS) as pool:
         sent = sum(pool.map(lambda w: _work(clients, w, round_no), range(CLIENT_THREADS)))
     wall = time.perf_counter() - t0
-    return sent / wall, (_cpu_s(pid) - cpu0) / sent * 1e3
+    return sent / wall, (process_cpu_s(pid) - cpu0) / sent * 1e3
 
 
 def main() -> dict[str, float]:

@@ -128,17 +128,21 @@ def _emulator_pids() -> dict[str, int | None]:
     return pids
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far, from Linux's /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def _emulator_cpu() -> dict[str, float]:
     """CPU seconds used so far by each local emulator process, from /proc (empty where there is none). Beside the
     pipeline's wall time it shows which process is the ceiling."""
-    ticks = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for name, pid in _emulator_pids().items():
         try:
-            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+            out[name] = process_cpu_s(pid)
         except (OSError, TypeError):
             continue
-        out[name] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
     return out
 
 
