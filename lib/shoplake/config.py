@@ -212,6 +212,12 @@ def parse_timestamp(value: Any) -> Any:
     return botocore_parse_timestamp(value)
 
 
+def _fast_timestamps(core: Any) -> Any:
+    """``core`` (a botocore session) with :func:`parse_timestamp` as its clients' timestamp parser."""
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
+    return core
+
+
 @lru_cache(maxsize=4)
 def _session(target: str, region: str, profile: str | None, url: str | None) -> Any:
     import boto3
@@ -224,23 +230,19 @@ def _session(target: str, region: str, profile: str | None, url: str | None) -> 
         core = botocore.session.Session(session_vars={"profile": (None, None, None, None)})  # ignore AWS_PROFILE
         core.set_config_variable("config_file", os.devnull)
         core.set_config_variable("credentials_file", os.devnull)
-    else:
-        if not region:
-            raise ConfigError(
-                "target aws needs a region: set AWS_REGION (e.g. eu-west-1) or a region in your AWS profile"
-            )
-        _check_aws_environment(settings())
-        core = botocore.session.get_session()  # what boto3.Session makes itself; the profile is set below
-    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_timestamp)
-    if target == "local":
         session = boto3.Session(
             aws_access_key_id=LOCAL_ACCESS_KEY,
             aws_secret_access_key=LOCAL_SECRET_KEY,
             region_name=region,
-            botocore_session=core,
+            botocore_session=_fast_timestamps(core),
         )
         session.events.register("before-send", _refuse_non_loopback)
         return session
+    if not region:
+        raise ConfigError("target aws needs a region: set AWS_REGION (e.g. eu-west-1) or a region in your AWS profile")
+    _check_aws_environment(settings())
+    # botocore's default session, as boto3.Session makes it itself
+    core = _fast_timestamps(botocore.session.get_session())
     return boto3.Session(profile_name=profile, region_name=region, botocore_session=core)
 
 
