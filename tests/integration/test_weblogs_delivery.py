@@ -104,3 +104,19 @@ def test_measure_freshness_reports_the_paced_phase_and_the_backlog_apart(weblogs
     assert index.count() == 210 and index.rejected_count() == 100
     assert len(report.freshness_s) == 100 and 0 <= out["freshness_p50_s"] <= out["freshness_p95_s"]
     assert out["backlog"]["drain_s"] >= 0 and out["backlog"]["lag_p95_s"] is not None
+
+
+def test_the_agents_process_hands_its_failure_back_to_the_notebook(tmp_path):
+    import multiprocessing
+
+    from shoplake.errors import ConfigError
+    from shoplake.weblogs._analysis import _AccessLogOnly, _ship_access_log
+
+    context = multiprocessing.get_context("spawn")
+    answers, answer = context.Pipe(duplex=False)
+    agent = context.Process(target=_ship_access_log, args=(answer, _AccessLogOnly(tmp_path / "none.log"), 1.0))
+    agent.start()
+    answer.close()
+    status, error = answers.recv()
+    agent.join()
+    assert status == "error" and isinstance(error, ConfigError) and "access log" in str(error)

@@ -148,3 +148,26 @@ def test_freshness_by_count_takes_the_first_count_covering_each_line():
     seen = [(0, 0.4), (1, 0.5), (3, 2.5), (3, 2.6), (4, 3.0)]
     assert freshness_by_count(written, seen) == pytest.approx([0.5, 1.5, 0.5, 0.8])
     assert freshness_by_count(written, []) == []
+
+
+def test_written_offsets_place_each_line_on_the_logs_clock_and_refused_lines_at_the_one_before(tmp_path):
+    from shoplake.weblogs._analysis import _written_offsets
+
+    def line(stamp: str) -> str:
+        return f'10.0.0.1 - - [{stamp}] "GET / HTTP/1.1" 200 5 "-" "curl/8.0"'
+
+    log = tmp_path / "access.log"
+    log.write_text(
+        "\n".join(
+            [
+                "not a log line",  # before any time: takes the first time there is
+                line("10/Oct/2000:13:55:36 -0700"),
+                line("10/Oct/2000:22:55:40 +0200"),  # 20:55:40 UTC: 4 s later, in another zone
+                "garbage",  # the line before's time
+                line("10/Oct/2000:20:56:36 +0000"),
+            ]
+        )
+        + "\n"
+    )
+    assert _written_offsets(log).tolist() == [0.0, 0.0, 4.0, 4.0, 60.0]
+    assert _written_offsets(log, chunk=2).tolist() == [0.0, 0.0, 4.0, 4.0, 60.0]  # chunks change nothing

@@ -162,3 +162,23 @@ def test_poison_bytes_fields_are_rejected_with_a_reason(size, why):
 def test_a_status_of_unicode_digits_is_rejected():
     result = parse_lines(['203.0.113.9 - - [01/Dec/2010:08:26:00 +0000] "GET / HTTP/1.1" ２００ 5 "-" "curl/8"'])
     assert not result.docs and "status" in result.rejected[0].reason
+
+
+def test_local_delivery_indexes_what_the_lambda_returns_for_each_line():
+    """transform_object skips only the wire round trip: its documents are the handler's, decoded, line for line."""
+    from shoplake.weblogs._delivery import transform_object
+
+    body = SAMPLE.read_bytes()
+    lines = body.rstrip(b"\n").split(b"\n")
+    event = {"records": [{"recordId": str(n), "data": base64.b64encode(x).decode()} for n, x in enumerate(lines)]}
+    returned = [json.loads(base64.b64decode(r["data"])) for r in weblogs_transform.handler(event)["records"]]
+    docs, rejected = transform_object("raw/weblogs/k", body)
+    assert len(docs) + len(rejected) == len(lines) and docs and rejected
+    by_id = {d["_id"]: d for d in docs}
+    refused = {r["_id"]: r for r in rejected}
+    for n, expected in enumerate(returned):
+        key = f"raw/weblogs/k#{n}"
+        if weblogs_transform.is_rejected(expected):
+            assert refused[key]["reason"] == expected["reason"] and refused[key]["line_no"] == n + 1
+        else:
+            assert {k: v for k, v in by_id[key].items() if k != "_id"} == expected

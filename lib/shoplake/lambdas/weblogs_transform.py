@@ -380,19 +380,18 @@ def _encode(doc: dict[str, Any]) -> str:
     return base64.b64encode((json.dumps(doc, separators=(",", ":")) + "\n").encode()).decode()
 
 
-def transform_records(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str | None]]:
-    """Firehose records → ``(output record, reason)`` pairs; reason is None for a parsed line.
-
-    Every output record is ``Ok``: a parsed line carries its access document, a refused one its rejected-line
-    document (reason included), so the reason reaches the index instead of Firehose's generic error.
-    """
-    results: list[tuple[dict[str, Any], str | None]] = []
-    texts = [decode_record(base64.b64decode(record["data"])) for record in records]
+def transform_texts(
+    texts: list[str], arrivals_ms: list[int | None] | None = None
+) -> list[tuple[dict[str, Any], str | None]]:
+    """Decoded records (:func:`decode_record`) → ``(document, reason)`` pairs: a parsed line's access document and
+    None, or a refused one's rejected-line document and the parser's reason. What :func:`transform_records` encodes
+    into Firehose's response; the local delivery takes the documents as they are."""
     docs, refused, _ = parse_many([text for text in texts if "\n" not in text])  # the batch at once
     reasons = {n: reason for n, _, reason in refused}
     parsed = iter(docs)
+    results: list[tuple[dict[str, Any], str | None]] = []
     n = 0  # position among the one-line records
-    for record, text in zip(records, texts, strict=True):
+    for k, text in enumerate(texts):
         if "\n" in text:
             doc, reason = None, f"record holds {text.count(chr(10)) + 1} lines; send one log line per record"
         else:
@@ -400,9 +399,23 @@ def transform_records(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any
             doc = None if reason is not None else next(parsed)
             n += 1
         if doc is None:
-            doc = rejected_document(text, reason or "unparseable", record.get("approximateArrivalTimestamp"))
-        results.append(({"recordId": record["recordId"], "result": "Ok", "data": _encode(doc)}, reason))
+            doc = rejected_document(text, reason or "unparseable", arrivals_ms[k] if arrivals_ms else None)
+        results.append((doc, reason))
     return results
+
+
+def transform_records(records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str | None]]:
+    """Firehose records → ``(output record, reason)`` pairs; reason is None for a parsed line.
+
+    Every output record is ``Ok``: a parsed line carries its access document, a refused one its rejected-line
+    document (reason included), so the reason reaches the index instead of Firehose's generic error.
+    """
+    texts = [decode_record(base64.b64decode(record["data"])) for record in records]
+    arrivals = [record.get("approximateArrivalTimestamp") for record in records]
+    return [
+        ({"recordId": record["recordId"], "result": "Ok", "data": _encode(doc)}, reason)
+        for record, (doc, reason) in zip(records, transform_texts(texts, arrivals), strict=True)
+    ]
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import threading
+import multiprocessing
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from shoplake._stall import StallWatch
 from shoplake.weblogs._dashboard import find_spikes
@@ -33,21 +36,25 @@ def _log_span_s(path: Path) -> float:
     return (pd.Timestamp(stamps[1]) - pd.Timestamp(stamps[0])).total_seconds()
 
 
-def _written_offsets(path: Path) -> np.ndarray:
+def _written_offsets(path: Path, chunk: int = 65536) -> np.ndarray:
     """Each line's place on the log's own clock (seconds after its first timestamp), in file order.
 
-    A line the parser refuses has no time of its own: it takes the time of the line before it.
+    A line the parser refuses has no time of its own: it takes the time of the line before it. The parser runs on
+    chunks of lines (only the timestamps are kept: a million-line log never holds a million documents at once).
     """
-    from shoplake.lambdas.weblogs_transform import parse_line
+    from shoplake.lambdas.weblogs_transform import parse_many
 
-    stamps: list[float] = []
-    last = None
-    for line in iter_lines(path):
-        doc, _ = parse_line(line)
-        if doc is not None:
-            last = pd.Timestamp(doc["@timestamp"]).timestamp()
-        stamps.append(last if last is not None else float("nan"))
-    values = np.array(stamps, dtype=float)
+    parts: list[np.ndarray] = []
+    lines = iter_lines(path)
+    while batch := list(itertools.islice(lines, chunk)):
+        docs, rejected, n = parse_many(batch)
+        stamps = pd.to_datetime([d["@timestamp"] for d in docs], format="%Y-%m-%dT%H:%M:%SZ", utc=True)
+        values = np.full(n, np.nan)
+        parsed = np.ones(n, dtype=bool)
+        parsed[[position for position, _, _ in rejected]] = False
+        values[parsed] = stamps.as_unit("s").asi8  # whole seconds, whatever unit pandas chose
+        parts.append(values)
+    values = pd.Series(np.concatenate(parts) if parts else np.zeros(0)).ffill().to_numpy()
     if values.size == 0 or np.isnan(values).all():
         return np.zeros(values.size)
     values = np.nan_to_num(values, nan=np.nanmin(values))
@@ -104,8 +111,6 @@ def stream_dataset(
         )
     if source != "agent":
         raise DeliveryError(f"source must be 'generator' or 'agent', got {source!r}")
-    from shoplake import agent
-
     span = _log_span_s(path)
     speed = max(span / max(seconds, 0.1), 1.0)
     report = StreamReport()
@@ -113,49 +118,59 @@ def stream_dataset(
     follower = index.follower(
         interval_s=0.1, only_new=True, on_pass=lambda _: seen.append((follower.counts.lines, time.time()))
     )
-    began_wall = time.time()
     began = time.perf_counter()
     follower.start()
-    outcome: dict[str, Any] = {}
-
-    def ship() -> None:
-        try:
-            outcome["counts"] = agent.ship_dataset(dataset, flows=["weblogs"], speed=speed, progress=progress)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
-            outcome["error"] = exc
-
-    shipper = threading.Thread(target=ship, name="agent-ship", daemon=True)
-    shipper.start()
+    # The servers and the agent run in a process of their own, as on real web servers: this one indexes what
+    # Firehose delivers (the follower) while that one writes and ships, so the two use both cores.
+    context = multiprocessing.get_context("spawn")  # not fork: this process has threads (the follower, botocore)
+    answers, answer = context.Pipe(duplex=False)
+    shipper = context.Process(
+        target=_ship_access_log, args=(answer, _AccessLogOnly(path), speed), name="shoplake-agent", daemon=True
+    )
     try:
+        shipper.start()
+        answer.close()  # this process only reads; the pipe ends when the agent's process exits
         watch = StallWatch(max(stall_s, follower.expected_delay_s))
-        while shipper.is_alive():  # the agent ships for as long as the index keeps growing
-            shipper.join(timeout=0.5)
-            if shipper.is_alive() and watch.stalled(follower.counts.lines):
-                raise DeliveryError(
-                    f"the agent is still shipping but the index gained nothing for {watch.stall_s:.0f} s "
-                    f"({follower.counts.lines} lines so far); {follower.hint}"
-                )
-        sent_s = time.perf_counter() - began  # the agent has put every line to Firehose
-        if "error" in outcome:
-            raise outcome["error"]
-        counts = outcome["counts"]["weblogs"]
-        report.shipped = int(counts["records_sent"])
-        while follower.counts.lines < report.shipped:
-            if follower.errors:
-                raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
-            if watch.stalled(follower.counts.lines):
-                raise DeliveryError(
-                    f"{follower.counts.lines} of {report.shipped} shipped lines reached the index, and none more "
-                    f"for {watch.stall_s:.0f} s; {follower.hint}"
-                )
-            time.sleep(0.05)
+        with tqdm(total=n_lines, desc="weblogs searchable", unit="line", disable=not progress) as bar:
+            while not answers.poll(0.5):  # the agent ships for as long as the index keeps growing
+                bar.update(follower.counts.lines - bar.n)
+                if not shipper.is_alive() and not answers.poll(0.1):
+                    raise DeliveryError(f"the agent's process ended (exit code {shipper.exitcode}) without its counts")
+                if watch.stalled(follower.counts.lines):
+                    raise DeliveryError(
+                        f"the agent is still shipping but the index gained nothing for {watch.stall_s:.0f} s "
+                        f"({follower.counts.lines} lines so far); {follower.hint}"
+                    )
+            outcome = answers.recv()
+            if outcome[0] == "error":
+                raise outcome[1]
+            began_wall, counts = outcome[1], outcome[2]
+            sent_s = time.perf_counter() - began  # the agent has put every line to Firehose
+            counts = counts["weblogs"]
+            report.shipped = int(counts["records_sent"])
+            while follower.counts.lines < report.shipped:
+                if follower.errors:
+                    raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
+                if watch.stalled(follower.counts.lines):
+                    raise DeliveryError(
+                        f"{follower.counts.lines} of {report.shipped} shipped lines reached the index, and none "
+                        f"more for {watch.stall_s:.0f} s; {follower.hint}"
+                    )
+                bar.update(follower.counts.lines - bar.n)
+                time.sleep(0.05)
+            bar.update(follower.counts.lines - bar.n)
     finally:
+        if shipper.is_alive():  # a stall or an error here: the agent stops too
+            shipper.terminate()
+        if shipper.pid is not None:
+            shipper.join()
+        answers.close()
         follower.stop()
     report.seconds = time.perf_counter() - began
     report.indexed, report.rejected = follower.counts.indexed, follower.counts.rejected
     report.delivery = {
         **follower.counts.as_dict(),
-        "agent": outcome["counts"]["weblogs"],
+        "agent": counts,
         "speed": round(speed, 1),
         "sent_s": round(sent_s, 3),
     }
@@ -172,6 +187,23 @@ class _AccessLogOnly:
     """A dataset that is only an access log (what the agent's ``weblogs`` flow reads of a dataset)."""
 
     access_log_path: Path
+
+
+def _ship_access_log(answer: Connection, dataset: _AccessLogOnly, speed: float) -> None:
+    """The agent's process: sends ``("ok", wall time the servers' clock started, the agent's counts)``, or
+    ``("error", the exception)``, to the process that started it."""
+    from shoplake import agent
+
+    try:
+        began_wall = time.time()  # after this process's start-up: the servers' compressed clock starts here
+        answer.send(("ok", began_wall, agent.ship_dataset(dataset, flows=["weblogs"], speed=speed, progress=False)))
+    except BaseException as exc:  # noqa: BLE001 - handed to the notebook's process, which raises it
+        try:
+            answer.send(("error", exc))
+        except Exception:  # noqa: BLE001 - an exception that cannot be pickled: its type and message then
+            answer.send(("error", DeliveryError(f"the agent failed: {type(exc).__name__}: {exc}")))
+    finally:
+        answer.close()
 
 
 @dataclass

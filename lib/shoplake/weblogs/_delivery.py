@@ -16,8 +16,6 @@ delivers; it only watches the index fill up). Both have the same verbs — ``sta
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import re
 import threading
@@ -34,7 +32,7 @@ import numpy as np
 
 from shoplake import config
 from shoplake._stall import StallWatch
-from shoplake.lambdas.weblogs_transform import is_rejected, transform_records
+from shoplake.lambdas.weblogs_transform import decode_record, is_rejected, transform_texts
 from shoplake.weblogs._lake_io import (
     FAILED_PREFIX,
     RAW_PREFIX,
@@ -94,14 +92,16 @@ def ship_lines(lines: Iterable[str], stream: str = WEBLOGS_FIREHOSE) -> Any:
 
 
 def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One delivered object → (access documents with ``_id``, rejected lines) through the Firehose transformation."""
+    """One delivered object → (access documents with ``_id``, rejected lines) through the Firehose transformation.
+
+    The transformation Lambda's own code (:func:`~shoplake.lambdas.weblogs_transform.transform_texts`) on each
+    line as the function decodes its record; only the wire round trip (base64 and JSON each way) is left out.
+    """
     lines = _object_lines(body)
-    records = [{"recordId": str(n), "data": base64.b64encode(line).decode()} for n, line in enumerate(lines)]
     docs: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
-    for n, (out, reason) in enumerate(transform_records(records)):
-        doc = json.loads(base64.b64decode(out["data"]).decode()) if out["result"] == "Ok" else None
-        if doc is not None and not is_rejected(doc):
+    for n, (doc, reason) in enumerate(transform_texts([decode_record(line) for line in lines])):
+        if not is_rejected(doc):
             doc["_id"] = f"{key}#{n}"
             docs.append(doc)
         else:
@@ -109,7 +109,7 @@ def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[
                 {
                     "_id": f"{key}#{n}",
                     "line_no": n + 1,
-                    "reason": (doc or {}).get("reason") or reason or out["result"],
+                    "reason": doc.get("reason") or reason,
                     "line": lines[n].decode("utf-8", errors="backslashreplace").rstrip("\r"),
                 }
             )
