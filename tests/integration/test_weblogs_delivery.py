@@ -107,16 +107,10 @@ def test_measure_freshness_reports_the_paced_phase_and_the_backlog_apart(weblogs
 
 
 def test_the_agents_process_hands_its_failure_back_to_the_notebook(tmp_path):
-    import multiprocessing
-
+    from shoplake._process import Worker
     from shoplake.errors import ConfigError
     from shoplake.weblogs._analysis import _AccessLogOnly, _ship_access_log
 
-    context = multiprocessing.get_context("spawn")
-    answers, answer = context.Pipe(duplex=False)
-    agent = context.Process(target=_ship_access_log, args=(answer, _AccessLogOnly(tmp_path / "none.log"), 1.0))
-    agent.start()
-    answer.close()
-    status, error = answers.recv()
-    agent.join()
-    assert status == "error" and isinstance(error, ConfigError) and "access log" in str(error)
+    with Worker(_ship_access_log, _AccessLogOnly(tmp_path / "none.log"), 1.0) as agent:
+        with pytest.raises(ConfigError, match="access log"):
+            agent.result()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import multiprocessing
 import time
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from shoplake._process import Worker
 from shoplake._stall import StallWatch
 from shoplake.weblogs._dashboard import find_spikes
 from shoplake.weblogs._delivery import StreamReport, stream_log
@@ -122,49 +121,33 @@ def stream_dataset(
     follower.start()
     # The servers and the agent run in a process of their own, as on real web servers: this one indexes what
     # Firehose delivers (the follower) while that one writes and ships, so the two use both cores.
-    context = multiprocessing.get_context("spawn")  # not fork: this process has threads (the follower, botocore)
-    answers, answer = context.Pipe(duplex=False)
-    shipper = context.Process(
-        target=_ship_access_log, args=(answer, _AccessLogOnly(path), speed), name="shoplake-agent", daemon=True
-    )
     try:
-        shipper.start()
-        answer.close()  # this process only reads; the pipe ends when the agent's process exits
-        watch = StallWatch(max(stall_s, follower.expected_delay_s))
-        with tqdm(total=n_lines, desc="weblogs searchable", unit="line", disable=not progress) as bar:
-            while not answers.poll(0.5):  # the agent ships for as long as the index keeps growing
+        with Worker(_ship_access_log, _AccessLogOnly(path), speed, name="shoplake-agent") as shipper:
+            watch = StallWatch(max(stall_s, follower.expected_delay_s))
+            with tqdm(total=n_lines, desc="weblogs searchable", unit="line", disable=not progress) as bar:
+                while not shipper.done(0.5):  # the agent ships for as long as the index keeps growing
+                    bar.update(follower.counts.lines - bar.n)
+                    if watch.stalled(follower.counts.lines):
+                        raise DeliveryError(
+                            f"the agent is still shipping but the index gained nothing for {watch.stall_s:.0f} s "
+                            f"({follower.counts.lines} lines so far); {follower.hint}"
+                        )
+                began_wall, counts = shipper.result()
+                sent_s = time.perf_counter() - began  # the agent has put every line to Firehose
+                counts = counts["weblogs"]
+                report.shipped = int(counts["records_sent"])
+                while follower.counts.lines < report.shipped:
+                    if follower.errors:
+                        raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
+                    if watch.stalled(follower.counts.lines):
+                        raise DeliveryError(
+                            f"{follower.counts.lines} of {report.shipped} shipped lines reached the index, and none "
+                            f"more for {watch.stall_s:.0f} s; {follower.hint}"
+                        )
+                    bar.update(follower.counts.lines - bar.n)
+                    time.sleep(0.05)
                 bar.update(follower.counts.lines - bar.n)
-                if not shipper.is_alive() and not answers.poll(0.1):
-                    raise DeliveryError(f"the agent's process ended (exit code {shipper.exitcode}) without its counts")
-                if watch.stalled(follower.counts.lines):
-                    raise DeliveryError(
-                        f"the agent is still shipping but the index gained nothing for {watch.stall_s:.0f} s "
-                        f"({follower.counts.lines} lines so far); {follower.hint}"
-                    )
-            outcome = answers.recv()
-            if outcome[0] == "error":
-                raise outcome[1]
-            began_wall, counts = outcome[1], outcome[2]
-            sent_s = time.perf_counter() - began  # the agent has put every line to Firehose
-            counts = counts["weblogs"]
-            report.shipped = int(counts["records_sent"])
-            while follower.counts.lines < report.shipped:
-                if follower.errors:
-                    raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
-                if watch.stalled(follower.counts.lines):
-                    raise DeliveryError(
-                        f"{follower.counts.lines} of {report.shipped} shipped lines reached the index, and none "
-                        f"more for {watch.stall_s:.0f} s; {follower.hint}"
-                    )
-                bar.update(follower.counts.lines - bar.n)
-                time.sleep(0.05)
-            bar.update(follower.counts.lines - bar.n)
     finally:
-        if shipper.is_alive():  # a stall or an error here: the agent stops too
-            shipper.terminate()
-        if shipper.pid is not None:
-            shipper.join()
-        answers.close()
         follower.stop()
     report.seconds = time.perf_counter() - began
     report.indexed, report.rejected = follower.counts.indexed, follower.counts.rejected
@@ -189,21 +172,13 @@ class _AccessLogOnly:
     access_log_path: Path
 
 
-def _ship_access_log(answer: Connection, dataset: _AccessLogOnly, speed: float) -> None:
-    """The agent's process: sends ``("ok", wall time the servers' clock started, the agent's counts)``, or
-    ``("error", the exception)``, to the process that started it."""
+def _ship_access_log(dataset: _AccessLogOnly, speed: float) -> tuple[float, dict[str, dict[str, int]]]:
+    """In the agent's own process (:class:`~shoplake._process.Worker`): ``(wall time the servers' clock started,
+    the agent's counts)``."""
     from shoplake import agent
 
-    try:
-        began_wall = time.time()  # after this process's start-up: the servers' compressed clock starts here
-        answer.send(("ok", began_wall, agent.ship_dataset(dataset, flows=["weblogs"], speed=speed, progress=False)))
-    except BaseException as exc:  # noqa: BLE001 - handed to the notebook's process, which raises it
-        try:
-            answer.send(("error", exc))
-        except Exception:  # noqa: BLE001 - an exception that cannot be pickled: its type and message then
-            answer.send(("error", DeliveryError(f"the agent failed: {type(exc).__name__}: {exc}")))
-    finally:
-        answer.close()
+    began_wall = time.time()  # after this process's start-up: the servers' compressed clock starts here
+    return began_wall, agent.ship_dataset(dataset, flows=["weblogs"], speed=speed, progress=False)
 
 
 @dataclass

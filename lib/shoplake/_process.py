@@ -1,0 +1,89 @@
+"""A producer in a process of its own: ``Worker(fn, *args)`` runs ``fn(*args)`` in a spawned Python process.
+
+The notebooks' pipelines put events and consume them on one machine. With both in the notebook's process they share
+one interpreter lock, so one core does the work of both; the producer here (simulated web servers and the shipping
+agent, the stream replay) runs beside the consumer as it would on real servers. The process is spawned, not forked:
+the notebook's process has threads (botocore pools, followers, tqdm) that a fork would copy mid-flight. It inherits
+the environment, so it talks to the same target (``SHOPLAKE_*`` settings are exported by ``apply_parameters``).
+
+``fn`` and its arguments must be picklable (a module-level function). Its result, or the exception it raised, comes
+back through a pipe; leaving the ``with`` block stops the process if it still runs (a stall or an error here).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from shoplake.errors import ShoplakeError
+
+__all__ = ["Worker", "WorkerError"]
+
+
+class WorkerError(ShoplakeError):
+    """The worker's process ended without an answer, or its exception could not be sent back as it was."""
+
+
+def _run(answer: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    try:
+        answer.send(("ok", fn(*args)))
+    except BaseException as exc:  # noqa: BLE001 - handed to the process that started this one, which raises it
+        try:
+            answer.send(("error", exc))
+        except Exception:  # noqa: BLE001 - an exception that cannot be pickled: its type and message then
+            answer.send(("error", WorkerError(f"{fn.__name__} failed: {type(exc).__name__}: {exc}")))
+    finally:
+        answer.close()
+
+
+class Worker:
+    """``fn(*args)`` in a spawned process; :meth:`done` polls, :meth:`result` waits and returns (or raises)."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "shoplake-worker") -> None:
+        context = multiprocessing.get_context("spawn")
+        self._answers, answer = context.Pipe(duplex=False)
+        self._fn_name = getattr(fn, "__name__", repr(fn))
+        self._process = context.Process(target=_run, args=(answer, fn, args), name=name, daemon=True)
+        self._process.start()
+        answer.close()  # this process only reads: the pipe reports end-of-file if the worker dies
+        self._outcome: tuple[str, Any] | None = None
+
+    def done(self, timeout: float = 0.0) -> bool:
+        """True once the worker has answered (waits up to ``timeout`` s); raises if it died without answering."""
+        if self._outcome is not None:
+            return True
+        if self._answers.poll(timeout):
+            try:
+                self._outcome = self._answers.recv()
+            except EOFError:
+                self._process.join()
+                raise WorkerError(
+                    f"the process running {self._fn_name} ended (exit code {self._process.exitcode}) without a result"
+                ) from None
+            return True
+        return False
+
+    def result(self) -> Any:
+        """Wait for the worker's return value; its exception is raised here."""
+        while not self.done(1.0):
+            pass
+        assert self._outcome is not None
+        status, value = self._outcome
+        if status == "error":
+            raise value
+        return value
+
+    def stop(self) -> None:
+        """Terminate the worker if it still runs, and reap it."""
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+        self._answers.close()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
