@@ -28,8 +28,12 @@ log = logging.getLogger(__name__)
 def _log_span_s(path: Path) -> float:
     from shoplake.lambdas.weblogs_transform import parse_line
 
-    lines = list(iter_lines(path))
-    stamps = [d["@timestamp"] for d in (parse_line(x)[0] for x in (lines[0], lines[-1])) if d]
+    first = last = None
+    for last in iter_lines(path):  # one pass, without holding a million lines
+        first = last if first is None else first
+    if first is None or last is None:
+        return 0.0
+    stamps = [d["@timestamp"] for d in (parse_line(x)[0] for x in (first, last)) if d]
     if len(stamps) < 2:
         return 0.0
     return (pd.Timestamp(stamps[1]) - pd.Timestamp(stamps[0])).total_seconds()
