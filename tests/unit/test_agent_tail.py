@@ -180,3 +180,47 @@ def test_tailing_while_servers_write_and_rotate_reads_each_line_once(tmp_path):
     rotations = outcome["run"].rotations
     assert rotations["rename"] > 3 and rotations["copytruncate"] > 3
     assert Counter(read) == Counter(lines)
+
+
+def test_a_rotation_with_a_copy_warns_of_nothing_and_a_truncation_without_one_reports_the_bytes_lost(
+    tmp_path, caplog
+):
+    import logging
+    import time
+
+    from shoplake.agent._checkpoint import FileState
+
+    caplog.set_level(logging.INFO, logger="shoplake.agent")
+    log = tmp_path / "orders.csv"
+    _append(log, "a1\na2\na3\n")
+    tailer = Tailer([str(tmp_path / "orders.csv*")], FlowState())
+    tailer.scan()
+    tailer.advance(tailer.read(2, 1 << 20))
+    shutil.copyfile(log, tmp_path / "orders.csv.1")  # copytruncate: "a3\n" is not shipped yet, the copy has it
+    os.truncate(log, 0)
+    assert _drain(tailer) == ["a3"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert tailer.unshipped_orphans() == []
+
+    _append(log, "b1\nb2\n")
+    tailer.scan()
+    tailer.advance(tailer.read(1, 1 << 20))  # "b2\n" (3 bytes) not shipped ...
+    os.truncate(log, 0)  # ... and the file truncated without a copy
+    _append(log, "c1\n")
+    assert _drain(tailer) == ["c1"]
+    assert [o.unshipped for o in tailer.unshipped_orphans()] == [3]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # a copy may still come
+    state = tailer.state
+    restored = FileState.from_json(state.orphans[-1].to_json())
+    assert restored.unshipped == 3
+    legacy = {k: v for k, v in state.orphans[-1].to_json().items() if k != "unshipped"}
+    assert FileState.from_json(legacy).unshipped == 0  # a checkpoint written before the field loads
+
+    forgotten = state.prune_orphans(now=time.time() + 30 * 24 * 3600)  # a month later: forgotten ...
+    assert [o.unshipped for o in forgotten] == [3] and state.orphans == []
+    for orphan in forgotten:  # ... and the tailer's scan reports those it forgets as lost
+        state.orphans.append(orphan)
+        orphan.updated = time.time() - 30 * 24 * 3600
+    tailer.scan()
+    lost = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lost) == 1 and "last 3 bytes were never shipped (lost)" in lost[0]

@@ -824,6 +824,15 @@ class Agent:
                 break
             stop.wait(self.config.poll_interval_s)
         self.write_status()
+        for runner in self.runners:
+            for orphan in runner.tailer.unshipped_orphans():
+                log.warning(
+                    "flow %s stops with %d bytes of %s unshipped: the file was truncated or replaced and no copy of "
+                    "it has appeared; a later run ships them if one does",
+                    runner.flow.name,
+                    orphan.unshipped,
+                    orphan.path,
+                )
         return self.counts()
 
     def counts(self) -> dict[str, dict[str, int]]:

@@ -36,6 +36,7 @@ class FileState:
     head: bytes = b""  # the first bytes of the file (up to FINGERPRINT_BYTES): its fingerprint
     lines: int = 0  # complete lines consumed from this file
     updated: float = field(default_factory=time.time)
+    unshipped: int = 0  # an orphan's bytes written after ``offset`` when it was lost: shipped if a copy takes over
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -117,12 +118,14 @@ class FlowState:
             positions={str(k): str(v) for k, v in (data.get("positions") or {}).items()},
         )
 
-    def prune_orphans(self, now: float | None = None) -> None:
-        """Forget orphans older than a week, and all but the newest MAX_ORPHANS."""
+    def prune_orphans(self, now: float | None = None) -> list[FileState]:
+        """Forget orphans older than a week, and all but the newest MAX_ORPHANS; returns the forgotten ones."""
         now = time.time() if now is None else now
         kept = [o for o in self.orphans if now - o.updated < ORPHAN_TTL_S]
         kept.sort(key=lambda o: o.updated)
+        forgotten = [o for o in self.orphans if o not in kept[-MAX_ORPHANS:]]
         self.orphans = kept[-MAX_ORPHANS:]
+        return forgotten
 
 
 class CheckpointStore:

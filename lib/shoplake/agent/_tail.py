@@ -71,6 +71,10 @@ def _related(a: bytes, b: bytes) -> bool:
     return b"\n" in short or len(short) >= FINGERPRINT_BYTES
 
 
+def _lost(fs: FileState, why: str) -> None:
+    log.warning("%s (%s): its last %d bytes were never shipped (lost): %s", fs.path, fs.key, fs.unshipped, why)
+
+
 class Tailer:
     """The files of one flow: reconcile them with the checkpoint (:meth:`scan`), read new complete lines."""
 
@@ -105,21 +109,27 @@ class Tailer:
         return found
 
     def _orphan(self, fs: FileState, why: str) -> None:
+        """A tracked file is gone or truncated: keep it as an orphan, so that a copy of it (``copytruncate``) takes
+        over its offset. Its unshipped bytes are only reported lost when no copy has come (:meth:`unshipped_orphans`,
+        or when the orphan is forgotten): a normal rotation says nothing above INFO."""
         last_size = self._sizes.get(fs.key)
-        if last_size is not None and last_size > fs.offset:
-            log.warning(
-                "%s (%s) %s with %d bytes not shipped yet; they are shipped if a copy of it matches the "
-                "pattern (copytruncate), else they are lost",
-                fs.path,
-                fs.key,
-                why,
-                last_size - fs.offset,
-            )
-        else:
-            log.info("%s (%s) %s", fs.path, fs.key, why)
+        fs.unshipped = max(0, last_size - fs.offset) if last_size is not None else 0
+        log.info(
+            "%s (%s) %s; %d bytes of it not shipped yet: waiting for a copy of it (copytruncate)",
+            fs.path,
+            fs.key,
+            why,
+            fs.unshipped,
+        )
         if fs.head:
             fs.updated = time.time()
             self.state.orphans.append(fs)
+        elif fs.unshipped:
+            _lost(fs, "it had no content to recognise a copy by")
+
+    def unshipped_orphans(self) -> list[FileState]:
+        """Lost files whose last bytes no copy has taken over (yet): what a stopping agent leaves unshipped."""
+        return [o for o in self.state.orphans if o.unshipped]
 
     def scan(self) -> None:
         """Match the files on disk to the checkpointed ones (see the module docstring for the rules)."""
@@ -181,7 +191,9 @@ class Tailer:
             kept[key] = FileState(key=key, path=path, offset=0, head=current)
 
         self.state.files = kept
-        self.state.prune_orphans(now)
+        for forgotten in self.state.prune_orphans(now):
+            if forgotten.unshipped:
+                _lost(forgotten, "no copy of it appeared before the agent forgot it")
         self._sizes = {k: found[k][1].st_size for k in kept}
         self._mtimes = {k: found[k][1].st_mtime for k in kept}
 
