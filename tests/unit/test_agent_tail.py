@@ -182,9 +182,7 @@ def test_tailing_while_servers_write_and_rotate_reads_each_line_once(tmp_path):
     assert Counter(read) == Counter(lines)
 
 
-def test_a_rotation_with_a_copy_warns_of_nothing_and_a_truncation_without_one_reports_the_bytes_lost(
-    tmp_path, caplog
-):
+def test_a_rotation_with_a_copy_warns_of_nothing_and_a_truncation_without_one_reports_the_bytes_lost(tmp_path, caplog):
     import logging
     import time
 
