@@ -13,13 +13,14 @@ back through a pipe; leaving the ``with`` block stops the process if it still ru
 from __future__ import annotations
 
 import multiprocessing
+import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
 from shoplake.errors import ShoplakeError
 
-__all__ = ["Worker", "WorkerError"]
+__all__ = ["ThreadWorker", "Worker", "WorkerError"]
 
 
 class WorkerError(ShoplakeError):
@@ -83,6 +84,46 @@ class Worker:
         self._answers.close()
 
     def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+
+class ThreadWorker:
+    """:class:`Worker`'s verbs for ``fn(*args)`` in a daemon thread of this process, for when the caller's process has
+    CPU to spare. A thread cannot be stopped: leaving the block while it runs leaves it to finish on its own."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "shoplake-worker") -> None:
+        self._finished = threading.Event()
+        self._outcome: tuple[str, Any] | None = None
+
+        def run() -> None:
+            try:
+                self._outcome = ("ok", fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread by result()
+                self._outcome = ("error", exc)
+            finally:
+                self._finished.set()
+
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
+        self._thread.start()
+
+    def done(self, timeout: float = 0.0) -> bool:
+        return self._finished.wait(timeout)
+
+    def result(self) -> Any:
+        self._finished.wait()
+        assert self._outcome is not None
+        status, value = self._outcome
+        if status == "error":
+            raise value
+        return value
+
+    def stop(self) -> None:
+        """Nothing to do: the thread is a daemon (see the class docstring)."""
+
+    def __enter__(self) -> ThreadWorker:
         return self
 
     def __exit__(self, *_: Any) -> None:

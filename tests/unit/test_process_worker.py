@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from shoplake._process import Worker, WorkerError
+from shoplake._process import ThreadWorker, Worker, WorkerError
 from shoplake.errors import DataError
 
 
@@ -64,3 +64,12 @@ def test_leaving_the_block_stops_a_worker_still_running():
         assert not worker.done(0.2)
         process = worker._process
     assert not process.is_alive() and time.perf_counter() - began < 30
+
+
+def test_the_thread_worker_has_the_same_verbs():
+    with ThreadWorker(_pid_and_sum, [1, 2]) as worker:
+        assert worker.result() == (os.getpid(), 3)
+    with ThreadWorker(_refuse, "y") as worker, pytest.raises(DataError, match="bad input: y"):
+        worker.result()
+    with ThreadWorker(_sleep, 0.3) as worker:
+        assert not worker.done(0.0) and worker.done(5.0)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from shoplake._process import Worker
+from shoplake._process import ThreadWorker, Worker
 from shoplake._stall import StallWatch
 from shoplake.weblogs._dashboard import find_spikes
 from shoplake.weblogs._delivery import StreamReport, stream_log
@@ -123,10 +123,12 @@ def stream_dataset(
     )
     began = time.perf_counter()
     follower.start()
-    # The servers and the agent run in a process of their own, as on real web servers: this one indexes what
-    # Firehose delivers (the follower) while that one writes and ships, so the two use both cores.
+    # Locally the servers and the agent run in a process of their own, as on real web servers: this one indexes
+    # what Firehose delivers (the follower) while that one writes and ships, so the two use both cores. On aws the
+    # follower only watches the domain's counts (Firehose indexes), so a thread here is enough.
+    runner = Worker if follower.indexes_here else ThreadWorker
     try:
-        with Worker(_ship_access_log, _AccessLogOnly(path), speed, name="shoplake-agent") as shipper:
+        with runner(_ship_access_log, _AccessLogOnly(path), speed, name="shoplake-agent") as shipper:
             watch = StallWatch(max(stall_s, follower.expected_delay_s))
             with tqdm(total=n_lines, desc="weblogs searchable", unit="line", disable=not progress) as bar:
                 while not shipper.done(0.5):  # the agent ships for as long as the index keeps growing
@@ -177,7 +179,7 @@ class _AccessLogOnly:
 
 
 def _ship_access_log(dataset: _AccessLogOnly, speed: float) -> tuple[float, dict[str, dict[str, int]]]:
-    """In the agent's own process (:class:`~shoplake._process.Worker`): ``(wall time the servers' clock started,
+    """The agent's work (in its own process locally, in a thread on aws): ``(wall time the servers' clock started,
     the agent's counts)``."""
     from shoplake import agent
 

@@ -244,10 +244,12 @@ class Follower(ABC):
 
     ``counts`` add up what reached the index since the follower was made (``only_new``: lines already delivered
     before are left out), ``errors`` keeps what went wrong in the thread, ``expected_delay_s`` is how long a shipped
-    line may take to become visible on this backend, ``hint`` what to check when lines do not arrive.
+    line may take to become visible on this backend, ``hint`` what to check when lines do not arrive,
+    ``indexes_here`` whether its passes do the indexing in this process (CPU a producer here would compete for).
     """
 
     hint = ""
+    indexes_here = False
 
     def __init__(
         self,
@@ -313,6 +315,7 @@ class LakeFollower(Follower):
     """Local: indexes the objects the emulator's Firehose delivers to ``raw/weblogs/`` (:func:`deliver_new`)."""
 
     hint = "is the emulator up (shoplake local status)?"
+    indexes_here = True  # fetch, transform and index every delivered object in this process
 
     def __init__(
         self,
