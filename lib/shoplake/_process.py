@@ -39,17 +39,45 @@ def _run(answer: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> N
         answer.close()
 
 
-class Worker:
+class _Answering:
+    """What both workers share: ``_outcome`` is ``("ok", value)`` or ``("error", exception)`` once :meth:`done`."""
+
+    _outcome: tuple[str, Any] | None = None
+
+    def done(self, timeout: float = 0.0) -> bool:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def result(self) -> Any:
+        """Wait for the worker's return value; its exception is raised here."""
+        while not self.done(1.0):
+            pass
+        assert self._outcome is not None
+        status, value = self._outcome
+        if status == "error":
+            raise value
+        return value
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop()
+
+
+class Worker(_Answering):
     """``fn(*args)`` in a spawned process; :meth:`done` polls, :meth:`result` waits and returns (or raises)."""
 
     def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "shoplake-worker") -> None:
         context = multiprocessing.get_context("spawn")
         self._answers, answer = context.Pipe(duplex=False)
+        self._outcome = None
         self._fn_name = getattr(fn, "__name__", repr(fn))
         self._process = context.Process(target=_run, args=(answer, fn, args), name=name, daemon=True)
         self._process.start()
         answer.close()  # this process only reads: the pipe reports end-of-file if the worker dies
-        self._outcome: tuple[str, Any] | None = None
 
     def done(self, timeout: float = 0.0) -> bool:
         """True once the worker has answered (waits up to ``timeout`` s); raises if it died without answering."""
@@ -66,16 +94,6 @@ class Worker:
             return True
         return False
 
-    def result(self) -> Any:
-        """Wait for the worker's return value; its exception is raised here."""
-        while not self.done(1.0):
-            pass
-        assert self._outcome is not None
-        status, value = self._outcome
-        if status == "error":
-            raise value
-        return value
-
     def stop(self) -> None:
         """Terminate the worker if it still runs, and reap it."""
         if self._process.is_alive():
@@ -83,20 +101,14 @@ class Worker:
         self._process.join()
         self._answers.close()
 
-    def __enter__(self) -> Worker:
-        return self
 
-    def __exit__(self, *_: Any) -> None:
-        self.stop()
-
-
-class ThreadWorker:
+class ThreadWorker(_Answering):
     """:class:`Worker`'s verbs for ``fn(*args)`` in a daemon thread of this process, for when the caller's process has
     CPU to spare. A thread cannot be stopped: leaving the block while it runs leaves it to finish on its own."""
 
     def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "shoplake-worker") -> None:
         self._finished = threading.Event()
-        self._outcome: tuple[str, Any] | None = None
+        self._outcome = None
 
         def run() -> None:
             try:
@@ -112,19 +124,5 @@ class ThreadWorker:
     def done(self, timeout: float = 0.0) -> bool:
         return self._finished.wait(timeout)
 
-    def result(self) -> Any:
-        self._finished.wait()
-        assert self._outcome is not None
-        status, value = self._outcome
-        if status == "error":
-            raise value
-        return value
-
     def stop(self) -> None:
         """Nothing to do: the thread is a daemon (see the class docstring)."""
-
-    def __enter__(self) -> ThreadWorker:
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop()
