@@ -73,7 +73,6 @@ class Worker(_Answering):
     def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "shoplake-worker") -> None:
         context = multiprocessing.get_context("spawn")
         self._answers, answer = context.Pipe(duplex=False)
-        self._outcome = None
         self._fn_name = getattr(fn, "__name__", repr(fn))
         self._process = context.Process(target=_run, args=(answer, fn, args), name=name, daemon=True)
         self._process.start()
@@ -108,7 +107,6 @@ class ThreadWorker(_Answering):
 
     def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "shoplake-worker") -> None:
         self._finished = threading.Event()
-        self._outcome = None
 
         def run() -> None:
             try:

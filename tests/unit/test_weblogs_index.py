@@ -151,7 +151,7 @@ def test_freshness_by_count_takes_the_first_count_covering_each_line():
 
 
 def test_written_offsets_place_each_line_on_the_logs_clock_and_refused_lines_at_the_one_before(tmp_path):
-    from shoplake.weblogs._analysis import _log_span_s, _written_offsets
+    from shoplake.weblogs._analysis import _log_extent, _written_offsets
 
     def line(stamp: str) -> str:
         return f'10.0.0.1 - - [{stamp}] "GET / HTTP/1.1" 200 5 "-" "curl/8.0"'
@@ -171,8 +171,8 @@ def test_written_offsets_place_each_line_on_the_logs_clock_and_refused_lines_at_
     )
     assert _written_offsets(log).tolist() == [0.0, 0.0, 4.0, 4.0, 60.0]
     assert _written_offsets(log, chunk=2).tolist() == [0.0, 0.0, 4.0, 4.0, 60.0]  # chunks change nothing
-    assert _log_span_s(log) == 0.0  # the first line has no time: no span to compress
+    assert _log_extent(log) == (5, 0.0)  # the first line has no time: no span to compress
     log.write_text("\n".join(log.read_text().splitlines()[1:]) + "\n")
-    assert _log_span_s(log) == 60.0
+    assert _log_extent(log) == (4, 60.0)
     log.write_text("")
-    assert _log_span_s(log) == 0.0 and _written_offsets(log).size == 0
+    assert _log_extent(log) == (0, 0.0) and _written_offsets(log).size == 0

@@ -123,8 +123,10 @@ class FlowState:
         now = time.time() if now is None else now
         kept = [o for o in self.orphans if now - o.updated < ORPHAN_TTL_S]
         kept.sort(key=lambda o: o.updated)
-        forgotten = [o for o in self.orphans if o not in kept[-MAX_ORPHANS:]]
-        self.orphans = kept[-MAX_ORPHANS:]
+        kept = kept[-MAX_ORPHANS:]
+        staying = {id(o) for o in kept}
+        forgotten = [o for o in self.orphans if id(o) not in staying]
+        self.orphans = kept
         return forgotten
 
 

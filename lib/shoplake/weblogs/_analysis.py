@@ -25,18 +25,22 @@ from shoplake.weblogs._parser import iter_lines
 log = logging.getLogger(__name__)
 
 
-def _log_span_s(path: Path) -> float:
+def _log_extent(path: Path) -> tuple[int, float]:
+    """``(lines, seconds from the first line's time to the last's)`` in one pass, without holding the lines; the
+    span is 0 when the first or the last line has no time the parser accepts."""
     from shoplake.lambdas.weblogs_transform import parse_line
 
-    first = last = None
-    for last in iter_lines(path):  # one pass, without holding a million lines
-        first = last if first is None else first
+    n, first, last = 0, None, None
+    for line in iter_lines(path):
+        n += 1
+        first = line if first is None else first
+        last = line
     if first is None or last is None:
-        return 0.0
+        return n, 0.0
     stamps = [d["@timestamp"] for d in (parse_line(x)[0] for x in (first, last)) if d]
     if len(stamps) < 2:
-        return 0.0
-    return (pd.Timestamp(stamps[1]) - pd.Timestamp(stamps[0])).total_seconds()
+        return n, 0.0
+    return n, (pd.Timestamp(stamps[1]) - pd.Timestamp(stamps[0])).total_seconds()
 
 
 def _written_offsets(path: Path, chunk: int = 65536) -> np.ndarray:
@@ -102,7 +106,7 @@ def stream_dataset(
     backend's expected delivery delay (Firehose buffering on aws), the longer: a larger log never outgrows them.
     """
     path = Path(dataset.access_log_path)
-    n_lines = sum(1 for _ in iter_lines(path))
+    n_lines, span = _log_extent(path)
     if source == "generator":
         return stream_log(
             path,
@@ -114,7 +118,6 @@ def stream_dataset(
         )
     if source != "agent":
         raise DeliveryError(f"source must be 'generator' or 'agent', got {source!r}")
-    span = _log_span_s(path)
     speed = max(span / max(seconds, 0.1), 1.0)
     report = StreamReport()
     seen: list[tuple[int, float]] = []  # (lines of this run visible in the index, wall time)
@@ -142,16 +145,9 @@ def stream_dataset(
                 sent_s = time.perf_counter() - began  # the agent has put every line to Firehose
                 counts = counts["weblogs"]
                 report.shipped = int(counts["records_sent"])
-                while follower.counts.lines < report.shipped:
-                    if follower.errors:
-                        raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
-                    if watch.stalled(follower.counts.lines):
-                        raise DeliveryError(
-                            f"{follower.counts.lines} of {report.shipped} shipped lines reached the index, and none "
-                            f"more for {watch.stall_s:.0f} s; {follower.hint}"
-                        )
-                    bar.update(follower.counts.lines - bar.n)
-                    time.sleep(0.05)
+                follower.wait_until_seen(
+                    seen, report.shipped, watch, 0.05, lambda: bar.update(follower.counts.lines - bar.n)
+                )
                 bar.update(follower.counts.lines - bar.n)
     finally:
         follower.stop()

@@ -284,6 +284,29 @@ class Follower(ABC):
             self.on_pass(counts)
         return counts
 
+    def wait_until_seen(
+        self,
+        seen: list[tuple[int, float]],
+        shipped: int,
+        watch: StallWatch,
+        poll_s: float,
+        on_poll: Callable[[], None] | None = None,
+    ) -> None:
+        """Wait until the newest of ``seen`` — the ``(lines visible, time)`` observations this follower's ``on_pass``
+        records — covers ``shipped`` lines. Raises :class:`DeliveryError` on a failed pass, or when the index gains
+        nothing for ``watch.stall_s``; ``on_poll`` runs between checks (a progress bar)."""
+        while not seen or seen[-1][0] < shipped:
+            if self.errors:
+                raise DeliveryError(f"the delivery failed: {self.errors[-1]}")
+            if watch.stalled(self.counts.lines):
+                raise DeliveryError(
+                    f"only {self.counts.lines} of {shipped} shipped lines reached the index, and none more for "
+                    f"{watch.stall_s:.0f} s; {self.hint}"
+                )
+            if on_poll is not None:
+                on_poll()
+            time.sleep(poll_s)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
@@ -527,15 +550,7 @@ def stream_log(
         if written:  # paced: the last batch is due at (shipped - batch) / rate; it is written once put
             report.write_seconds = time.perf_counter() - began
         watch = StallWatch(max(stall_s, follower.expected_delay_s))
-        while not seen or seen[-1][0] < report.shipped:
-            if follower.errors:
-                raise DeliveryError(f"the delivery failed: {follower.errors[-1]}")
-            if watch.stalled(follower.counts.lines):
-                raise DeliveryError(
-                    f"only {follower.counts.lines} of {report.shipped} shipped lines reached the index, and none "
-                    f"more for {watch.stall_s:.0f} s; {follower.hint}"
-                )
-            time.sleep(poll_s / 2)
+        follower.wait_until_seen(seen, report.shipped, watch, poll_s / 2)
     finally:
         follower.stop()
     report.seconds = time.perf_counter() - began
