@@ -64,6 +64,10 @@ The patches below were added after profiling the DynamoDB emulator process on th
   or compared) made two lists to take the one key and value, and a response's conversion back to the wire form
   (``dynamo_to_dict``) tested each value against five types; both now take the common case directly (a one-key dict;
   a string, number, boolean or null value, a dict, a list), every other case keeps moto's code.
+* DynamoDB Query with a filter expression: moto copied every item the key condition found (the whole partition
+  before the bound, for the order handler's Query of a customer's earlier lines), then filtered the copies. A Query of
+  the table's own key now filters the stored items (a filter only reads them) and copies the ones it keeps: the same
+  items, Count, ScannedCount and pages; the order pipeline's Queries cost the emulator about a third less.
 * Every request: moto's dispatcher listed moto's package folder (``os.listdir`` + ``isdir`` on ~300 entries) to
   recognise a service name, for each request. The folder does not change while the process runs: listed once.
 """
@@ -522,6 +526,63 @@ def _patch_dynamodb_item_copy() -> None:
     Table.scan = scan
 
 
+_FILTERING_QUERY = threading.local()
+
+
+def _patch_dynamodb_filtered_query() -> None:
+    _require_moto("_patch_dynamodb_filtered_query")
+    import copy
+
+    from moto.dynamodb.comparisons import OpDefault
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+
+    names = (
+        "range_comparison",
+        "range_objs",
+        "limit",
+        "exclusive_start_key",
+        "scan_index_forward",
+        "projection_expressions",
+        "index_name",
+        "consistent_read",
+        "filter_expression",
+    )
+    original_query = Table.query
+    original_deepcopy = Item.__deepcopy__
+
+    def query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        """A Query of the table's own key with a filter expression: moto copies every item of the page (the whole
+        partition, for the order handler's Query of a customer's earlier lines), then filters the copies. Filtering
+        the stored items (the filter only reads them) and copying those it keeps gives the same items, count and
+        page; the projection is then applied to the copies, as moto does."""
+        bound = dict(zip(names, args, strict=False)) | kwargs
+        extra = set(kwargs) - set(names) - {"hash_key_conditions", "range_key_conditions"}
+        expression = bound.get("filter_expression")
+        if bound.get("index_name") or extra or expression is None or type(expression) is OpDefault:
+            return original_query(self, hash_key, *args, **kwargs)
+        projections = bound.get("projection_expressions")
+        bound.update(filter_expression=None, projection_expressions=None)
+        _FILTERING_QUERY.table = self
+        try:
+            stored, scanned, last_key = original_query(self, hash_key, **bound)
+        finally:
+            _FILTERING_QUERY.table = None
+        results = [copy.deepcopy(item) for item in stored if expression.expr(item)]
+        if projections:
+            results = [item.project(projections) for item in results]
+        return results, scanned, last_key
+
+    def __deepcopy__(self: Item, memo: dict[int, Any]) -> Item:
+        """No copy inside a filtering Query's walk (see ``query`` above): the kept items are copied afterwards."""
+        if getattr(_FILTERING_QUERY, "table", None) is not None:
+            return self
+        return original_deepcopy(self, memo)
+
+    Table.query = query
+    Item.__deepcopy__ = __deepcopy__
+
+
 def _patch_dynamodb_sizes() -> None:
     _require_moto("_patch_dynamodb_sizes")
     from moto.dynamodb.models.dynamo_type import DynamoType, Item
@@ -640,6 +701,7 @@ def apply() -> None:
     _patch_dynamodb_request_parser()
     _patch_dynamodb_projection()
     _patch_dynamodb_item_copy()
+    _patch_dynamodb_filtered_query()
     _patch_dynamodb_sizes()
     _patch_dynamodb_values()
     _patch_dynamodb_serializer_maps()

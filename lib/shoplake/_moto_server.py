@@ -26,6 +26,8 @@ import signal
 import sys
 from typing import Any
 
+from shoplake import _gc
+
 # a long poll (SQS receive, up to 20 s) holds a thread; notebooks, pollers and Lambda workers may each hold one
 THREADS = 32
 # every client process keeps its pool of connections open; waitress stops accepting beyond this many channels
@@ -57,8 +59,10 @@ def serve(port: int, host: str = "127.0.0.1") -> None:
         signal.signal(signum, lambda *_: sys.exit(0))
     # waitress warns on every backlog of queued requests; the pipeline's bursts are expected, not news
     logging.getLogger("waitress").setLevel(logging.ERROR)
+    served = app()
+    _gc.tune_process()  # many objects per request, few cycles: collect less often (shoplake._gc)
     waitress.serve(
-        app(),
+        served,
         host=host,
         port=port,
         threads=THREADS,

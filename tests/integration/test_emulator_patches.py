@@ -738,6 +738,102 @@ def test_projection_and_copy_patches_answer_exactly_what_moto_answers(monkeypatc
             assert copies == [True, False, False]
 
 
+def _filtered_queries() -> list:
+    """Queries with a filter expression as the order handler makes them (a customer's earlier lines of some stock
+    codes, not cancellations), with pages (Limit, ExclusiveStartKey), both directions, projections, an index (moto's
+    code), a filter nothing passes and a bad one; then the stored items."""
+    ddb = _ddb()
+    _order_table(ddb, "f", index=True)
+    for n in range(90):
+        ddb.put_item(TableName="f", Item=_line(f"c{n % 3}", n, is_cancellation={"BOOL": n % 7 == 0}))
+    ddb.put_item(TableName="f", Item=_line("c1", 500, cancelled_by={"S": "C9-1"}, m={"M": {"x": {"S": "y"}}}))
+    values = {":c": {"S": "c1"}, ":k": {"S": "2026-01-20"}, ":f": {"BOOL": False}, ":s0": {"S": "P1"}}
+    base = {
+        "TableName": "f",
+        "KeyConditionExpression": "customer_id = :c AND order_key < :k",
+        "ExpressionAttributeValues": values,
+        "ConsistentRead": True,
+    }
+    filters = [
+        "is_cancellation = :f AND stock_code IN (:s0)",
+        "is_cancellation = :f",
+        "attribute_exists(cancelled_by) OR stock_code = :s0",
+        "is_cancellation = :f AND quantity > :f",  # compares a number with a boolean: nothing passes
+        "stock_code IN (:nope)",  # an unknown placeholder: an error
+    ]
+    out = []
+    for expression in filters:
+        for extra in ({}, {"Limit": 4}, {"ScanIndexForward": False, "Limit": 5}, _projection("order_key", "m.x")):
+            kwargs = {**base, "FilterExpression": expression, **extra}
+            if expression == filters[2]:
+                kwargs["ExpressionAttributeValues"] = {k: v for k, v in values.items() if k != ":f"}
+            for _ in range(30):
+                page = _call(ddb.query, **kwargs)
+                out.append(page)
+                if isinstance(page, tuple) or "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    out.append(
+        _call(
+            ddb.query,
+            TableName="f",
+            IndexName="by-stock",
+            KeyConditionExpression="stock_code = :s0",
+            FilterExpression="quantity > :q",
+            ExpressionAttributeValues={":s0": {"S": "P1"}, ":q": {"N": "10"}},
+        )
+    )
+    out.append(_call(ddb.scan, TableName="f"))  # the stored items are unchanged
+    return out
+
+
+def test_filtered_query_patch_answers_exactly_what_moto_answers(monkeypatch):
+    """issue 13: a table Query with a filter expression filters the stored items and copies only those it keeps
+    (moto copied the whole partition first): every page, count, scanned count, key and error is moto's, and only the
+    kept items are copied."""
+    from moto import mock_aws
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(Item, "__deepcopy__", Item.__deepcopy__)
+    monkeypatch.setattr(Table, "query", Table.query)
+    with mock_aws():
+        unpatched = _filtered_queries()
+    _moto_patches._patch_dynamodb_filtered_query()
+    with mock_aws():
+        patched = _filtered_queries()
+    assert len(patched) == len(unpatched) > 30
+    for got, want in zip(patched, unpatched, strict=True):
+        assert got == want
+    pages = [p for p in patched if isinstance(p, dict) and "Count" in p]
+    assert any(p["Count"] < p["ScannedCount"] for p in pages) and any(p["Count"] == 0 for p in pages)
+    assert any("LastEvaluatedKey" in p for p in pages) and any(isinstance(p, tuple) for p in patched)
+    copies = []
+    deepcopy = Item.__deepcopy__
+
+    def spy(item, memo):
+        copy = deepcopy(item, memo)
+        copies.append(copy is not item)
+        return copy
+
+    monkeypatch.setattr(Item, "__deepcopy__", spy)
+    with mock_aws():
+        ddb = _ddb()
+        _order_table(ddb, "spy")
+        for n in range(10):
+            ddb.put_item(TableName="spy", Item=_line("c", n))
+        found = ddb.query(
+            TableName="spy",
+            KeyConditionExpression="customer_id = :c",
+            FilterExpression="stock_code = :s",
+            ExpressionAttributeValues={":c": {"S": "c"}, ":s": {"S": "P1"}},
+        )
+    assert found["Count"] == 3 and found["ScannedCount"] == 10
+    assert copies.count(True) == 3  # the stored items walked uncopied; the three kept ones copied
+
+
 def test_backend_lookup_patch_lists_the_same_services(monkeypatch):
     """issue 14: the dispatcher's list of moto's service folders is listed once, not on every request."""
     from moto import backends
@@ -766,7 +862,7 @@ def test_every_patch_refuses_another_moto_version(monkeypatch):
     assert _moto_patches.MOTO_VERSION == pin == moto.__version__
     monkeypatch.setattr(moto, "__version__", "9.9.9")
     applied = re.findall(r"^    (_patch_\w+)\(\)$", inspect.getsource(_moto_patches.apply), re.M)
-    assert len(applied) == 15 and "_patch_kinesis" in applied
+    assert len(applied) == 16 and "_patch_kinesis" in applied
     for name in applied:
         with pytest.raises(RuntimeError, match=f"{name} was written for moto 5"):
             getattr(_moto_patches, name)()

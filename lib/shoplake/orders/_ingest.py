@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from shoplake import config, lambda_local, lambda_runtime, streams
+from shoplake import _gc, config, lambda_local, lambda_runtime, streams
 from shoplake.errors import ShoplakeError
 from shoplake.events import from_frame
 from shoplake.lambdas import order_history
@@ -165,13 +165,14 @@ def ingest(
     wait until it has accounted for them. ``publisher`` replaces the default publish (e.g. the agent shipping log
     files); ``events`` must still be what it publishes (to know what to wait for)."""
     began = time.perf_counter()
-    rt = runtime(timeout=timeout, idle_seconds=idle_seconds).start()
-    try:
-        put = publisher() if publisher else publish(events, speed=speed, progress=progress)
-    except BaseException:
-        rt.stop()
-        raise
-    stats = rt.drain(expected=lambda: expected_total(events))
+    with _gc.relaxed():  # the events (a million at full) are not walked by the collector while they stream
+        rt = runtime(timeout=timeout, idle_seconds=idle_seconds).start()
+        try:
+            put = publisher() if publisher else publish(events, speed=speed, progress=progress)
+        except BaseException:
+            rt.stop()
+            raise
+        stats = rt.drain(expected=lambda: expected_total(events))
     shipped = None if isinstance(put, streams.PutResult) else put
     return IngestReport(
         put if isinstance(put, streams.PutResult) else streams.PutResult(),
@@ -671,12 +672,13 @@ def reconcile(events: Any, items: Any = None, dead: DeadLetters | None = None) -
     the cancellation mark) and compares hashes — for :data:`RECONCILE_IN_WORKER_FROM` events or more, while a second
     process computes what the table must hold; given full ``items`` (:func:`table_items`), it compares every
     column the items have."""
-    records = _as_records(events)
-    if items is None and len(records) >= RECONCILE_IN_WORKER_FROM:
-        items, (expected, invalid) = _expected_while_reading(records)
-    else:
-        items = table_items(RECONCILE_COLUMNS) if items is None else items
-        expected, invalid = expected_items(records, columns=list(items.columns))
+    with _gc.relaxed():
+        records = _as_records(events)
+        if items is None and len(records) >= RECONCILE_IN_WORKER_FROM:
+            items, (expected, invalid) = _expected_while_reading(records)
+        else:
+            items = table_items(RECONCILE_COLUMNS) if items is None else items
+            expected, invalid = expected_items(records, columns=list(items.columns))
     dead = dead_letters() if dead is None else dead
     have = {(row["customer_id"], row["order_key"]): row for row in items.to_dict(orient="records")}
     compared = set(items.columns)
