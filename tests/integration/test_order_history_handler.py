@@ -642,6 +642,7 @@ class InFlight:
 
         self.real, self.lock = config.client("dynamodb"), threading.Lock()
         self.running = self.most = 0
+        self.calls: list[tuple[str, float, float]] = []  # (operation, started, ended)
 
     def __getattr__(self, name):
         method = getattr(self.real, name)
@@ -650,19 +651,21 @@ class InFlight:
             with self.lock:
                 self.running += 1
                 self.most = max(self.most, self.running)
+            started = time.monotonic()
             try:
                 time.sleep(0.05)  # long enough for the others to start, if they are sent at once
                 return method(**kwargs)
             finally:
                 with self.lock:
                     self.running -= 1
+                    self.calls.append((name, started, time.monotonic()))
 
         return call
 
 
 def test_a_batchs_requests_are_in_flight_together_and_the_result_is_the_same(resources):
-    """issue 13: a batch's BatchWriteItem chunks (and its Queries and BatchGetItem chunks) go out up to CONCURRENCY at
-    a time instead of one after another; the table ends the same, replays included."""
+    """issue 13: a batch's BatchWriteItem chunks (and, before them, its Queries and BatchGetItem chunks together) go
+    out up to CONCURRENCY at a time instead of one after another; the table ends the same, replays included."""
     table, queue = resources
     customers = [f"p{i}-{uuid.uuid4().hex[:6]}" for i in range(6)]
     originals = [
@@ -676,6 +679,11 @@ def test_a_batchs_requests_are_in_flight_together_and_the_result_is_the_same(res
     assert response["batchItemFailures"] == []
     assert response["counts"]["written"] == 126 and response["counts"]["cancellations_matched"] == 6
     assert 1 < dynamodb.most <= order_history.CONCURRENCY
+    # the reads are one wave: a BatchGetItem starts before the last Query ends; every write starts after every read
+    reads = [c for c in dynamodb.calls if c[0] in ("query", "batch_get_item")]
+    assert {c[0] for c in reads} == {"query", "batch_get_item"}
+    assert min(c[1] for c in reads if c[0] == "batch_get_item") < max(c[2] for c in reads if c[0] == "query")
+    assert min(c[1] for c in dynamodb.calls if c[0] == "batch_write_item") >= max(c[2] for c in reads)
     marked = {c: [i["event_id"]["S"] for i in items_of(table, c) if "cancelled_by" in i] for c in customers}
     assert marked == {c: [f"64{i:03d}-1"] for i, c in enumerate(customers)}
     # a replay of the whole batch, concurrent again, leaves the table as it is
@@ -683,3 +691,23 @@ def test_a_batchs_requests_are_in_flight_together_and_the_result_is_the_same(res
     again = order_history.process(kinesis_event(originals + cancels), table, queue, InFlight(), config.client("sqs"))
     assert again["batchItemFailures"] == [] and again["counts"]["cancellations_matched"] == 6
     assert {c: sorted(map(json.dumps, items_of(table, c))) for c in customers} == before
+
+
+def test_each_invoking_thread_has_its_own_pool():
+    """issue 13: on Lambda each container runs one invocation at a time with its own pool; locally each shard's
+    poller plays a container, so two pollers' batches do not share (and halve) one pool of CONCURRENCY threads."""
+    import threading
+
+    pools: dict[str, object] = {}
+
+    def batch(poller: str) -> None:
+        assert order_history._each(lambda n: n * 2, [1, 2, 3]) == [2, 4, 6]
+        pools[poller] = order_history._POOLS.pool  # kept: the two pools are alive together
+
+    pollers = [threading.Thread(target=batch, args=(f"p{i}",)) for i in range(2)]
+    for t in pollers:
+        t.start()
+    for t in pollers:
+        t.join(10)
+    assert pools["p0"] is not pools["p1"]
+    assert pools["p0"]._max_workers == pools["p1"]._max_workers == order_history.CONCURRENCY

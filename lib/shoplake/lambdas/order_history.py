@@ -28,9 +28,10 @@ Policies:
   customer's events in order (partition key = customer, one shard), so the full run never does that.
 - **Requests per batch** (not per event or per cancellation): one Query per customer with cancellations in the
   batch (the stored lines they may mark, whole, as a newly marked line is re-put with its mark); one BatchGetItem
-  per 100 of the batch's original lines that the Queries did not cover (keys and marks only); BatchWriteItem puts
-  (25 per call) of the batch's items and of the lines newly marked — up to ``CONCURRENCY`` of the Queries, of the
-  BatchGetItem calls and then of the BatchWriteItem calls in flight at once. Reads and writes are not conditional: this
+  per 100 of the batch's original lines that the Queries do not cover (keys and marks only); BatchWriteItem puts
+  (25 per call) of the batch's items and of the lines newly marked. Two waves, each with up to ``CONCURRENCY``
+  requests in flight: the reads (Queries and BatchGetItem calls together: which lines a Query covers follows from
+  the cancellations alone), then the writes. Reads and writes are not conditional: this
   relies on one writer per customer at a time — the event-source mapping invokes one batch per shard at a time, in
   order, and a customer's events share a shard (a ParallelizationFactor > 1 keeps that per partition key).
 - **Malformed** records (not JSON, missing/ill-typed fields, bad date) go to the dead-letter queue as one
@@ -54,6 +55,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -232,7 +234,9 @@ def process(event: dict[str, Any], table: str, dlq_url: str, dynamodb: Any, sqs:
     return {"batchItemFailures": [{"itemIdentifier": s} for s in sorted(failed, key=_seq_int)], "counts": counts}
 
 
-_POOL: list[Any] = []  # one thread pool per process (a warm Lambda container reuses it)
+# one thread pool per invoking thread: on Lambda the one thread of a container (a warm container reuses it); locally
+# each shard's poller plays a container, so two pollers do not share (and halve) one pool
+_POOLS = threading.local()
 
 
 def _each(call: Any, args: list[Any]) -> list[Any]:
@@ -243,13 +247,12 @@ def _each(call: Any, args: list[Any]) -> list[Any]:
     works while this one prepares the next request). The first exception raised is raised here, after the others end."""
     if len(args) <= 1:
         return [call(a) for a in args]
-    if not _POOL:
-        from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor, wait
 
-        _POOL.append(ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="order-history"))
-    from concurrent.futures import wait
-
-    futures = [_POOL[0].submit(call, a) for a in args]
+    pool = getattr(_POOLS, "pool", None)
+    if pool is None:
+        pool = _POOLS.pool = ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="order-history")
+    futures = [pool.submit(call, a) for a in args]
     wait(futures)
     return [f.result() for f in futures]
 
@@ -339,10 +342,7 @@ def _read_lines(
         customer: (max(c["InvoiceDate"] for c in group) + "#", sorted({c["StockCode"] for c in group}))
         for customer, group in by_customer.items()
     }
-    found = _each(lambda customer: _candidate_lines(dynamodb, table, customer, *bounds[customer]), list(bounds))
-    for (customer, (before, codes)), stored_lines in zip(bounds.items(), found, strict=True):
-        for stored in stored_lines:
-            lines[_key_of(stored)] = {"item": stored, "stock_code": stored["stock_code"]["S"], "mark": _mark_of(stored)}
+    for customer, (before, codes) in bounds.items():
         covered[customer] = (before, set(codes) if len(codes) <= MAX_IN_CODES else None)
     originals = [key for key, item in items.items() if not item["is_cancellation"]["BOOL"]]
 
@@ -350,23 +350,29 @@ def _read_lines(
         bound, codes = covered.get(key[0], ("", set()))
         return key[1] < bound and (codes is None or items[key]["stock_code"]["S"] in codes)
 
-    stored_marks = _stored_marks(dynamodb, table, [k for k in originals if not queried(k)])
+    # the Queries and the BatchGetItem calls in one wave: which keys a Query covers follows from the bounds alone
+    unqueried = [k for k in originals if not queried(k)]
+    reads: list[tuple[str, Any]] = [("query", customer) for customer in bounds]
+    reads += [("get", unqueried[start : start + BATCH_GET_MAX]) for start in range(0, len(unqueried), BATCH_GET_MAX)]
+
+    def read(task: tuple[str, Any]) -> Any:
+        kind, arg = task
+        if kind == "query":
+            return _candidate_lines(dynamodb, table, arg, *bounds[arg])
+        return _get_marks(dynamodb, table, arg)
+
+    answers = _each(read, reads)
+    stored_marks: dict[Key, dict[str, Any]] = {}
+    for (kind, _arg), answer in zip(reads, answers, strict=True):
+        if kind == "get":
+            stored_marks.update(answer)
+            continue
+        for stored in answer:
+            lines[_key_of(stored)] = {"item": stored, "stock_code": stored["stock_code"]["S"], "mark": _mark_of(stored)}
     for key in originals:
         mark = lines[key]["mark"] if key in lines else _mark_of(stored_marks.get(key))
         lines[key] = {"item": items[key], "stock_code": items[key]["stock_code"]["S"], "mark": mark}
     return lines
-
-
-def _stored_marks(dynamodb: Any, table: str, keys: list[Key]) -> dict[Key, dict[str, Any]]:
-    """The items of ``keys`` that exist, with only their keys and marks: BatchGetItem, ≤ 100 keys per call,
-    unprocessed keys retried with backoff (raises :class:`Unprocessed` when some stay unprocessed)."""
-    found: dict[Key, dict[str, Any]] = {}
-    for part in _each(
-        lambda start: _get_marks(dynamodb, table, keys[start : start + BATCH_GET_MAX]),
-        list(range(0, len(keys), BATCH_GET_MAX)),
-    ):
-        found.update(part)
-    return found
 
 
 def _get_marks(dynamodb: Any, table: str, keys: list[Key]) -> dict[Key, dict[str, Any]]:
