@@ -333,7 +333,6 @@ def _read_lines(
       that Query when it covered them, else from one BatchGetItem per 100 keys (keys and marks only): a replayed line
       is re-put with its mark, never without it."""
     lines: dict[Key, dict[str, Any]] = {}
-    covered: dict[str, tuple[str, set[str] | None]] = {}  # customer → (order_key bound, stock codes | all)
     by_customer: dict[str, list[dict[str, Any]]] = {}
     for _sequence, cancel in cancels:
         if cancel["CustomerID"] is not None:  # a guest's cancellation has no earlier lines to mark
@@ -342,8 +341,8 @@ def _read_lines(
         customer: (max(c["InvoiceDate"] for c in group) + "#", sorted({c["StockCode"] for c in group}))
         for customer, group in by_customer.items()
     }
-    for customer, (before, codes) in bounds.items():
-        covered[customer] = (before, set(codes) if len(codes) <= MAX_IN_CODES else None)
+    # customer → (order_key bound, stock codes | None: all codes): which of the batch's lines its Query returns
+    covered = {c: (before, set(codes) if len(codes) <= MAX_IN_CODES else None) for c, (before, codes) in bounds.items()}
     originals = [key for key, item in items.items() if not item["is_cancellation"]["BOOL"]]
 
     def queried(key: Key) -> bool:
