@@ -43,6 +43,7 @@ class _Answering:
     """What both workers share: ``_outcome`` is ``("ok", value)`` or ``("error", exception)`` once :meth:`done`."""
 
     _outcome: tuple[str, Any] | None = None
+    name = "shoplake-worker"
 
     def done(self, timeout: float = 0.0) -> bool:
         raise NotImplementedError
@@ -72,6 +73,7 @@ class Worker(_Answering):
 
     def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "shoplake-worker") -> None:
         context = multiprocessing.get_context("spawn")
+        self.name = name
         self._answers, answer = context.Pipe(duplex=False)
         self._fn_name = getattr(fn, "__name__", repr(fn))
         self._process = context.Process(target=_run, args=(answer, fn, args), name=name, daemon=True)
@@ -79,7 +81,8 @@ class Worker(_Answering):
         answer.close()  # this process only reads: the pipe reports end-of-file if the worker dies
 
     def done(self, timeout: float = 0.0) -> bool:
-        """True once the worker has answered (waits up to ``timeout`` s); raises if it died without answering."""
+        """True once the worker has answered, or has died without answering (waits up to ``timeout`` s); then
+        :meth:`result` returns the answer or raises (a :class:`WorkerError` for a process that died)."""
         if self._outcome is not None:
             return True
         if self._answers.poll(timeout):
@@ -87,9 +90,13 @@ class Worker(_Answering):
                 self._outcome = self._answers.recv()
             except EOFError:
                 self._process.join()
-                raise WorkerError(
-                    f"the process running {self._fn_name} ended (exit code {self._process.exitcode}) without a result"
-                ) from None
+                self._outcome = (
+                    "error",
+                    WorkerError(
+                        f"the process running {self._fn_name} ended (exit code {self._process.exitcode}) without a "
+                        "result"
+                    ),
+                )
             return True
         return False
 
@@ -107,6 +114,7 @@ class ThreadWorker(_Answering):
 
     def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "shoplake-worker") -> None:
         self._finished = threading.Event()
+        self.name = name
 
         def run() -> None:
             try:

@@ -3,7 +3,11 @@
 The emulator stores Lambda functions but cannot run them (no Docker), so this module plays the Lambda service's
 poller, the same way for any handler (``order_history``, the rate alarm detector, ...):
 
-- one poller thread per shard, batches of at most ``batch_size`` records gathered for up to the batching window;
+- one poller per shard, batches of at most ``batch_size`` records gathered for up to the batching window. A poller
+  is a thread of this process, or, given a ``handler_factory`` (a picklable function that builds the handler), a
+  spawned process of its own, as Lambda runs each shard's invocations in a container of its own: the pollers of
+  different shards then do not share one interpreter lock (the orders mapping runs so; a handler that keeps state in
+  this process, as the rate detector does, runs in threads);
 - per-shard checkpoints (the last sequence number fully handled) persisted in the stack's DynamoDB ``checkpoints``
   table under ``(consumer, shard_id)``, so a restarted consumer resumes where it stopped. By default after every
   batch; with ``checkpoint_interval_seconds`` (as Lambda's own mapping does) at most that often, and always when a
@@ -33,6 +37,8 @@ import base64
 import json
 import logging
 import math
+import multiprocessing
+import pickle
 import threading
 import time
 import uuid
@@ -40,7 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from shoplake import config, streams
+from shoplake import _gc, config, streams
+from shoplake._process import ThreadWorker, Worker
 from shoplake._stall import StallWatch
 from shoplake.errors import ShoplakeError
 
@@ -168,6 +175,15 @@ class MappingStats:
     handler_counts: dict[str, int] = field(default_factory=dict)  # sum of the handler's "counts" answers
     elapsed_s: float = 0.0
 
+    def merge(self, other: MappingStats) -> None:
+        """Add ``other``'s counts (the stats of another shard's poller process) to these."""
+        for name in MappingStats.COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.shards.update(other.shards)
+        self.latencies_s.extend(other.latencies_s)
+        for key, value in other.handler_counts.items():
+            self.handler_counts[key] = self.handler_counts.get(key, 0) + value
+
     def latency_percentiles(self, quantiles: tuple[float, ...] = (0.5, 0.95)) -> dict[str, float | None]:
         """Event arrival → handled latency percentiles in seconds, e.g. ``{"p50": 0.4, "p95": 1.1}``."""
         import numpy as np
@@ -177,19 +193,20 @@ class MappingStats:
         values = np.quantile(np.asarray(self.latencies_s), quantiles)
         return {f"p{round(q * 100)}": round(float(v), 4) for q, v in zip(quantiles, values, strict=True)}
 
+    COUNTS = (
+        "records_in",
+        "records_done",
+        "records_to_on_failure",
+        "invocations",
+        "function_errors",
+        "partial_failures",
+        "retries",
+        "bisections",
+        "checkpoints_written",
+    )
+
     def as_dict(self) -> dict[str, Any]:
-        keys = (
-            "records_in",
-            "records_done",
-            "records_to_on_failure",
-            "invocations",
-            "function_errors",
-            "partial_failures",
-            "retries",
-            "bisections",
-            "checkpoints_written",
-        )
-        out: dict[str, Any] = {k: getattr(self, k) for k in keys}
+        out: dict[str, Any] = {k: getattr(self, k) for k in MappingStats.COUNTS}
         out["elapsed_s"] = round(self.elapsed_s, 3)
         out["handler_counts"] = dict(self.handler_counts)
         return out
@@ -288,21 +305,62 @@ class Checkpoints:
             )
 
 
+ACTIVITY = ("reads", "records_in", "records_done", "invocations", "retries", "checkpoints_written")  # progress
+
+
+@dataclass
+class _Shared:
+    """What a mapping's pollers share with the process that waits for them: the stop and drain events, when drain was
+    asked for, the batch budget (-1: none) and each shard's :data:`ACTIVITY` counts (written by poller processes).
+    Made of multiprocessing's shared objects (spawn context), so the same state serves poller threads and poller
+    processes."""
+
+    stop: Any
+    drain: Any
+    drain_at: Any
+    batches_left: Any
+    activity: Any = None
+
+    @classmethod
+    def new(cls) -> _Shared:
+        context = multiprocessing.get_context("spawn")
+        return cls(context.Event(), context.Event(), context.Value("d", 0.0, lock=False), context.Value("q", -1))
+
+
 class EventSourceMapping:
-    """A local Kinesis → handler mapping: ``EventSourceMapping(handler, settings, consumer="order-history")``."""
+    """A local Kinesis → handler mapping: ``EventSourceMapping(handler, settings, consumer="order-history")``.
+
+    With ``handler_factory`` (a picklable module-level function returning the handler) instead of ``handler``, each
+    shard's poller runs in a spawned process of its own that builds its handler with it (module docstring)."""
 
     def __init__(
         self,
-        handler: Handler,
+        handler: Handler | None,
         settings: MappingSettings,
         consumer: str,
         function_name: str | None = None,
         checkpoint_table: str | None = None,
         before_checkpoint: Callable[[str], None] | None = None,
+        *,
+        handler_factory: Callable[[], Handler] | None = None,
     ) -> None:
         if not consumer:
             raise MappingError("a consumer name is needed (it keys the checkpoints)")
-        self.handler = handler
+        if (handler is None) == (handler_factory is None):
+            raise MappingError("give either a handler (pollers in threads) or a handler_factory (poller processes)")
+        if handler_factory is not None and before_checkpoint is not None:
+            raise MappingError("before_checkpoint needs the handler in this process: give a handler, not a factory")
+        if handler_factory is not None:
+            try:
+                pickle.dumps(handler_factory)
+            except Exception as exc:  # noqa: BLE001 - named in the error
+                raise MappingError(
+                    f"handler_factory must be a module-level function (it is sent to the poller processes), got "
+                    f"{handler_factory!r}: {exc}"
+                ) from None
+        self.handler_factory = handler_factory
+        # a factory is also called here once: a missing resource fails now, with the factory's own message
+        self.handler = handler if handler is not None else handler_factory()  # type: ignore[misc]
         self.settings = settings
         self.consumer = consumer
         self.function_name = function_name or config.resource_name(consumer)
@@ -311,13 +369,9 @@ class EventSourceMapping:
         self.before_checkpoint = before_checkpoint  # shard id → None, before each checkpoint write (module docstring)
         self.stats = MappingStats()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._drain = threading.Event()
-        self._drain_at = 0.0
-        self._threads: list[threading.Thread] = []
+        self._shared = _Shared.new()
+        self._pollers: list[Worker | ThreadWorker] = []
         self._errors: list[BaseException] = []
-        self._max_batches: int | None = None
-        self._batches_left: int | None = None
         self._began = 0.0
         self._region = config.settings().region
         self._account = config.client("sts").get_caller_identity()["Account"]
@@ -329,26 +383,51 @@ class EventSourceMapping:
         self._pending: dict[str, tuple[str, int]] = {}  # shard → checkpoint handled but not yet written
         self._flushed_at: dict[str, float] = {}
 
+    @property
+    def _stop(self) -> Any:
+        return self._shared.stop
+
+    @property
+    def _drain(self) -> Any:
+        return self._shared.drain
+
     # ------------------------------------------------------------------ running
 
     def start(self, max_batches: int | None = None) -> EventSourceMapping:
-        """Start one poller thread per shard in the background (follows the stream until :meth:`stop`/:meth:`drain`).
+        """Start one poller per shard in the background (follows the stream until :meth:`stop`/:meth:`drain`).
 
         ``max_batches`` stops every poller after that many handled batches in total (to simulate a consumer that
         is stopped mid-stream).
         """
-        if self._threads:
+        if self._pollers:
             raise MappingError("this mapping is already running")
         self._stop.clear()
         self._errors.clear()
-        self._batches_left = max_batches
+        self._shared.batches_left.value = -1 if max_batches is None else max_batches
         self._began = time.perf_counter()
-        for shard_id in streams.shards(self.stream_name):
-            thread = threading.Thread(
-                target=self._run_shard, args=(shard_id,), daemon=True, name=f"esm-{self.consumer}-{shard_id}"
+        shard_ids = streams.shards(self.stream_name)
+        if self.handler_factory is None:
+            for shard_id in shard_ids:
+                name = f"esm-{self.consumer}-{shard_id}"
+                self._pollers.append(ThreadWorker(self._run_shard, shard_id, name=name))
+            return self
+        context = multiprocessing.get_context("spawn")
+        self._shared.activity = context.Array("q", len(shard_ids) * len(ACTIVITY), lock=False)
+        for index, shard_id in enumerate(shard_ids):
+            self._pollers.append(
+                Worker(
+                    _poll_in_process,
+                    self.handler_factory,
+                    self.settings,
+                    self.consumer,
+                    self.function_name,
+                    self.checkpoints.table,
+                    shard_id,
+                    index,
+                    self._shared,
+                    name=f"esm-{self.consumer}-{shard_id}",
+                )
             )
-            self._threads.append(thread)
-            thread.start()
         return self
 
     def drain(self, timeout: float | None = None, idle_seconds: float | None = None) -> MappingStats:
@@ -356,7 +435,7 @@ class EventSourceMapping:
 
         Waits while they make progress; ``idle_seconds`` (default :data:`DEFAULT_IDLE_SECONDS`) without any is an
         error, and so is ``timeout`` seconds in total when given."""
-        self._drain_at = time.monotonic()
+        self._shared.drain_at.value = time.monotonic()
         self._drain.set()
         return self._join(timeout, idle_seconds)
 
@@ -370,14 +449,34 @@ class EventSourceMapping:
     ) -> MappingStats:
         """Poll every shard until no record is left (or ``max_batches`` handled), then return the stats (waiting as
         :meth:`drain` does)."""
-        self._drain_at = time.monotonic()
+        self._shared.drain_at.value = time.monotonic()
         self._drain.set()
         self.start(max_batches=max_batches)
         return self._join(timeout, idle_seconds)
 
     def _activity(self) -> tuple[int, ...]:
-        st = self.stats
-        return (self._reads, st.records_in, st.records_done, st.invocations, st.retries, st.checkpoints_written)
+        """The :data:`ACTIVITY` counts so far, over every shard (from the poller processes' shared counts)."""
+        if self.handler_factory is None or self._shared.activity is None:
+            st = self.stats
+            return (self._reads, st.records_in, st.records_done, st.invocations, st.retries, st.checkpoints_written)
+        counts = self._shared.activity[:]
+        width = len(ACTIVITY)
+        return tuple(sum(counts[i::width]) for i in range(width))
+
+    def _publish_activity(self, index: int) -> None:
+        """In a poller process: write this shard's :data:`ACTIVITY` counts where the waiting process reads them."""
+        width = len(ACTIVITY)
+        self._shared.activity[index * width : (index + 1) * width] = list(self._activity())
+
+    def _abandon(self) -> list[str]:
+        """Stop waiting: ask the pollers to stop, end poller processes at once (threads cannot be ended: they stop
+        after their batch); returns the names of the pollers that were still running."""
+        self._stop.set()
+        names = [p.name for p in self._pollers if not p.done()]
+        for poller in self._pollers:
+            poller.stop()
+        self._pollers = [p for p in self._pollers if isinstance(p, ThreadWorker)]
+        return names
 
     def _join(self, timeout: float | None, idle_seconds: float | None = None) -> MappingStats:
         idle_limit = DEFAULT_IDLE_SECONDS if idle_seconds is None else idle_seconds
@@ -387,40 +486,48 @@ class EventSourceMapping:
         watch = StallWatch(idle_limit, value=self._activity())
         unreachable = 0
         while True:
-            alive = [t for t in self._threads if t.is_alive()]
+            alive = [p for p in self._pollers if not p.done()]
             if not alive:
                 break
-            alive[0].join(0.5)
+            alive[0].done(0.5)
             now = time.monotonic()
-            if self._endpoints and any(t.is_alive() for t in self._threads):
+            if self._endpoints and any(not p.done() for p in self._pollers):
                 gone = [url for url in self._endpoints if not _reachable(url)]
                 unreachable = unreachable + 1 if gone else 0
                 if unreachable >= 3:  # ~1.5 s of refused connections: the emulator is gone, not busy
-                    self._stop.set()
-                    self._threads = []
+                    self._abandon()
+                    self._pollers = []
                     raise MappingError(
                         f"the local services's AWS emulator at {', '.join(gone)} stopped answering while {self.consumer} "
                         "was consuming: start it with `shoplake local up` (or `make local-up`) and run again; the "
                         "consumer resumes from its checkpoints"
                     )
-            idle = watch.observe(self._activity())
+            activity = self._activity()
+            idle = watch.observe(activity)
+            done = activity[ACTIVITY.index("records_done")]
             if timeout is not None and now - began > timeout:
-                self._stop.set()
-                names = [t.name for t in self._threads if t.is_alive()]
+                names = self._abandon()
                 raise MappingError(
                     f"pollers {names} did not finish within the timeout of {timeout} s given by the caller "
-                    f"({self.stats.records_done} records handled so far); leave timeout unset to wait while they "
-                    "make progress"
+                    f"({done} records handled so far); leave timeout unset to wait while they make progress"
                 )
             if idle > idle_limit:
-                self._stop.set()
-                names = [t.name for t in self._threads if t.is_alive()]
+                names = self._abandon()
                 raise MappingError(
                     f"pollers {names} of {self.consumer} made no progress for {idle:.0f} s "
-                    f"(idle_seconds={idle_limit:g}; {self.stats.records_done} records handled): the handler hangs "
-                    "or every call fails"
+                    f"(idle_seconds={idle_limit:g}; {done} records handled): the handler hangs or every call fails"
                 )
-        self._threads = []
+        pollers, self._pollers = self._pollers, []
+        for poller in pollers:
+            try:
+                answer = poller.result()
+            except Exception as exc:  # noqa: BLE001 - a poller process that died without answering (WorkerError)
+                self._errors.append(exc)
+                continue
+            if answer is not None:  # a poller process's (stats, errors)
+                stats, errors = answer
+                self.stats.merge(stats)
+                self._errors.extend(errors)
         self._drain.clear()
         self.stats.elapsed_s = time.perf_counter() - self._began
         if self._errors:
@@ -486,15 +593,16 @@ class EventSourceMapping:
                     return
             # drain: stop only after an empty read that began after drain() was called (records put before
             # drain() must not be missed by a poller whose last empty read was earlier)
-            if caught_up and not buffer and self._drain.is_set() and read_at >= self._drain_at:
+            if caught_up and not buffer and self._drain.is_set() and read_at >= self._shared.drain_at.value:
                 return
 
     def _batch_budget_spent(self) -> bool:
-        with self._lock:
-            if self._batches_left is None:
+        budget = self._shared.batches_left
+        with budget.get_lock():  # shared by every poller, threads or processes
+            if budget.value < 0:
                 return False
-            self._batches_left -= 1
-            return self._batches_left <= 0
+            budget.value -= 1
+            return budget.value <= 0
 
     # ------------------------------------------------------------------ delivering a batch
 
@@ -649,3 +757,45 @@ class EventSourceMapping:
         with self._lock:
             self.stats.records_to_on_failure += len(records)
         self._checkpoint(shard_id, records, handled=False, force=True)
+
+
+def _poll_in_process(
+    handler_factory: Callable[[], Handler],
+    settings: MappingSettings,
+    consumer: str,
+    function_name: str,
+    checkpoint_table: str,
+    shard_id: str,
+    index: int,
+    shared: _Shared,
+) -> tuple[MappingStats, list[BaseException]]:
+    """One shard's poller in a process of its own (:meth:`EventSourceMapping.start` with a ``handler_factory``):
+    builds the handler, polls the shard as a poller thread would, with the waiting process's stop, drain and budget,
+    and returns its stats and errors (an error that cannot be pickled comes back as a :class:`MappingError` naming
+    it)."""
+    mapping = EventSourceMapping(handler_factory(), settings, consumer, function_name, checkpoint_table)
+    mapping._shared = shared
+    mapping._began = time.perf_counter()
+    finished = threading.Event()
+
+    def publish() -> None:  # the waiting process watches these counts for progress
+        while not finished.wait(0.25):
+            mapping._publish_activity(index)
+
+    reporter = threading.Thread(target=publish, daemon=True, name=f"esm-activity-{shard_id}")
+    reporter.start()
+    try:
+        with _gc.relaxed():
+            mapping._run_shard(shard_id)
+    finally:
+        finished.set()
+        reporter.join()
+        mapping._publish_activity(index)
+    errors: list[BaseException] = []
+    for exc in mapping._errors:
+        try:
+            pickle.dumps(exc)
+            errors.append(exc)
+        except Exception:  # noqa: BLE001 - an exception that cannot travel: its type and text
+            errors.append(MappingError(f"{type(exc).__name__}: {exc}"))
+    return mapping.stats, errors

@@ -1,10 +1,13 @@
 """shoplake.lambda_local: Kinesis event-source-mapping semantics against the emulator (checkpoints, retries,
-bisect on error, partial batch responses, on-failure destination), with the real order_history handler."""
+bisect on error, partial batch responses, on-failure destination), with the real order_history handler; pollers
+in threads and, with a handler_factory, in processes of their own."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -536,3 +539,128 @@ def test_waiting_lasts_as_long_as_the_pollers_make_progress(stream, tables):
     stats = mapping(slow, stream, tables, batch_size=5).run_until_caught_up(idle_seconds=1)
     assert stats.records_done == 60 and stats.invocations == 12 and time.monotonic() - began > 3
     assert set(table_event_ids(tables, tag)) == expected_ids(batch)
+
+
+# --------------------------------------------------------------------------- poller processes (handler_factory)
+# Each shard's poller in a spawned process of its own, as each shard has its own Lambda container. The factories
+# below run in those processes.
+
+
+def order_history_in_this_process() -> lambda_local.Handler:
+    """The real handler on the test's table and DLQ (named in the environment the children inherit); its counts
+    also say which process handled how many records."""
+    table, dlq = os.environ["LL_TABLE"], os.environ["LL_DLQ"]
+    dynamodb, sqs = config.client("dynamodb"), config.client("sqs")
+
+    def handle(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        response = order_history.process(event, table, dlq, dynamodb, sqs)
+        response["counts"][f"pid:{os.getpid()}"] = len(event["Records"])
+        return response
+
+    return handle
+
+
+def hangs() -> lambda_local.Handler:
+    def handle(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        time.sleep(3600)
+        return {}
+
+    return handle
+
+
+def dies() -> lambda_local.Handler:
+    def handle(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        os._exit(7)
+
+    return handle
+
+
+@pytest.fixture
+def env(tables, monkeypatch):
+    monkeypatch.setenv("LL_TABLE", tables["table"])
+    monkeypatch.setenv("LL_DLQ", tables["dlq"])
+    return tables
+
+
+def in_processes(factory, stream, tables, consumer=None, **overrides) -> lambda_local.EventSourceMapping:
+    return lambda_local.EventSourceMapping(
+        None,
+        settings(stream, tables, **overrides),
+        consumer=consumer or f"p-{uuid.uuid4().hex[:6]}",
+        checkpoint_table=tables["checkpoints"],
+        handler_factory=factory,
+    )
+
+
+def pids_of(stats: lambda_local.MappingStats) -> dict[int, int]:
+    return {int(k.split(":")[1]): v for k, v in stats.handler_counts.items() if k.startswith("pid:")}
+
+
+def test_each_shard_is_polled_in_a_process_of_its_own_and_the_counts_add_up(stream, env):
+    tag = uuid.uuid4().hex[:6]
+    batch = events(300, customers=20, tag=tag)
+    streams.put_records(stream, batch)
+    stats = in_processes(order_history_in_this_process, stream, env).run_until_caught_up(timeout=120)
+    pids = pids_of(stats)
+    assert len(pids) == 2 and os.getpid() not in pids  # two shards, two poller processes, none of them this one
+    assert sum(pids.values()) == stats.records_in == stats.records_done == len(batch)
+    assert set(stats.shards) == set(streams.shards(stream)) and sum(s["records"] for s in stats.shards.values()) == 300
+    assert len(stats.latencies_s) == len(batch) and stats.invocations >= 2 and stats.elapsed_s > 0
+    ids = table_event_ids(env, tag)
+    assert set(ids) == expected_ids(batch) and set(ids.values()) == {1}
+
+
+def test_a_stopped_consumer_resumes_from_the_checkpoints_its_processes_wrote(stream, env):
+    tag = uuid.uuid4().hex[:6]
+    first_half, second_half = events(100, tag=tag), events(100, tag=tag + "b")
+    streams.put_records(stream, first_half)
+    consumer = f"resume-{tag}"
+    first = in_processes(order_history_in_this_process, stream, env, consumer=consumer).run_until_caught_up(60)
+    assert first.records_done == 100
+    written = lambda_local.Checkpoints(consumer, env["checkpoints"]).all()
+    assert set(written) == set(streams.shards(stream))
+    streams.put_records(stream, second_half)
+    second = in_processes(order_history_in_this_process, stream, env, consumer=consumer).run_until_caught_up(60)
+    assert second.records_in == second.records_done == 100  # only what came after the checkpoints
+
+
+def test_the_batch_budget_is_shared_by_the_poller_processes(stream, env):
+    streams.put_records(stream, events(400, customers=20))
+    stats = in_processes(order_history_in_this_process, stream, env, batch_size=10).run_until_caught_up(
+        timeout=60, max_batches=3
+    )
+    # each process may finish the batch it was handling when the budget ran out: at most one more per shard
+    assert 3 <= stats.invocations <= 3 + 1 and stats.records_done == 10 * stats.invocations
+
+
+def test_a_hanging_handler_fails_after_idle_seconds_and_its_processes_are_ended(stream, env):
+    streams.put_records(stream, events(4))
+    running = in_processes(hangs, stream, env, max_retry_attempts=0).start()
+    processes = [poller._process for poller in running._pollers]
+    with pytest.raises(lambda_local.MappingError, match=r"made no progress for .*\(idle_seconds=2;"):
+        running.drain(idle_seconds=2)
+    assert len(processes) == 2 and not any(p.is_alive() for p in processes)  # ended, not left hanging
+
+
+def test_a_poller_process_that_dies_is_one_clear_error(stream, env):
+    streams.put_records(stream, events(4))
+    with pytest.raises(lambda_local.MappingError, match=r"a poller of .* failed: .*exit code 7"):
+        in_processes(dies, stream, env).run_until_caught_up(timeout=60)
+
+
+def test_an_error_in_a_poller_process_comes_back_as_it_was(stream, env):
+    streams.put_records(stream, events(4))
+    missing = {**env, "checkpoints": "no-such-checkpoint-table"}
+    with pytest.raises(lambda_local.MappingError, match="checkpoint table no-such-checkpoint-table does not exist"):
+        in_processes(order_history_in_this_process, stream, missing).run_until_caught_up(timeout=60)
+
+
+def test_a_factory_must_travel_to_the_poller_processes_and_comes_alone():
+    local = lambda: hangs()  # noqa: E731 - a lambda cannot be pickled
+    base = lambda_local.MappingSettings(stream="orders")
+    with pytest.raises(lambda_local.MappingError, match="module-level function"):
+        lambda_local.EventSourceMapping(None, base, consumer="c", handler_factory=local)
+    with pytest.raises(lambda_local.MappingError, match="either a handler .* or a handler_factory"):
+        lambda_local.EventSourceMapping(hangs(), base, consumer="c", handler_factory=hangs)
+    with pytest.raises(lambda_local.MappingError, match="before_checkpoint needs the handler in this process"):
+        lambda_local.EventSourceMapping(None, base, consumer="c", handler_factory=hangs, before_checkpoint=print)

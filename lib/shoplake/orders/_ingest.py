@@ -60,13 +60,21 @@ def handler() -> lambda_local.Handler:
 def mapping(
     consumer: str = CONSUMER, handler_fn: lambda_local.Handler | None = None, **overrides: Any
 ) -> lambda_local.EventSourceMapping:
-    """The local event-source mapping ``orders → order_history`` with resources.yaml's settings (``overrides`` win)."""
+    """The local event-source mapping ``orders → order_history`` with resources.yaml's settings (``overrides`` win).
+
+    With the deployed handler (``handler_fn`` not given) each shard's poller runs in a process of its own, as each
+    shard has its own Lambda container on aws: the handler keeps nothing in memory between batches. A ``handler_fn``
+    (a test's wrapper) runs in poller threads of this process."""
     # the handler's writes are idempotent, so a crash may replay a little: checkpoint once a second, not per batch
     settings = lambda_local.mapping_settings(
         MAPPING, **{"checkpoint_interval_seconds": CHECKPOINT_INTERVAL_SECONDS, **overrides}
     )
     return lambda_local.EventSourceMapping(
-        handler_fn or handler(), settings, consumer=consumer, function_name=config.resource_name("order-history")
+        handler_fn,
+        settings,
+        consumer=consumer,
+        function_name=config.resource_name("order-history"),
+        handler_factory=None if handler_fn else handler,
     )
 
 
