@@ -97,12 +97,18 @@ def _raw_ceiling(rows: list[dict], items: list[dict], writers: int) -> dict[str,
 
 
 @contextlib.contextmanager
-def _counting_requests() -> Iterator[Counter]:
-    """Count this process's AWS requests by ``service:Operation`` while the block runs (producer, mapping, handler):
-    requests per event is the emulator's load, and unlike a rate it does not depend on what else the machine runs."""
+def _counting_requests() -> Iterator[tuple[Counter, dict[str, float]]]:
+    """Count the AWS requests by ``service:Operation`` while the block runs (producer, mapping, handler), in this
+    process and in the processes it spawns (the mapping's poller processes: ``_child_requests/sitecustomize.py``,
+    on PYTHONPATH for the block); the second value gets ``children_cpu_s``, the CPU seconds those processes used.
+    Requests per event is the emulator's load, and unlike a rate it does not depend on what else the machine runs."""
+    import json
+    import tempfile
+
     import botocore.client
 
     counts: Counter = Counter()
+    children: dict[str, float] = {"children_cpu_s": 0.0, "children": 0}
     lock = threading.Lock()
     original = botocore.client.BaseClient._make_api_call
 
@@ -111,11 +117,27 @@ def _counting_requests() -> Iterator[Counter]:
             counts[f"{client.meta.service_model.service_name}:{operation}"] += 1
         return original(client, operation, params)
 
-    botocore.client.BaseClient._make_api_call = counted
-    try:
-        yield counts
-    finally:
-        botocore.client.BaseClient._make_api_call = original
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "SHOPLAKE_BENCH_REQUESTS_DIR")}
+    hook = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child_requests")
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["SHOPLAKE_BENCH_REQUESTS_DIR"] = folder
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (hook, saved["PYTHONPATH"]) if p)
+        botocore.client.BaseClient._make_api_call = counted
+        try:
+            yield counts, children
+        finally:
+            botocore.client.BaseClient._make_api_call = original
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            for name in os.listdir(folder):
+                with open(os.path.join(folder, name)) as answer:
+                    child = json.load(answer)
+                counts.update(child["requests"])
+                children["children_cpu_s"] += child["cpu_s"]
+                children["children"] += 1
 
 
 def _emulator_pids() -> dict[str, int | None]:
@@ -199,10 +221,13 @@ def main(scale: str = "small") -> dict[str, float]:
         writers = len(streams.shards("orders")) * order_history.CONCURRENCY
         first = _raw_ceiling(rows, items, writers)
         cpu_before, client_before = _emulator_cpu(), time.process_time()
-        with _counting_requests() as requests:
+        with _counting_requests() as (requests, children):
             report = orders.ingest(dataset.order_lines, progress=False)
-        cpu = {name: round(t - cpu_before.get(name, 0.0), 1) for name, t in _emulator_cpu().items()}
-        cpu["client"] = round(time.process_time() - client_before, 1)
+            cpu = {name: round(t - cpu_before.get(name, 0.0), 1) for name, t in _emulator_cpu().items()}
+            cpu["client"] = round(time.process_time() - client_before, 1)
+        if not children["children"]:
+            raise AssertionError("no poller process reported its requests: the counts would miss the handler's")
+        cpu["pollers"] = round(children["children_cpu_s"], 1)
         second = _raw_ceiling(rows, items, writers)
         ceiling = {k: (first[k] + second[k]) / 2 for k in ("put_s", "write_s", "together_s")}
         ceiling["sequential_rate"] = len(rows) / (ceiling["put_s"] + ceiling["write_s"])

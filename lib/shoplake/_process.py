@@ -22,6 +22,8 @@ from shoplake.errors import ShoplakeError
 
 __all__ = ["ThreadWorker", "Worker", "WorkerError"]
 
+EXIT_GRACE_S = 5.0  # a worker that has answered exits on its own within this (it only returns from fn)
+
 
 class WorkerError(ShoplakeError):
     """The worker's process ended without an answer, or its exception could not be sent back as it was."""
@@ -101,7 +103,10 @@ class Worker(_Answering):
         return False
 
     def stop(self) -> None:
-        """Terminate the worker if it still runs, and reap it."""
+        """Reap the worker: one that has answered gets a few seconds to exit on its own (its exit handlers run); one
+        that has not is terminated."""
+        if self._outcome is not None:
+            self._process.join(EXIT_GRACE_S)
         if self._process.is_alive():
             self._process.terminate()
         self._process.join()

@@ -524,6 +524,8 @@ class EventSourceMapping:
             except Exception as exc:  # noqa: BLE001 - a poller process that died without answering (WorkerError)
                 self._errors.append(exc)
                 continue
+            finally:
+                poller.stop()  # a poller process is reaped (it has answered: it exits on its own)
             if answer is not None:  # a poller process's (stats, errors)
                 stats, errors = answer
                 self.stats.merge(stats)

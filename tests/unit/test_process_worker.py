@@ -43,6 +43,12 @@ def test_result_comes_from_another_process():
     assert total == 45 and pid != os.getpid()
 
 
+def test_a_worker_that_answered_exits_on_its_own_when_the_block_ends():
+    with Worker(_pid_and_sum, [1]) as worker:
+        worker.result()
+    assert worker._process.exitcode == 0  # not terminated (-15): its exit handlers ran
+
+
 def test_the_workers_exception_is_raised_in_the_caller():
     with Worker(_refuse, "x") as worker, pytest.raises(DataError, match="bad input: x"):
         worker.result()
