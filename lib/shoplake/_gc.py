@@ -8,7 +8,8 @@ collection took 5.1 of the emulator's 26.2 CPU seconds, in 7,782 collections; wi
 168. Cycles are still collected, in larger, rarer steps.
 
 - :func:`tune_process`: for a process that serves (the emulator): raised thresholds, and what it has built at start-up
-  (moto's modules, its service models) moved out of the collector's sight (:func:`gc.freeze`).
+  (moto's modules, its service models) moved out of the collector's sight (:func:`gc.freeze`), and after that what
+  survives each full collection (the stored items).
 - :func:`relaxed`: for a long step in someone else's process (the notebook kernel): raised thresholds and the objects
   that exist at entry (a million-line dataset) frozen while the block runs; both put back at exit.
 """
@@ -28,11 +29,26 @@ _depth = 0
 _saved: tuple[tuple[int, ...], bool] | None = None  # (thresholds, froze) to put back when the outermost block ends
 
 
+def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    """A ``gc.callbacks`` hook: after a full collection, freeze what survived it."""
+    if phase == "stop" and info.get("generation") == 2:
+        gc.freeze()
+
+
 def tune_process() -> None:
-    """Set :data:`THRESHOLDS` for the rest of this process and freeze what exists now (call once, after start-up)."""
+    """Set :data:`THRESHOLDS` for the rest of this process, freeze what exists now (call once, after start-up), and
+    from now on freeze what survives each full collection.
+
+    A server's survivors are what it stores (a million-item table holds tens of millions of objects), and every full
+    collection walked all of them again: at the workbook's full scale the DynamoDB emulator spent a sixth of its CPU
+    collecting (py-spy --native, ``gc_collect_main``); freezing the survivors cut its CPU for the full ingest from
+    244.7 to 223.5 s. Frozen objects are still freed by reference counting when they are dropped; only garbage in
+    reference cycles among them stays until the process ends."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)
+    if _freeze_survivors not in gc.callbacks:
+        gc.callbacks.append(_freeze_survivors)
 
 
 @contextlib.contextmanager

@@ -75,3 +75,35 @@ def test_cycles_are_still_collected_automatically_inside_a_relaxed_block():
         del a, b
         freed_inside = len(gone)
     assert freed_inside >= 10  # freed by the block's own (rarer) collections, without gc.collect()
+
+
+TUNED = """
+import gc, json, weakref
+from shoplake import _gc
+_gc.tune_process()
+after_start = gc.get_freeze_count()
+stored = [[i] for i in range(50_000)]  # what a server keeps (a table's items; lists are always tracked)
+gc.collect()  # a full collection: its survivors are frozen
+frozen = gc.get_freeze_count() - after_start
+
+class Node:
+    pass
+
+a, b = Node(), Node()
+a.other, b.other = b, a  # a cycle made after that
+gone = weakref.ref(a)
+del a, b
+gc.collect(1)  # young collections still find it
+print(json.dumps({"thresholds": gc.get_threshold(), "frozen": frozen, "cycle_collected": gone() is None}))
+"""
+
+
+def test_a_tuned_process_freezes_what_survives_a_full_collection_and_still_collects_young_cycles():
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", TUNED], capture_output=True, text=True, check=True).stdout
+    answer = json.loads(out)
+    assert answer["thresholds"] == list(_gc.THRESHOLDS)
+    assert answer["frozen"] >= 50_000 and answer["cycle_collected"]
