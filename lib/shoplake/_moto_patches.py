@@ -146,13 +146,26 @@ def _patch_dynamodb_query() -> None:
         finally:
             _QUERY.partition = None
 
+    def in_key_order(self: Table) -> list[Any]:
+        """moto's ``all_items``: every item sorted by (hash key, range key), DynamoType against DynamoType — which
+        casts both values on every comparison (``==`` then ``<``: a million-item table took half a minute). A
+        table's key attributes have one type each, and DynamoType compares two values of one type by their cast
+        values, so each key is cast once here and the casts are compared; mixed types, an item without a range key
+        (moto's sort key is then the hash key alone) or a table without one: moto's sort."""
+        items = [item for bucket in self.items.values() for item in bucket.values()] if self.range_key_attr else []
+        if not self.range_key_attr or not all(item.range_key for item in items):
+            return original_all_items(self)
+        if len({(item.hash_key.type, item.range_key.type) for item in items}) > 1:
+            return original_all_items(self)
+        return sorted(items, key=lambda x: (x.hash_key.cast_value, x.range_key.cast_value))
+
     def sorted_items(self: Table) -> list[Any]:
         """The table's items in moto's scan order, sorted once per generation (a put or delete starts a new one).
         The list is never changed: callers that may change what they get receive a copy."""
         cached = getattr(self, "_shoplake_sorted", None)
         generation = getattr(self, "_shoplake_generation", 0)
         if cached is None or cached[0] != generation:
-            cached = (generation, original_all_items(self))
+            cached = (generation, in_key_order(self))
             self._shoplake_sorted = cached
         return cached[1]
 
@@ -400,6 +413,7 @@ def _patch_dynamodb_request_parser() -> None:
 
 
 _PROJECTABLE = {"S": str, "BOOL": bool}  # round trip through boto3's (de)serializer: unchanged
+_AS_IT_WAS = frozenset({"S", "BOOL", "NULL"})  # of the convertible types, those the round trip gives back unchanged
 
 
 def _patch_dynamodb_projection() -> None:
@@ -407,7 +421,7 @@ def _patch_dynamodb_projection() -> None:
     import re
 
     from moto.dynamodb.models import dynamo_type
-    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item, LimitedSizeDict
 
     original = Item.project
     list_index = re.compile(r"(.+)\[(\d+)\]$")  # moto's find_nested_key reads "name[3]" as a list element
@@ -440,15 +454,23 @@ def _patch_dynamodb_projection() -> None:
             return original(self, projection_expressions)
         # moto: every attribute → Python (to_regular_json), each found path merged in expression order, the result
         # serialized back; for top-level names of such an item that is each projected attribute's own round trip
-        result: dict[str, Any] = {}
+        # (a string, a boolean or NULL comes back as it was, so the projection shares its value object: a projection
+        # is only read; numbers go through the conversion). A projection of an item that holds is no larger than it:
+        # it is not sized again.
+        attrs = LimitedSizeDict.__new__(LimitedSizeDict)
+        dict.__init__(attrs)
         for name in names:
-            if name in self.attrs:
-                result[name] = dynamo_type.deserializer.deserialize(self.attrs[name].to_regular_json())
-        return Item(
-            hash_key=self.hash_key,
-            range_key=self.range_key,
-            attrs=dynamo_type.serializer.serialize(result)["M"],
-        )
+            attribute = self.attrs.get(name)
+            if attribute is None:
+                continue
+            if attribute.type in _AS_IT_WAS:
+                dict.__setitem__(attrs, name, attribute)
+            else:
+                value = dynamo_type.deserializer.deserialize(attribute.to_regular_json())
+                dict.__setitem__(attrs, name, DynamoType(dynamo_type.serializer.serialize(value)))
+        projected = Item.__new__(Item)
+        projected.hash_key, projected.range_key, projected.attrs = self.hash_key, self.range_key, attrs
+        return projected
 
     Item.project = project
 
