@@ -708,6 +708,30 @@ def _patch_backend_lookup() -> None:
     backends.list_of_moto_modules = list_of_moto_modules
 
 
+def _patch_firehose_batch_response() -> None:
+    _require_moto("_patch_firehose_batch_response")
+    from moto.core.serialize import BaseJSONSerializer
+
+    original = BaseJSONSerializer._serialize_type_structure
+
+    def _serialize_type_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        """An entry of Firehose's PutRecordBatch answer (one per record, 500 per call) as moto's walk over its three
+        members gives it when the entry holds only its record id (a string: ErrorCode and ErrorMessage are absent):
+        ``{"RecordId": id}``, without the attribute picker for each member; anything else: moto's walk."""
+        if (
+            key
+            and shape.name == "PutRecordBatchResponseEntry"
+            and type(value) is dict
+            and len(value) == 1
+            and type(value.get("RecordId")) is str
+        ):
+            serialized[key] = {"RecordId": value["RecordId"]}
+            return
+        original(self, serialized, value, shape, key)
+
+    BaseJSONSerializer._serialize_type_structure = _serialize_type_structure
+
+
 def _patch_firehose_quota() -> None:
     _require_moto("_patch_firehose_quota")
     from moto.firehose.models import DeliveryStream
@@ -732,3 +756,4 @@ def apply() -> None:
     _patch_model_data()
     _patch_lambda_push()
     _patch_firehose_quota()
+    _patch_firehose_batch_response()

@@ -862,7 +862,7 @@ def test_every_patch_refuses_another_moto_version(monkeypatch):
     assert _moto_patches.MOTO_VERSION == pin == moto.__version__
     monkeypatch.setattr(moto, "__version__", "9.9.9")
     applied = re.findall(r"^    (_patch_\w+)\(\)$", inspect.getsource(_moto_patches.apply), re.M)
-    assert len(applied) == 16 and "_patch_kinesis" in applied
+    assert len(applied) == 17 and "_patch_kinesis" in applied
     for name in applied:
         with pytest.raises(RuntimeError, match=f"{name} was written for moto 5"):
             getattr(_moto_patches, name)()
@@ -1009,3 +1009,64 @@ def test_serializer_map_patch_answers_exactly_what_moto_answers(monkeypatch):
     with mock_aws():
         patched = [_round_trip(), *_writes_and_errors(), *_reads(), *_big_pages()]
     assert patched == unpatched
+
+
+def _firehose_batches() -> list:
+    """The raw bodies of Firehose PutRecordBatch answers (500 records, 1 record) and of a batch to a missing stream,
+    with moto's random ids seeded: the same ids on every run."""
+    import boto3
+    from moto.moto_api._internal import mock_random
+
+    mock_random.seed(13)
+    s3 = boto3.client("s3", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    firehose = boto3.client("firehose", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    firehose.create_delivery_stream(
+        DeliveryStreamName="hose",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/x",
+            "BucketARN": "arn:aws:s3:::lake",
+        },
+    )
+    bodies: list = []
+    firehose.meta.events.register(
+        "after-call.firehose.PutRecordBatch", lambda http_response, **_: bodies.append(http_response.content)
+    )
+    for n in (500, 1):
+        firehose.put_record_batch(DeliveryStreamName="hose", Records=[{"Data": b"line %d\n" % i} for i in range(n)])
+    try:
+        firehose.put_record_batch(DeliveryStreamName="nope", Records=[{"Data": b"x"}])
+    except firehose.exceptions.ResourceNotFoundException as exc:
+        bodies.append(exc.response["Error"])
+    return bodies
+
+
+def test_firehose_batch_response_patch_answers_exactly_what_moto_answers(monkeypatch):
+    """issue 13: an entry of PutRecordBatch's answer that holds only its record id is written as such (moto's walk
+    ran its attribute picker over three members for each of the 500 entries of a call): byte-identical bodies."""
+    import json
+
+    from moto import mock_aws
+    from moto.core.serialize import BaseJSONSerializer, ResponseSerializer
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(BaseJSONSerializer, "_serialize_type_structure", BaseJSONSerializer._serialize_type_structure)
+    members: list[str] = []  # each structure member moto's walk serialises, by name
+    walk = ResponseSerializer._serialize_structure_member
+    monkeypatch.setattr(
+        ResponseSerializer,
+        "_serialize_structure_member",
+        lambda self, serialized, value, shape, key: members.append(key) or walk(self, serialized, value, shape, key),
+    )
+    with mock_aws():
+        unpatched = _firehose_batches()
+    walked, members[:] = members.count("RecordId"), []
+    _moto_patches._patch_firehose_batch_response()
+    with mock_aws():
+        patched = _firehose_batches()
+    assert patched == unpatched
+    assert walked == 501 and members.count("RecordId") == 0  # the entries no longer go through the walk
+    first = json.loads(patched[0])
+    assert first["FailedPutCount"] == 0 and len(first["RequestResponses"]) == 500
+    assert set(first["RequestResponses"][0]) == {"RecordId"} and patched[-1]["Code"] == "ResourceNotFoundException"

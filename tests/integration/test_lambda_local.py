@@ -102,12 +102,14 @@ def bound_handler(tables: dict[str, str]):
     return handle
 
 
-def mapping(handler, stream, tables, consumer=None, **overrides) -> lambda_local.EventSourceMapping:
+def mapping(handler, stream, tables, consumer=None, factory=None, **overrides) -> lambda_local.EventSourceMapping:
+    """The mapping under test: ``handler`` in poller threads, or (``handler=None``) ``factory`` in poller processes."""
     return lambda_local.EventSourceMapping(
         handler,
         settings(stream, tables, **overrides),
         consumer=consumer or f"c-{uuid.uuid4().hex[:6]}",
         checkpoint_table=tables["checkpoints"],
+        handler_factory=factory,
     )
 
 
@@ -583,13 +585,7 @@ def env(tables, monkeypatch):
 
 
 def in_processes(factory, stream, tables, consumer=None, **overrides) -> lambda_local.EventSourceMapping:
-    return lambda_local.EventSourceMapping(
-        None,
-        settings(stream, tables, **overrides),
-        consumer=consumer or f"p-{uuid.uuid4().hex[:6]}",
-        checkpoint_table=tables["checkpoints"],
-        handler_factory=factory,
-    )
+    return mapping(None, stream, tables, consumer=consumer, factory=factory, **overrides)
 
 
 def pids_of(stats: lambda_local.MappingStats) -> dict[int, int]:
