@@ -175,6 +175,18 @@ class MappingStats:
     handler_counts: dict[str, int] = field(default_factory=dict)  # sum of the handler's "counts" answers
     elapsed_s: float = 0.0
 
+    COUNTS = (  # the summed counts (as_dict, merge)
+        "records_in",
+        "records_done",
+        "records_to_on_failure",
+        "invocations",
+        "function_errors",
+        "partial_failures",
+        "retries",
+        "bisections",
+        "checkpoints_written",
+    )
+
     def merge(self, other: MappingStats) -> None:
         """Add ``other``'s counts (the stats of another shard's poller process) to these."""
         for name in MappingStats.COUNTS:
@@ -192,18 +204,6 @@ class MappingStats:
             return {f"p{round(q * 100)}": None for q in quantiles}
         values = np.quantile(np.asarray(self.latencies_s), quantiles)
         return {f"p{round(q * 100)}": round(float(v), 4) for q, v in zip(quantiles, values, strict=True)}
-
-    COUNTS = (
-        "records_in",
-        "records_done",
-        "records_to_on_failure",
-        "invocations",
-        "function_errors",
-        "partial_failures",
-        "retries",
-        "bisections",
-        "checkpoints_written",
-    )
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: getattr(self, k) for k in MappingStats.COUNTS}
