@@ -457,8 +457,7 @@ class EventSourceMapping:
     def _activity(self) -> tuple[int, ...]:
         """The :data:`ACTIVITY` counts so far, over every shard (from the poller processes' shared counts)."""
         if self.handler_factory is None or self._shared.activity is None:
-            st = self.stats
-            return (self._reads, st.records_in, st.records_done, st.invocations, st.retries, st.checkpoints_written)
+            return (self._reads, *(getattr(self.stats, name) for name in ACTIVITY[1:]))
         counts = self._shared.activity[:]
         width = len(ACTIVITY)
         return tuple(sum(counts[i::width]) for i in range(width))
@@ -521,15 +520,13 @@ class EventSourceMapping:
         for poller in pollers:
             try:
                 answer = poller.result()
-            except Exception as exc:  # noqa: BLE001 - a poller process that died without answering (WorkerError)
+            except Exception as exc:  # noqa: BLE001 - a poller process's error, or its death (WorkerError)
                 self._errors.append(exc)
                 continue
             finally:
                 poller.stop()  # a poller process is reaped (it has answered: it exits on its own)
-            if answer is not None:  # a poller process's (stats, errors)
-                stats, errors = answer
-                self.stats.merge(stats)
-                self._errors.extend(errors)
+            if answer is not None:  # a poller process's stats
+                self.stats.merge(answer)
         self._drain.clear()
         self.stats.elapsed_s = time.perf_counter() - self._began
         if self._errors:
@@ -770,11 +767,10 @@ def _poll_in_process(
     shard_id: str,
     index: int,
     shared: _Shared,
-) -> tuple[MappingStats, list[BaseException]]:
+) -> MappingStats:
     """One shard's poller in a process of its own (:meth:`EventSourceMapping.start` with a ``handler_factory``):
     builds the handler, polls the shard as a poller thread would, with the waiting process's stop, drain and budget,
-    and returns its stats and errors (an error that cannot be pickled comes back as a :class:`MappingError` naming
-    it)."""
+    and returns its stats, or raises the poller's first error (``_process.Worker`` hands it to the waiting process)."""
     mapping = EventSourceMapping(handler_factory(), settings, consumer, function_name, checkpoint_table)
     mapping._shared = shared
     mapping._began = time.perf_counter()
@@ -793,11 +789,6 @@ def _poll_in_process(
         finished.set()
         reporter.join()
         mapping._publish_activity(index)
-    errors: list[BaseException] = []
-    for exc in mapping._errors:
-        try:
-            pickle.dumps(exc)
-            errors.append(exc)
-        except Exception:  # noqa: BLE001 - an exception that cannot travel: its type and text
-            errors.append(MappingError(f"{type(exc).__name__}: {exc}"))
-    return mapping.stats, errors
+    if mapping._errors:  # raised: the worker sends it back (one that cannot be pickled, by its type and text)
+        raise mapping._errors[0]
+    return mapping.stats
