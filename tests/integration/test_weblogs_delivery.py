@@ -81,6 +81,55 @@ def test_follower_lists_only_recent_objects_and_misses_none(weblogs_stack):
     assert follower.run_once().lines == 0  # nothing twice
 
 
+def test_a_late_write_waits_for_the_sweep_and_a_backlog_is_listed_a_pass_at_a_time(weblogs_stack, monkeypatch):
+    """issue 13: most listings start a second before the newest object, a sweep every SWEEP_EVERY_S from ten
+    seconds before it (a write that lands late is delivered then, not lost); a pass lists what it takes, not the
+    whole backlog behind it."""
+    from datetime import datetime, timedelta
+
+    from shoplake.weblogs import _delivery
+    from shoplake.weblogs._delivery import _KEY_TIME_RE, SWEEP_EVERY_S, LakeCursor, existing_objects, lake_bucket
+    from shoplake.weblogs._lake_io import RAW_PREFIX
+
+    lines = list(iter_lines(SAMPLE))
+    index, bucket, now = LocalIndex(), lake_bucket(), [0.0]
+    cursor = LakeCursor(bucket, seen=existing_objects(bucket), clock=lambda: now[0])
+    cursor.mark(())  # start near the newest object already there, as a follower started with only_new
+    ship_lines(lines)
+    assert deliver_new(index, cursor=cursor, max_objects=64).lines == 31
+    newest = max(k for k in cursor.seen if k.startswith(RAW_PREFIX))
+    m = _KEY_TIME_RE.match(newest[len(RAW_PREFIX) :])
+    assert m is not None
+    late = datetime.strptime(m["time"], "%Y-%m-%d-%H-%M-%S") - timedelta(seconds=5)
+    late_key = f"{RAW_PREFIX}{late:%Y/%m/%d/%H}/{m['name']}-{late:%Y-%m-%d-%H-%M-%S}-late"
+    config.client("s3").put_object(Bucket=bucket, Key=late_key, Body="\n".join(lines).encode() + b"\n")
+    now[0] += 0.5
+    assert deliver_new(index, cursor=cursor, max_objects=64).lines == 0  # before the recent start: not listed
+    now[0] += SWEEP_EVERY_S
+    assert deliver_new(index, cursor=cursor, max_objects=64).lines == 31  # the sweep brings it
+    assert deliver_new(index, cursor=cursor, max_objects=64).lines == 0  # once
+    # a backlog of 6 objects taken 2 a pass: each listing stops at the pass's 2 new keys
+    listed: list[tuple[int, int]] = []  # (keys seen when the listing began, keys it listed)
+    iter_keys = _delivery._iter_keys
+
+    def counting(*args, **kwargs):
+        seen, n = len(cursor.seen), 0
+        try:
+            for key in iter_keys(*args, **kwargs):
+                n += 1
+                yield key
+        finally:  # also when the cursor stops listing early
+            listed.append((seen, n))
+
+    monkeypatch.setattr(_delivery, "_iter_keys", counting)
+    for _ in range(6):
+        ship_lines(lines[:5])
+    taken = [deliver_new(index, cursor=cursor, max_objects=2).objects for _ in range(4)]
+    assert taken == [2, 2, 2, 0]
+    assert len(listed) == 4 and all(n <= seen + 2 for seen, n in listed), listed  # the window's and the pass's
+    assert index.count() + index.rejected_count() == 31 * 2 + 6 * 5
+
+
 def test_measure_freshness_reports_the_paced_phase_and_the_backlog_apart(weblogs_stack, tmp_path):
     from dataclasses import dataclass
     from pathlib import Path

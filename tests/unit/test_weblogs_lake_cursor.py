@@ -47,3 +47,26 @@ def test_the_cursor_moves_forward_only_and_forgets_keys_behind_it():
     assert cursor.seen == {new}  # the old key can no longer be listed: forgotten
     cursor.mark([_key("2026-12-06-03-14-01")])  # an older arrival does not move the start back
     assert cursor.start_after == _listing_start(new, RAW_PREFIX)
+
+
+def test_listings_start_a_second_back_and_sweep_the_margin_every_few_seconds():
+    from shoplake.weblogs._delivery import RECENT_MARGIN_S, SWEEP_EVERY_S
+
+    now = [100.0]
+    cursor = LakeCursor("bucket", seen=set(), clock=lambda: now[0])
+    assert cursor.listing_start() is None  # nothing seen yet: the whole prefix
+    newest = _key("2026-12-06-03-14-08")
+    cursor.mark([newest])
+    assert RECENT_MARGIN_S == 1.0 and SWEEP_EVERY_S == 2.0
+    recent, sweep = _listing_start(newest, RAW_PREFIX, RECENT_MARGIN_S), _listing_start(newest, RAW_PREFIX)
+    assert recent == RAW_PREFIX + "2026/12/06/03/shoplake-dev-weblogs-1-2026-12-06-03-14-07"
+    assert (cursor.recent_after, cursor.start_after) == (recent, sweep)
+    # a write of the newest key's second (or the one before) sorts after the recent start, whatever its suffix
+    assert _key("2026-12-06-03-14-07", "0000") > recent and _key("2026-12-06-03-14-08", "0000") > recent
+    now[0] += 0.5
+    assert cursor.listing_start() == recent
+    now[0] += SWEEP_EVERY_S  # due: one sweep from the margin, then the recent start again
+    assert cursor.listing_start() == sweep
+    assert cursor.listing_start() == recent
+    now[0] += SWEEP_EVERY_S - 0.1
+    assert cursor.listing_start() == recent

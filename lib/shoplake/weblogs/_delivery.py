@@ -37,6 +37,7 @@ from shoplake.weblogs._lake_io import (
     FAILED_PREFIX,
     RAW_PREFIX,
     DeliveryError,
+    _iter_keys,
     _list_keys,
     _object_lines,
     lake_bucket,
@@ -119,46 +120,86 @@ def transform_object(key: str, body: bytes) -> tuple[list[dict[str, Any]], list[
 # Firehose names its S3 objects <prefix>YYYY/MM/DD/HH/<stream>-<version>-YYYY-MM-DD-HH-MM-SS-<random> (UTC), so key order
 # is arrival order to the second: a follower need not list what it has seen long ago.
 _KEY_TIME_RE = re.compile(r"^(?P<dir>.*/)?(?P<name>.+?)-(?P<time>\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d)-[^/]+$")
-LISTING_MARGIN_S = 10.0  # how far before the newest object a listing starts again (late or out-of-order writes)
+LISTING_MARGIN_S = 10.0  # how far before the newest object a sweep listing starts again (late or out-of-order writes)
+RECENT_MARGIN_S = 1.0  # how far before it the other listings start (keys name their second, not the instant)
+SWEEP_EVERY_S = 2.0  # how often a listing is a sweep
 INGEST_LINES = 20_000  # a pass ingests the objects it found in transactions of about this many lines
 PASS_OBJECTS = 64  # a follower's pass takes at most this many objects (the rest: next pass, interval_s later)
+LISTING_PAGE_MAX = 1000  # S3's largest ListObjectsV2 page
 
 
 class LakeCursor:
     """Which objects under ``raw/weblogs/`` are new, without listing the whole prefix every time.
 
-    Each listing starts ``LISTING_MARGIN_S`` before the newest object seen (``StartAfter``, from Firehose's key
-    names), so a follower's pass costs what arrived recently, not everything the lake ever held; ``seen`` keeps the
-    keys handled in that window. Keys that do not follow Firehose's naming make it list everything, as before.
+    Listings start shortly before the newest object seen (``StartAfter``, from Firehose's key names), so a
+    follower's pass costs what arrived recently, not everything the lake ever held. Most start ``RECENT_MARGIN_S``
+    before it: a key names the second it was written in, and a later write of the same second may sort before it.
+    Every ``SWEEP_EVERY_S`` one sweeps from ``LISTING_MARGIN_S`` before it, for a write that lands late (a follower
+    polling ten times a second then lists a second's objects each time, not ten seconds' worth). ``seen`` keeps the
+    keys handled in the sweep's window. Keys that do not follow Firehose's naming make it list everything, as before.
     """
 
-    def __init__(self, bucket: str, prefix: str = RAW_PREFIX, seen: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = RAW_PREFIX,
+        seen: set[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix
         self.seen: set[str] = set(seen or ())
-        self.start_after: str | None = None
+        self.start_after: str | None = None  # where a sweep starts
+        self.recent_after: str | None = None  # where the other listings start
+        self._clock = clock
+        self._swept_at = clock()
 
-    def new_keys(self) -> list[str]:
-        """Keys not seen yet, in key order (they are not marked seen until :meth:`mark`)."""
-        keys = _list_keys(self.bucket, self.prefix, start_after=self.start_after)
-        return [k for k in keys if k not in self.seen]
+    def listing_start(self) -> str | None:
+        """Where the next listing starts: the recent start, or the sweep's when one is due (None: the prefix)."""
+        now = self._clock()
+        if self.recent_after is None or now - self._swept_at >= SWEEP_EVERY_S:
+            self._swept_at = now
+            return self.start_after
+        return self.recent_after
+
+    def new_keys(self, limit: int | None = None) -> list[str]:
+        """Keys not seen yet, in key order (they are not marked seen until :meth:`mark`); with ``limit``, the
+        oldest ``limit`` of them, and the listing stops there: a follower behind a backlog lists what it takes
+        in this pass (and the window's seen keys), not the whole backlog at every pass."""
+        start = self.listing_start()
+        if limit is None:
+            keys = _list_keys(self.bucket, self.prefix, start_after=start)
+            return [k for k in keys if k not in self.seen]
+        page = min(LISTING_PAGE_MAX, len(self.seen) + limit)
+        new: list[str] = []
+        for key in _iter_keys(self.bucket, self.prefix, start_after=start, page_size=page):
+            if key not in self.seen:
+                new.append(key)
+                if len(new) == limit:
+                    break
+        return sorted(new)
 
     def mark(self, keys: Iterable[str]) -> None:
-        """Handled: never returned again; the next listing starts a margin before the newest key.
+        """Handled: never returned again; the next listings start a margin before the newest key.
 
         Call it only for keys whose older neighbours are all handled too (a follower marks in key order, after
         a complete listing), since listings will not look further back than the margin.
         """
         self.seen.update(keys)
         newest = max((k for k in self.seen if k.startswith(self.prefix)), default=None)
-        start = _listing_start(newest, self.prefix) if newest is not None else None
+        if newest is None:
+            return
+        start = _listing_start(newest, self.prefix)
         if start is not None and (self.start_after is None or start > self.start_after):
             self.start_after = start
             self.seen = {k for k in self.seen if k > start}
+        recent = _listing_start(newest, self.prefix, RECENT_MARGIN_S)
+        if recent is not None and (self.recent_after is None or recent > self.recent_after):
+            self.recent_after = recent
 
 
-def _listing_start(key: str, prefix: str) -> str | None:
-    """A ``StartAfter`` ``LISTING_MARGIN_S`` before ``key``'s arrival time, in Firehose's key naming (or None)."""
+def _listing_start(key: str, prefix: str, margin_s: float = LISTING_MARGIN_S) -> str | None:
+    """A ``StartAfter`` ``margin_s`` before ``key``'s arrival time, in Firehose's key naming (or None)."""
     m = _KEY_TIME_RE.match(key[len(prefix) :]) if key.startswith(prefix) else None
     if m is None:
         return None
@@ -166,7 +207,7 @@ def _listing_start(key: str, prefix: str) -> str | None:
         arrived = datetime.strptime(m["time"], "%Y-%m-%d-%H-%M-%S")
     except ValueError:
         return None
-    start = arrived - timedelta(seconds=LISTING_MARGIN_S)
+    start = arrived - timedelta(seconds=margin_s)
     return f"{prefix}{start:%Y/%m/%d/%H}/{m['name']}-{start:%Y-%m-%d-%H-%M-%S}"
 
 
@@ -189,9 +230,7 @@ def deliver_new(
     bucket = bucket or lake_bucket()
     if cursor is None:
         cursor = LakeCursor(bucket, seen=index.sources() | (ignore or set()))
-    keys = cursor.new_keys()
-    if max_objects is not None:
-        keys = keys[:max_objects]  # key order is arrival order: the oldest first
+    keys = cursor.new_keys(limit=max_objects)  # key order is arrival order: the oldest first
     counts = IndexDeliveryCounts()
     if not keys:
         cursor.mark(())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from shoplake import config
@@ -27,19 +28,25 @@ def lake_bucket() -> str:
 
 
 def _list_keys(bucket: str, prefix: str, start_after: str | None = None) -> list[str]:
+    return sorted(_iter_keys(bucket, prefix, start_after))
+
+
+def _iter_keys(bucket: str, prefix: str, start_after: str | None = None, page_size: int | None = None) -> Iterator[str]:
+    """Keys under ``prefix`` (after ``start_after``) in the listing's order, one page of ``page_size`` at a time:
+    a caller that stops early lists no further."""
     s3 = config.client("s3")
-    keys: list[str] = []
-    extra = {"StartAfter": start_after} if start_after else {}
+    extra: dict[str, Any] = {"StartAfter": start_after} if start_after else {}
+    if page_size is not None:
+        extra["PaginationConfig"] = {"PageSize": page_size}
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, **extra):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+            yield from (obj["Key"] for obj in page.get("Contents", []))
     except Exception as exc:
         if "NoSuchBucket" in str(exc):
             raise DeliveryError(
                 f"the lake bucket {bucket} does not exist: run notebook 00_provision (or `shoplake infra apply`) first"
             ) from exc
         raise
-    return sorted(keys)
 
 
 def _object_lines(body: bytes) -> list[bytes]:
