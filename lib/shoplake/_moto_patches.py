@@ -70,6 +70,12 @@ The patches below were added after profiling the DynamoDB emulator process on th
   items, Count, ScannedCount and pages; the order pipeline's Queries cost the emulator about a third less.
 * Every request: moto's dispatcher listed moto's package folder (``os.listdir`` + ``isdir`` on ~300 entries) to
   recognise a service name, for each request. The folder does not change while the process runs: listed once.
+* S3 listings: each object of a ListObjects(V2) page went through moto's generic walk of the ``Object`` shape (an
+  attribute picker and a dispatch for each of its nine members, present or not), and its ``LastModified`` — kept by
+  moto as a string — was parsed again by dateutil to be written back the same way. An entry holding only the five
+  members moto sets now goes through those members' own serializers directly, and a timestamp string is converted
+  once (the conversion depends on the string and the format only). The local log follower lists the lake's newest
+  objects ten times a second.
 """
 
 from __future__ import annotations
@@ -732,6 +738,70 @@ def _patch_firehose_batch_response() -> None:
     BaseJSONSerializer._serialize_type_structure = _serialize_type_structure
 
 
+_PLAIN_OBJECT = {"Key": str, "LastModified": str, "ETag": str, "Size": int, "StorageClass": str}  # what moto sets
+_TIMESTAMP_MEMO = 65536  # converted timestamp strings kept (the memo starts over when full)
+
+
+def _plain_listing_entry(value: Any) -> bool:
+    """A ListObjects(V2) entry as moto builds it for an object: the five members it always sets, each of its usual
+    type, and maybe ``ChecksumAlgorithm`` (a list of one name); not an owner or anything else."""
+    if type(value) is not dict or not 5 <= len(value) <= 6:
+        return False
+    if len(value) == 6:
+        algorithms = value.get("ChecksumAlgorithm")
+        if type(algorithms) is not list or not all(type(a) is str for a in algorithms):
+            return False
+    return all(type(value.get(name)) is kind for name, kind in _PLAIN_OBJECT.items())
+
+
+def _patch_s3_listing_entries() -> None:
+    _require_moto("_patch_s3_listing_entries")
+    from moto.core.serialize import S3Serializer
+
+    original = S3Serializer._serialize_type_structure
+
+    def _serialize_type_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        """An entry of a ListObjects(V2) answer (one per object, up to 1,000 per page) as moto builds it
+        (:func:`_plain_listing_entry`): its members through moto's own serializers for their types, in the shape's
+        order, without the attribute picker and the dispatch for each of the shape's nine members (the absent ones
+        included). Anything else (an owner, another shape): moto's walk."""
+        if key and shape.name == "Object" and _plain_listing_entry(value):
+            members = shape.members
+            wrapper: dict[str, Any] = {}
+            for name, member in members.items():
+                if name in value:
+                    serialize = getattr(self, f"_serialize_type_{member.type_name}", self._default_serialize)
+                    serialize(wrapper, value[name], member, name)
+            self._default_serialize(serialized, wrapper, shape, key)
+            return
+        original(self, serialized, value, shape, key)
+
+    S3Serializer._serialize_type_structure = _serialize_type_structure
+
+
+def _patch_timestamp_strings() -> None:
+    _require_moto("_patch_timestamp_strings")
+    from moto.core.serialize import TimestampSerializer
+
+    original = TimestampSerializer._convert_timestamp_to_str
+    converted: dict[tuple[str, str], str] = {}
+
+    def _convert_timestamp_to_str(self: Any, value: Any, timestamp_format: str) -> Any:
+        """A timestamp that moto keeps as a string (an S3 object's LastModified, parsed again by dateutil for each
+        object of each listing) converted once per string and format: the conversion depends on nothing else."""
+        if type(value) is not str:
+            return original(self, value, timestamp_format)
+        memo = (value, timestamp_format)
+        found = converted.get(memo)
+        if found is None:
+            if len(converted) >= _TIMESTAMP_MEMO:
+                converted.clear()
+            found = converted[memo] = original(self, value, timestamp_format)
+        return found
+
+    TimestampSerializer._convert_timestamp_to_str = _convert_timestamp_to_str
+
+
 def _patch_firehose_quota() -> None:
     _require_moto("_patch_firehose_quota")
     from moto.firehose.models import DeliveryStream
@@ -757,3 +827,5 @@ def apply() -> None:
     _patch_lambda_push()
     _patch_firehose_quota()
     _patch_firehose_batch_response()
+    _patch_s3_listing_entries()
+    _patch_timestamp_strings()

@@ -862,7 +862,7 @@ def test_every_patch_refuses_another_moto_version(monkeypatch):
     assert _moto_patches.MOTO_VERSION == pin == moto.__version__
     monkeypatch.setattr(moto, "__version__", "9.9.9")
     applied = re.findall(r"^    (_patch_\w+)\(\)$", inspect.getsource(_moto_patches.apply), re.M)
-    assert len(applied) == 17 and "_patch_kinesis" in applied
+    assert len(applied) == 19 and "_patch_kinesis" in applied
     for name in applied:
         with pytest.raises(RuntimeError, match=f"{name} was written for moto 5"):
             getattr(_moto_patches, name)()
@@ -1070,3 +1070,75 @@ def test_firehose_batch_response_patch_answers_exactly_what_moto_answers(monkeyp
     first = json.loads(patched[0])
     assert first["FailedPutCount"] == 0 and len(first["RequestResponses"]) == 500
     assert set(first["RequestResponses"][0]) == {"RecordId"} and patched[-1]["Code"] == "ResourceNotFoundException"
+
+
+def _s3_listings() -> list:
+    """The raw bodies of S3 listings over objects of every kind a listing entry shows (escaped and non-ASCII keys,
+    empty and larger bodies, another storage class, a checksum), paged, with a delimiter, an owner, URL encoding and
+    ListObjects v1, and a listing of a missing bucket."""
+    import boto3
+    from botocore.exceptions import ClientError
+    from moto.moto_api._internal import mock_random
+
+    s3 = boto3.client("s3", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    if not s3.list_buckets()["Buckets"]:
+        s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        for n in range(12):
+            s3.put_object(Bucket="lake", Key=f"raw/weblogs/2026/12/06/03/hose-{n:02d}", Body=b"line\n" * n)
+        s3.put_object(Bucket="lake", Key="raw/caf\u00e9 & <tags>/\u00fc.txt", Body=b"x" * 70_000)
+        s3.put_object(Bucket="lake", Key="cold/old.log", Body=b"old", StorageClass="STANDARD_IA")
+        s3.put_object(Bucket="lake", Key="summed.json", Body=b"{}", ChecksumAlgorithm="SHA256")
+    bodies: list = []
+    for event in ("after-call.s3.ListObjectsV2", "after-call.s3.ListObjects"):
+        s3.meta.events.register(event, lambda http_response, **_: bodies.append(http_response.content))
+    for kwargs in ({}, {"Prefix": "raw/"}, {"Delimiter": "/"}, {"FetchOwner": True}, {"EncodingType": "url"}):
+        s3.list_objects_v2(Bucket="lake", **kwargs)
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket="lake", StartAfter="raw/weblogs/2026/12/06/03/hose-03", PaginationConfig={"PageSize": 4}
+    )
+    assert sum(len(page.get("Contents", [])) for page in pages) == 9
+    s3.list_objects(Bucket="lake", Prefix="raw/")
+    mock_random.seed(13)  # the error's request id
+    try:
+        s3.list_objects_v2(Bucket="missing")
+    except ClientError as exc:
+        bodies.append(exc.response["Error"])
+    return bodies
+
+
+def test_s3_listing_patches_answer_exactly_what_moto_answers(monkeypatch):
+    """issue 13: a listing entry of the five members moto sets goes through those members' serializers directly, and
+    a timestamp string is converted once: byte-identical listings of the same objects, no entry walked member by
+    member, fewer dateutil parses than entries."""
+    from moto import mock_aws
+    from moto.core import serialize
+    from moto.core.serialize import ResponseSerializer, S3Serializer, TimestampSerializer
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(S3Serializer, "_serialize_type_structure", S3Serializer._serialize_type_structure)
+    monkeypatch.setattr(TimestampSerializer, "_convert_timestamp_to_str", TimestampSerializer._convert_timestamp_to_str)
+    members: list[str] = []  # each structure member moto's walk serialises, by name
+    walk = ResponseSerializer._serialize_structure_member
+    monkeypatch.setattr(
+        ResponseSerializer,
+        "_serialize_structure_member",
+        lambda self, serialized, value, shape, key: members.append(key) or walk(self, serialized, value, shape, key),
+    )
+    parses: list[str] = []
+    parse = serialize.parse_to_aware_datetime
+    monkeypatch.setattr(serialize, "parse_to_aware_datetime", lambda value: parses.append(value) or parse(value))
+    with mock_aws():
+        unpatched = _s3_listings()
+        walked, members[:] = members.count("StorageClass"), []
+        parsed, parses[:] = len(parses), []
+        _moto_patches._patch_s3_listing_entries()
+        _moto_patches._patch_timestamp_strings()
+        patched = _s3_listings()
+    assert patched == unpatched
+    assert b"caf%C3%A9%20%26%20%3Ctags%3E" in patched[0] and b"<StorageClass>STANDARD_IA</StorageClass>" in patched[0]
+    assert b"<ChecksumAlgorithm>SHA256</ChecksumAlgorithm>" in patched[0] and b"<Owner>" in patched[3]
+    assert walked == parsed == 81  # every entry of every listing (15 + 13 + 1 + 15 + 15 + 9 + 13)
+    assert members.count("StorageClass") == 15 + 13  # the entries with an owner (FetchOwner, v1): moto's walk
+    assert 0 < len(parses) <= len(set(parses)) < parsed  # each distinct LastModified string parsed at most once
+    assert patched[-1]["Code"] == "NoSuchBucket"
