@@ -88,19 +88,43 @@ def test_finding_postgres_binaries_prints_no_runtime_dir_warning():
 
 @pytest.mark.parametrize(
     "value",
-    [1291161600.5, 0, -5.25, 253402300799, 1_700_000_000, "2010-12-01T00:00:00Z", "Tue, 15 Nov 1994 08:12:31 GMT"],
+    [
+        1291161600.5,
+        0,
+        -5.25,
+        253402300799,
+        1_700_000_000,
+        "2010-12-01T00:00:00Z",
+        "2026-12-06T22:18:33.000Z",
+        "2026-12-06T22:18:33.123456Z",
+        "2024-02-29T23:59:59.5Z",
+        "2026-12-06T22:18:33+01:00",
+        "Tue, 15 Nov 1994 08:12:31 GMT",
+    ],
 )
 def test_the_timestamp_parser_gives_the_instant_botocore_gives(value):
-    """issue 13: the clients' timestamp parser (epoch numbers without dateutil's tzlocal) answers botocore's instant;
-    numbers come back in UTC, strings exactly as botocore parses them."""
+    """issue 13: the clients' timestamp parser (epoch numbers and ISO 8601 UTC strings without dateutil) answers
+    botocore's instant; numbers and UTC strings come back in UTC, other strings exactly as botocore parses them."""
     from datetime import UTC
 
     from botocore.utils import parse_timestamp
 
-    ours = config.parse_timestamp(value)
-    assert ours == parse_timestamp(value) and ours.utcoffset().total_seconds() == 0
-    if isinstance(value, int | float):
+    ours, botocores = config.parse_timestamp(value), parse_timestamp(value)
+    assert ours == botocores and ours.utcoffset() == botocores.utcoffset()
+    if isinstance(value, int | float) or value.endswith("Z"):
         assert ours.tzinfo is UTC
+    else:
+        assert repr(ours) == repr(botocores)
+
+
+def test_an_impossible_iso_date_is_refused_as_botocore_refuses_it():
+    from botocore.utils import parse_timestamp
+
+    with pytest.raises(ValueError) as botocore_says:
+        parse_timestamp("2026-02-30T00:00:00.000Z")
+    with pytest.raises(ValueError) as we_say:
+        config.parse_timestamp("2026-02-30T00:00:00.000Z")
+    assert str(we_say.value) == str(botocore_says.value)
 
 
 def test_a_timestamp_botocore_refuses_is_refused_the_same_way():
