@@ -31,14 +31,19 @@ COMPARED = {"BatchWriteItem", "BatchGetItem", "Query", "Scan", "GetItem", "PutIt
 
 def record(scale: str, out: str) -> None:
     """Run the bench's pipeline (ingest + reconciliation) on the local services and keep every request sent to the
-    DynamoDB emulator: method, path, headers, body."""
+    DynamoDB emulator: method, path, headers, body — in this process and in the poller processes the mapping spawns
+    (``_child_requests/sitecustomize.py``, on PYTHONPATH for the run), in the order they were sent."""
+    import glob
+    import os
+    import tempfile
+
     import botocore.endpoint
 
     from shoplake import config, local_services
 
     local_services.ensure()
     target = config.endpoint_url("dynamodb").rstrip("/")
-    kept: list[tuple[str, str, dict[str, str], bytes]] = []
+    kept: list[tuple[float, str, str, dict[str, str], bytes]] = []
     lock = threading.Lock()
     original = botocore.endpoint.Endpoint._send
 
@@ -48,27 +53,46 @@ def record(scale: str, out: str) -> None:
             body = request.body if isinstance(request.body, bytes) else (request.body or "").encode()
             headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
             with lock:
-                kept.append((request.method, path, headers, body))
+                kept.append((time.time(), request.method, path, headers, body))
         return original(self, request)
 
     botocore.endpoint.Endpoint._send = _send
     from bench.bench_orders import order_pipeline
     from shoplake import datagen, orders
 
-    try:
-        with order_pipeline("prof"):
-            dataset = datagen.load(scale=scale, seed=42)
-            began = time.perf_counter()
-            orders.ingest(dataset.order_lines, progress=False)
-            print(f"ingest {time.perf_counter() - began:.1f} s", file=sys.stderr)
-            reconciliation = orders.reconcile(dataset.order_lines)
-            assert reconciliation.balanced and reconciliation.exactly_once, reconciliation.as_dict()
-    finally:
-        botocore.endpoint.Endpoint._send = original
+    hook = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child_requests")
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "SHOPLAKE_BENCH_RECORD_DIR", "SHOPLAKE_BENCH_RECORD_URL")}
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ.update(SHOPLAKE_BENCH_RECORD_DIR=folder, SHOPLAKE_BENCH_RECORD_URL=target)
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (hook, saved["PYTHONPATH"]) if p)
+        try:
+            with order_pipeline("prof"):
+                dataset = datagen.load(scale=scale, seed=42)
+                began = time.perf_counter()
+                orders.ingest(dataset.order_lines, progress=False)
+                print(f"ingest {time.perf_counter() - began:.1f} s", file=sys.stderr)
+                reconciliation = orders.reconcile(dataset.order_lines)
+                assert reconciliation.balanced and reconciliation.exactly_once, reconciliation.as_dict()
+        finally:
+            botocore.endpoint.Endpoint._send = original
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        children = sorted(glob.glob(os.path.join(folder, "*.pickle")))
+        for name in children:
+            with open(name, "rb") as f:
+                kept.extend(pickle.load(f))
+    kept.sort(key=lambda request: request[0])  # the order they were sent in, across processes
+    requests = [request[1:] for request in kept]
     with open(out, "wb") as f:
-        pickle.dump(kept, f, protocol=pickle.HIGHEST_PROTOCOL)
-    ops = collections.Counter(_operation(h) for _m, _p, h, _b in kept)
-    print(f"{len(kept)} requests kept in {out}: {dict(ops.most_common())}", file=sys.stderr)
+        pickle.dump(requests, f, protocol=pickle.HIGHEST_PROTOCOL)
+    ops = collections.Counter(_operation(h) for _m, _p, h, _b in requests)
+    print(
+        f"{len(requests)} requests ({len(children)} other processes) kept in {out}: {dict(ops.most_common())}",
+        file=sys.stderr,
+    )
 
 
 def _operation(headers: dict[str, str]) -> str:

@@ -2,7 +2,9 @@
 for the block, see ``bench.bench_orders._counting_requests``): counts the process's AWS requests by
 ``service:Operation`` and, at exit, writes them and the process's CPU seconds to ``<SHOPLAKE_BENCH_REQUESTS_DIR>/<pid>.json``.
 The poller processes of the local event-source mapping make most of the pipeline's requests; this is how the bench
-still counts them. Nothing happens without that environment variable."""
+still counts them. With ``SHOPLAKE_BENCH_RECORD_DIR`` and ``SHOPLAKE_BENCH_RECORD_URL`` set, it also keeps every request
+sent to that URL (time sent, method, path, headers, body) and pickles them to ``<SHOPLAKE_BENCH_RECORD_DIR>/<pid>.pickle``
+at exit (``bench.profile_dynamodb record``). Nothing happens without those environment variables."""
 
 import os
 
@@ -31,3 +33,36 @@ if os.environ.get("SHOPLAKE_BENCH_REQUESTS_DIR"):
         path = os.path.join(os.environ["SHOPLAKE_BENCH_REQUESTS_DIR"], f"{os.getpid()}.json")
         with open(path, "w") as out:
             json.dump({"requests": dict(_counts), "cpu_s": time.process_time()}, out)
+
+
+if os.environ.get("SHOPLAKE_BENCH_RECORD_DIR") and os.environ.get("SHOPLAKE_BENCH_RECORD_URL"):
+    import atexit
+    import pickle
+    import threading
+    import time
+
+    import botocore.endpoint
+
+    _target = os.environ["SHOPLAKE_BENCH_RECORD_URL"]
+    _kept: list = []
+    _kept_lock = threading.Lock()
+    _send = botocore.endpoint.Endpoint._send
+
+    def _recorded(self, request):
+        if request.url.startswith(_target):
+            path = request.url[len(_target) :] or "/"
+            body = request.body if isinstance(request.body, bytes) else (request.body or "").encode()
+            headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+            with _kept_lock:
+                _kept.append((time.time(), request.method, path, headers, body))
+        return _send(self, request)
+
+    botocore.endpoint.Endpoint._send = _recorded
+
+    @atexit.register
+    def _write_recorded() -> None:
+        folder = os.environ["SHOPLAKE_BENCH_RECORD_DIR"]
+        if not _kept or not os.path.isdir(folder):  # nothing sent there, or a process outliving the recording
+            return
+        with open(os.path.join(folder, f"{os.getpid()}.pickle"), "wb") as out:
+            pickle.dump(_kept, out, protocol=pickle.HIGHEST_PROTOCOL)
