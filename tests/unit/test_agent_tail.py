@@ -8,6 +8,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from shoplake.agent._checkpoint import CheckpointStore, FlowState
 from shoplake.agent._servers import RotatingLog, simulate_servers
 from shoplake.agent._tail import Tailer
@@ -222,3 +224,45 @@ def test_a_rotation_with_a_copy_warns_of_nothing_and_a_truncation_without_one_re
     tailer.scan()
     lost = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lost) == 1 and "last 3 bytes were never shipped (lost)" in lost[0]
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "10/Oct/2000:13:55:36 -0700",
+        "01/Dec/2010:08:26:00 +0000",
+        "31/Dec/2010:23:59:59 +0530",
+        "29/Feb/2012:12:00:07 -1200",
+        "01/Jan/2011:00:00:60 +0000",  # a leap second strptime takes
+        "01/Jan/2011:00:00:61 +0000",
+        "01/Jan/2011:00:00:62 +0000",
+        "30/Feb/2011:10:00:00 +0000",  # no such day
+        "01/Foo/2011:10:00:00 +0000",
+        "1/Jan/2011:10:00:00 +0000",  # one-digit day: strptime takes it, the fast path does not
+        "01/Jan/2011:10:00:0x +0000",
+        "01/Jan/2011:10:00:٣٣ +0000",  # Arabic-Indic digits: str.isdigit, not ASCII
+        "01/Jan/2011:10:00:00 +2500",
+        "01/Jan/2011:24:00:00 +0000",
+        "01/Jan/2011:23:60:00 +0000",
+        "01/Jan/2011:-1:00:00 +0000",
+        "01/Jan/2011 10:00:00 +0000",
+        "",
+    ],
+)
+def test_a_log_lines_time_is_strptimes(stamp):
+    """issue 13: the simulated servers order millions of access-log lines by time with each day and zone parsed
+    once: the same epoch seconds as strptime (or None where strptime refuses), for every shape of time."""
+    from datetime import datetime
+
+    from shoplake.agent._servers import _access_time
+
+    try:
+        expected = datetime.strptime(stamp, "%d/%b/%Y:%H:%M:%S %z").timestamp()
+    except ValueError:
+        expected = None
+    line = f'203.0.113.9 - - [{stamp}] "GET / HTTP/1.1" 200 5'
+    assert _access_time(line) == expected
+    assert _access_time(line) == expected  # the day remembered
+    if expected is not None and len(stamp) == 26:  # another time of the same day, its day now remembered
+        other = line.replace(stamp[12:20], "00:00:01") if stamp[12:20] != "00:00:01" else line
+        assert _access_time(other) == datetime.strptime(other[17:43], "%d/%b/%Y:%H:%M:%S %z").timestamp()
