@@ -39,6 +39,7 @@ def record(scale: str, out: str) -> None:
 
     import botocore.endpoint
 
+    from bench._child_requests.shoplake_bench_record import as_kept
     from shoplake import config, local_services
 
     local_services.ensure()
@@ -48,12 +49,10 @@ def record(scale: str, out: str) -> None:
     original = botocore.endpoint.Endpoint._send
 
     def _send(self: Any, request: Any) -> Any:
-        if request.url.startswith(target):
-            path = request.url[len(target) :] or "/"
-            body = request.body if isinstance(request.body, bytes) else (request.body or "").encode()
-            headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        one = as_kept(request, target)
+        if one is not None:
             with lock:
-                kept.append((time.time(), request.method, path, headers, body))
+                kept.append(one)
         return original(self, request)
 
     botocore.endpoint.Endpoint._send = _send

@@ -39,9 +39,9 @@ if os.environ.get("SHOPLAKE_BENCH_RECORD_DIR") and os.environ.get("SHOPLAKE_BENC
     import atexit
     import pickle
     import threading
-    import time
 
     import botocore.endpoint
+    from shoplake_bench_record import as_kept
 
     _target = os.environ["SHOPLAKE_BENCH_RECORD_URL"]
     _kept: list = []
@@ -49,12 +49,10 @@ if os.environ.get("SHOPLAKE_BENCH_RECORD_DIR") and os.environ.get("SHOPLAKE_BENC
     _send = botocore.endpoint.Endpoint._send
 
     def _recorded(self, request):
-        if request.url.startswith(_target):
-            path = request.url[len(_target) :] or "/"
-            body = request.body if isinstance(request.body, bytes) else (request.body or "").encode()
-            headers = {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        kept = as_kept(request, _target)
+        if kept is not None:
             with _kept_lock:
-                _kept.append((time.time(), request.method, path, headers, body))
+                _kept.append(kept)
         return _send(self, request)
 
     botocore.endpoint.Endpoint._send = _recorded
