@@ -103,9 +103,10 @@ def _counting_requests() -> Iterator[tuple[Counter, dict[str, float]]]:
     on PYTHONPATH for the block); the second value gets ``children_cpu_s``, the CPU seconds those processes used.
     Requests per event is the emulator's load, and unlike a rate it does not depend on what else the machine runs."""
     import json
-    import tempfile
 
     import botocore.client
+
+    from bench._spawned import hooked
 
     counts: Counter = Counter()
     children: dict[str, float] = {"children_cpu_s": 0.0, "children": 0}
@@ -117,21 +118,12 @@ def _counting_requests() -> Iterator[tuple[Counter, dict[str, float]]]:
             counts[f"{client.meta.service_model.service_name}:{operation}"] += 1
         return original(client, operation, params)
 
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "SHOPLAKE_BENCH_REQUESTS_DIR")}
-    hook = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child_requests")
-    with tempfile.TemporaryDirectory() as folder:
-        os.environ["SHOPLAKE_BENCH_REQUESTS_DIR"] = folder
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (hook, saved["PYTHONPATH"]) if p)
+    with hooked("SHOPLAKE_BENCH_REQUESTS_DIR") as folder:
         botocore.client.BaseClient._make_api_call = counted
         try:
             yield counts, children
         finally:
             botocore.client.BaseClient._make_api_call = original
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
             for name in os.listdir(folder):
                 with open(os.path.join(folder, name)) as answer:
                     child = json.load(answer)

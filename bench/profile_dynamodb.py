@@ -21,7 +21,6 @@ import json
 import pickle
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
@@ -35,35 +34,16 @@ def record(scale: str, out: str) -> None:
     (``_child_requests/sitecustomize.py``, on PYTHONPATH for the run), in the order they were sent."""
     import glob
     import os
-    import tempfile
 
-    import botocore.endpoint
-
-    from bench._child_requests.shoplake_bench_record import as_kept
-    from shoplake import config, local_services
+    from bench._child_requests.shoplake_bench_record import install
+    from bench._spawned import hooked
+    from bench.bench_orders import order_pipeline
+    from shoplake import config, datagen, local_services, orders
 
     local_services.ensure()
     target = config.endpoint_url("dynamodb").rstrip("/")
-    kept: list[tuple[float, str, str, dict[str, str], bytes]] = []
-    lock = threading.Lock()
-    original = botocore.endpoint.Endpoint._send
-
-    def _send(self: Any, request: Any) -> Any:
-        one = as_kept(request, target)
-        if one is not None:
-            with lock:
-                kept.append(one)
-        return original(self, request)
-
-    botocore.endpoint.Endpoint._send = _send
-    from bench.bench_orders import order_pipeline
-    from shoplake import datagen, orders
-
-    hook = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_child_requests")
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "SHOPLAKE_BENCH_RECORD_DIR", "SHOPLAKE_BENCH_RECORD_URL")}
-    with tempfile.TemporaryDirectory() as folder:
-        os.environ.update(SHOPLAKE_BENCH_RECORD_DIR=folder, SHOPLAKE_BENCH_RECORD_URL=target)
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (hook, saved["PYTHONPATH"]) if p)
+    with hooked("SHOPLAKE_BENCH_RECORD_DIR", SHOPLAKE_BENCH_RECORD_URL=target) as folder:
+        kept, stop = install(target)
         try:
             with order_pipeline("prof"):
                 dataset = datagen.load(scale=scale, seed=42)
@@ -73,12 +53,7 @@ def record(scale: str, out: str) -> None:
                 reconciliation = orders.reconcile(dataset.order_lines)
                 assert reconciliation.balanced and reconciliation.exactly_once, reconciliation.as_dict()
         finally:
-            botocore.endpoint.Endpoint._send = original
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            stop()
         children = sorted(glob.glob(os.path.join(folder, "*.pickle")))
         for name in children:
             with open(name, "rb") as f:

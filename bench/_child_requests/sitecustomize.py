@@ -38,24 +38,10 @@ if os.environ.get("SHOPLAKE_BENCH_REQUESTS_DIR"):
 if os.environ.get("SHOPLAKE_BENCH_RECORD_DIR") and os.environ.get("SHOPLAKE_BENCH_RECORD_URL"):
     import atexit
     import pickle
-    import threading
 
-    import botocore.endpoint
-    from shoplake_bench_record import as_kept
+    from shoplake_bench_record import install
 
-    _target = os.environ["SHOPLAKE_BENCH_RECORD_URL"]
-    _kept: list = []
-    _kept_lock = threading.Lock()
-    _send = botocore.endpoint.Endpoint._send
-
-    def _recorded(self, request):
-        kept = as_kept(request, _target)
-        if kept is not None:
-            with _kept_lock:
-                _kept.append(kept)
-        return _send(self, request)
-
-    botocore.endpoint.Endpoint._send = _recorded
+    _kept, _ = install(os.environ["SHOPLAKE_BENCH_RECORD_URL"])
 
     @atexit.register
     def _write_recorded() -> None:

@@ -1011,6 +1011,21 @@ def test_serializer_map_patch_answers_exactly_what_moto_answers(monkeypatch):
     assert patched == unpatched
 
 
+def _walked_members(monkeypatch) -> list[str]:
+    """The name of each structure member moto's response serializer walks from now on (the test's monkeypatch undoes
+    the counting)."""
+    from moto.core.serialize import ResponseSerializer
+
+    members: list[str] = []
+    walk = ResponseSerializer._serialize_structure_member
+    monkeypatch.setattr(
+        ResponseSerializer,
+        "_serialize_structure_member",
+        lambda self, serialized, value, shape, key: members.append(key) or walk(self, serialized, value, shape, key),
+    )
+    return members
+
+
 def _firehose_batches() -> list:
     """The raw bodies of Firehose PutRecordBatch answers (500 records, 1 record) and of a batch to a missing stream,
     with moto's random ids seeded: the same ids on every run."""
@@ -1047,18 +1062,12 @@ def test_firehose_batch_response_patch_answers_exactly_what_moto_answers(monkeyp
     import json
 
     from moto import mock_aws
-    from moto.core.serialize import BaseJSONSerializer, ResponseSerializer
+    from moto.core.serialize import BaseJSONSerializer
 
     from shoplake import _moto_patches
 
     monkeypatch.setattr(BaseJSONSerializer, "_serialize_type_structure", BaseJSONSerializer._serialize_type_structure)
-    members: list[str] = []  # each structure member moto's walk serialises, by name
-    walk = ResponseSerializer._serialize_structure_member
-    monkeypatch.setattr(
-        ResponseSerializer,
-        "_serialize_structure_member",
-        lambda self, serialized, value, shape, key: members.append(key) or walk(self, serialized, value, shape, key),
-    )
+    members = _walked_members(monkeypatch)
     with mock_aws():
         unpatched = _firehose_batches()
     walked, members[:] = members.count("RecordId"), []
@@ -1112,19 +1121,13 @@ def test_s3_listing_patches_answer_exactly_what_moto_answers(monkeypatch):
     member, fewer dateutil parses than entries."""
     from moto import mock_aws
     from moto.core import serialize
-    from moto.core.serialize import ResponseSerializer, S3Serializer, TimestampSerializer
+    from moto.core.serialize import S3Serializer, TimestampSerializer
 
     from shoplake import _moto_patches
 
     monkeypatch.setattr(S3Serializer, "_serialize_type_structure", S3Serializer._serialize_type_structure)
     monkeypatch.setattr(TimestampSerializer, "_convert_timestamp_to_str", TimestampSerializer._convert_timestamp_to_str)
-    members: list[str] = []  # each structure member moto's walk serialises, by name
-    walk = ResponseSerializer._serialize_structure_member
-    monkeypatch.setattr(
-        ResponseSerializer,
-        "_serialize_structure_member",
-        lambda self, serialized, value, shape, key: members.append(key) or walk(self, serialized, value, shape, key),
-    )
+    members = _walked_members(monkeypatch)
     parses: list[str] = []
     parse = serialize.parse_to_aware_datetime
     monkeypatch.setattr(serialize, "parse_to_aware_datetime", lambda value: parses.append(value) or parse(value))
