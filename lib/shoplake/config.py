@@ -198,7 +198,7 @@ def bypass_proxies_for_loopback() -> None:
             os.environ[key] = ",".join(have + missing)
 
 
-_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z")
+_ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z", re.ASCII)
 
 
 def parse_timestamp(value: Any) -> Any:

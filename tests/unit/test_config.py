@@ -99,6 +99,7 @@ def test_finding_postgres_binaries_prints_no_runtime_dir_warning():
         "2026-12-06T22:18:33.123456Z",
         "2024-02-29T23:59:59.5Z",
         "2026-12-06T22:18:33+01:00",
+        "٢٠٢٦-12-06T22:18:33Z",  # Arabic-Indic digits: not the fast path's shape, botocore's parse
         "Tue, 15 Nov 1994 08:12:31 GMT",
     ],
 )
@@ -111,7 +112,7 @@ def test_the_timestamp_parser_gives_the_instant_botocore_gives(value):
 
     ours, botocores = config.parse_timestamp(value), parse_timestamp(value)
     assert ours == botocores and ours.utcoffset() == botocores.utcoffset()
-    if isinstance(value, int | float) or value.endswith("Z"):
+    if isinstance(value, int | float) or (value.endswith("Z") and value.isascii()):
         assert ours.tzinfo is UTC
     else:
         assert repr(ours) == repr(botocores)
