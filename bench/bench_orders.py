@@ -33,7 +33,8 @@ def _raw_ceiling(rows: list[dict], items: list[dict], writers: int) -> dict[str,
       pipeline may have, one batch per shard with ``order_history.CONCURRENCY`` writes each) at the same time, to a
       fresh stream and table. The local emulator is more than one process (DynamoDB has its own,
       ``local_services.DEDICATED``), so this is the most the emulator set accepts with all its processes busy — the
-      ceiling the pipeline, which also overlaps puts, reads and writes, is compared with."""
+      ceiling the pipeline, which also overlaps puts, reads and writes, is compared with. The CPU seconds each
+      emulator process and this process use in that phase come back as ``cpu_<process>_s``."""
     from shoplake import config, resources, streams
 
     kinesis, dynamodb = config.client("kinesis"), config.client("dynamodb")
@@ -75,12 +76,15 @@ def _raw_ceiling(rows: list[dict], items: list[dict], writers: int) -> dict[str,
             threads.append(
                 threading.Thread(target=lambda w=w, part=part: took.__setitem__(f"write{w}", write(names[1], part)))
             )
+        cpu_before, client_before = _emulator_cpu(), time.process_time()
         began = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         together_s = time.perf_counter() - began
+        together_cpu = {name: t - cpu_before.get(name, 0.0) for name, t in _emulator_cpu().items()}
+        together_cpu["client"] = time.process_time() - client_before
         if len(took) != 1 + writers:
             raise RuntimeError("a ceiling thread failed (see its traceback above)")
     finally:
@@ -93,6 +97,25 @@ def _raw_ceiling(rows: list[dict], items: list[dict], writers: int) -> dict[str,
         "sequential_rate": len(rows) / (put_s + write_s),
         "together_s": together_s,
         "rate": len(rows) / together_s,
+        **{f"cpu_{name}_s": t for name, t in together_cpu.items()},
+    }
+
+
+def _bounds(events: int, cpu: dict[str, float], ceiling_rate: float, processes: list[str]) -> dict[str, Any]:
+    """The most the pipeline could reach with the work it was measured doing, as ratios to the ceiling's rate.
+
+    ``cpu``: CPU seconds each process used during the pipeline (``processes`` are the emulator's, each one thread
+    serving one request at a time; the others are the kernel and the poller processes). An emulator process cannot
+    serve more events per second than ``events / its CPU seconds`` (busy all the time, nothing else waiting on it),
+    and all the processes together no more than ``events × cores / their CPU seconds``."""
+    cores = os.cpu_count() or 1
+    per_process = {name: events / cpu[name] / ceiling_rate for name in processes if cpu.get(name)}
+    busiest = min(per_process, key=per_process.__getitem__) if per_process else None
+    return {
+        "bound_by_process": {name: round(r, 3) for name, r in per_process.items()},
+        "bound_busiest_process": busiest,
+        "bound_busiest_ratio": round(per_process[busiest], 3) if busiest else None,
+        "bound_cores_ratio": round(events * cores / sum(cpu.values()) / ceiling_rate, 3),
     }
 
 
@@ -221,7 +244,7 @@ def main(scale: str = "small") -> dict[str, float]:
             raise AssertionError("no poller process reported its requests: the counts would miss the handler's")
         cpu["pollers"] = round(children["children_cpu_s"], 1)
         second = _raw_ceiling(rows, items, writers)
-        ceiling = {k: (first[k] + second[k]) / 2 for k in ("put_s", "write_s", "together_s")}
+        ceiling = {k: (first[k] + second[k]) / 2 for k in first if k.endswith("_s")}
         ceiling["sequential_rate"] = len(rows) / (ceiling["put_s"] + ceiling["write_s"])
         ceiling["rate"] = len(rows) / ceiling["together_s"]
         e2e_rate = len(rows) / report.seconds
@@ -249,6 +272,8 @@ def main(scale: str = "small") -> dict[str, float]:
         wall = len(paced) / (0.5 * ceiling["rate"])
         paced_report = orders.ingest(paced, speed=max(span / wall, 1.0), progress=False)
         paced_latency = paced_report.mapping.latency_percentiles((0.5, 0.95))
+        processes = [name for name in _emulator_pids() if name in cpu]
+        bounds = _bounds(len(rows), cpu, ceiling["rate"], processes)
         figures = {
             "events": len(rows),
             "items_written": written,
@@ -278,6 +303,12 @@ def main(scale: str = "small") -> dict[str, float]:
                 op: round(n / len(rows), 4) for op, n in sorted(requests.items(), key=lambda kv: -kv[1])
             },
             "cpu_s_during_e2e": cpu,
+            "cpu_s_during_ceiling": {
+                k.removeprefix("cpu_").removesuffix("_s"): round(v, 1)
+                for k, v in ceiling.items()
+                if k.startswith("cpu_")
+            },
+            **bounds,
             "emulator_rss_mib": _emulator_rss_mib(),
             "checkpoints_written": report.mapping.checkpoints_written,
             "invocations": report.mapping.invocations,
@@ -301,6 +332,9 @@ def main(scale: str = "small") -> dict[str, float]:
             emulator_processes=figures["emulator_processes"],
             sequential_ceiling_per_s=figures["ceiling_sequential_rate_per_s"],
             requests_per_event=figures["requests_per_event"],
+            bound_busiest_process=bounds["bound_busiest_process"],
+            bound_busiest_ratio=bounds["bound_busiest_ratio"],
+            bound_cores_ratio=bounds["bound_cores_ratio"],
         )
         _report.figure(
             "orders reconciliation (keys + hashes), s",
@@ -348,6 +382,16 @@ def main(scale: str = "small") -> dict[str, float]:
             + f" of {report.seconds:.1f} s wall ({os.cpu_count()} cores: at most "
             + f"{(os.cpu_count() or 1) * report.seconds:.0f} CPU s); emulator RSS "
             + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in figures["emulator_rss_mib"].items())
+        )
+        ceiling_cpu = figures["cpu_s_during_ceiling"]
+        print(
+            "  most this work allows: "
+            + ", ".join(f"{name} emulator busy all the time {r:.3f}" for name, r in bounds["bound_by_process"].items())
+            + f"; every process, {os.cpu_count()} cores busy all the time {bounds['bound_cores_ratio']:.3f} of the "
+            + "ceiling (ratios; the ceiling's own CPU in "
+            + f"{ceiling['together_s']:.1f} s: "
+            + ", ".join(f"{name} {t:.1f} s" for name, t in ceiling_cpu.items())
+            + ")"
         )
         print(
             f"  reconciliation       : {reconcile_s:.1f} s (keys + content hashes; exactly once: "

@@ -30,8 +30,10 @@ if os.environ.get("SHOPLAKE_BENCH_REQUESTS_DIR"):
 
     @atexit.register
     def _write() -> None:
-        path = os.path.join(os.environ["SHOPLAKE_BENCH_REQUESTS_DIR"], f"{os.getpid()}.json")
-        with open(path, "w") as out:
+        folder = os.environ["SHOPLAKE_BENCH_REQUESTS_DIR"]
+        if not os.path.isdir(folder):  # a process outliving the block (multiprocessing's manager): not a poller
+            return
+        with open(os.path.join(folder, f"{os.getpid()}.json"), "w") as out:
             json.dump({"requests": dict(_counts), "cpu_s": time.process_time()}, out)
 
 
