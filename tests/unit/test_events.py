@@ -119,3 +119,62 @@ def test_partition_key_of_pandas_rows_and_blanks():
     assert events.partition_key(_with(CustomerID=float("nan"))) == "guest-536365"
     assert events.partition_key(_with(CustomerID="  ")) == "guest-536365"
     assert events.partition_key(_with(CustomerID=" 17850 ")) == "17850"
+
+
+def _strptime_answer(text):
+    """How validate read an InvoiceDate before invoice_time: its shape (events._DATE), then datetime.strptime."""
+    from datetime import datetime
+
+    if not events._DATE.fullmatch(text):
+        return ValueError
+    try:
+        return datetime.strptime(text, events.DATE_FORMAT)
+    except ValueError:
+        return ValueError
+
+
+def _invoice_time_answer(text):
+    try:
+        return events.invoice_time(text)
+    except ValueError:
+        return ValueError
+
+
+INVOICE_TIMES = [
+    f"{year}-{month}-{day}T{hour}:{minute}:{second}Z"
+    for year in ("0000", "0001", "1990", "2000", "2010", "2012", "2100", "9999")
+    for month, day in (
+        ("00", "01"),
+        ("01", "00"),
+        ("01", "31"),
+        ("02", "28"),
+        ("02", "29"),
+        ("02", "30"),
+        ("04", "30"),
+        ("04", "31"),
+        ("12", "31"),
+        ("12", "32"),
+        ("13", "01"),
+    )
+    for hour, minute, second in (("00", "00", "00"), ("23", "59", "59"), ("24", "00", "00"), ("12", "60", "00"))
+    + (("12", "00", "60"), ("12", "00", "61"), ("99", "99", "99"))
+] + [
+    "2010-12-01T08:26:00",  # no zone
+    "2010-12-01 08:26:00Z",
+    "2010-12-1T08:26:00Z",
+    "２０１０-12-01T08:26:00Z",
+    "٢٠١٠-12-01T08:26:00Z",
+    "2010-12-01T08:26:00Z\n",
+    "2010-12-01T08:26:00.5Z",
+    "2010-12-01T08:26:00+00:00",
+    "",
+]
+
+
+def test_invoice_time_reads_what_strptime_reads_and_refuses_what_it_refuses():
+    """events.invoice_time (validate's reading of InvoiceDate) against the shape check and datetime.strptime it
+    replaces, on every combination of edge years, days of the month, hours, minutes and seconds, and on other shapes
+    (strptime alone takes "2010-12-1T08:26:00Z"; the shape check never let it through)."""
+    answers = [(text, _strptime_answer(text), _invoice_time_answer(text)) for text in INVOICE_TIMES]
+    assert [(t, want) for t, want, got in answers if want != got] == []
+    assert sum(a is ValueError for _, a, _ in answers) > 100 and sum(a is not ValueError for _, a, _ in answers) > 50

@@ -86,7 +86,7 @@ def _retail_datetime(text: str) -> str:
 
 def format_retail_datetime(iso: str) -> str:
     """ISO 8601 UTC → ``M/D/YYYY H:MM`` (seconds ``:SS`` added only when they are not zero, so nothing is lost)."""
-    value = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ")
+    value = events.invoice_time(iso)
     text = f"{value.month}/{value.day}/{value.year} {value.hour}:{value.minute:02d}"
     return text + (f":{value.second:02d}" if value.second else "")
 

@@ -36,6 +36,7 @@ from typing import Any
 
 from shoplake.agent._flows import ORDER_FIELDS, format_retail_datetime
 from shoplake.errors import ConfigError, DataError
+from shoplake.events import invoice_time
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def order_lines_of(order_lines: Any) -> Iterator[tuple[float, str, str]]:
     writer = _csv_writer()
     for event in rows:
         iso = _iso(event["InvoiceDate"])
-        ts = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        ts = invoice_time(iso).replace(tzinfo=UTC).timestamp()
         yield ts, str(event["InvoiceNo"]), order_line_csv(event, writer)
 
 

@@ -126,7 +126,7 @@ def decode(record: bytes | str | dict[str, Any]) -> tuple[float, str, int]:
 def _judged(event: Any) -> tuple[float, str, int]:
     """The full validation; the order time read as validate reads it."""
     valid = events.validate(event)
-    when = datetime.strptime(valid["InvoiceDate"], events.DATE_FORMAT).replace(tzinfo=UTC)
+    when = events.invoice_time(valid["InvoiceDate"]).replace(tzinfo=UTC)
     return when.timestamp(), valid["InvoiceNo"], valid["LineNo"]
 
 
