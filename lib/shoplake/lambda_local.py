@@ -39,6 +39,7 @@ import logging
 import math
 import multiprocessing
 import pickle
+import queue
 import threading
 import time
 import uuid
@@ -339,8 +340,6 @@ class _ReadAhead:
     _END = object()
 
     def __init__(self, reader: Any, name: str) -> None:
-        import queue
-
         self._reader = reader
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
         self._closed = threading.Event()
@@ -362,8 +361,6 @@ class _ReadAhead:
             self._put((records, behind, began))
 
     def _put(self, item: Any) -> None:
-        import queue
-
         while not self._closed.is_set():
             try:
                 self._queue.put(item, timeout=0.05)
@@ -375,8 +372,6 @@ class _ReadAhead:
         return self
 
     def __next__(self) -> tuple[list[streams.StreamRecord], int, float]:
-        import queue
-
         while not self._finished:
             try:
                 item = self._queue.get(timeout=0.1)

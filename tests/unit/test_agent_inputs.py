@@ -78,3 +78,16 @@ def test_simulate_servers_refuses_nan_speed_and_a_fractional_server_count(tmp_pa
         simulate_servers(None, ["a line"], tmp_path, speed=float("nan"))
     with pytest.raises(ConfigError, match="servers must be a whole number"):
         simulate_servers(None, ["a line"], tmp_path, servers=1.5)
+
+
+@pytest.mark.parametrize("date", ["2010-12-1T08:26:00Z", "12/1/2010 8:26", "2010-02-30T08:26:00Z"])
+def test_an_order_line_with_a_date_the_events_do_not_take_is_a_one_line_data_error(date):
+    from order_line import ORDER_LINE
+
+    from shoplake.agent._servers import order_lines_of
+    from shoplake.errors import DataError
+
+    with pytest.raises(DataError, match=r"InvoiceDate .* is not an ISO 8601 UTC time") as raised:
+        list(order_lines_of([{**ORDER_LINE, "InvoiceDate": date}]))
+    assert "\n" not in str(raised.value)
+    assert len(list(order_lines_of([ORDER_LINE]))) == 1

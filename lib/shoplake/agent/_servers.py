@@ -187,7 +187,13 @@ def order_lines_of(order_lines: Any) -> Iterator[tuple[float, str, str]]:
     writer = _csv_writer()
     for event in rows:
         iso = _iso(event["InvoiceDate"])
-        ts = invoice_time(iso).replace(tzinfo=UTC).timestamp()
+        try:
+            ts = invoice_time(iso).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            raise DataError(
+                f"order line {event['InvoiceNo']}: InvoiceDate {iso!r} is not an ISO 8601 UTC time "
+                "YYYY-MM-DDTHH:MM:SSZ (or a timestamp); convert the dates first (shoplake data load-retail does)"
+            ) from None
         yield ts, str(event["InvoiceNo"]), order_line_csv(event, writer)
 
 
