@@ -233,7 +233,7 @@ def test_a_rotation_with_a_copy_warns_of_nothing_and_a_truncation_without_one_re
         "01/Dec/2010:08:26:00 +0000",
         "31/Dec/2010:23:59:59 +0530",
         "29/Feb/2012:12:00:07 -1200",
-        "01/Jan/2011:00:00:60 +0000",  # a leap second strptime takes
+        "01/Jan/2011:00:00:60 +0000",  # a leap second: strptime's pattern reads it, then refuses it
         "01/Jan/2011:00:00:61 +0000",
         "01/Jan/2011:00:00:62 +0000",
         "30/Feb/2011:10:00:00 +0000",  # no such day

@@ -217,7 +217,7 @@ def _access_time(line: str) -> float | None:
         and (clock[:2] + clock[3:5] + clock[6:]).isdigit()
         and clock[:2] < "24"
         and clock[3:5] < "60"
-        and clock[6:] < "60"  # 60 and 61 (leap seconds strptime takes): strptime below
+        and clock[6:] < "60"  # 60 and 61 (leap seconds strptime's pattern reads, then refuses): strptime below
     ):
         day = _day_time(stamp[:11], stamp[21:])
         if day is not None:

@@ -24,7 +24,7 @@ import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, NamedTuple
 
 from shoplake import events
@@ -131,7 +131,6 @@ def _judged(event: Any) -> tuple[float, str, int]:
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9]{1,64}")
-_PLAIN_DATE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", re.ASCII)
 
 
 def _plain_order(event: dict[str, Any]) -> tuple[float, str, int] | None:
@@ -145,9 +144,13 @@ def _plain_order(event: dict[str, Any]) -> tuple[float, str, int] | None:
     if not 0 < abs(quantity) <= events.MAX_QUANTITY or (quantity < 0) != (invoice[0] in "Cc"):
         return None
     date, price, line = event.get("InvoiceDate"), event.get("UnitPrice"), event.get("LineNo")
-    if type(date) is not str or not _PLAIN_DATE.fullmatch(date):
+    if type(date) is not str:
         return None
-    if not f"{events.YEARS[0]}" <= date[:4] <= f"{events.YEARS[1]}":
+    try:  # validate's own reading: its shape, a real date and time ("…T24:00:00Z", "…:60Z": None → validate)
+        when = events.invoice_time(date)
+    except ValueError:
+        return None
+    if not events.YEARS[0] <= when.year <= events.YEARS[1]:
         return None
     if type(price) not in (int, float) or not 0 <= price <= events.MAX_UNIT_PRICE:  # NaN fails the comparison
         return None
@@ -160,11 +163,7 @@ def _plain_order(event: dict[str, Any]) -> tuple[float, str, int] | None:
         return None
     if customer is not None and customer != "" and (type(customer) is not str or not _PLAIN_KEY.fullmatch(customer)):
         return None
-    try:
-        when = datetime.fromisoformat(date)  # a real date and time ("…T24:00:00Z", "…:60Z": None → validate)
-    except ValueError:
-        return None
-    return when.timestamp(), invoice, line
+    return when.replace(tzinfo=UTC).timestamp(), invoice, line
 
 
 @dataclass
