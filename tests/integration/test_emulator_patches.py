@@ -862,7 +862,7 @@ def test_every_patch_refuses_another_moto_version(monkeypatch):
     assert _moto_patches.MOTO_VERSION == pin == moto.__version__
     monkeypatch.setattr(moto, "__version__", "9.9.9")
     applied = re.findall(r"^    (_patch_\w+)\(\)$", inspect.getsource(_moto_patches.apply), re.M)
-    assert len(applied) == 19 and "_patch_kinesis" in applied
+    assert len(applied) == 23 and "_patch_kinesis" in applied
     for name in applied:
         with pytest.raises(RuntimeError, match=f"{name} was written for moto 5"):
             getattr(_moto_patches, name)()
@@ -1145,3 +1145,164 @@ def test_s3_listing_patches_answer_exactly_what_moto_answers(monkeypatch):
     assert members.count("StorageClass") == 15 + 13  # the entries with an owner (FetchOwner, v1): moto's walk
     assert 0 < len(parses) <= len(set(parses)) < parsed  # each distinct LastModified string parsed at most once
     assert patched[-1]["Code"] == "NoSuchBucket"
+
+
+def _service_calls() -> list:
+    """The raw bodies of a mix of answers of five services (JSON and XML protocols): DynamoDB writes, reads, a
+    Query, a description and errors; Kinesis, SQS, S3 and SNS calls; with moto's random ids seeded and the clock's
+    readings (creation times) replaced by ``T``."""
+    import re
+
+    import boto3
+    from moto.moto_api._internal import mock_random
+
+    mock_random.seed(7)
+    bodies: list = []
+
+    def client(service: str):
+        c = boto3.client(service, region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+        c.meta.events.register("after-call", lambda http_response, **_: bodies.append(clockless(http_response.content)))
+        return c
+
+    def clockless(body: bytes) -> bytes:
+        return re.sub(rb"\b1[0-9]{9}(\.[0-9]+)?\b|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9:]+)?", b"T", body)
+
+    ddb = client("dynamodb")
+    _order_table(ddb, "calls")
+    _call(ddb.batch_write_item, RequestItems={"calls": [{"PutRequest": {"Item": _line("c1", n)}} for n in range(25)]})
+    _call(ddb.get_item, TableName="calls", Key={"customer_id": {"S": "c1"}, "order_key": {"S": "missing"}})
+    _call(ddb.get_item, TableName="nope", Key={"customer_id": {"S": "c1"}, "order_key": {"S": "x"}})
+    _call(ddb.query, TableName="calls", KeyConditionExpression="customer_id = :c", **_values(":c", "c1"))
+    _call(
+        ddb.query,
+        TableName="calls",
+        KeyConditionExpression="customer_id = :c",
+        ReturnConsumedCapacity="INDEXES",
+        **_values(":c", "c1"),
+    )
+    _call(ddb.describe_table, TableName="calls")
+    _call(ddb.batch_write_item, RequestItems={"calls": [{"PutRequest": {"Item": {"customer_id": {"S": ""}}}}]})
+    kinesis = client("kinesis")
+    kinesis.create_stream(StreamName="orders", ShardCount=2)
+    kinesis.put_records(StreamName="orders", Records=[{"Data": b"%d" % n, "PartitionKey": str(n)} for n in range(9)])
+    _call(kinesis.list_shards, StreamName="orders")
+    _call(kinesis.describe_stream_summary, StreamName="orders")
+    sqs = client("sqs")
+    url = sqs.create_queue(QueueName="dlq")["QueueUrl"]
+    sqs.send_message(
+        QueueUrl=url, MessageBody="bad record", MessageAttributes={"reason": {"DataType": "String", "StringValue": "x"}}
+    )
+    _call(sqs.get_queue_attributes, QueueUrl=url, AttributeNames=["All"])
+    s3 = client("s3")
+    s3.create_bucket(Bucket="lake", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    _call(s3.list_buckets)
+    sns = client("sns")
+    topic = sns.create_topic(Name="alarm")["TopicArn"]
+    _call(sns.list_topics)
+    _call(sns.get_topic_attributes, TopicArn=topic)
+    return bodies
+
+
+def test_dispatch_and_picker_patches_answer_exactly_what_moto_answers(monkeypatch):
+    """issue 13: a response class's action names are listed once per class, and the names moto's attribute picker
+    tries for a member of a plain dict once per member shape (moto searched through six alias providers for each
+    member of each answer, present or not): byte-identical answers, and a second round asks moto's search nothing."""
+    from moto import mock_aws
+    from moto.core import responses
+    from moto.core.serialize import XFormedAttributePicker
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(responses, "method_names_from_class", responses.method_names_from_class)
+    monkeypatch.setattr(XFormedAttributePicker, "__call__", XFormedAttributePicker.__call__)
+    searches: list[tuple[str, str]] = []
+    search = XFormedAttributePicker.get_possible_keys
+    monkeypatch.setattr(
+        XFormedAttributePicker,
+        "get_possible_keys",
+        lambda self, context: (
+            searches.append((context.service_model.service_name, context.key)) or search(self, context)
+        ),
+    )
+    listed: list = []
+    names_of = responses.method_names_from_class
+    monkeypatch.setattr(responses, "method_names_from_class", lambda cls: listed.append(cls) or names_of(cls))
+    with mock_aws():
+        unpatched = _service_calls()
+    assert len(unpatched) == 20 and b"ConsumedCapacity" in unpatched[5] and b":sns:eu-west-1:" in unpatched[-1]
+    searched, searches[:] = len(searches), []
+    assert len(listed) > len(set(listed))  # moto listed the same classes again and again
+    listed[:] = []
+    _moto_patches._patch_action_names()
+    _moto_patches._patch_response_picker()
+    with mock_aws():
+        patched = _service_calls()
+    assert patched == unpatched
+    assert len(listed) == len(set(listed)) > 3  # each response class listed once
+    assert 0 < len(searches) < searched
+    searches[:] = []
+    with mock_aws():
+        assert _service_calls() == unpatched
+    # every member's names known from the first round, but SNS's: its answers are built on shapes made per answer
+    assert {service for service, _key in searches} == {"sns"}
+
+
+def test_random_strings_patch_keeps_moto_alphabet_and_seeding(monkeypatch):
+    """issue 13: moto's random strings (a 52-character request id in every answer) are drawn in one call: the same
+    length, alphabet and case rules as moto's, still reproducible from moto's seed."""
+    import string
+
+    from moto.moto_api._internal import mock_random
+    from moto.moto_api._internal.moto_random import MotoRandom
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(MotoRandom, "get_random_string", MotoRandom.get_random_string)
+    _moto_patches._patch_random_strings()
+    mock_random.seed(3)
+    ids = [mock_random.get_random_string(length=52) for _ in range(400)]
+    mock_random.seed(3)
+    assert [mock_random.get_random_string(length=52) for _ in range(400)] == ids  # seeded: the same strings
+    assert len(set(ids)) == 400 and {len(i) for i in ids} == {52}
+    assert set("".join(ids)) == set(string.ascii_letters + string.digits)  # every character of moto's alphabet
+    assert len(mock_random.get_random_string()) == 20
+    assert set(mock_random.get_random_string(length=500, include_digits=False)) == set(string.ascii_letters)
+    lower = mock_random.get_random_string(length=500, lower_case=True)
+    assert lower == lower.lower() and set(lower) == set(string.ascii_lowercase + string.digits)
+
+
+def test_flask_debug_files_patch_builds_no_class_per_request(monkeypatch):
+    """issue 13: moto's Flask apps run in debug mode, where Flask built a new class for the ``files`` of each
+    request that is not a form upload (a hint for browser forms); the patch keeps Flask's own class and moto's answers."""
+    import flask
+    from flask import debughelpers
+    from moto.moto_server.werkzeug_app import create_backend_app
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(debughelpers, "attach_enctype_error_multidict", debughelpers.attach_enctype_error_multidict)
+    app = create_backend_app("dynamodb")
+    assert app.debug
+    kinds: list[type] = []
+
+    @app.after_request
+    def _files_class(response):
+        kinds.append(type(flask.request.files))
+        return response
+
+    def answers() -> list:
+        client = app.test_client()
+        headers = {
+            "X-Amz-Target": "DynamoDB_20120810.ListTables",
+            "Content-Type": "application/x-amz-json-1.0",
+            "Authorization": "AWS4-HMAC-SHA256 Credential=x/20261207/eu-west-1/dynamodb/aws4_request, "
+            "SignedHeaders=host, Signature=0",
+        }
+        return [client.post("/", data=b"{}", headers=headers).get_data() for _ in range(5)]
+
+    unpatched = answers()
+    assert len(set(kinds)) == 5  # a new class for every request
+    kinds[:] = []
+    _moto_patches._patch_flask_debug_files()
+    assert answers() == unpatched
+    assert set(kinds) == {kinds[0]} and kinds[0].__name__ == "ImmutableMultiDict"
