@@ -39,6 +39,7 @@ import logging
 import math
 import multiprocessing
 import pickle
+import queue
 import threading
 import time
 import uuid
@@ -327,6 +328,69 @@ class _Shared:
         return cls(context.Event(), context.Event(), context.Value("d", 0.0, lock=False), context.Value("q", -1))
 
 
+class _ReadAhead:
+    """``read_batches`` one GetRecords ahead, in a thread of its own: the next read is in flight while the current
+    batch is delivered (as Lambda's pollers read ahead of the invocations they make), instead of after it.
+
+    Yields ``(records, millis_behind_latest, began)``: ``began`` is a monotonic instant taken before that read was
+    asked for (never after it started: the drain's check of "a read that began after drain()" stays safe). At most
+    two reads are held ahead (one waiting to be taken, one in flight). An exception of the reader is raised by the
+    ``next()`` that would have returned its read; :meth:`close` lets the thread end after the read in flight."""
+
+    _END = object()
+
+    def __init__(self, reader: Any, name: str) -> None:
+        self._reader = reader
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._closed = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed.is_set():
+            began = time.monotonic()
+            try:
+                records, behind = next(self._reader)
+            except StopIteration:
+                self._put(self._END)
+                return
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+                self._put(exc)
+                return
+            self._put((records, behind, began))
+
+    def _put(self, item: Any) -> None:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> _ReadAhead:
+        return self
+
+    def __next__(self) -> tuple[list[streams.StreamRecord], int, float]:
+        while not self._finished:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():  # closed, or ended with nothing left
+                    self._finished = True
+                continue
+            if item is self._END or isinstance(item, BaseException):
+                self._finished = True  # later calls end at once instead of waiting for a read that never comes
+                if item is not self._END:
+                    raise item
+                break
+            return item
+        raise StopIteration
+
+    def close(self) -> None:
+        self._closed.set()
+
+
 class EventSourceMapping:
     """A local Kinesis → handler mapping: ``EventSourceMapping(handler, settings, consumer="order-history")``.
 
@@ -565,12 +629,20 @@ class EventSourceMapping:
             poll_interval=s.poll_interval_seconds,
             stop=self._stop,
         )
+        ahead = _ReadAhead(reader, name=f"esm-read-{shard_id}")
+        try:
+            self._deliver_reads(shard_id, ahead)
+        finally:
+            ahead.close()
+
+    def _deliver_reads(self, shard_id: str, reads: _ReadAhead) -> None:
+        """Batch the shard's reads and deliver the batches, until the mapping stops or drains."""
+        s = self.settings
         buffer: list[streams.StreamRecord] = []
         first_at = 0.0
         while True:
-            read_at = time.monotonic()  # the GetRecords call below starts after this instant
             try:
-                records, behind = next(reader)
+                records, behind, read_at = next(reads)  # read_at: that GetRecords call started after this instant
             except StopIteration:
                 return
             self._reads += 1

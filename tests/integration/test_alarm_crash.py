@@ -25,7 +25,8 @@ from shoplake.alarm import detector as det
 from shoplake.alarm import detector_config, messages
 
 # the detector process the tests kill: consumes with small batches and frequent saves; KILL_AFTER_SAVE=n dies right
-# after its n-th state save, before the mapping writes the checkpoint that save was made for
+# after its n-th state save, before the mapping writes the checkpoint that save was made for. SAVE_EVERY_SECONDS: the
+# mapping checkpoints (and so the handler saves) at most that often per shard
 RUN = textwrap.dedent(
     """
     import os, sys
@@ -33,7 +34,7 @@ RUN = textwrap.dedent(
     from alarm_day import four_hours_with_incidents
     from shoplake.alarm import detector as det, detector_config
 
-    consumer, kill_after_save = sys.argv[1], int(sys.argv[2])
+    consumer, kill_after_save, save_every_seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     save = det.StreamHandler.save
 
     def save_then_die(self, shard_id=None):
@@ -46,7 +47,7 @@ RUN = textwrap.dedent(
     det.StreamHandler.save = save_then_die
     print("consuming", flush=True)
     det.consume(consumer, detector_config(600), warmup=four_hours_with_incidents().warmup, batch_size=100,
-                save_every_seconds=0.2)
+                save_every_seconds=save_every_seconds)
     print("done", flush=True)
     """
 )
@@ -80,10 +81,10 @@ def replayed(provisioned):
     return sim, consumers
 
 
-def _start(consumer: str, kill_after_save: int = 0) -> subprocess.Popen:
+def _start(consumer: str, kill_after_save: int = 0, save_every_seconds: float = 0.2) -> subprocess.Popen:
     script = RUN.format(tests=os.path.dirname(__file__))
     return subprocess.Popen(
-        [sys.executable, "-c", script, consumer, str(kill_after_save)],
+        [sys.executable, "-c", script, consumer, str(kill_after_save), str(save_every_seconds)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -120,12 +121,16 @@ def _assert_exactly_once(sim, consumer: str, resumed: det.ConsumeResult) -> None
 def test_killed_between_state_save_and_checkpoint_resumes_exactly_once(replayed):
     sim, consumers = replayed
     consumer = consumers[0]
-    proc = _start(consumer, kill_after_save=3)
+    # a checkpoint, and so a save, after every batch (the interval path, at a tiny interval): a shard's poller handles
+    # its next batch only after its checkpoint, so a save covers at most one batch of 100 per shard (two shards), and
+    # the 3rd save comes within the first 600 records however fast the process reads (with 0.2 s between saves a fast
+    # reader had consumed every record by its 3rd save)
+    proc = _start(consumer, kill_after_save=3, save_every_seconds=1e-6)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 9, out
     assert "killed after save" in out
     saved = det.StateStore(consumer).load()
-    assert saved is not None and 0 < saved["counts"]["records_in"] < len(sim.events)
+    assert saved is not None and 0 < saved["counts"]["records_in"] <= 3 * 2 * 100 < len(sim.events)
     checkpointed = lambda_local.Checkpoints(consumer).all()
     # the state is ahead of the checkpoints: the killed process saved, then died before checkpointing
     assert any(int(saved["sequences"][s]) > int(checkpointed.get(s, "0")) for s in saved["sequences"])
