@@ -83,6 +83,9 @@ The patches below were added after profiling the DynamoDB emulator process on th
   drawn in one call from moto's own (seedable) generator, the names tried for a member of a plain dict kept on its
   shape, and no class is built. Replayed on the order pipeline's 6,474 DynamoDB requests (``bench/profile_dynamodb``,
   small): 21.3 → 19.7 CPU s, every answer byte-identical; a GetItem alone ~470 → ~360 µs in-process.
+* DynamoDB Query and Scan sized each item they read twice in a row (the 1 MB page check, then the running total):
+  sized once per read now. The order pipeline's Queries, replayed three times each: 3.37 → 3.05 CPU s (three
+  alternated pairs), the same answers.
 """
 
 from __future__ import annotations
@@ -644,6 +647,46 @@ def _patch_dynamodb_sizes() -> None:
     Item.size = item_size
 
 
+_READ_SIZES = threading.local()
+
+
+def _patch_dynamodb_read_sizes() -> None:
+    _require_moto("_patch_dynamodb_read_sizes")
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+
+    item_size = Item.size
+
+    def size(self: Item) -> int:
+        """``Item.size``, computed once per item during a Query or a Scan: moto sizes each item it reads twice in a
+        row (the 1 MB page check, then the running total), a third of a Query of a customer's earlier lines. The
+        memo lives for one read in one thread and holds the items it sized (no id is reused while it lives); a read
+        changes no item."""
+        memo = getattr(_READ_SIZES, "memo", None)
+        if memo is None:
+            return item_size(self)
+        known = memo.get(id(self))
+        if known is None or known[0] is not self:
+            known = memo[id(self)] = (self, item_size(self))
+        return known[1]
+
+    def sized_once(read: Any) -> Any:
+        def wrapper(self: Table, *args: Any, **kwargs: Any) -> Any:
+            if getattr(_READ_SIZES, "memo", None) is not None:  # a read within a read: the outer one's memo
+                return read(self, *args, **kwargs)
+            _READ_SIZES.memo = {}
+            try:
+                return read(self, *args, **kwargs)
+            finally:
+                _READ_SIZES.memo = None
+
+        return wrapper
+
+    Item.size = size
+    Table.query = sized_once(Table.query)
+    Table.scan = sized_once(Table.scan)
+
+
 def _patch_dynamodb_values() -> None:
     _require_moto("_patch_dynamodb_values")
     from moto.dynamodb import responses
@@ -914,6 +957,7 @@ def apply() -> None:
     _patch_dynamodb_item_copy()
     _patch_dynamodb_filtered_query()
     _patch_dynamodb_sizes()
+    _patch_dynamodb_read_sizes()
     _patch_dynamodb_values()
     _patch_dynamodb_serializer_maps()
     _patch_backend_lookup()

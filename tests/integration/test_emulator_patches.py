@@ -862,7 +862,7 @@ def test_every_patch_refuses_another_moto_version(monkeypatch):
     assert _moto_patches.MOTO_VERSION == pin == moto.__version__
     monkeypatch.setattr(moto, "__version__", "9.9.9")
     applied = re.findall(r"^    (_patch_\w+)\(\)$", inspect.getsource(_moto_patches.apply), re.M)
-    assert len(applied) == 23 and "_patch_kinesis" in applied
+    assert len(applied) == 24 and "_patch_kinesis" in applied
     for name in applied:
         with pytest.raises(RuntimeError, match=f"{name} was written for moto 5"):
             getattr(_moto_patches, name)()
@@ -1306,3 +1306,29 @@ def test_flask_debug_files_patch_builds_no_class_per_request(monkeypatch):
     _moto_patches._patch_flask_debug_files()
     assert answers() == unpatched
     assert set(kinds) == {kinds[0]} and kinds[0].__name__ == "ImmutableMultiDict"
+
+
+def test_read_sizes_patch_sizes_each_item_once_per_read(monkeypatch):
+    """issue 13: a Query or a Scan sizes each item it reads once (moto sized each twice in a row): the same 1 MB
+    pages, counts and keys, filtered or not, by index or not, and half the sizing."""
+    from moto import mock_aws
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+
+    from shoplake import _moto_patches
+
+    for cls, name in ((Item, "size"), (Table, "query"), (Table, "scan")):
+        monkeypatch.setattr(cls, name, getattr(cls, name))
+    sized: list[int] = []
+    size = Item.size
+    monkeypatch.setattr(Item, "size", lambda self: sized.append(id(self)) or size(self))
+    with mock_aws():
+        unpatched = _big_pages() + _filtered_queries()
+    unpatched_sizes, sized[:] = len(sized), []
+    _moto_patches._patch_dynamodb_read_sizes()
+    with mock_aws():
+        patched = _big_pages() + _filtered_queries()
+    assert patched == unpatched
+    assert sum("LastEvaluatedKey" in page for page in patched[:4]) >= 2  # pages were cut by size
+    assert 0 < len(sized) <= unpatched_sizes * 0.6
+    assert Item(None, None, {"a": {"S": "xyz"}}).size() == 4  # outside a read: sized as moto does, every time
