@@ -1206,7 +1206,8 @@ def _service_calls() -> list:
 def test_dispatch_and_picker_patches_answer_exactly_what_moto_answers(monkeypatch):
     """issue 13: a response class's action names are listed once per class, and the names moto's attribute picker
     tries for a member of a plain dict once per member shape (moto searched through six alias providers for each
-    member of each answer, present or not): byte-identical answers, and a second round asks moto's search nothing."""
+    member of each answer, present or not): byte-identical answers, and a second round asks moto's search nothing
+    but for SNS."""
     from moto import mock_aws
     from moto.core import responses
     from moto.core.serialize import XFormedAttributePicker
