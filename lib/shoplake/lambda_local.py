@@ -680,9 +680,9 @@ class EventSourceMapping:
     def _deliver(self, shard_id: str, batch: list[streams.StreamRecord]) -> None:
         """Deliver ``batch`` with retries/bisection until every record is handled or given up on."""
         s = self.settings
-        queue: list[tuple[list[streams.StreamRecord], int]] = [(batch, 0)]  # (records, retries so far), in order
-        while queue:
-            records, attempt = queue.pop(0)
+        pending: list[tuple[list[streams.StreamRecord], int]] = [(batch, 0)]  # (records, retries so far), in order
+        while pending:
+            records, attempt = pending.pop(0)
             outcome, failed_from, error = self._invoke(shard_id, records)
             if outcome == "ok":
                 self._checkpoint(shard_id, records)
@@ -700,7 +700,7 @@ class EventSourceMapping:
                 half = len(rest) // 2
                 with self._lock:
                     self.stats.bisections += 1
-                queue[:0] = [(rest[:half], attempt), (rest[half:], attempt)]
+                pending[:0] = [(rest[:half], attempt), (rest[half:], attempt)]
                 continue
             if s.max_retry_attempts != -1 and attempt >= s.max_retry_attempts:
                 self._give_up(shard_id, rest, attempt, reason)
@@ -710,7 +710,7 @@ class EventSourceMapping:
             with self._lock:
                 self.stats.retries += 1
             time.sleep(min(2.0, s.retry_delay_seconds * 2**attempt))
-            queue.insert(0, (rest, attempt + 1))
+            pending.insert(0, (rest, attempt + 1))
 
     def _event(self, records: list[streams.StreamRecord]) -> dict[str, Any]:
         return kinesis_event(records, self._stream_arn, self._region, f"arn:aws:iam::local:role/{self.function_name}")
