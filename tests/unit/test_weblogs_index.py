@@ -170,9 +170,17 @@ def test_written_offsets_place_each_line_on_the_logs_clock_and_refused_lines_at_
         + "\n"
     )
     assert _written_offsets(log).tolist() == [0.0, 0.0, 4.0, 4.0, 60.0]
-    assert _written_offsets(log, chunk=2).tolist() == [0.0, 0.0, 4.0, 4.0, 60.0]  # chunks change nothing
+    # the servers' own clock: the times they write each line at, from the log's first time
+    from shoplake.agent._servers import access_lines_of
+
+    times = [ts for ts, _, _ in access_lines_of(log.read_text().splitlines())]
+    assert [t - times[1] for t in times] == [0.0, 0.0, 4.0, 4.0, 60.0] and times[1] == 971211336.0  # 2000-10-10T20:55:36Z
     assert _log_extent(log) == (5, 0.0)  # the first line has no time: no span to compress
     log.write_text("\n".join(log.read_text().splitlines()[1:]) + "\n")
     assert _log_extent(log) == (4, 60.0)
     log.write_text("")
     assert _log_extent(log) == (0, 0.0) and _written_offsets(log).size == 0
+    log.write_text("\n".join([line("10/Oct/2000:20:55:36 +0000"), "", "   junk", line("10/Oct/2000:20:55:37 +0000")]))
+    assert _written_offsets(log).tolist() == [0.0, 0.0, 1.0]  # an empty line is not written: it has no place
+    log.write_text("no time\nnone either\n")
+    assert _written_offsets(log).tolist() == [0.0, 0.0]

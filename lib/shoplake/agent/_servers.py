@@ -238,12 +238,28 @@ def _strptime_time(stamp: str) -> float | None:
         return None
 
 
-def access_lines_of(lines: Iterable[str]) -> Iterator[tuple[float | None, str, str]]:
-    """``(epoch seconds or None, client ip, line)`` per access-log line (bad lines are written as they are)."""
+def access_lines_of(lines: Iterable[str]) -> Iterator[tuple[float, str, str]]:
+    """``(epoch seconds the servers write it at, client ip, line)`` per non-empty access-log line, in line order.
+
+    A line's own time (:func:`_access_time`); a line without one (bad lines are written as they are) goes with the
+    line before it, and lines before the log's first time with that first time (0.0 when no line has a time). This
+    is the servers' clock, and the clock notebook 05 measures freshness from (``weblogs._analysis``)."""
+    before: list[str] = []  # the lines before the first time (held until it comes; a log holds few, if any)
+    last: float | None = None
     for raw in lines:
-        line = raw.rstrip("\r\n")
-        if line:
-            yield _access_time(line), line.split(" ", 1)[0], line
+        text = raw.rstrip("\r\n")
+        if not text:
+            continue
+        ts = _access_time(text)
+        if ts is None and last is None:
+            before.append(text)
+            continue
+        if before:
+            yield from ((ts, held.split(" ", 1)[0], held) for held in before)
+            before.clear()
+        last = ts if ts is not None else last
+        yield last, text.split(" ", 1)[0], text
+    yield from ((0.0, held.split(" ", 1)[0], held) for held in before)  # no line has a time
 
 
 # --------------------------------------------------------------------------- servers
@@ -310,10 +326,8 @@ def simulate_servers(
                 raw_lines = handle.readlines()
         else:
             raw_lines = list(access_lines)
-        last = events[-1][0] if events else 0.0
         for ts, ip, text in access_lines_of(raw_lines):
-            last = ts if ts is not None else last
-            events.append((last, _server(ip, servers), 1, text))
+            events.append((ts, _server(ip, servers), 1, text))
     events.sort(key=lambda e: e[0])  # stable: each source keeps its own order within a second
 
     per_file = [[0, 0] for _ in range(servers)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
@@ -27,8 +26,9 @@ log = logging.getLogger(__name__)
 
 def _log_extent(path: Path) -> tuple[int, float]:
     """``(lines, seconds from the first line's time to the last's)`` in one pass, without holding the lines; the
-    span is 0 when the first or the last line has no time the parser accepts."""
-    from shoplake.lambdas.weblogs_transform import parse_line
+    span is 0 when the first or the last line has no time. Times as the simulated servers read them
+    (``shoplake.agent._servers``), so the span is the one their clock plays."""
+    from shoplake.agent._servers import _access_time
 
     n, first, last = 0, None, None
     for line in iter_lines(path):
@@ -37,35 +37,20 @@ def _log_extent(path: Path) -> tuple[int, float]:
         last = line
     if first is None or last is None:
         return n, 0.0
-    stamps = [d["@timestamp"] for d in (parse_line(x)[0] for x in (first, last)) if d]
-    if len(stamps) < 2:
+    began, ended = _access_time(first), _access_time(last)
+    if began is None or ended is None:
         return n, 0.0
-    return n, (pd.Timestamp(stamps[1]) - pd.Timestamp(stamps[0])).total_seconds()
+    return n, ended - began
 
 
-def _written_offsets(path: Path, chunk: int = 65536) -> np.ndarray:
-    """Each line's place on the log's own clock (seconds after its first timestamp), in file order.
+def _written_offsets(path: Path) -> np.ndarray:
+    """Each line's place on the servers' clock (seconds after the log's first time), in the order they write them:
+    the time the simulated servers write it at (:func:`shoplake.agent._servers.access_lines_of`: a line without a
+    time of its own goes with the line before it). Empty lines are not written, so they have no place."""
+    from shoplake.agent._servers import access_lines_of
 
-    A line the parser refuses has no time of its own: it takes the time of the line before it. The parser runs on
-    chunks of lines (only the timestamps are kept: a million-line log never holds a million documents at once).
-    """
-    from shoplake.lambdas.weblogs_transform import parse_many
-
-    parts: list[np.ndarray] = []
-    lines = iter_lines(path)
-    while batch := list(itertools.islice(lines, chunk)):
-        docs, rejected, n = parse_many(batch)
-        stamps = pd.to_datetime([d["@timestamp"] for d in docs], format="%Y-%m-%dT%H:%M:%SZ", utc=True)
-        values = np.full(n, np.nan)
-        parsed = np.ones(n, dtype=bool)
-        parsed[[position for position, _, _ in rejected]] = False
-        values[parsed] = stamps.as_unit("s").asi8  # whole seconds, whatever unit pandas chose
-        parts.append(values)
-    values = pd.Series(np.concatenate(parts) if parts else np.zeros(0)).ffill().to_numpy()
-    if values.size == 0 or np.isnan(values).all():
-        return np.zeros(values.size)
-    values = np.nan_to_num(values, nan=np.nanmin(values))
-    return values - values.min()
+    values = np.fromiter((ts for ts, _, _ in access_lines_of(iter_lines(path))), dtype=float)
+    return values - values.min() if values.size else values
 
 
 def freshness_by_count(written_at: np.ndarray, seen: list[tuple[int, float]]) -> list[float]:
