@@ -412,29 +412,33 @@ def read_report(output: str) -> dict[str, Any]:
 
 
 def dynamodb_items(serving: pd.DataFrame, popular: pd.DataFrame, generated_at: str) -> list[dict[str, Any]]:
-    """One item per customer (``customer_id``, ranked ``items``), plus ``#popular`` for cold-start customers."""
+    """One item per customer (``customer_id``, ranked ``items``), plus ``#popular`` for cold-start customers.
+
+    Customers in key order, each one's lists by rank: one sort of the whole frame, not one per customer (~0.5 ms
+    each: 6 s for the 11,742 customers of the full scale).
+    """
     from decimal import Decimal
 
-    def entries(frame: pd.DataFrame) -> list[dict[str, Any]]:
-        return [
-            {
-                "rank": int(r.rank),
-                "stock_code": str(r.stock_code),
-                "description": str(r.description or ""),
-                "score": Decimal(f"{float(r.score):.6f}"),
-            }
-            for r in frame.sort_values("rank").itertuples(index=False)
-        ]
+    import pandas as pd
 
+    def entry(r: Any) -> dict[str, Any]:
+        return {
+            "rank": int(r.rank),
+            "stock_code": str(r.stock_code),
+            "description": "" if pd.isna(r.description) else str(r.description),  # a missing one (None, NaN): ""
+            "score": Decimal(f"{float(r.score):.6f}"),
+        }
+
+    ordered = serving[serving["customer_id"].notna()].sort_values(["customer_id", "rank"], kind="stable")
     items = [
         {
             "customer_id": str(customer),
             "model": MODEL_NAME,
             "generated_at": generated_at,
             "cold_start": False,
-            "items": entries(group),
+            "items": [entry(r) for r in rows],
         }
-        for customer, group in serving.groupby("customer_id", sort=True)
+        for customer, rows in itertools.groupby(ordered.itertuples(index=False), key=lambda r: r.customer_id)
     ]
     items.append(
         {
@@ -442,7 +446,7 @@ def dynamodb_items(serving: pd.DataFrame, popular: pd.DataFrame, generated_at: s
             "model": "most-popular",
             "generated_at": generated_at,
             "cold_start": True,
-            "items": entries(popular),
+            "items": [entry(r) for r in popular.sort_values("rank", kind="stable").itertuples(index=False)],
         }
     )
     return items
