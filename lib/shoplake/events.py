@@ -136,6 +136,81 @@ def invoice_time(text: str) -> datetime:
     return _real_time(text)
 
 
+def _plain_key(value: Any) -> str | None:
+    """An InvoiceNo, StockCode or CustomerID as :func:`_key` and :func:`_text` accept it, for the common case only:
+    a ``str`` of ASCII (which always encodes) that is valid once stripped; None sends the event to the full rules."""
+    if type(value) is not str:
+        return None
+    text = value.strip()
+    if not text or "#" in text or len(text) > MAX_KEY_CHARS or not text.isascii():
+        return None
+    return text
+
+
+def _common_event(event: dict[str, Any]) -> dict[str, Any] | None:
+    """:func:`validate`'s answer for an event of the common shape — exact ``str``, ``int`` and ``float`` values, ASCII
+    text, every rule met — in one pass of plain checks (about half the time); None for anything else (an invalid
+    event, an integer key, non-ASCII text, a numpy number, ...), which the full rules then judge, so every rejection
+    and its reason come from them. ``tests/unit/test_events.py`` holds the two equal on mutated events."""
+    get = event.get
+    invoice_no = _plain_key(get("InvoiceNo"))
+    stock_code = _plain_key(get("StockCode"))
+    quantity = get("Quantity")
+    invoice_date = get("InvoiceDate")
+    price = get("UnitPrice")
+    line_no = get("LineNo")
+    country = get("Country")
+    if (
+        invoice_no is None
+        or stock_code is None
+        or type(quantity) is not int
+        or not (0 < quantity <= MAX_QUANTITY if invoice_no[0] not in "cC" else -MAX_QUANTITY <= quantity < 0)
+        or type(invoice_date) is not str
+        or not _DATE.fullmatch(invoice_date)
+        or (type(price) is not float and type(price) is not int)
+        or not 0 <= price <= MAX_UNIT_PRICE  # False for NaN; infinity is above the bound
+        or type(line_no) is not int
+        or not 0 <= line_no <= MAX_LINE_NO
+        or type(country) is not str
+    ):
+        return None
+    country = country.strip()
+    if not country or not country.isascii():
+        return None
+    customer = get("CustomerID")
+    if customer is not None:
+        if type(customer) is not str:
+            return None
+        if customer.strip():
+            customer = _plain_key(customer)
+            if customer is None:
+                return None
+        else:
+            customer = None  # "" or blank: a guest line
+    description = get("Description")
+    if description is None:
+        description = ""
+    elif type(description) is not str or not description.isascii():
+        return None
+    try:
+        when = _real_time(invoice_date)
+    except ValueError:
+        return None
+    if not YEARS[0] <= when.year <= YEARS[1]:
+        return None
+    return {
+        "InvoiceNo": invoice_no,
+        "StockCode": stock_code,
+        "Description": description,
+        "Quantity": quantity,
+        "InvoiceDate": invoice_date,
+        "UnitPrice": price,
+        "CustomerID": customer,
+        "Country": country,
+        "LineNo": line_no,
+    }
+
+
 def validate(event: Any) -> dict[str, Any]:
     """The normalized event (keys stripped, CustomerID a string or None, Description a string) or :class:`Rejected`.
 
@@ -145,6 +220,15 @@ def validate(event: Any) -> dict[str, Any]:
     UnitPrice a finite number from 0 to 10^9; LineNo an integer from 0 to 10^6; Country a non-empty string; text valid
     Unicode. A guest line has no CustomerID.
     """
+    if type(event) is dict:
+        common = _common_event(event)
+        if common is not None:
+            return common
+    return _validate(event)
+
+
+def _validate(event: Any) -> dict[str, Any]:
+    """:func:`validate`'s rules, each in turn: the answer for every event, and the reason for a rejected one."""
     if not isinstance(event, dict):
         raise Rejected(MALFORMED_JSON, f"not a JSON object but {type(event).__name__}")
     missing = [k for k in REQUIRED if event.get(k) is None or event.get(k) == ""]

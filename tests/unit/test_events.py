@@ -178,3 +178,90 @@ def test_invoice_time_reads_what_strptime_reads_and_refuses_what_it_refuses():
     answers = [(text, _strptime_answer(text), _invoice_time_answer(text)) for text in INVOICE_TIMES]
     assert [(t, want) for t, want, got in answers if want != got] == []
     assert sum(a is ValueError for _, a, _ in answers) > 100 and sum(a is not ValueError for _, a, _ in answers) > 50
+
+
+# values each field takes in the mutated events below: the common shape, and every way out of it
+_MUTATIONS = {
+    "InvoiceNo": [
+        "536365",
+        "C536379",
+        "c536379",
+        " 536365 ",
+        "",
+        "   ",
+        "5#1",
+        "x" * 64,
+        "x" * 65,
+        536365,
+        True,
+        None,
+        KeyError,
+        "Ç536379",
+        "５３６",
+    ],
+    "StockCode": ["85123A", " 85123A", "", "85#", "y" * 65, 85123, None, KeyError, "ÄB", 1.5],
+    "Description": ["A MUG", "", None, KeyError, "CRÈME", "bad \udc80", 7, "  padded  "],
+    "Quantity": [6, -6, 0, 1, -1, 10**9, -(10**9), 10**9 + 1, True, 1.0, "6", None, KeyError],
+    "InvoiceDate": [
+        "2010-12-01T08:26:00Z",
+        "1990-01-01T00:00:00Z",
+        "1989-12-31T23:59:59Z",
+        "2099-12-31T23:59:59Z",
+        "2100-01-01T00:00:00Z",
+        "2010-02-30T08:26:00Z",
+        "2010-12-01T24:00:00Z",
+        "2010-12-01T08:26:00",
+        "2010-12-01T08:26:00Z\n",
+        "",
+        None,
+        20101201,
+        KeyError,
+    ],
+    "UnitPrice": [
+        2.55,
+        0,
+        0.0,
+        -0.0,
+        3,
+        10**9,
+        10**9 + 0.5,
+        -0.01,
+        float("nan"),
+        float("inf"),
+        True,
+        "2.55",
+        None,
+        KeyError,
+    ],
+    "CustomerID": ["17850", " 17850 ", "", "  ", None, KeyError, 17850, True, "17#50", "z" * 65, "Ü1", 1.5],
+    "Country": ["United Kingdom", " France ", "", "  ", "Österreich", 44, None, KeyError],
+    "LineNo": [0, 3, 10**6, 10**6 + 1, -1, True, 2.0, "3", None, KeyError],
+}
+
+
+def _outcome(judge, event):
+    try:
+        return "ok", judge(event)
+    except events.Rejected as rejected:
+        return rejected.kind, rejected.reason
+
+
+def test_the_common_path_gives_the_full_rules_answer_on_mutated_events():
+    """validate's one-pass path for common events (``_common_event``) against the rules checked in turn
+    (``_validate``): every single- and double-field mutation of a good event, same answer or same rejection."""
+    import itertools
+
+    singles = [{name: value} for name, values in _MUTATIONS.items() for value in values]
+    pairs = [
+        {a: va, b: vb} for a, b in itertools.combinations(_MUTATIONS, 2) for va in _MUTATIONS[a] for vb in _MUTATIONS[b]
+    ]
+    took_common = 0
+    for changes in singles + pairs:
+        event = _with(**changes)
+        full = _outcome(events._validate, event)
+        assert _outcome(events.validate, event) == full, changes
+        common = events._common_event(event)
+        if common is not None:
+            took_common += 1
+            assert full == ("ok", common), changes
+    assert took_common > 500  # the common path is taken (and checked) for many of them
