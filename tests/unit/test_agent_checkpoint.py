@@ -3,6 +3,7 @@ save/load, and a checkpoint written by an older agent (no window, no positions) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ def test_pending_window_and_positions_round_trip(tmp_path):
         hashes=["a", "a"],
         window={"after": dict(flow.positions)},
     )
+    assert flow.pending.to_json() == dataclasses.asdict(flow.pending)  # every field, none added since forgotten
     store.save()
     reloaded = CheckpointStore(tmp_path / "checkpoints.json", fsync=False)
     again = reloaded.flow("orders")
