@@ -466,6 +466,7 @@ def curate_lines(lines: list[tuple[str, str]], raw_objects: int = 0) -> Curated:
     good: list[dict[str, Any]] = []
     aside: list[dict[str, Any]] = []
     seen: set[str] = set()
+    products: dict[str, bool] = {}  # is_product_code per stock code (a catalogue's few thousand codes, checked once)
     for key, line in lines:
         try:
             event = json.loads(line)
@@ -493,7 +494,10 @@ def curate_lines(lines: list[tuple[str, str]], raw_objects: int = 0) -> Curated:
             )
             continue
         seen.add(row["event_id"])
-        if not is_product_code(row["stock_code"]):
+        product = products.get(row["stock_code"])
+        if product is None:
+            product = products[row["stock_code"]] = is_product_code(row["stock_code"])
+        if not product:
             aside.append(
                 {
                     "event_id": row["event_id"],
@@ -524,6 +528,7 @@ def curate_lines(lines: list[tuple[str, str]], raw_objects: int = 0) -> Curated:
         ],
     )
     ts = pd.to_datetime(order_lines["invoice_date"], utc=True, format="ISO8601")
+    order_date = order_lines["invoice_date"].str.slice(0, 10)  # validated YYYY-MM-DDTHH:MM:SSZ: the UTC date
     order_lines = order_lines.drop(columns=["invoice_date"])
     order_lines.insert(6, "invoice_ts", ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]"))
     order_lines = order_lines.astype(
@@ -539,7 +544,7 @@ def curate_lines(lines: list[tuple[str, str]], raw_objects: int = 0) -> Curated:
             "is_cancellation": "bool",
         }
     )
-    order_lines["order_date"] = order_lines["invoice_ts"].dt.strftime("%Y-%m-%d").astype("string")
+    order_lines["order_date"] = order_date.astype("string")
     order_lines = order_lines.sort_values(["invoice_ts", "invoice_no", "line_no"], kind="stable").reset_index(drop=True)
 
     set_aside = pd.DataFrame(aside, columns=["event_id", "reason", "detail", "raw", "source_key"]).astype("string")
