@@ -154,6 +154,37 @@ def test_item_is_typed_and_keyed_deterministically():
         assert order_history.content_hash(value) == hashlib.sha256(canonical).hexdigest()
 
 
+def test_the_hash_to_item_writes_out_is_the_definition_on_awkward_events():
+    """to_item builds the canonical JSON of its attributes itself (faster than encoding the dict): it must be
+    content_hash's on every kind of value — escapes, non-ASCII, control characters, guests, cancellations, cents."""
+    texts = ['caf\u00e9 "\u2603" \\ tab\t', "line\nbreak \u0001 \u007f", "\U0001f600 emoji", "plain", ""]
+    events = [
+        line(
+            f"{prefix}5363{n}",
+            code,
+            qty if not prefix else -qty,
+            "2010-12-01T08:26:00Z",
+            customer,
+            line_no=n,
+            price=price,
+        )
+        for n, (prefix, code, qty, customer, price) in enumerate(
+            [
+                ("", "85123A", 6, "17850", 2.55),
+                ("C", "22633", 1, None, 0.005),
+                ("", 'q"uote', 999_999_999, "cust\\omer", 1e9),
+                ("C", "\u00e9t\u00e9", 3, "17850", 0),
+                ("", "POST", 1, None, 123456.785),
+            ]
+        )
+    ]
+    for n, raw in enumerate(events):
+        raw["Description"], raw["Country"] = texts[n % len(texts)], texts[(n + 1) % len(texts)] or "UK"
+        item = order_history.to_item(order_history.parse_event(json.dumps(raw).encode()))
+        assert item["content_sha256"] == {"S": order_history.content_hash(item)}, raw
+        assert list(item)[-1] == "content_sha256" and len(item) == 16
+
+
 # --------------------------------------------------------------------------- against the emulator
 
 

@@ -107,30 +107,52 @@ def customer_key(event: dict[str, Any]) -> str:
 def to_item(event: dict[str, Any]) -> dict[str, Any]:
     """The DynamoDB item (low-level attribute values) of a valid event; money as exact decimals."""
     try:
-        price = Decimal(str(event["UnitPrice"])).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+        price = Decimal(str(event["UnitPrice"])).quantize(CENT, rounding=ROUND_HALF_UP)
     except InvalidOperation:  # pragma: no cover - validated before
         raise Malformed(f"UnitPrice {event['UnitPrice']!r} is not a number") from None
-    amount = (price * event["Quantity"]).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    cancellation = event["InvoiceNo"].startswith("C")
-    item = {
-        "customer_id": {"S": customer_key(event)},
-        "order_key": {"S": order_key(event)},
-        "event_id": {"S": f"{event['InvoiceNo']}-{event['LineNo']}"},
-        "invoice_no": {"S": event["InvoiceNo"]},
-        "line_no": {"N": str(event["LineNo"])},
-        "stock_code": {"S": event["StockCode"]},
-        "description": {"S": event["Description"]},
-        "quantity": {"N": str(event["Quantity"])},
-        "unit_price": {"N": str(price)},
-        "line_amount": {"N": str(amount)},
-        "invoice_date": {"S": event["InvoiceDate"]},
-        "country": {"S": event["Country"]},
-        "is_guest": {"BOOL": event["CustomerID"] is None},
+    amount = str((price * event["Quantity"]).quantize(CENT, rounding=ROUND_HALF_UP))
+    invoice_no, line_no, stock_code = event["InvoiceNo"], str(event["LineNo"]), event["StockCode"]
+    customer, key = customer_key(event), order_key(event)
+    event_id, description, quantity = f"{invoice_no}-{line_no}", event["Description"], str(event["Quantity"])
+    invoice_date, country, guest = event["InvoiceDate"], event["Country"], event["CustomerID"] is None
+    cancellation = invoice_no.startswith("C")
+    status = "cancellation" if cancellation else "ordered"
+    unit_price = str(price)
+    # content_hash(item), written out: the canonical JSON of these attributes in key order (tests hold it equal)
+    text = _ascii_json
+    canonical = (
+        f'{{"country":{{"S":{text(country)}}},"customer_id":{{"S":{text(customer)}}},'
+        f'"description":{{"S":{text(description)}}},"event_id":{{"S":{text(event_id)}}},'
+        f'"invoice_date":{{"S":{text(invoice_date)}}},"invoice_no":{{"S":{text(invoice_no)}}},'
+        f'"is_cancellation":{{"BOOL":{"true" if cancellation else "false"}}},'
+        f'"is_guest":{{"BOOL":{"true" if guest else "false"}}},"line_amount":{{"N":{text(amount)}}},'
+        f'"line_no":{{"N":{text(line_no)}}},"order_key":{{"S":{text(key)}}},"quantity":{{"N":{text(quantity)}}},'
+        f'"status":{{"S":{text(status)}}},"stock_code":{{"S":{text(stock_code)}}},'
+        f'"unit_price":{{"N":{text(unit_price)}}}}}'
+    )
+    return {
+        "customer_id": {"S": customer},
+        "order_key": {"S": key},
+        "event_id": {"S": event_id},
+        "invoice_no": {"S": invoice_no},
+        "line_no": {"N": line_no},
+        "stock_code": {"S": stock_code},
+        "description": {"S": description},
+        "quantity": {"N": quantity},
+        "unit_price": {"N": unit_price},
+        "line_amount": {"N": amount},
+        "invoice_date": {"S": invoice_date},
+        "country": {"S": country},
+        "is_guest": {"BOOL": guest},
         "is_cancellation": {"BOOL": cancellation},
-        "status": {"S": "cancellation" if cancellation else "ordered"},
+        "status": {"S": status},
+        CONTENT_HASH: {"S": hashlib.sha256(canonical.encode()).hexdigest()},
     }
-    item[CONTENT_HASH] = {"S": content_hash(item)}
-    return item
+
+
+CENT = Decimal("0.01")
+# a string as the canonical JSON writes it (json's own C escaper: ASCII, \uXXXX for the rest, quotes included)
+_ascii_json = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
 
 CONTENT_HASH = "content_sha256"
