@@ -245,3 +245,33 @@ def test_records_fail_only_after_no_record_is_accepted_for_the_stall_time(stream
     assert all("no record accepted for" in f["reason"] for f in result.failed_records)
     with pytest.raises(streams.StreamError, match="stall_seconds"):
         streams.put_records(stream, [order_event(0)], stall_seconds=0)
+
+
+def test_last_sequence_number_finds_a_shards_end_without_reading_it_whole(stream, kinesis):
+    """The newest record's sequence number by a search on arrival times: the same as reading the shard to its end,
+    with a fraction of its records read (bursts seconds apart; an empty shard has none)."""
+    import time
+
+    one_shard = {"partition_key": lambda _: "k"}  # every record on one shard
+    shard = streams.put_records(stream, [order_event(0)], **one_shard).sequence_numbers.popitem()[0]
+    other = next(s for s in streams.shards(stream) if s != shard)
+    assert streams.last_sequence_number(stream, other) is None
+    for burst in range(3):
+        time.sleep(2.1)  # arrival times a few seconds apart (AT_TIMESTAMP takes whole seconds)
+        streams.put_records(stream, [order_event(i) for i in range(1000 * burst, 1000 * burst + 1000)], **one_shard)
+    whole = [r for batch, _ in streams.read_batches(stream, shard) for r in batch]
+    returned = []
+    real_get_records = kinesis.get_records
+
+    def counting(**kwargs: Any) -> Any:
+        response = real_get_records(**kwargs)
+        returned.extend(response.get("Records", []))
+        return response
+
+    kinesis.get_records = counting
+    try:
+        found = streams.last_sequence_number(stream, shard, client=kinesis)
+    finally:
+        del kinesis.get_records
+    assert found == whole[-1].sequence_number and len(whole) == 3001
+    assert len(returned) <= 1100, len(returned)  # the last burst (and a few probes), not the 3,001 records

@@ -621,10 +621,8 @@ def start_at_stream_end(consumer: str = CONSUMER) -> dict[str, str]:
     checkpoints = lambda_local.Checkpoints(consumer)
     ends = {}
     for shard_id in streams.shards("orders"):
-        last = checkpoints.get(shard_id)
-        for records, _behind in streams.read_batches("orders", shard_id, after_sequence=last):
-            if records:
-                last = records[-1].sequence_number
+        # the shard's newest record, found without reading the shard (it may hold a million orders of notebook 02)
+        last = streams.last_sequence_number("orders", shard_id) or checkpoints.get(shard_id)
         if last:
             checkpoints.put(shard_id, last, 0)
             ends[shard_id] = last
