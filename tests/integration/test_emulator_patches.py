@@ -312,6 +312,56 @@ def test_scan_resume_patch_answers_exactly_what_moto_answers(monkeypatch, range_
     assert len(patched) > 10 and patched == unpatched
 
 
+def test_segment_patch_answers_exactly_what_moto_answers(monkeypatch):
+    """issue 13: an item's segment (MD5 of its hash key) is taken once per key object, not once per item per segment
+    of every parallel Scan: every page of three-segment Scans of string-keyed and number-keyed tables is moto's, and
+    the segments together hold every item once."""
+    from moto import mock_aws
+    from moto.dynamodb.models.dynamo_type import Item
+
+    from shoplake import _moto_patches
+
+    def segmented(hash_type: str) -> list:
+        import boto3
+
+        ddb = boto3.client("dynamodb", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+        name = f"seg{hash_type}"
+        ddb.create_table(
+            TableName=name,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": hash_type}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        )
+        for n in range(60):
+            ddb.put_item(TableName=name, Item={"pk": {hash_type: str(n) if hash_type == "N" else f"k{n}"}})
+        pages = []
+        for _ in range(2):  # twice: the second pass reads what the first kept
+            for segment in range(3):
+                kwargs = {"TableName": name, "Segment": segment, "TotalSegments": 3, "Limit": 7}
+                while True:
+                    page = ddb.scan(**kwargs)
+                    page.pop("ResponseMetadata", None)
+                    pages.append((segment, page))
+                    if "LastEvaluatedKey" not in page:
+                        break
+                    kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return pages
+
+    moto_own = Item.is_within_segment
+    monkeypatch.setattr(Item, "is_within_segment", moto_own)
+    with mock_aws():
+        unpatched = [segmented(t) for t in ("S", "N")]
+    _moto_patches._patch_dynamodb_segments()
+    assert Item.is_within_segment is not moto_own  # the patch is in place
+    with mock_aws():
+        patched = [segmented(t) for t in ("S", "N")]
+    assert patched == unpatched
+    for pages in patched:
+        keys = [tuple(i["pk"].items()) for _, page in pages[: len(pages) // 2] for i in page["Items"]]
+        assert len(keys) == len(set(keys)) == 60
+        assert len({segment for segment, page in pages if page["Items"]}) == 3
+
+
 def _puts() -> list:
     """Items put and read back, and the error of each item too large, around the 400 KB limit."""
     import boto3
@@ -862,7 +912,7 @@ def test_every_patch_refuses_another_moto_version(monkeypatch):
     assert _moto_patches.MOTO_VERSION == pin == moto.__version__
     monkeypatch.setattr(moto, "__version__", "9.9.9")
     applied = re.findall(r"^    (_patch_\w+)\(\)$", inspect.getsource(_moto_patches.apply), re.M)
-    assert len(applied) == 24 and "_patch_kinesis" in applied
+    assert len(applied) == 25 and "_patch_kinesis" in applied
     for name in applied:
         with pytest.raises(RuntimeError, match=f"{name} was written for moto 5"):
             getattr(_moto_patches, name)()
