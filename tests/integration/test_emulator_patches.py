@@ -322,10 +322,7 @@ def test_segment_patch_answers_exactly_what_moto_answers(monkeypatch):
     from shoplake import _moto_patches
 
     def segmented(hash_type: str) -> list:
-        import boto3
-
-        ddb = boto3.client("dynamodb", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
-        name = f"seg{hash_type}"
+        ddb, name = _ddb(), f"seg{hash_type}"
         ddb.create_table(
             TableName=name,
             BillingMode="PAY_PER_REQUEST",

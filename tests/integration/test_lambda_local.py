@@ -356,10 +356,12 @@ def test_checkpoints_are_written_per_interval_not_per_batch_and_always_at_the_en
         bound_handler(tables), stream, tables, consumer=consumer, batch_size=10, checkpoint_interval_seconds=3600
     ).run_until_caught_up(timeout=120)
     assert stats.records_done == 300 and stats.invocations >= 30
-    # one write per shard, when its poller stopped: the saved checkpoints are the last records handled
-    assert stats.checkpoints_written == len(stats.shards)
+    # one write per shard that handled records, when its poller stopped: the saved checkpoints are the last records
+    # handled (the 7 customers' keys are random: all of them land on one of the 2 shards in 1 run of 64)
+    handled = {s: v["checkpoint"] for s, v in stats.shards.items() if v["records"]}
+    assert stats.checkpoints_written == len(handled) >= 1 and sum(v["records"] for v in stats.shards.values()) == 300
     saved = lambda_local.Checkpoints(consumer, tables["checkpoints"]).all()
-    assert saved == {s: v["checkpoint"] for s, v in stats.shards.items()}
+    assert saved == handled
     assert mapping(bound_handler(tables), stream, tables, consumer=consumer).run_until_caught_up(60).records_in == 0
 
 
