@@ -42,6 +42,7 @@ from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -414,6 +415,7 @@ def read_raw_lines(prefix: str = RAW_ORDERS_PREFIX, progress: bool = False) -> t
 # --------------------------------------------------------------------------- validation
 
 
+@lru_cache(maxsize=65536)  # a catalogue has a few thousand codes; curation asks once per order line
 def is_product_code(stock_code: str) -> bool:
     """True for merchandise; False for postage, fees and adjustments (see the module docstring)."""
     code = stock_code.strip()
@@ -466,7 +468,6 @@ def curate_lines(lines: list[tuple[str, str]], raw_objects: int = 0) -> Curated:
     good: list[dict[str, Any]] = []
     aside: list[dict[str, Any]] = []
     seen: set[str] = set()
-    products: dict[str, bool] = {}  # is_product_code per stock code (a catalogue's few thousand codes, checked once)
     for key, line in lines:
         try:
             event = json.loads(line)
@@ -494,10 +495,7 @@ def curate_lines(lines: list[tuple[str, str]], raw_objects: int = 0) -> Curated:
             )
             continue
         seen.add(row["event_id"])
-        product = products.get(row["stock_code"])
-        if product is None:
-            product = products[row["stock_code"]] = is_product_code(row["stock_code"])
-        if not product:
+        if not is_product_code(row["stock_code"]):
             aside.append(
                 {
                     "event_id": row["event_id"],
