@@ -53,11 +53,17 @@ def figure(
     goal: str | None = None,
     higher_is_better: bool = True,
     scale: str | None = None,
+    goal_ratio: float | None = None,
+    ceiling: float | None = None,
+    ceiling_name: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Record one figure: ``value`` and, when measured in the same run, ``baseline`` (ratio = value / baseline).
 
-    ``goal`` is the target as text (e.g. ``"ratio ≥ 0.8"``); ``extra`` keeps anything else worth comparing."""
+    ``goal`` is the target as text (e.g. ``"ratio ≥ 0.8"``); ``goal_ratio`` the ratio it asks for (0.8), when it is
+    one. ``ceiling``: the highest ratio reachable here, measured in the same run (``ceiling_name`` says how: a floor
+    no implementation can beat, or what the measured work allows on this machine's cores); with ``goal_ratio`` the
+    figure gets a :func:`verdict`. ``extra`` keeps anything else worth comparing."""
     ratio = value / baseline if baseline not in (None, 0) and value is not None else None
     row = {
         "bench": _CURRENT["bench"] or Path(sys.argv[0]).stem.removeprefix("bench_"),
@@ -72,9 +78,34 @@ def figure(
         "scale": scale or _CURRENT["scale"],
         **extra,
     }
+    if goal_ratio is not None:
+        row.update(
+            goal_ratio=goal_ratio,
+            ceiling_ratio=ceiling,
+            ceiling_name=ceiling_name,
+            verdict=verdict(ratio, goal_ratio, ceiling, higher_is_better),
+        )
     row = _clean(row)
     _FIGURES.append(row)
     return row
+
+
+def verdict(ratio: float | None, goal: float, ceiling: float | None = None, higher_is_better: bool = True) -> str:
+    """Whether a ratio meets its goal, and if not whether the same run's ceiling leaves room for it:
+    ``"met"``, ``"not met (ceiling 0.72: room)"`` or ``"unreachable here (ceiling 0.48 < 0.5)"``."""
+    if ratio is None or not math.isfinite(ratio):
+        return "not measured"
+
+    def meets(r: float) -> bool:
+        return r >= goal if higher_is_better else r <= goal
+
+    if meets(ratio):
+        return "met"
+    if ceiling is None or not math.isfinite(ceiling):
+        return "not met"
+    if not meets(ceiling):
+        return f"unreachable here (ceiling {ceiling:.3g} {'<' if higher_is_better else '>'} {goal:g})"
+    return f"not met (ceiling {ceiling:.3g}: room)"
 
 
 # Figures derived from what other benchmarks' ``main()`` return (their files stay as their owners wrote them):
@@ -159,5 +190,8 @@ def table(rows: list[dict[str, Any]] | None = None) -> str:
     for r in rows:
         value, base = num(r["value"]), num(r["baseline"])
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
-        lines.append(f"{r['bench']:<10} {r['figure'][:44]:<44} {value:>12} {base:>12} {ratio:>7}  {r['goal'] or ''}")
+        said = f"  [{r['verdict']}]" if r.get("verdict") else ""
+        lines.append(
+            f"{r['bench']:<10} {r['figure'][:44]:<44} {value:>12} {base:>12} {ratio:>7}  {r['goal'] or ''}{said}"
+        )
     return "\n".join(lines)

@@ -171,6 +171,7 @@ def main(scale: str = "small") -> dict[str, Any]:
         baseline=read_rate,
         baseline_name="plain stream read",
         goal="≥ 0.5 × baseline",
+        goal_ratio=0.5,
         **extra,
     )
     _report.figure(
@@ -180,6 +181,7 @@ def main(scale: str = "small") -> dict[str, Any]:
         baseline=read_rate,
         baseline_name="plain stream read",
         goal="≥ 0.5 × baseline",
+        goal_ratio=0.5,
         state_saves=result.counts["state_saves"],
         batches=batches,
     )

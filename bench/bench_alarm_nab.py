@@ -124,6 +124,7 @@ def main(scale: str = "full") -> dict[str, Any]:
         baseline=read,
         baseline_name="read + validate the rows",
         goal="≥ 0.5 × baseline",
+        goal_ratio=0.5,
         forest_judged_share=judged,
     )
     return {"totals": totals, "normalised": norm, "files": {r["file"]: r["forest"]["nab_raw"] for r in results}}

@@ -8,6 +8,7 @@ Every run asserts the counts: in = written + dead-lettered, each valid line exac
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -325,6 +326,12 @@ def main(scale: str = "small") -> dict[str, float]:
                 "(every emulator process busy)"
             ),
             goal="ratio ≥ 0.8",
+            goal_ratio=0.8,
+            ceiling=min(bounds["bound_busiest_ratio"] or math.inf, bounds["bound_cores_ratio"]),
+            ceiling_name=(
+                "the most the measured work allows here: the lower of the busiest emulator process busy all the "
+                "time and every process's CPU on all the cores (bound_busiest_ratio, bound_cores_ratio)"
+            ),
             scale=scale,
             events=len(rows),
             exactly_once=reconciliation.exactly_once,
