@@ -1356,27 +1356,164 @@ def test_flask_debug_files_patch_builds_no_class_per_request(monkeypatch):
     assert set(kinds) == {kinds[0]} and kinds[0].__name__ == "ImmutableMultiDict"
 
 
-def test_read_sizes_patch_sizes_each_item_once_per_read(monkeypatch):
-    """issue 13: a Query or a Scan sizes each item it reads once (moto sized each twice in a row): the same 1 MB
-    pages, counts and keys, filtered or not, by index or not, and half the sizing."""
-    from moto import mock_aws
-    from moto.dynamodb.models.dynamo_type import Item
-    from moto.dynamodb.models.table import Table
+def _pages(ddb, op, **kwargs) -> list:
+    """Every page of a Scan or Query: counts, last keys and the items' keys (the 1 MB cut follows the item sizes)."""
+    out = []
+    while True:
+        page = _call(op, **kwargs)
+        if isinstance(page, tuple):
+            return [*out, page]
+        out.append({k: v for k, v in page.items() if k != "Items"} | {"keys": [i["order_key"] for i in page["Items"]]})
+        if "LastEvaluatedKey" not in page:
+            return out
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _in_place_changes() -> list:
+    """Items that grow and shrink in place — UpdateItem (SET, REMOVE, ADD, list_append, a nested map member, a
+    refused one over 400 KB), TransactWriteItems (applied, and cancelled by a failed condition: rolled back) — with
+    the table read after each change by size-cut Scan and Query pages and a GetItem."""
+    ddb = _ddb()
+    _order_table(ddb, "grow")
+    for n in range(40):  # ~30 KB each: ~33 items per 1 MB page
+        ddb.put_item(TableName="grow", Item=_line(f"c{n % 2}", n, fill_text={"S": "x" * 30_000}, tags={"L": []}))
+    key = {"customer_id": {"S": "c0"}, "order_key": _line("c0", 4)["order_key"]}
+    other = {"customer_id": {"S": "c1"}, "order_key": _line("c1", 5)["order_key"]}
+    big, small = {":v": {"S": "y" * 300_000}}, {":v": {"S": "z"}}
+    changes = [
+        (ddb.update_item, {"Key": key, "UpdateExpression": "SET fill_text = :v", "ExpressionAttributeValues": big}),
+        (
+            ddb.update_item,
+            {
+                "Key": key,
+                "UpdateExpression": "SET m = :m",
+                "ExpressionAttributeValues": {":m": {"M": {"part_one": {"S": "w" * 50_000}}}},
+            },
+        ),
+        (ddb.update_item, {"Key": key, "UpdateExpression": "SET m.part_one = :v", "ExpressionAttributeValues": small}),
+        (ddb.update_item, {"Key": key, "UpdateExpression": "REMOVE fill_text"}),
+        (
+            ddb.update_item,
+            {
+                "Key": key,
+                "UpdateExpression": "ADD quantity :n",
+                "ExpressionAttributeValues": {":n": {"N": "123456789"}},
+            },
+        ),
+        (
+            ddb.update_item,
+            {
+                "Key": other,
+                "UpdateExpression": "SET tags = list_append(tags, :l)",
+                "ExpressionAttributeValues": {":l": {"L": [{"S": "t" * 250_000}]}},
+            },
+        ),
+        (
+            ddb.update_item,
+            {
+                "Key": other,
+                "UpdateExpression": "SET fill_text = :v",  # 30 + 250 + 300 KB: refused
+                "ExpressionAttributeValues": big,
+            },
+        ),
+        (
+            ddb.transact_write_items,
+            {
+                "TransactItems": [
+                    {
+                        "Update": {
+                            "TableName": "grow",
+                            "Key": key,
+                            "UpdateExpression": "SET fill_text = :v",
+                            "ExpressionAttributeValues": big,
+                        }
+                    },
+                ]
+            },
+        ),
+        (
+            ddb.transact_write_items,
+            {
+                "TransactItems": [  # the update, then a failed check: all rolled back
+                    {"Update": {"TableName": "grow", "Key": other, "UpdateExpression": "REMOVE tags"}},
+                    {
+                        "ConditionCheck": {
+                            "TableName": "grow",
+                            "Key": key,
+                            "ConditionExpression": "attribute_not_exists(fill_text)",
+                        }
+                    },
+                ]
+            },
+        ),
+        (
+            ddb.update_item,
+            {
+                "Key": {"customer_id": {"S": "c9"}, "order_key": {"S": "new"}},  # creates the item
+                "UpdateExpression": "SET fill_text = :v",
+                "ExpressionAttributeValues": big,
+            },
+        ),
+    ]
+    out = []
+    for op, kwargs in changes:
+        if op == ddb.update_item:
+            kwargs = {"TableName": "grow", **kwargs}
+        out.append(_call(op, **kwargs))
+        out.append(_pages(ddb, ddb.scan, TableName="grow"))
+        out.append(
+            _pages(ddb, ddb.query, TableName="grow", KeyConditionExpression="customer_id = :c", **_values(":c", "c0"))
+        )
+        out.append(_call(ddb.get_item, TableName="grow", Key=key, ProjectionExpression="order_key, quantity"))
+    return out
+
+
+def _stored_sizes() -> list[tuple[int, int]]:
+    """Each stored item's ``size()`` beside its size worked out anew from its attributes (moto's Item.size)."""
+    from moto.dynamodb.models import dynamodb_backends
 
     from shoplake import _moto_patches
 
-    for cls, name in ((Item, "size"), (Table, "query"), (Table, "scan")):
+    tables = dynamodb_backends["123456789012"]["eu-west-1"].tables.values()
+    items = [item for table in tables for bucket in table.items.values() for item in bucket.values()]
+    return [(item.size(), _moto_patches._attributes_size(item.attrs)) for item in items]
+
+
+def test_size_cache_patch_answers_exactly_what_moto_answers(monkeypatch):
+    """issue 13: an item's size is remembered from its creation until an UpdateItem starts a new generation: every
+    size-cut page, count, key and error of reads, of in-place changes (UpdateItem, TransactWriteItems applied and
+    rolled back) and of the reads after each is moto's; every stored item's remembered size is the size of what it
+    holds; and the reads of unchanged items size none of them again."""
+    from moto import mock_aws
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.dynamo_type import Item
+
+    from shoplake import _moto_patches
+
+    for cls, name in ((Item, "size"), (Item, "__init__"), (DynamoDBBackend, "update_item")):
         monkeypatch.setattr(cls, name, getattr(cls, name))
+    for name in ("active", "generation", "changing"):
+        monkeypatch.setattr(_moto_patches._SizeCache, name, getattr(_moto_patches._SizeCache, name))
     sized: list[int] = []
     size = Item.size
     monkeypatch.setattr(Item, "size", lambda self: sized.append(id(self)) or size(self))
     with mock_aws():
-        unpatched = _big_pages() + _filtered_queries()
-    unpatched_sizes, sized[:] = len(sized), []
-    _moto_patches._patch_dynamodb_read_sizes()
+        unpatched = _big_pages() + _filtered_queries() + _in_place_changes()
+    unpatched_reads = len(sized)
+    _moto_patches._patch_dynamodb_item_size()
+    _moto_patches._patch_dynamodb_size_cache()
     with mock_aws():
-        patched = _big_pages() + _filtered_queries()
+        sized[:] = []
+        patched_reads = _big_pages() + _filtered_queries()
+        read_sizings = len(sized)
+        patched = patched_reads + _in_place_changes()
+        stored = _stored_sizes()
     assert patched == unpatched
     assert sum("LastEvaluatedKey" in page for page in patched[:4]) >= 2  # pages were cut by size
-    assert 0 < len(sized) <= unpatched_sizes * 0.6
-    assert Item(None, None, {"a": {"S": "xyz"}}).size() == 4  # outside a read: sized as moto does, every time
+    changed = unpatched[-40:]
+    assert [type(a) for a in changed[::4]].count(tuple) == 2  # the refused update and the cancelled transaction
+    assert len({json.dumps(pages, sort_keys=True) for pages in changed[1::4]}) >= 4  # the changes moved the cuts
+    assert stored and all(remembered == anew for remembered, anew in stored)
+    assert unpatched_reads > 1000 and read_sizings == 0  # moto sized the items it read; the reads sized none again
+    assert _moto_patches._SizeCache.changing == 0
+    assert Item(None, None, {"a": {"S": "xyz"}}).size() == 4
