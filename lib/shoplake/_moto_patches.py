@@ -89,6 +89,10 @@ The patches below were added after profiling the DynamoDB emulator process on th
   pipeline's DynamoDB requests replayed (three alternated pairs): Queries 2.37–2.39 → 1.99–2.00 CPU s, the
   reconciliation's Scans 3.61–3.73 → 3.16–3.32, all 14.4–14.5 instead of 15.2–15.4; every answer byte-identical (a
   per-read memo, 3.37 → 3.05 on Queries replayed three times, came before it).
+* Every DynamoDB comparison (key conditions, filters, ``IN`` lists, sorts, conditions) casts both values through five
+  type tests (``cast_value``); a string, binary or boolean is its own cast and is now compared as it is. The
+  handler's Queries (``stock_code IN (...)`` over a customer's lines: 769k casts in 1,184 Queries) replayed, three
+  alternated pairs: 2.04–2.11 → 1.78–1.87 CPU s, BatchGetItem 1.33–1.40 → 1.19–1.24; every answer byte-identical.
 * A parallel Scan hashed every item of the table once per segment to find its segment (MD5 of the hash key): the
   first byte is now kept on the item for its key. A projection's names are worked out once per Scan and its string
   attributes checked inline: the reconciliation's 37 Scan pages replayed (five times each, three alternated pairs)
@@ -739,6 +743,33 @@ def _patch_dynamodb_size_cache() -> None:
     _SizeCache.active = True
 
 
+_CAST_AS_IS = frozenset({"S", "B", "BOOL"})  # DynamoType.cast_value: the value itself (moto's last branch)
+
+
+def _patch_dynamodb_cast_value() -> None:
+    _require_moto("_patch_dynamodb_cast_value")
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    original_cast, original_eq = DynamoType.cast_value.fget, DynamoType.__eq__
+
+    def cast_value(self: DynamoType) -> Any:
+        """moto's ``cast_value`` — what comparisons and sorts compare — without its five type tests when the value
+        is its own cast (a string, a binary, a boolean); numbers, sets, lists, maps and NULL: moto's code."""
+        if self.type in _CAST_AS_IS:
+            return self.value
+        return original_cast(self)
+
+    def __eq__(self: DynamoType, other: DynamoType) -> bool:
+        """moto's ``==`` (same type, equal casts) on two strings, binaries or booleans: their values compared."""
+        kind = self.type
+        if kind in _CAST_AS_IS and kind == other.type:
+            return self.value == other.value
+        return original_eq(self, other)
+
+    DynamoType.cast_value = property(cast_value)
+    DynamoType.__eq__ = __eq__
+
+
 def _patch_dynamodb_segments() -> None:
     _require_moto("_patch_dynamodb_segments")
     from moto.dynamodb.models.dynamo_type import Item
@@ -1036,6 +1067,7 @@ def apply() -> None:
     _patch_dynamodb_filtered_query()
     _patch_dynamodb_sizes()
     _patch_dynamodb_size_cache()
+    _patch_dynamodb_cast_value()
     _patch_dynamodb_segments()
     _patch_dynamodb_values()
     _patch_dynamodb_serializer_maps()

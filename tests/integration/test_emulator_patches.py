@@ -909,7 +909,7 @@ def test_every_patch_refuses_another_moto_version(monkeypatch):
     assert _moto_patches.MOTO_VERSION == pin == moto.__version__
     monkeypatch.setattr(moto, "__version__", "9.9.9")
     applied = re.findall(r"^    (_patch_\w+)\(\)$", inspect.getsource(_moto_patches.apply), re.M)
-    assert len(applied) == 25 and "_patch_kinesis" in applied
+    assert len(applied) == 26 and "_patch_kinesis" in applied
     for name in applied:
         with pytest.raises(RuntimeError, match=f"{name} was written for moto 5"):
             getattr(_moto_patches, name)()
@@ -1517,3 +1517,123 @@ def test_size_cache_patch_answers_exactly_what_moto_answers(monkeypatch):
     assert unpatched_reads > 1000 and read_sizings == 0  # moto sized the items it read; the reads sized none again
     assert _moto_patches._SizeCache.changing == 0
     assert Item(None, None, {"a": {"S": "xyz"}}).size() == 4
+
+
+CAST_VALUES = [
+    *EVERY_TYPE.values(),
+    {"S": ""},
+    {"S": "1"},
+    {"S": "b"},
+    {"N": "1"},
+    {"N": "1.0"},
+    {"N": "-3"},
+    {"B": b"\x00\xffbytes"},
+    {"B": b"1"},
+    {"BOOL": True},
+    {"NULL": True},
+    {"SS": ["b", "a"]},
+    {"L": [{"S": "1"}]},
+    {"M": {"a": {"S": "1"}}},
+]
+
+
+def _cast_facts() -> list:
+    """What comparisons see of values of every type: each cast (as plain data), and ``==``, ``!=``, ``<`` and hash
+    equality of every pair (``<`` across types: what moto raises)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    values = [DynamoType(v) for v in CAST_VALUES]
+    facts: list = [repr(_state(v.cast_value)) for v in values]
+    for a in values:
+        for b in values:
+            try:
+                less = a < b
+            except TypeError as exc:
+                less = ("raised", str(exc))
+            try:
+                same_hash = hash(a) == hash(b)
+            except TypeError as exc:  # sets, lists and maps cast to unhashable values
+                same_hash = ("raised", str(exc))
+            facts.append((a == b, a != b, less, same_hash))
+    return facts
+
+
+def _comparisons() -> list:
+    """Filters and conditions comparing attributes of every type with values of the same and of other types (=, <>,
+    <, >=, BETWEEN, IN, begins_with, contains), as Scan pages and conditional puts."""
+    ddb = _ddb()
+    _order_table(ddb, "cmp")
+    attributes = {f"v_{k}": v for k, v in EVERY_TYPE.items() if k not in ("pk", "sk")}
+    for n in range(6):
+        ddb.put_item(TableName="cmp", Item=_line(f"c{n % 2}", n, **attributes, same={"S": "1" if n % 2 else "b"}))
+    values = {":s": {"S": "b"}, ":one": {"S": "1"}, ":n": {"N": "1.0"}, ":b": {"B": b"1"}, ":t": {"BOOL": True}}
+    filters = [
+        f"{name} {op} {value}"
+        for name in ("same", "v_s", "v_n", "v_b", "v_t", "quantity")
+        for op in ("=", "<>", "<", ">=")
+        for value in values
+    ]
+    filters += [
+        "same BETWEEN :one AND :s",
+        "quantity BETWEEN :n AND :n",
+        "same IN (:one, :n, :b)",
+        "v_t IN (:t, :s)",
+        "begins_with(v_s, :s)",
+        "contains(v_ss, :s)",
+        "contains(v_l, :one)",
+    ]
+    out = []
+    for expression in filters:
+        out.append(
+            _call(
+                ddb.scan,
+                TableName="cmp",
+                FilterExpression=expression,
+                ExpressionAttributeValues={k: v for k, v in values.items() if k in expression},
+            )
+        )
+    for condition in ("same = :one", "same <> :one", "v_t = :t", "v_n = :n"):
+        item = _line("c1", 1, same={"S": "changed"})
+        names = {k: v for k, v in values.items() if k in condition}
+        out.append(
+            _call(
+                ddb.put_item, TableName="cmp", Item=item, ConditionExpression=condition, ExpressionAttributeValues=names
+            )
+        )
+    out.append(_call(ddb.scan, TableName="cmp"))
+    return out
+
+
+def test_cast_value_patch_answers_exactly_what_moto_answers(monkeypatch):
+    """issue 13: strings, binaries and booleans are compared by their values without moto's five type tests per
+    cast: the same casts, equalities, orders and hashes for values of every type, and the same answers of Queries
+    (key conditions, filters, sort orders, pages), Scans, reads and conditional writes."""
+    from moto import mock_aws
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    from shoplake import _moto_patches
+
+    monkeypatch.setattr(DynamoType, "cast_value", DynamoType.cast_value)
+    monkeypatch.setattr(DynamoType, "__eq__", DynamoType.__eq__)
+
+    def answers() -> list:
+        with mock_aws():
+            out = [_queries("S"), _queries("N"), _scans("S"), _filtered_queries(), _reads(), _comparisons()]
+        return _strip(out)
+
+    unpatched = (_cast_facts(), answers())
+    _moto_patches._patch_dynamodb_cast_value()
+    patched = (_cast_facts(), answers())
+    assert patched == unpatched
+    compared = unpatched[1][-1]
+    assert sum(isinstance(a, dict) and a.get("Count", 0) > 0 for a in compared) > 20  # filters let items through
+    assert sum(isinstance(a, tuple) for a in compared) >= 2  # conditions failed, type mismatches were refused
+
+
+def _strip(value):
+    """Answers without their request ids (ResponseMetadata), recursively."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if k != "ResponseMetadata"}
+    if isinstance(value, list | tuple):
+        return type(value)(_strip(v) for v in value)
+    return value
