@@ -321,7 +321,9 @@ def test_background_mapping_follows_the_stream_with_a_batching_window(stream, ta
 
 
 def with_cancellations(batch: list[dict[str, Any]], tag: str, n: int = 10) -> list[dict[str, Any]]:
-    """``batch`` + ``n`` cancellations of stock code S0 (after every line), customers cycling like :func:`events`."""
+    """``batch`` + ``n`` cancellations of stock code S0 (after every line), customers cycling like :func:`events`
+    (the same ids: :func:`_customer_ids`)."""
+    ids = _customer_ids(tag, 7)
     return batch + [
         {
             "InvoiceNo": f"C8{j:05d}",
@@ -330,7 +332,7 @@ def with_cancellations(batch: list[dict[str, Any]], tag: str, n: int = 10) -> li
             "Quantity": -1,
             "InvoiceDate": "2011-03-01T10:00:00Z",
             "UnitPrice": 1.25,
-            "CustomerID": f"{tag}-{j % 7}",
+            "CustomerID": ids[j % 7],
             "Country": "France",
             "LineNo": 0,
         }
