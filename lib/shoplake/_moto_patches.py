@@ -718,7 +718,7 @@ def _patch_dynamodb_size_cache() -> None:
     def size(self: Item) -> int:
         """``Item.size``, remembered on the item from its creation (moto sizes each new item to refuse one over
         400 KB) until an in-place change: a Query or a Scan sized every item it read, twice (the 1 MB page check,
-        then the running total) — a fifth of a Scan of the order history, a sixth of a Query of a customer's lines.
+        then the running total) — a sixth of a Scan of the order history, a fifth of a Query of a customer's lines.
         Items only change in place within UpdateItem (moto's PutItem, BatchWriteItem, PartiQL and restores build new
         ones); every UpdateItem starts a new generation, in which what was remembered before is sized again."""
         if _SizeCache.changing:
