@@ -920,6 +920,19 @@ def test_every_patch_refuses_another_moto_version(monkeypatch):
         assert ast.unparse(first) == f"_require_moto('{name}')", name
 
 
+def _pages(ddb, op, **kwargs) -> list:
+    """Every page of a Scan or Query: counts, last keys and the items' keys (the 1 MB cut follows the item sizes)."""
+    out = []
+    while True:
+        page = _call(op, **kwargs)
+        if isinstance(page, tuple):
+            return [*out, page]
+        out.append({k: v for k, v in page.items() if k != "Items"} | {"keys": [i["order_key"] for i in page["Items"]]})
+        if "LastEvaluatedKey" not in page:
+            return out
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 def _big_pages() -> list:
     """Scan and Query pages cut by moto's 1 MB result limit (sized from the items' attribute sizes), and a
     BatchGetItem of items of every type."""
@@ -929,19 +942,10 @@ def _big_pages() -> list:
         pad = ("é" if n % 3 == 0 else "x") * (18_000 if n % 3 == 0 else 36_000)
         ddb.put_item(TableName="big", Item=_line(f"c{n % 2}", n, pad={"S": pad}, num={"N": "-1.5e10"}))
     ddb.put_item(TableName="big", Item={**EVERY_TYPE, "customer_id": {"S": "c0"}, "order_key": {"S": "every"}})
-    out = []
-    for op, kwargs in (
-        (ddb.scan, {"TableName": "big"}),
-        (ddb.query, {"TableName": "big", "KeyConditionExpression": "customer_id = :c", **_values(":c", "c0")}),
-    ):
-        while True:
-            page = _call(op, **kwargs)
-            out.append(
-                {k: v for k, v in page.items() if k != "Items"} | {"keys": [i["order_key"] for i in page["Items"]]}
-            )
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    out = [
+        *_pages(ddb, ddb.scan, TableName="big"),
+        *_pages(ddb, ddb.query, TableName="big", KeyConditionExpression="customer_id = :c", **_values(":c", "c0")),
+    ]
     keys = [{"customer_id": {"S": "c0"}, "order_key": {"S": "every"}}]
     out.append(_call(ddb.batch_get_item, RequestItems={"big": {"Keys": keys}}))
     return out
@@ -1354,19 +1358,6 @@ def test_flask_debug_files_patch_builds_no_class_per_request(monkeypatch):
     _moto_patches._patch_flask_debug_files()
     assert answers() == unpatched
     assert set(kinds) == {kinds[0]} and kinds[0].__name__ == "ImmutableMultiDict"
-
-
-def _pages(ddb, op, **kwargs) -> list:
-    """Every page of a Scan or Query: counts, last keys and the items' keys (the 1 MB cut follows the item sizes)."""
-    out = []
-    while True:
-        page = _call(op, **kwargs)
-        if isinstance(page, tuple):
-            return [*out, page]
-        out.append({k: v for k, v in page.items() if k != "Items"} | {"keys": [i["order_key"] for i in page["Items"]]})
-        if "LastEvaluatedKey" not in page:
-            return out
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _in_place_changes() -> list:
